@@ -1,0 +1,54 @@
+//! The one error type of the adapter boundary.
+
+use thiserror::Error;
+
+/// What went wrong in a backend. Whether the client may retry travels with the error
+/// ([`BackendError::retryable`]); nobody above the adapter re-derives it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BackendError {
+    /// The instance could not be reached and the request cannot have arrived (connection
+    /// refused, no connection to send on). Safe to run again elsewhere.
+    #[error("chat server unreachable: {0}")]
+    Unreachable(String),
+    /// The request may or may not have reached the instance (timeout, connection lost after
+    /// sending). Retryable by the client, never by the gateway for non-idempotent actions.
+    #[error("chat server did not answer: {0}")]
+    Interrupted(String),
+    /// The instance is full or too busy (session limit, in-flight bound).
+    #[error("chat server overloaded: {0}")]
+    Overloaded(String),
+    /// The instance does not know the chat (never existed, expired, or was lost).
+    #[error("unknown chat")]
+    UnknownChat,
+    /// The chat exists but has ended: writes are refused.
+    #[error("chat has ended")]
+    ChatEnded { next_position: u64 },
+    /// The backend refused the credentials.
+    #[error("invalid credentials")]
+    BadCredentials,
+    /// The backend rejected the request as invalid; `field` names the culprit where known.
+    #[error("rejected: {message}")]
+    Rejected {
+        field: Option<String>,
+        message: String,
+    },
+    /// The backend does not offer the operation.
+    #[error("operation not supported by this backend: {0}")]
+    Unsupported(&'static str),
+}
+
+impl BackendError {
+    /// Web API statusCode semantics: true means statusCode 1 (retry later), false 2.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Unreachable(_) | BackendError::Interrupted(_) | BackendError::Overloaded(_)
+        )
+    }
+
+    /// True when the request certainly never reached the instance, so even a
+    /// non-idempotent action may be sent again somewhere else.
+    pub fn never_arrived(&self) -> bool {
+        matches!(self, BackendError::Unreachable(_) | BackendError::Overloaded(_))
+    }
+}

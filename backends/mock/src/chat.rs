@@ -1,0 +1,282 @@
+//! One chat: participants, transcript and the rules of each action.
+//!
+//! All times are milliseconds since the Unix epoch so a [`ChatRecord`] means the same thing
+//! in another process (a chat server restoring it from a shared store).
+
+use std::sync::Arc;
+
+use backend_api::{
+    Action, BackendError, ChatDetails, ChatState, Event, EventType, Participant, ParticipantType,
+    Transcript, UserData,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::Behaviour;
+
+/// Something the simulated agent will do at a given time. Materialised lazily: the chat
+/// applies every due item before it handles the next request, so no timer runs per chat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Pending {
+    at: u64,
+    what: Scheduled,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+enum Scheduled {
+    AgentJoins,
+    AgentReplies,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Slot {
+    participant: Participant,
+    present: bool,
+}
+
+/// The whole state of a chat: what a shared store saves after every event, and what an
+/// instance needs to carry the chat on with the same ids and transcript.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatRecord {
+    pub chat_id: String,
+    pub user_id: String,
+    pub secure_key: String,
+    pub tenant_name: String,
+    pub endpoint: String,
+    pub subject: Option<String>,
+    pub email_address: Option<String>,
+    participants: Vec<Slot>,
+    transcript: Vec<Event>,
+    user_data: UserData,
+    pending: Vec<Pending>,
+    replies_sent: u64,
+    /// Last request from the customer: the disconnect timeout counts from here.
+    pub last_activity: u64,
+    /// When the chat ended, if it has.
+    pub ended_at: Option<u64>,
+}
+
+const CLIENT: usize = 0;
+
+impl ChatRecord {
+    /// A new chat: the customer and the greeting system party join.
+    pub(crate) fn open(
+        ids: (String, String, String),
+        chat: backend_api::NewChat,
+        behaviour: &Behaviour,
+        now: u64,
+    ) -> ChatRecord {
+        let (chat_id, user_id, secure_key) = ids;
+        let mut record = ChatRecord {
+            chat_id,
+            user_id,
+            secure_key,
+            tenant_name: chat.tenant_name,
+            endpoint: chat.endpoint,
+            subject: chat.subject,
+            email_address: chat.email_address,
+            participants: Vec::with_capacity(3),
+            transcript: Vec::with_capacity(8),
+            user_data: chat.user_data,
+            pending: Vec::new(),
+            replies_sent: 0,
+            last_activity: now,
+            ended_at: None,
+        };
+        let client = record.join(&chat.nickname, ParticipantType::Client, now);
+        let _ = client;
+        let system = record.join(&behaviour.system_nickname, ParticipantType::External, now);
+        record.push(system, EventType::Message, Some(&behaviour.greeting), None, now);
+        record.schedule(now + ms(behaviour.agent_join_delay), Scheduled::AgentJoins);
+        record
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended_at.is_some()
+    }
+
+    pub fn next_position(&self) -> u64 {
+        self.transcript.len() as u64 + 1
+    }
+
+    /// Brings the chat up to `now`: due agent actions happen, and an idle customer is dropped.
+    /// Returns true when the chat ended here.
+    pub(crate) fn advance(&mut self, now: u64, behaviour: &Behaviour) -> bool {
+        if self.is_ended() {
+            return false;
+        }
+        let idle_deadline = self.last_activity + ms(behaviour.disconnect_timeout);
+        while let Some(first) = self.pending.first() {
+            if first.at > now || first.at > idle_deadline {
+                break;
+            }
+            let item = self.pending.remove(0);
+            self.apply(item, behaviour);
+        }
+        if now >= idle_deadline {
+            self.end(idle_deadline);
+            return true;
+        }
+        false
+    }
+
+    fn apply(&mut self, item: Pending, behaviour: &Behaviour) {
+        match item.what {
+            Scheduled::AgentJoins => {
+                let agent = self.join(&behaviour.agent_nickname, ParticipantType::Agent, item.at);
+                self.push(agent, EventType::Message, Some(&behaviour.agent_greeting), None, item.at);
+            }
+            Scheduled::AgentReplies => {
+                let Some(agent) = self.agent() else { return };
+                if behaviour.agent_replies.is_empty() {
+                    return;
+                }
+                let n = behaviour.agent_replies.len() as u64;
+                let text = &behaviour.agent_replies[(self.replies_sent % n) as usize];
+                self.replies_sent += 1;
+                self.push(agent, EventType::Message, Some(text), None, item.at);
+            }
+        }
+    }
+
+    /// Runs one customer action. The chat must have been advanced to `now` first.
+    pub(crate) fn act(
+        &mut self,
+        action: Action,
+        behaviour: &Behaviour,
+        now: u64,
+    ) -> Result<bool, BackendError> {
+        self.last_activity = now;
+        if self.is_ended() {
+            return if action.is_write() {
+                Err(BackendError::ChatEnded {
+                    next_position: self.next_position(),
+                })
+            } else {
+                Ok(false)
+            };
+        }
+        match action {
+            Action::Poll => return Ok(false),
+            Action::SendMessage { text, message_type } => {
+                self.push(CLIENT, EventType::Message, Some(&text), message_type.as_deref(), now);
+                let join_at = self
+                    .pending
+                    .iter()
+                    .find(|p| p.what == Scheduled::AgentJoins)
+                    .map_or(0, |p| p.at);
+                let at = (now + ms(behaviour.agent_reply_delay)).max(join_at);
+                self.schedule(at, Scheduled::AgentReplies);
+            }
+            Action::StartTyping { text } => {
+                self.push(CLIENT, EventType::TypingStarted, text.as_deref(), None, now)
+            }
+            Action::StopTyping { text } => {
+                self.push(CLIENT, EventType::TypingStopped, text.as_deref(), None, now)
+            }
+            Action::UpdateNickname { nickname } => {
+                self.participants[CLIENT].participant.nickname = Arc::from(nickname.as_str());
+                self.push(CLIENT, EventType::NicknameUpdated, Some(&nickname), None, now);
+            }
+            Action::PushUrl { url } => self.push(CLIENT, EventType::PushUrl, Some(&url), None, now),
+            Action::UpdateUserData { data, text: _ } => self.user_data.extend(data),
+            Action::CustomNotice { text } => {
+                self.push(CLIENT, EventType::CustomNotice, Some(&text), None, now)
+            }
+            Action::Complete => {
+                self.end(now);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The events a refresh asked for.
+    pub(crate) fn events(&self, transcript: Transcript) -> Vec<Event> {
+        match transcript {
+            Transcript::None => Vec::new(),
+            Transcript::From(n) => {
+                let start = (n.max(1) - 1) as usize;
+                self.transcript.get(start..).map_or_else(Vec::new, <[Event]>::to_vec)
+            }
+        }
+    }
+
+    pub(crate) fn details(&self) -> ChatDetails {
+        let state = if self.is_ended() {
+            ChatState::Idle
+        } else if self.agent().is_some() {
+            ChatState::Chatting
+        } else {
+            ChatState::WaitingForAgent
+        };
+        ChatDetails {
+            state,
+            participants: self
+                .participants
+                .iter()
+                .filter(|s| s.present)
+                .map(|s| s.participant.clone())
+                .collect(),
+            user_data: self.user_data.clone(),
+        }
+    }
+
+    fn agent(&self) -> Option<usize> {
+        self.participants
+            .iter()
+            .position(|s| s.present && s.participant.kind == ParticipantType::Agent)
+    }
+
+    fn end(&mut self, at: u64) {
+        self.participants[CLIENT].present = false;
+        self.push(CLIENT, EventType::ParticipantLeft, None, None, at);
+        self.pending.clear();
+        self.ended_at = Some(at);
+    }
+
+    fn join(&mut self, nickname: &str, kind: ParticipantType, at: u64) -> usize {
+        let slot = self.participants.len();
+        self.participants.push(Slot {
+            participant: Participant {
+                nickname: Arc::from(nickname),
+                participant_id: slot as u32 + 1,
+                kind,
+            },
+            present: true,
+        });
+        self.push(slot, EventType::ParticipantJoined, None, None, at);
+        slot
+    }
+
+    fn push(
+        &mut self,
+        who: usize,
+        kind: EventType,
+        text: Option<&str>,
+        message_type: Option<&str>,
+        at: u64,
+    ) {
+        let index = self.next_position();
+        self.transcript.push(Event {
+            index,
+            kind,
+            from: self.participants[who].participant.clone(),
+            text: text.map(Arc::from),
+            message_type: message_type.map(Arc::from),
+            utc_time: at,
+        });
+    }
+
+    fn schedule(&mut self, at: u64, what: Scheduled) {
+        let pos = self.pending.partition_point(|p| p.at <= at);
+        self.pending.insert(pos, Pending { at, what });
+    }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
+}

@@ -1,0 +1,344 @@
+//! The table of chats of one instance: ids, credentials, session limit and expiry.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backend_api::{
+    BackendError, ChatCreated, ChatRef, ChatUpdate, Load, NewChat, Refresh, Transcript,
+};
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use rand::Rng;
+use subtle::ConstantTimeEq;
+
+use crate::{Behaviour, ChatRecord};
+
+/// Milliseconds since the Unix epoch: the engine's only clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One chat instance's chats. Every method is synchronous and short: a lock on one chat,
+/// never across I/O.
+pub struct Engine {
+    behaviour: Behaviour,
+    chats: DashMap<Box<str>, Arc<Mutex<ChatRecord>>>,
+    /// Chats not yet ended: what the session limit counts.
+    active: AtomicU64,
+}
+
+impl Engine {
+    pub fn new(behaviour: Behaviour) -> Arc<Engine> {
+        Arc::new(Engine {
+            behaviour,
+            chats: DashMap::new(),
+            active: AtomicU64::new(0),
+        })
+    }
+
+    pub fn behaviour(&self) -> &Behaviour {
+        &self.behaviour
+    }
+
+    /// Starts the background sweep that ends idle chats and forgets expired ones. It stops by
+    /// itself once the engine is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Engine> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(engine) = weak.upgrade() else { return };
+                engine.sweep(now_ms());
+            }
+        })
+    }
+
+    /// Ends chats whose customer went silent and forgets ended chats past their retention.
+    pub fn sweep(&self, now: u64) {
+        let retention = self.behaviour.ended_retention.as_millis() as u64;
+        self.chats.retain(|_, chat| {
+            let mut chat = chat.lock();
+            if chat.advance(now, &self.behaviour) {
+                self.active.fetch_sub(1, Ordering::Relaxed);
+            }
+            chat.ended_at.is_none_or(|at| at + retention > now)
+        });
+    }
+
+    pub fn load(&self) -> Load {
+        let active = self.active.load(Ordering::Relaxed);
+        Load {
+            active,
+            limit: self.behaviour.session_limit,
+            accepting: active < self.behaviour.session_limit,
+        }
+    }
+
+    /// Login + join: a new chat with fresh ids and key.
+    pub fn create(&self, chat: NewChat) -> Result<ChatCreated, BackendError> {
+        // Reserve a place first so concurrent creates cannot overshoot the limit.
+        let limit = self.behaviour.session_limit;
+        if self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(BackendError::Overloaded(format!(
+                "session limit of {limit} reached"
+            )));
+        }
+        let now = now_ms();
+        let mut rng = rand::thread_rng();
+        loop {
+            let chat_id = random_chat_id(&mut rng);
+            let entry = match self.chats.entry(chat_id.clone().into_boxed_str()) {
+                dashmap::Entry::Occupied(_) => continue,
+                dashmap::Entry::Vacant(v) => v,
+            };
+            let ids = (chat_id, random_hex(&mut rng), random_hex(&mut rng));
+            let record = ChatRecord::open(ids, chat, &self.behaviour, now);
+            let created = ChatCreated {
+                chat: ChatRef {
+                    chat_id: record.chat_id.clone(),
+                    user_id: record.user_id.clone(),
+                    secure_key: record.secure_key.clone(),
+                },
+                messages: record.events(Transcript::From(1)),
+                next_position: record.next_position(),
+            };
+            entry.insert(Arc::new(Mutex::new(record)));
+            return Ok(created);
+        }
+    }
+
+    /// One action on a chat, after checking its credentials.
+    pub fn refresh(&self, chat: &ChatRef, request: Refresh) -> Result<ChatUpdate, BackendError> {
+        let (update, _) = self.refresh_with(chat, request, |_| ())?;
+        Ok(update)
+    }
+
+    /// Like [`Engine::refresh`], and hands the chat's record to `after` while it is still
+    /// locked, so a caller can save exactly the state it acknowledges (the chat server saves
+    /// to its shared store this way).
+    pub fn refresh_with<T>(
+        &self,
+        chat: &ChatRef,
+        request: Refresh,
+        after: impl FnOnce(&ChatRecord) -> T,
+    ) -> Result<(ChatUpdate, T), BackendError> {
+        let entry = self
+            .chats
+            .get(chat.chat_id.as_str())
+            .map(|e| Arc::clone(e.value()))
+            .ok_or(BackendError::UnknownChat)?;
+        let mut record = entry.lock();
+        check_credentials(&record, chat)?;
+        let now = now_ms();
+        let mut ended = record.advance(now, &self.behaviour);
+        let result = record.act(request.action, &self.behaviour, now);
+        if let Ok(true) = result {
+            ended = true;
+        }
+        if ended {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        result?;
+        let update = ChatUpdate {
+            messages: record.events(request.transcript),
+            next_position: record.next_position(),
+            chat_ended: record.is_ended(),
+            details: request.details.then(|| record.details()),
+        };
+        let extra = after(&record);
+        Ok((update, extra))
+    }
+
+    /// A copy of a chat's whole state.
+    pub fn snapshot(&self, chat_id: &str) -> Option<ChatRecord> {
+        self.chats.get(chat_id).map(|e| e.value().lock().clone())
+    }
+
+    /// Takes over a chat saved by another instance. Refused (retryable) at the session limit;
+    /// a chat already here is left as it is.
+    pub fn adopt(&self, record: ChatRecord) -> Result<(), BackendError> {
+        if self.chats.contains_key(record.chat_id.as_str()) {
+            return Ok(());
+        }
+        if !record.is_ended() {
+            let limit = self.behaviour.session_limit;
+            self.active
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < limit).then_some(n + 1)
+                })
+                .map_err(|_| BackendError::Overloaded(format!("session limit of {limit} reached")))?;
+        }
+        let key = record.chat_id.clone().into_boxed_str();
+        self.chats.insert(key, Arc::new(Mutex::new(record)));
+        Ok(())
+    }
+
+    /// Number of chats held, ended ones included.
+    pub fn len(&self) -> usize {
+        self.chats.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chats.is_empty()
+    }
+}
+
+fn check_credentials(record: &ChatRecord, chat: &ChatRef) -> Result<(), BackendError> {
+    let user = record.user_id.as_bytes().ct_eq(chat.user_id.as_bytes());
+    let key = record.secure_key.as_bytes().ct_eq(chat.secure_key.as_bytes());
+    if bool::from(user & key) {
+        Ok(())
+    } else {
+        Err(BackendError::BadCredentials)
+    }
+}
+
+const ID_ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// 16 characters like the original's `00019a9SXTQW001N`, from a CSPRNG.
+fn random_chat_id(rng: &mut impl Rng) -> String {
+    (0..16)
+        .map(|_| ID_ALPHABET[rng.gen_range(0..ID_ALPHABET.len())] as char)
+        .collect()
+}
+
+/// 64 bits from a CSPRNG as 16 upper-case hex digits (user ids and secure keys).
+fn random_hex(rng: &mut impl Rng) -> String {
+    format!("{:016X}", rng.gen::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backend_api::{Action, EventType};
+
+    fn behaviour() -> Behaviour {
+        Behaviour {
+            agent_join_delay: Duration::from_millis(0),
+            agent_reply_delay: Duration::from_millis(0),
+            session_limit: 2,
+            ..Behaviour::default()
+        }
+    }
+
+    fn new_chat() -> NewChat {
+        NewChat {
+            tenant_name: "Environment".into(),
+            nickname: "Ann".into(),
+            endpoint: "default".into(),
+            ..NewChat::default()
+        }
+    }
+
+    fn act(engine: &Engine, chat: &ChatRef, action: Action) -> Result<ChatUpdate, BackendError> {
+        engine.refresh(
+            chat,
+            Refresh {
+                action,
+                transcript: Transcript::From(1),
+                details: true,
+            },
+        )
+    }
+
+    #[test]
+    fn transcript_is_contiguous_and_agent_answers() {
+        let engine = Engine::new(behaviour());
+        let created = engine.create(new_chat()).unwrap();
+        assert_eq!(created.messages[0].kind, EventType::ParticipantJoined);
+        let update = act(
+            &engine,
+            &created.chat,
+            Action::SendMessage {
+                text: "hi".into(),
+                message_type: None,
+            },
+        )
+        .unwrap();
+        // The agent joins and greets (due at once), then the message, then the reply is
+        // scheduled; the next refresh shows it.
+        let update2 = act(&engine, &created.chat, Action::Poll).unwrap();
+        let indexes: Vec<u64> = update2.messages.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, (1..=indexes.len() as u64).collect::<Vec<_>>());
+        assert!(update2.messages.len() > update.messages.len() - 1);
+        let last = update2.messages.last().unwrap();
+        assert_eq!(last.from.kind, backend_api::ParticipantType::Agent);
+        assert_eq!(update2.next_position, indexes.len() as u64 + 1);
+    }
+
+    #[test]
+    fn wrong_key_is_refused_and_complete_ends() {
+        let engine = Engine::new(behaviour());
+        let created = engine.create(new_chat()).unwrap();
+        let mut bad = created.chat.clone();
+        bad.secure_key = "0000000000000000".into();
+        assert_eq!(
+            act(&engine, &bad, Action::Poll),
+            Err(BackendError::BadCredentials)
+        );
+        let done = act(&engine, &created.chat, Action::Complete).unwrap();
+        assert!(done.chat_ended);
+        assert!(matches!(
+            act(&engine, &created.chat, Action::StartTyping { text: None }),
+            Err(BackendError::ChatEnded { .. })
+        ));
+        assert!(act(&engine, &created.chat, Action::Poll).unwrap().chat_ended);
+        assert_eq!(engine.load().active, 0);
+    }
+
+    #[test]
+    fn session_limit_and_idle_timeout() {
+        let engine = Engine::new(Behaviour {
+            disconnect_timeout: Duration::from_millis(10),
+            ended_retention: Duration::from_millis(10),
+            ..behaviour()
+        });
+        engine.create(new_chat()).unwrap();
+        engine.create(new_chat()).unwrap();
+        assert!(matches!(
+            engine.create(new_chat()),
+            Err(BackendError::Overloaded(_))
+        ));
+        engine.sweep(now_ms() + 15);
+        assert_eq!(engine.load().active, 0);
+        assert_eq!(engine.len(), 2, "ended chats stay readable for the retention");
+        engine.sweep(now_ms() + 40);
+        assert!(engine.is_empty());
+        engine.create(new_chat()).unwrap();
+    }
+
+    #[test]
+    fn transcript_positions() {
+        let engine = Engine::new(behaviour());
+        let created = engine.create(new_chat()).unwrap();
+        let r = |t| {
+            engine
+                .refresh(
+                    &created.chat,
+                    Refresh {
+                        action: Action::Poll,
+                        transcript: t,
+                        details: false,
+                    },
+                )
+                .unwrap()
+        };
+        let all = r(Transcript::From(1));
+        assert!(r(Transcript::None).messages.is_empty());
+        let from3 = r(Transcript::From(3));
+        assert_eq!(from3.messages.first().map(|e| e.index), Some(3));
+        assert_eq!(from3.messages.len(), all.messages.len() - 2);
+        assert!(r(Transcript::From(1000)).messages.is_empty());
+    }
+}
