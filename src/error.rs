@@ -84,7 +84,11 @@ impl Error {
             NoInstance => (300, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
             Timeout => (303, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
         };
-        let status_code = if http == StatusCode::SERVICE_UNAVAILABLE { 1 } else { 2 };
+        let status_code = if http == StatusCode::SERVICE_UNAVAILABLE {
+            1
+        } else {
+            2
+        };
         Wire {
             code,
             status_code,
@@ -100,9 +104,9 @@ impl Error {
                 BackendError::Unreachable(_) => "the chat server is unreachable".into(),
                 BackendError::Interrupted(_) => "the chat server did not answer in time".into(),
                 BackendError::Overloaded(_) => "the chat server is busy".into(),
-                BackendError::Rejected {
-                    field: Some(f), ..
-                } => format!("the chat server rejected field `{f}`"),
+                BackendError::Rejected { field: Some(f), .. } => {
+                    format!("the chat server rejected field `{f}`")
+                }
                 BackendError::Rejected { .. } => "the chat server rejected the request".into(),
                 other => other.to_string(),
             },
@@ -118,7 +122,11 @@ fn backend_wire(e: &BackendError) -> Wire {
         BackendError::Interrupted(_) => (302, StatusCode::SERVICE_UNAVAILABLE, retry),
         BackendError::Overloaded(_) => (304, StatusCode::SERVICE_UNAVAILABLE, retry),
         BackendError::UnknownChat => (210, StatusCode::NOT_FOUND, Some("start a new chat")),
-        BackendError::ChatEnded { .. } => (211, StatusCode::CONFLICT, Some("the chat has ended; start a new chat")),
+        BackendError::ChatEnded { .. } => (
+            211,
+            StatusCode::CONFLICT,
+            Some("the chat has ended; start a new chat"),
+        ),
         BackendError::BadCredentials => (200, StatusCode::UNAUTHORIZED, None),
         BackendError::Rejected { .. } => (212, StatusCode::BAD_REQUEST, None),
         BackendError::Unsupported(_) => (213, StatusCode::BAD_REQUEST, None),

@@ -27,6 +27,15 @@ impl Gateway {
     /// Builds adapters and the router. Must run inside a tokio runtime: mock instances start
     /// their expiry sweep.
     pub fn new(config: Config) -> Arc<Gateway> {
+        Self::with_backends(config, Vec::new())
+    }
+
+    /// Like [`Gateway::new`], with the adapters of some aliases given rather than built from
+    /// config (tests hold on to them to see what reached a backend).
+    pub fn with_backends(
+        config: Config,
+        mut given: Vec<(String, Arc<dyn ChatBackend>)>,
+    ) -> Arc<Gateway> {
         let credentials = match &config.credentials.secret {
             Some(secret) => Credentials::new(secret.as_bytes()),
             None => {
@@ -43,7 +52,10 @@ impl Gateway {
             .iter()
             .map(|inst| Instance {
                 alias: Arc::from(inst.alias.as_str()),
-                backend: build_backend(inst, &config),
+                backend: match given.iter().position(|(alias, _)| *alias == inst.alias) {
+                    Some(i) => given.swap_remove(i).1,
+                    None => build_backend(inst, &config),
+                },
                 weight: inst.weight,
                 tenants: inst.tenants.clone(),
             })

@@ -393,7 +393,11 @@ mod tests {
         assert!(e.to_string().contains("listen_typo"), "{e}");
         let e = load(&MINIMAL.replace("\"mock\"", "\"smoke\""), &[]).unwrap_err();
         assert!(e.to_string().contains("kind"), "{e}");
-        let e = load(&format!("{MINIMAL}\n[credentials]\nsecret = \"short\"\n"), &[]).unwrap_err();
+        let e = load(
+            &format!("{MINIMAL}\n[credentials]\nsecret = \"short\"\n"),
+            &[],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("credentials.secret"), "{e}");
         let dup = format!("{MINIMAL}\n[[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\n");
         let e = load(&dup, &[]).unwrap_err();

@@ -69,8 +69,7 @@ impl Credentials {
 
     /// Checks a client key in constant time and returns the backend's key inside it.
     pub fn open<'k>(&self, claim: Claim<'_>, client_key: &'k str) -> Option<&'k str> {
-        if client_key.len() <= MAC_HEX || !client_key.is_char_boundary(client_key.len() - MAC_HEX)
-        {
+        if client_key.len() <= MAC_HEX || !client_key.is_char_boundary(client_key.len() - MAC_HEX) {
             return None;
         }
         let (backend_key, tag_hex) = client_key.split_at(client_key.len() - MAC_HEX);

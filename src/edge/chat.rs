@@ -53,7 +53,8 @@ pub async fn messages(
     Path(chat_id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Failure> {
-    let request = operation::parse_get_messages(&body).map_err(|e| Failure::on_chat(e, &chat_id))?;
+    let request =
+        operation::parse_get_messages(&body).map_err(|e| Failure::on_chat(e, &chat_id))?;
     run(&gw, &chat_id, request).await
 }
 

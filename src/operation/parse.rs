@@ -188,8 +188,14 @@ mod tests {
         );
         assert_eq!(o.credentials.alias, "117");
         let o = op(r#","operationName":"UpdateUserData","userData":{"a":"b"}"#).unwrap();
-        assert!(matches!(o.operation, ChatOperation::Act(Action::UpdateUserData { .. })));
-        assert_eq!(op(r#","operationName":"GetChat""#).unwrap().operation, ChatOperation::GetChat);
+        assert!(matches!(
+            o.operation,
+            ChatOperation::Act(Action::UpdateUserData { .. })
+        ));
+        assert_eq!(
+            op(r#","operationName":"GetChat""#).unwrap().operation,
+            ChatOperation::GetChat
+        );
     }
 
     #[test]
@@ -200,22 +206,52 @@ mod tests {
                 .operation
         };
         assert_eq!(get(""), ChatOperation::GetMessages(Transcript::From(1)));
-        assert_eq!(get(r#","transcriptPosition":0"#), ChatOperation::GetMessages(Transcript::None));
-        assert_eq!(get(r#","transcriptPosition":1"#), ChatOperation::GetMessages(Transcript::From(1)));
-        assert_eq!(get(r#","transcriptPosition":7"#), ChatOperation::GetMessages(Transcript::From(7)));
+        assert_eq!(
+            get(r#","transcriptPosition":0"#),
+            ChatOperation::GetMessages(Transcript::None)
+        );
+        assert_eq!(
+            get(r#","transcriptPosition":1"#),
+            ChatOperation::GetMessages(Transcript::From(1))
+        );
+        assert_eq!(
+            get(r#","transcriptPosition":7"#),
+            ChatOperation::GetMessages(Transcript::From(7))
+        );
     }
 
     #[test]
     fn bad_bodies_name_the_problem() {
-        assert!(matches!(parse_request_chat(b"{"), Err(Error::MalformedJson(_))));
-        assert!(matches!(parse_request_chat(b""), Err(Error::MalformedJson(_))));
-        assert!(matches!(parse_request_chat(b"[1,2]"), Err(Error::NotAnObject)));
-        assert!(matches!(parse_request_chat(b"\"x\""), Err(Error::NotAnObject)));
-        assert!(matches!(parse_request_chat(b"{}"), Err(Error::MissingField("tenantName"))));
-        assert!(matches!(parse_request_chat(b"{} x"), Err(Error::MalformedJson(_))));
+        assert!(matches!(
+            parse_request_chat(b"{"),
+            Err(Error::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_request_chat(b""),
+            Err(Error::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_request_chat(b"[1,2]"),
+            Err(Error::NotAnObject)
+        ));
+        assert!(matches!(
+            parse_request_chat(b"\"x\""),
+            Err(Error::NotAnObject)
+        ));
+        assert!(matches!(
+            parse_request_chat(b"{}"),
+            Err(Error::MissingField("tenantName"))
+        ));
+        assert!(matches!(
+            parse_request_chat(b"{} x"),
+            Err(Error::MalformedJson(_))
+        ));
         assert!(matches!(
             parse_request_chat(br#"{"tenantName":"E","nickname":" "}"#),
-            Err(Error::InvalidValue { field: "nickname", .. })
+            Err(Error::InvalidValue {
+                field: "nickname",
+                ..
+            })
         ));
         match parse_request_chat(br#"{"tenantName":"E","nickname":"n","userData":{"k":1}}"#) {
             Err(Error::WrongType { field, .. }) => assert_eq!(field, "userData.k"),
@@ -225,8 +261,14 @@ mod tests {
             Err(Error::WrongType { field, .. }) => assert_eq!(field, "text"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(op(r#","operationName":"SendMessage""#), Err(Error::MissingField("text"))));
-        assert!(matches!(op(r#","operationName":"Dance""#), Err(Error::UnknownOperation(_))));
+        assert!(matches!(
+            op(r#","operationName":"SendMessage""#),
+            Err(Error::MissingField("text"))
+        ));
+        assert!(matches!(
+            op(r#","operationName":"Dance""#),
+            Err(Error::UnknownOperation(_))
+        ));
         assert!(matches!(op(""), Err(Error::MissingField("operationName"))));
         assert!(matches!(
             parse_chat_operation(br#"{"operationName":"GetChat"}"#),

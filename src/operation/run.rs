@@ -116,7 +116,9 @@ pub async fn on_chat(gw: &Gateway, chat_id: &str, req: OnChat) -> Result<ChatRep
             details: false,
         },
     };
-    let update = gw.deadline(instance.backend.refresh(&chat, refresh)).await?;
+    let update = gw
+        .deadline(instance.backend.refresh(&chat, refresh))
+        .await?;
     Ok(ChatReply {
         alias: Arc::clone(&instance.alias),
         credentials: req.credentials,

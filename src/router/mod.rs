@@ -176,7 +176,10 @@ mod tests {
         );
         let counts = fill(&router, "B", 2);
         assert_eq!(counts["2"], 2);
-        assert!(router.place("B").is_none(), "the only instance for B is full");
+        assert!(
+            router.place("B").is_none(),
+            "the only instance for B is full"
+        );
         let counts = fill(&router, "A", 10);
         assert_eq!((counts["1"], counts["3"]), (5, 5));
         assert!(router.get("3").is_some() && router.get("4").is_none());
