@@ -8,7 +8,7 @@
 mod body;
 mod chat;
 pub mod error;
-mod wire;
+pub mod wire;
 
 use std::sync::Arc;
 
