@@ -185,6 +185,17 @@ impl Intake {
         Ok(())
     }
 
+    /// Counts a chunk of a part the intake does not use (an unknown form field): it is
+    /// dropped, but its size still counts against `max_size`.
+    pub fn ignored_chunk(&mut self, chunk: &[u8]) -> Result<(), IntakeError> {
+        self.count(chunk.len())
+    }
+
+    /// The `tenantName` received so far, for the gateway's own tenant check.
+    pub fn tenant_name(&self) -> Option<&str> {
+        self.tenant_name.as_deref()
+    }
+
     /// Records a complete text field (collected with [`Intake::text_chunk`]).
     pub fn set_text(&mut self, field: TextField, value: Vec<u8>) -> Result<(), IntakeError> {
         let invalid = |reason| IntakeError::InvalidField {
