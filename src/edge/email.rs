@@ -55,8 +55,8 @@ pub async fn send_email(
         })
         .into());
     }
-    let constraints = multer::Constraints::new()
-        .size_limit(multer::SizeLimit::new().whole_stream(stream_limit));
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(stream_limit));
     let multipart = multer::Multipart::with_constraints(
         req.into_body().into_data_stream(),
         boundary,

@@ -192,8 +192,9 @@ pub enum BackendKind {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MockConfig {
-    /// Folder the `.eml` files are written to (one per interactionId).
-    pub dir: PathBuf,
+    /// Folder the `.eml` files are written to (one per interactionId); when unset,
+    /// `mock-outbox` inside `email.spool_dir`.
+    pub dir: Option<PathBuf>,
     /// The `To` address when neither the request nor `email.mailbox` names one.
     pub default_mailbox: String,
 }
@@ -201,7 +202,7 @@ pub struct MockConfig {
 impl Default for MockConfig {
     fn default() -> Self {
         MockConfig {
-            dir: PathBuf::from("spool/email-outbox"),
+            dir: None,
             default_mailbox: "contact-center@localhost".into(),
         }
     }

@@ -64,7 +64,8 @@ impl EmailService {
         let spool = Spool::open(&config.spool_dir)
             .map_err(|e| format!("email.spool_dir {}: {e}", config.spool_dir.display()))?;
         let policy = config.retry();
-        let backend = backend::from_config(&config.backend, policy.attempt_timeout)?;
+        let backend =
+            backend::from_config(&config.backend, &config.spool_dir, policy.attempt_timeout)?;
         Ok(Self::with_backend(config, spool, backend, shutdown))
     }
 

@@ -22,7 +22,7 @@ fn config(dir: &Path) -> EmailConfig {
         attempt_timeout_secs: 5,
         ..EmailConfig::default()
     };
-    config.backend.mock.dir = dir.join("outbox");
+    config.backend.mock.dir = Some(dir.join("outbox"));
     config
 }
 

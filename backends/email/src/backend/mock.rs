@@ -22,14 +22,18 @@ pub struct MockBackend {
 }
 
 impl MockBackend {
-    pub fn new(config: &MockConfig) -> Result<Self, String> {
+    pub fn new(config: &MockConfig, spool_dir: &Path) -> Result<Self, String> {
+        let dir = config
+            .dir
+            .clone()
+            .unwrap_or_else(|| spool_dir.join("mock-outbox"));
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&config.dir)
-            .map_err(|e| format!("email.backend.mock.dir {}: {e}", config.dir.display()))?;
+            .create(&dir)
+            .map_err(|e| format!("email.backend.mock.dir {}: {e}", dir.display()))?;
         Ok(MockBackend {
-            dir: config.dir.clone(),
+            dir,
             default_mailbox: config.default_mailbox.clone(),
         })
     }

@@ -67,10 +67,11 @@ impl DeliveryError {
 /// Builds the configured backend. `attempt_timeout` bounds each network exchange.
 pub fn from_config(
     config: &BackendConfig,
+    spool_dir: &Path,
     attempt_timeout: Duration,
 ) -> Result<Arc<dyn EmailBackend>, String> {
     Ok(match config.kind {
-        BackendKind::Mock => Arc::new(MockBackend::new(&config.mock)?),
+        BackendKind::Mock => Arc::new(MockBackend::new(&config.mock, spool_dir)?),
         BackendKind::Smtp => Arc::new(SmtpBackend::new(&config.smtp, attempt_timeout)?),
         BackendKind::Http => Arc::new(HttpBackend::new(&config.http, attempt_timeout)?),
     })
