@@ -113,10 +113,12 @@ async fn receive(
 /// The tenant must be one the gateway serves, as for chats.
 fn check_tenant(gw: &Gateway, intake: &Intake) -> Result<(), Error> {
     match intake.tenant_name() {
-        Some(tenant) if !gw.config.tenants.iter().any(|t| t.name == tenant) => {
+        Some(tenant)
+            if !tenant.trim().is_empty() && !gw.config.tenants.iter().any(|t| t.name == tenant) =>
+        {
             Err(Error::UnknownTenant(tenant.to_owned()))
         }
-        // Missing: the intake's own check names the field.
+        // Missing or blank: the intake's own check names the field.
         _ => Ok(()),
     }
 }
