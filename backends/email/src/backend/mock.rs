@@ -1,15 +1,16 @@
 //! The mock backend: each e-mail becomes `<interactionId>.eml` in a folder.
 //!
 //! Owns that folder's writes. The file name comes from the interactionId, so a redelivery after
-//! a crash overwrites the earlier file instead of adding a second e-mail. Files are written to
-//! a temporary name, fsync'd and renamed, so a reader never sees half a message.
+//! a crash overwrites the earlier file instead of adding a second e-mail. Files are streamed to
+//! a temporary name, fsync'd and renamed, so a reader never sees half a message, and no
+//! attachment is ever held whole in memory.
 
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use tokio::io::BufWriter;
 
 use super::{compose, DeliveryError, EmailBackend};
 use crate::config::MockConfig;
@@ -46,25 +47,32 @@ impl EmailBackend for MockBackend {
     }
 
     async fn deliver(&self, email: &Envelope, dir: &Path) -> Result<(), DeliveryError> {
-        let message = compose(email, dir, &self.default_mailbox).await?;
-        let bytes = message.formatted();
+        let id = &email.interaction_id;
+        let tmp = self.dir.join(format!(".{id}.eml.tmp"));
+        let target = self.dir.join(format!("{id}.eml"));
+        let io = |what: &str, e: std::io::Error| {
+            DeliveryError::transient(format!("{what} in {}: {e}", self.dir.display()))
+        };
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .await
+            .map_err(|e| io("creating the file", e))?;
+        let mut out = BufWriter::with_capacity(64 * 1024, file);
+        compose(email, dir, &self.default_mailbox, &mut out).await?;
+        let file = out.into_inner();
+        file.sync_all().await.map_err(|e| io("syncing", e))?;
+        drop(file);
+        tokio::fs::rename(&tmp, &target)
+            .await
+            .map_err(|e| io("renaming", e))?;
         let folder = self.dir.clone();
-        let id = email.interaction_id.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let tmp = folder.join(format!(".{id}.eml.tmp"));
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            fs::rename(&tmp, folder.join(format!("{id}.eml")))?;
-            fs::File::open(&folder)?.sync_all()
-        })
-        .await
-        .map_err(|e| DeliveryError::transient(format!("mock writer task: {e}")))?
-        .map_err(|e| DeliveryError::transient(format!("writing to {}: {e}", self.dir.display())))
+        tokio::task::spawn_blocking(move || fs::File::open(folder)?.sync_all())
+            .await
+            .map_err(|e| DeliveryError::transient(format!("mock writer task: {e}")))?
+            .map_err(|e| io("syncing the folder", e))
     }
 }

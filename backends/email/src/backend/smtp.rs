@@ -58,8 +58,11 @@ impl EmailBackend for SmtpBackend {
     }
 
     async fn deliver(&self, email: &Envelope, dir: &Path) -> Result<(), DeliveryError> {
-        let message = compose(email, dir, &self.default_mailbox).await?;
-        match self.transport.send(message).await {
+        // lettre sends from one buffer: the message is in memory once while it is sent
+        // (attachments base64-encoded, about 4/3 of `email.max_size` at most).
+        let mut message = Vec::new();
+        let envelope = compose(email, dir, &self.default_mailbox, &mut message).await?;
+        match self.transport.send_raw(&envelope, &message).await {
             Ok(_) => Ok(()),
             Err(e) => Err(DeliveryError {
                 // A 5xx reply will come again; everything else (4xx, refused connection,
