@@ -306,6 +306,18 @@ async fn invalid_fields_are_refused() {
         assert_nothing_kept(&gw).await;
     }
 
+    // An attachment under another field name is refused rather than silently dropped.
+    let mut misnamed = complete().finish();
+    misnamed.truncate(misnamed.len() - format!("--{BOUNDARY}--\r\n").len());
+    misnamed.extend_from_slice(
+        format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"a.pdf\"\r\n\r\nx\r\n--{BOUNDARY}--\r\n"
+        )
+        .as_bytes(),
+    );
+    assert_refused(&post(&gw, misnamed).await, 400, 141, "files");
+    assert_nothing_kept(&gw).await;
+
     let unknown_tenant = Form::default()
         .text("firstName", "John")
         .text("lastName", "Doe")

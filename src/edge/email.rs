@@ -84,8 +84,9 @@ async fn receive(
         .map_err(|e| multipart_error(e, limit))?
     {
         let name = field.name().unwrap_or("").to_owned();
-        if name == "files" {
-            let file_name = field.file_name().map(str::to_owned);
+        let file_name = field.file_name().map(str::to_owned);
+        // `files[]` is what PHP-style forms name a repeatable file input.
+        if name == "files" || name == "files[]" {
             let mut sink = intake.attachment(file_name.as_deref()).await?;
             while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
                 sink.write(&chunk).await?;
@@ -94,6 +95,14 @@ async fn receive(
             continue;
         }
         let text_field = text_field(&name);
+        if text_field.is_none() && file_name.as_deref().is_some_and(|f| !f.is_empty()) {
+            // A file under another name would otherwise be dropped without the customer
+            // knowing.
+            return Err(Error::Email(IntakeError::InvalidField {
+                field: "files",
+                reason: "attachments must be sent as `files` parts",
+            }));
+        }
         let mut value = Vec::new();
         while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(e, limit))? {
             match text_field {
