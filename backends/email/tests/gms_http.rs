@@ -12,14 +12,16 @@ use axum::Router;
 use backend_email::config::BackendKind;
 use backend_email::{EmailConfig, EmailService, InteractionId, TextField};
 
+/// One form part: field name, file name, content type, bytes.
+type Part = (String, Option<String>, Option<String>, Vec<u8>);
+
 /// One request as GMS saw it.
 #[derive(Debug, Clone)]
 struct Seen {
     service: String,
     interaction_id: Option<String>,
     api_key: Option<String>,
-    /// (field name, file name, content type, bytes)
-    parts: Vec<(String, Option<String>, Option<String>, Vec<u8>)>,
+    parts: Vec<Part>,
 }
 
 #[derive(Clone, Default)]
