@@ -91,6 +91,22 @@ async fn delivered(gw: &TestGateway, id: &str) -> Vec<u8> {
     .await
 }
 
+/// Waits until accepted e-mails have been delivered and have left the spool.
+async fn settle(gw: &TestGateway) {
+    eventually(Duration::from_secs(20), "the spool to empty", || async {
+        gw.gateway
+            .email()
+            .spool()
+            .is_idle()
+            .await
+            .unwrap()
+            .then_some(())
+    })
+    .await;
+}
+
+/// Checked right after a refusal, with nothing else in flight: the refused request's files
+/// are gone before its reply was sent.
 async fn assert_nothing_kept(gw: &TestGateway) {
     let spool = gw.gateway.email().spool();
     assert!(
@@ -143,16 +159,7 @@ async fn the_reference_example_is_accepted_and_delivered() {
     );
     assert!(header("To").contains("contact-center@localhost"));
     assert_eq!(mail.get_body().unwrap().trim_end(), "This is the text");
-    eventually(Duration::from_secs(20), "the spool to empty", || async {
-        gw.gateway
-            .email()
-            .spool()
-            .is_idle()
-            .await
-            .unwrap()
-            .then_some(())
-    })
-    .await;
+    settle(&gw).await;
 }
 
 #[tokio::test]
@@ -338,22 +345,11 @@ async fn too_many_files_is_refused() {
         .file("a.txt", "text/plain", b"1")
         .file("b.txt", "text/plain", b"2");
     interaction_id(&post(&gw, two.clone().finish()).await);
+    settle(&gw).await;
     let three = two.file("c.txt", "text/plain", b"3").finish();
     assert_refused(&post(&gw, three).await, 400, 143, "more than 2 files");
-    eventually(
-        Duration::from_secs(20),
-        "the accepted one to leave",
-        || async {
-            gw.gateway
-                .email()
-                .spool()
-                .is_idle()
-                .await
-                .unwrap()
-                .then_some(())
-        },
-    )
-    .await;
+    assert_nothing_kept(&gw).await;
+    settle(&gw).await;
 }
 
 #[tokio::test]
@@ -375,17 +371,20 @@ async fn content_over_max_size_is_refused() {
         .file("a.pdf", "application/pdf", &vec![b'x'; 10_000 - text_len])
         .finish();
     interaction_id(&post(&gw, at_limit).await);
+    settle(&gw).await;
 
     let over = complete()
         .file("a.pdf", "application/pdf", &vec![b'x'; 10_001 - text_len])
         .finish();
     assert_refused(&post(&gw, over).await, 413, 144, "10000 bytes");
+    assert_nothing_kept(&gw).await;
 
     // Far beyond the limit, announced: refused before the body is read.
     let huge = complete()
         .file("a.pdf", "application/pdf", &vec![b'x'; 3 * 1024 * 1024])
         .finish();
     assert_refused(&post(&gw, huge).await, 413, 144, "10000 bytes");
+    assert_nothing_kept(&gw).await;
 
     // Streamed without a length: refused when the stream crosses the limit.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = complete()
@@ -404,18 +403,7 @@ async fn content_over_max_size_is_refused() {
     assert_eq!(resp.status().as_u16(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["code"], 144);
-
-    eventually(Duration::from_secs(20), "the spool to empty", || async {
-        gw.gateway
-            .email()
-            .spool()
-            .is_idle()
-            .await
-            .unwrap()
-            .then_some(())
-    })
-    .await;
-    assert!(gw.gateway.email().spool().dead().await.unwrap().is_empty());
+    assert_nothing_kept(&gw).await;
 }
 
 #[tokio::test]
@@ -480,6 +468,7 @@ async fn hostile_file_names_are_sanitised() {
         }
         let id = interaction_id(&reply);
         let raw = delivered(&gw, &id).await;
+        settle(&gw).await;
         let mail = mailparse::parse_mail(&raw).unwrap();
         let name = mail.subparts[1]
             .get_content_disposition()
