@@ -337,8 +337,8 @@ struct Target {
     meta: Attachment,
 }
 
-/// Receives one attachment's body. Dropping it unfinished leaves the e-mail uncommittable only
-/// in the sense that the draft is dropped with it when the request fails.
+/// Receives one attachment's body. On any error the caller drops the whole [`Intake`], which
+/// removes the partial file with the rest of the draft.
 pub struct AttachmentSink<'a> {
     intake: &'a mut Intake,
     /// `None` for an empty file input, whose body must be empty.
