@@ -7,6 +7,7 @@
 
 use axum::http::StatusCode;
 use backend_api::BackendError;
+use backend_email::IntakeError;
 
 /// Everything that can refuse a request.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,12 @@ pub enum Error {
     Timeout,
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error("an e-mail must be sent as multipart/form-data with a boundary, not `{0}`")]
+    NotMultipart(String),
+    #[error("the multipart body is malformed: {0}")]
+    MalformedMultipart(String),
+    #[error(transparent)]
+    Email(#[from] IntakeError),
 }
 
 /// The wire form of an error, decided in one place.
@@ -81,6 +88,13 @@ impl Error {
             BadCredentials => (200, StatusCode::UNAUTHORIZED, Some("send the userId, secureKey and tenantName of the chat's latest reply")),
             UnknownAlias(_) => (201, StatusCode::BAD_REQUEST, Some("send the alias of the chat's latest reply")),
             Backend(e) => return backend_wire(e),
+            NotMultipart(_) => (
+                146,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("send the e-mail as multipart/form-data"),
+            ),
+            MalformedMultipart(_) => (147, StatusCode::BAD_REQUEST, None),
+            Email(e) => email_wire(e),
             NoInstance => (300, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
             Timeout => (303, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
         };
@@ -110,8 +124,38 @@ impl Error {
                 BackendError::Rejected { .. } => "the chat server rejected the request".into(),
                 other => other.to_string(),
             },
+            Error::Email(IntakeError::Spool(_)) => {
+                "the e-mail could not be stored; retry later".into()
+            }
             other => other.to_string(),
         }
+    }
+}
+
+/// Codes 140–169: the Email API.
+fn email_wire(e: &IntakeError) -> (u16, StatusCode, Option<&'static str>) {
+    match e {
+        IntakeError::MissingField(_) => (140, StatusCode::BAD_REQUEST, None),
+        IntakeError::InvalidField { .. } => (141, StatusCode::BAD_REQUEST, None),
+        IntakeError::BadAddress(_) => (142, StatusCode::BAD_REQUEST, None),
+        IntakeError::TooManyFiles { .. } => {
+            (143, StatusCode::BAD_REQUEST, Some("send fewer attachments"))
+        }
+        IntakeError::TooLarge { .. } => (
+            144,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("send smaller attachments"),
+        ),
+        IntakeError::ForbiddenType { .. } => (
+            145,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("attach only files of the allowed types"),
+        ),
+        IntakeError::Spool(_) => (
+            160,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("retry the same request later"),
+        ),
     }
 }
 

@@ -1,13 +1,15 @@
 //! The running gateway's shared state, built once from a [`Config`].
 //!
 //! Owns the construction of adapters from instance configs (the only code that names the
-//! concrete backend crates) and the current router table.
+//! concrete backend crates), the current router table, and the running e-mail side (spool and
+//! deliverer).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use backend_api::ChatBackend;
+use backend_email::EmailService;
 use backend_mock::{Engine, MockBackend};
 
 use crate::config::{Config, InstanceConfig, InstanceKind};
@@ -21,12 +23,21 @@ pub struct Gateway {
     /// Replaced whole on reload, so a request sees one consistent table.
     router: ArcSwap<Router>,
     pub(crate) request_timeout: Duration,
+    /// The e-mail spool and the handle of its deliverer.
+    email: EmailService,
 }
 
+/// Why a gateway could not be built from a valid configuration (the environment refused
+/// something: a spool folder that cannot be created, say).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(String);
+
 impl Gateway {
-    /// Builds adapters and the router. Must run inside a tokio runtime: mock instances start
-    /// their expiry sweep.
-    pub fn new(config: Config) -> Arc<Gateway> {
+    /// Builds adapters and the router, opens the e-mail spool and starts its deliverer. Must
+    /// run inside a tokio runtime: mock instances start their expiry sweep, and the deliverer
+    /// is a task.
+    pub fn new(config: Config) -> Result<Arc<Gateway>, StartError> {
         Self::with_backends(config, Vec::new())
     }
 
@@ -35,7 +46,11 @@ impl Gateway {
     pub fn with_backends(
         config: Config,
         mut given: Vec<(String, Arc<dyn ChatBackend>)>,
-    ) -> Arc<Gateway> {
+    ) -> Result<Arc<Gateway>, StartError> {
+        // The deliverer runs as long as the runtime: stopping it early gains nothing, since
+        // whatever it has not delivered stays in the spool for the next start.
+        let (email, _deliverer) =
+            EmailService::start(&config.email, std::future::pending()).map_err(StartError)?;
         let credentials = match &config.credentials.secret {
             Some(secret) => Credentials::new(secret.as_bytes()),
             None => {
@@ -61,12 +76,18 @@ impl Gateway {
             })
             .collect();
         let router = Router::new(instances, config.chat.placement);
-        Arc::new(Gateway {
+        Ok(Arc::new(Gateway {
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             config: Arc::new(config),
             credentials,
             router: ArcSwap::from_pointee(router),
-        })
+            email,
+        }))
+    }
+
+    /// The e-mail side: where `POST /api/v2/emails` puts what it receives.
+    pub fn email(&self) -> &EmailService {
+        &self.email
     }
 
     /// The current router table.

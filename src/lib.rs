@@ -8,7 +8,9 @@
 //! - `credentials`: the sealed `secureKey` scheme, checked before anything reaches a backend;
 //! - `router`: alias → chat server instance, and placement of new chats (no I/O);
 //! - the adapters, in the `backends/` crates (`backend-api` holds their trait), built from
-//!   config in `gateway`.
+//!   config in `gateway`;
+//! - for `POST /api/v2/emails`, `edge` streams the multipart body into `backend-email`, which
+//!   applies the intake rules, spools the e-mail durably and delivers it in the background.
 //!
 //! Beside the path: `config` (load and validate), `error` (the error type and code table),
 //! `server` (listener, shutdown).
@@ -23,7 +25,7 @@ pub mod router;
 pub mod server;
 
 pub use config::Config;
-pub use gateway::Gateway;
+pub use gateway::{Gateway, StartError};
 
 use std::sync::Arc;
 

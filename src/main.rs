@@ -52,7 +52,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let gw = Gateway::new(config);
+        let gw = match Gateway::new(config) {
+            Ok(gw) => gw,
+            Err(e) => {
+                eprintln!("error: cannot start: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         match server::serve(listener, gw).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

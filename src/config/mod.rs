@@ -38,6 +38,10 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// `POST /api/v2/emails`: limits, the spool, delivery and the e-mail backend (the types
+    /// live with the e-mail side, in `backend-email`).
+    #[serde(default)]
+    pub email: backend_email::EmailConfig,
 }
 
 /// The public HTTP listener.
@@ -256,6 +260,7 @@ impl Config {
                     .try_parsing(true)
                     .list_separator(",")
                     .with_list_parse_key("mock.agent_replies")
+                    .with_list_parse_key("email.file_types")
                     .source(Some(env)),
             )
             .build()
@@ -329,6 +334,8 @@ impl Config {
         if self.mock.session_limit == 0 {
             return bad("mock.session_limit", "must be greater than 0");
         }
+        // Its messages name the key (`email.…`) already.
+        self.email.validate().map_err(ConfigError)?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 
 mod body;
 mod chat;
+mod email;
 pub mod error;
 pub mod wire;
 
@@ -25,6 +26,9 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/api/v2/chats", post(chat::request_chat))
         .route("/api/v2/chats/{chat_id}", post(chat::operation))
         .route("/api/v2/chats/{chat_id}/messages", post(chat::messages))
+        // Reads its body as a stream with its own limit (email.max_size), not through the
+        // chat routes' JsonBody.
+        .route("/api/v2/emails", post(email::send_email))
         .fallback(|| async { Failure::from(Error::NotFound) })
         .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })
         .with_state(gw)

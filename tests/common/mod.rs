@@ -16,6 +16,10 @@ pub struct GatewayBuilder {
     behaviour: Behaviour,
     aliases: Vec<String>,
     env: Vec<(String, String)>,
+    /// Keys of the `[email]` section (and its sub-tables) beyond `spool_dir`.
+    email: String,
+    /// This gateway's own e-mail spool (and mock outbox), so tests never share one.
+    email_dir: std::path::PathBuf,
 }
 
 pub fn gateway() -> GatewayBuilder {
@@ -28,6 +32,8 @@ pub fn gateway() -> GatewayBuilder {
         },
         aliases: vec!["117".into(), "118".into()],
         env: Vec::new(),
+        email: String::new(),
+        email_dir: std::env::temp_dir().join(format!("gwmail-{}", rand::random::<u64>())),
     }
 }
 
@@ -36,12 +42,15 @@ pub struct TestGateway {
     pub base: String,
     pub engines: Vec<(String, Arc<Engine>)>,
     pub gateway: Arc<Gateway>,
+    /// Holds `spool/` (email.spool_dir) and, for the mock backend, `spool/mock-outbox/`.
+    pub email_dir: std::path::PathBuf,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for TestGateway {
     fn drop(&mut self) {
         self.task.abort();
+        let _ = std::fs::remove_dir_all(&self.email_dir);
     }
 }
 
@@ -55,6 +64,13 @@ impl GatewayBuilder {
     pub fn toml(mut self, extra: &str) -> Self {
         self.toml.push_str(extra);
         self.toml.push('\n');
+        self
+    }
+
+    /// Extra TOML for the `[email]` section: keys first, then sub-tables.
+    pub fn email(mut self, extra: &str) -> Self {
+        self.email.push_str(extra);
+        self.email.push('\n');
         self
     }
 
@@ -74,6 +90,11 @@ impl GatewayBuilder {
             ));
         }
         toml.push_str(&self.toml);
+        toml.push_str(&format!(
+            "\n[email]\nspool_dir = \"{}\"\n{}",
+            self.email_dir.join("spool").display(),
+            self.email
+        ));
         let dir = std::env::temp_dir().join(format!("gwtest-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("gateway.toml");
@@ -105,7 +126,7 @@ impl GatewayBuilder {
                 (a.clone(), backend)
             })
             .collect();
-        let gateway = Gateway::with_backends(config, backends);
+        let gateway = Gateway::with_backends(config, backends).expect("gateway starts");
         let listener = webapi_gateway::server::bind(&gateway.config).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let gw = Arc::clone(&gateway);
@@ -116,6 +137,7 @@ impl GatewayBuilder {
             base,
             engines,
             gateway,
+            email_dir: self.email_dir.clone(),
             task,
         }
     }

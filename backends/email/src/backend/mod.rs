@@ -1,0 +1,78 @@
+//! The backends: the only code that hands an e-mail to something outside the gateway.
+//!
+//! Owns the [`EmailBackend`] trait, [`DeliveryError`] (the one error type of this boundary,
+//! carrying whether a retry can help) and the choice of backend from config. A backend
+//! delivers one spooled e-mail per call; it must not touch the spool's bookkeeping (queue,
+//! dead letters) nor retry on its own: the deliverer decides both.
+
+mod compose;
+mod http;
+mod mock;
+mod smtp;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::config::{BackendConfig, BackendKind};
+use crate::envelope::Envelope;
+
+pub use compose::compose;
+pub use http::HttpBackend;
+pub use mock::MockBackend;
+pub use smtp::SmtpBackend;
+
+/// Something that takes e-mails off the gateway's hands.
+#[async_trait]
+pub trait EmailBackend: Send + Sync + 'static {
+    /// `mock`, `smtp` or `http`, for the log.
+    fn kind(&self) -> &'static str;
+
+    /// Delivers one e-mail whose attachment bodies are files in `dir`. Returns `Ok` only once
+    /// the other side has acknowledged it. Every delivery carries the interactionId
+    /// (`Message-ID` and `X-Interaction-Id`), so a redelivery after a crash is recognisable.
+    async fn deliver(&self, email: &Envelope, dir: &Path) -> Result<(), DeliveryError>;
+}
+
+/// A failed delivery. `retry` is decided here, where the cause is known: a refused recipient
+/// will be refused again, a refused connection may not be.
+#[derive(Debug, Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    /// True when a later attempt may succeed.
+    pub retry: bool,
+    /// What happened, for the log and the dead-letter reason.
+    pub message: String,
+}
+
+impl DeliveryError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        DeliveryError {
+            retry: true,
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        DeliveryError {
+            retry: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// Builds the configured backend. `attempt_timeout` bounds each network exchange.
+pub fn from_config(
+    config: &BackendConfig,
+    spool_dir: &Path,
+    attempt_timeout: Duration,
+) -> Result<Arc<dyn EmailBackend>, String> {
+    Ok(match config.kind {
+        BackendKind::Mock => Arc::new(MockBackend::new(&config.mock, spool_dir)?),
+        BackendKind::Smtp => Arc::new(SmtpBackend::new(&config.smtp, attempt_timeout)?),
+        BackendKind::Http => Arc::new(HttpBackend::new(&config.http, attempt_timeout)?),
+    })
+}

@@ -1,0 +1,275 @@
+//! The `email` section of the gateway's configuration.
+//!
+//! Owns the settings types of the e-mail side (intake limits, spool, retry policy, backend
+//! choice) with their defaults and their one validation pass. It must not read files or the
+//! environment: the gateway's config module loads the section and hands it over.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The file extensions accepted when `file_types` is not set (the reference's list).
+pub const DEFAULT_FILE_TYPES: &[&str] = &["pdf", "doc", "txt", "jpg", "png", "gif", "bmp", "zip"];
+
+/// Settings of `POST /api/v2/emails` and of the delivery behind it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// Most attachments one e-mail may carry.
+    pub max_files: usize,
+    /// Most bytes of content (every field and attachment body, added up) one e-mail may carry.
+    pub max_size: u64,
+    /// Allowed attachment extensions, case-insensitive, without the dot. Setting it replaces
+    /// the default list rather than extending it, as the reference says.
+    pub file_types: Vec<String>,
+    /// Address e-mails are delivered to when the request names no `mailbox`; when neither is
+    /// set the backend's own default applies.
+    pub mailbox: Option<String>,
+    /// Folder of the spool; created (mode 0700) when missing. Must be on one file system,
+    /// since a message becomes visible by a rename.
+    pub spool_dir: PathBuf,
+    /// Attempts before an e-mail goes to the dead-letter folder.
+    pub max_attempts: u32,
+    /// Wait after the first failed attempt, in milliseconds; doubled after each failure.
+    pub backoff_initial_ms: u64,
+    /// Longest wait between two attempts, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Longest one delivery attempt may take, in seconds, before it counts as failed.
+    pub attempt_timeout_secs: u64,
+    /// Where delivered e-mails go.
+    pub backend: BackendConfig,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            max_files: 10,
+            max_size: 10 * 1024 * 1024,
+            file_types: DEFAULT_FILE_TYPES.iter().map(|s| s.to_string()).collect(),
+            mailbox: None,
+            spool_dir: PathBuf::from("spool/email"),
+            max_attempts: 10,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 300_000,
+            attempt_timeout_secs: 60,
+            backend: BackendConfig::default(),
+        }
+    }
+}
+
+impl EmailConfig {
+    /// Checks what serde cannot; called once when the configuration is loaded.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_size == 0 {
+            return Err("email.max_size must be above 0".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("email.max_attempts must be at least 1".into());
+        }
+        if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
+            return Err(
+                "email.backoff_initial_ms must be above 0 and at most email.backoff_max_ms".into(),
+            );
+        }
+        if self.attempt_timeout_secs == 0 {
+            return Err("email.attempt_timeout_secs must be above 0".into());
+        }
+        for ext in &self.file_types {
+            if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(format!(
+                    "email.file_types: {ext:?} is not an extension (letters and digits, no dot)"
+                ));
+            }
+        }
+        if let Some(mailbox) = &self.mailbox {
+            mailbox
+                .parse::<lettre::Address>()
+                .map_err(|e| format!("email.mailbox {mailbox:?} is not an address: {e}"))?;
+        }
+        self.backend.validate()
+    }
+
+    /// The retry policy of the deliverer.
+    pub fn retry(&self) -> crate::RetryPolicy {
+        crate::RetryPolicy {
+            max_attempts: self.max_attempts,
+            initial: Duration::from_millis(self.backoff_initial_ms),
+            max: Duration::from_millis(self.backoff_max_ms),
+            attempt_timeout: Duration::from_secs(self.attempt_timeout_secs),
+        }
+    }
+}
+
+/// Which backend delivers, and its settings. Only the chosen kind's table is read.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    /// `mock`, `smtp` or `http`.
+    pub kind: BackendKind,
+    /// Settings of the `mock` backend.
+    pub mock: MockConfig,
+    /// Settings of the `smtp` backend.
+    pub smtp: SmtpConfig,
+    /// Settings of the `http` (GMS Email API) backend.
+    pub http: HttpConfig,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            kind: BackendKind::Mock,
+            mock: MockConfig::default(),
+            smtp: SmtpConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl BackendConfig {
+    fn validate(&self) -> Result<(), String> {
+        match self.kind {
+            BackendKind::Mock => {
+                self.mock
+                    .default_mailbox
+                    .parse::<lettre::Address>()
+                    .map_err(|e| {
+                        format!("email.backend.mock.default_mailbox is not an address: {e}")
+                    })?;
+            }
+            BackendKind::Smtp => {
+                let smtp = &self.smtp;
+                if smtp.host.is_empty() {
+                    return Err("email.backend.smtp.host must be set".into());
+                }
+                smtp.default_mailbox
+                    .parse::<lettre::Address>()
+                    .map_err(|e| {
+                        format!("email.backend.smtp.default_mailbox is not an address: {e}")
+                    })?;
+                if smtp.username.is_some() != smtp.password.is_some() {
+                    return Err(
+                        "email.backend.smtp.username and password must be set together".into(),
+                    );
+                }
+            }
+            BackendKind::Http => {
+                let http = &self.http;
+                if !(http.base_url.starts_with("http://") || http.base_url.starts_with("https://"))
+                {
+                    return Err("email.backend.http.base_url must be an http(s) URL".into());
+                }
+                if http.service_name.is_empty()
+                    || !http
+                        .service_name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(
+                        "email.backend.http.service_name must be letters, digits, '-', '_' or '.'"
+                            .into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The backend kinds.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Writes `.eml` files into a folder (development and tests).
+    Mock,
+    /// Sends through an SMTP server.
+    Smtp,
+    /// Posts to the GMS Email API.
+    Http,
+}
+
+/// Settings of the `mock` backend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockConfig {
+    /// Folder the `.eml` files are written to (one per interactionId); when unset,
+    /// `mock-outbox` inside `email.spool_dir`.
+    pub dir: Option<PathBuf>,
+    /// The `To` address when neither the request nor `email.mailbox` names one.
+    pub default_mailbox: String,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            dir: None,
+            default_mailbox: "contact-center@localhost".into(),
+        }
+    }
+}
+
+/// Settings of the `smtp` backend.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Host name of the SMTP server; also the name checked against its certificate.
+    pub host: String,
+    /// Port; when unset 25 (plain), 587 (starttls) or 465 (tls).
+    pub port: Option<u16>,
+    /// `plain`, `starttls` (required, never downgraded) or `tls` (implicit TLS).
+    pub security: SmtpSecurity,
+    /// User name for SMTP AUTH; set with `password` or not at all.
+    pub username: Option<String>,
+    /// Password for SMTP AUTH. Prefer the environment override to the file.
+    pub password: Option<String>,
+    /// The `To` address when neither the request nor `email.mailbox` names one.
+    pub default_mailbox: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: String::new(),
+            port: None,
+            security: SmtpSecurity::Starttls,
+            username: None,
+            password: None,
+            default_mailbox: "contact-center@localhost".into(),
+        }
+    }
+}
+
+/// How the SMTP connection is protected.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// No TLS: only for a relay on the same host or a trusted network.
+    Plain,
+    /// STARTTLS, required.
+    Starttls,
+    /// TLS from the first byte (SMTPS).
+    Tls,
+}
+
+/// Settings of the `http` backend (GMS Email API).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Base URL of GMS, e.g. `https://gms.example.com`; the path
+    /// `/genesys/2/email/{service_name}` is appended.
+    pub base_url: String,
+    /// The GMS e-mail service name.
+    pub service_name: String,
+    /// Sent as `x-api-key` when set (an API gateway in front of GMS).
+    pub api_key: Option<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            base_url: String::new(),
+            service_name: "email".into(),
+            api_key: None,
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! What the spool records about one accepted e-mail (`meta.json`), and what the backends read.
+//!
+//! Owns the on-disk shape of a message's fields. It must not hold attachment bodies: those stay
+//! in their own files and are read by the backend when it delivers.
+
+use serde::{Deserialize, Serialize};
+
+/// An accepted e-mail, as written to `meta.json` once every attachment is on disk.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    /// Same as the spool folder's name; repeated so a lone `meta.json` is self-describing.
+    pub interaction_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub tenant_name: String,
+    /// The customer's address, already checked to parse as an address.
+    pub from_address: String,
+    pub subject: String,
+    pub text: String,
+    /// The request's `mailbox`, else the configured `email.mailbox`; `None` leaves the choice
+    /// to the backend.
+    pub mailbox: Option<String>,
+    /// `userData` pairs in the order received (keys may repeat, as in the form).
+    pub user_data: Vec<(String, String)>,
+    pub attachments: Vec<Attachment>,
+    /// Milliseconds since the Unix epoch when the gateway accepted it: delivery order on
+    /// recovery, and the `Date` header.
+    pub accepted_at_ms: u64,
+}
+
+/// One attachment of a spooled e-mail.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    /// The sanitised name shown to the recipient; never used as a path.
+    pub file_name: String,
+    /// Derived from the extension, never from what the client claimed.
+    pub content_type: String,
+    /// Name of the body's file inside the message's spool folder (`att-0`, `att-1`, ...).
+    pub stored_as: String,
+    pub size: u64,
+}

@@ -1,0 +1,458 @@
+//! Intake: the rules an e-mail must pass before it gets an interactionId, applied while its
+//! parts stream into a spool draft.
+//!
+//! Owns the limits (file count, total size, file types), required fields, the address check,
+//! attachment file-name sanitising and content-type derivation, and [`IntakeError`], the one
+//! error type of this boundary. It knows the fields of "Send Email" by meaning
+//! ([`TextField`]), not the multipart wire names or the JSON error shape: the edge maps those.
+//! It must not buffer attachment bodies: every chunk goes to the draft's file as it arrives.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+use tokio::io::{AsyncWriteExt, BufWriter};
+
+use crate::config::EmailConfig;
+use crate::deliverer::DeliveryQueue;
+use crate::envelope::{Attachment, Envelope};
+use crate::id::InteractionId;
+use crate::spool::{Draft, Spool};
+
+/// Longest attachment name kept (characters); longer names are shortened, keeping the
+/// extension.
+pub const MAX_FILE_NAME_CHARS: usize = 128;
+
+/// The intake rules, from the `email` config section.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_files: usize,
+    pub max_size: u64,
+    /// Lower-case extensions without the dot.
+    pub file_types: Vec<String>,
+    /// Configured `email.mailbox`: used when the request has none.
+    pub mailbox: Option<String>,
+}
+
+impl From<&EmailConfig> for Limits {
+    fn from(config: &EmailConfig) -> Self {
+        Limits {
+            max_files: config.max_files,
+            max_size: config.max_size,
+            file_types: config
+                .file_types
+                .iter()
+                .map(|e| e.to_ascii_lowercase())
+                .collect(),
+            mailbox: config.mailbox.clone(),
+        }
+    }
+}
+
+/// Why an e-mail was refused. Everything but [`IntakeError::Spool`] is the client's doing.
+#[derive(Debug, Error)]
+pub enum IntakeError {
+    #[error("the field {0} is required")]
+    MissingField(&'static str),
+    #[error("the field {field} is invalid: {reason}")]
+    InvalidField {
+        field: &'static str,
+        reason: &'static str,
+    },
+    #[error("the field {0} is not an e-mail address")]
+    BadAddress(&'static str),
+    #[error("more than {max} files")]
+    TooManyFiles { max: usize },
+    #[error("content larger than {max} bytes")]
+    TooLarge { max: u64 },
+    #[error("file type not allowed: {file_name:?}")]
+    ForbiddenType { file_name: String },
+    /// The spool could not take the e-mail (disk full, permissions): the gateway's fault.
+    #[error("spool: {0}")]
+    Spool(#[from] io::Error),
+}
+
+/// The fields of "Send Email" other than files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextField {
+    FirstName,
+    LastName,
+    TenantName,
+    FromAddress,
+    Subject,
+    Text,
+    Mailbox,
+    /// One `key=value` pair; repeatable.
+    UserData,
+}
+
+impl TextField {
+    /// The field's name in the Web API, for error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            TextField::FirstName => "firstName",
+            TextField::LastName => "lastName",
+            TextField::TenantName => "tenantName",
+            TextField::FromAddress => "fromAddress",
+            TextField::Subject => "subject",
+            TextField::Text => "text",
+            TextField::Mailbox => "mailbox",
+            TextField::UserData => "userData",
+        }
+    }
+
+    /// Longest value accepted. Single-line fields end up in mail headers, where long lines
+    /// only cause trouble; `text` is bounded by `max_size` alone.
+    fn max_len(self) -> usize {
+        match self {
+            TextField::FirstName | TextField::LastName | TextField::TenantName => 256,
+            TextField::FromAddress | TextField::Mailbox => 254,
+            TextField::Subject => 998,
+            TextField::UserData => 4096,
+            TextField::Text => usize::MAX,
+        }
+    }
+}
+
+/// One e-mail being received. Dropping it before [`Intake::commit`] leaves nothing on disk.
+pub struct Intake {
+    draft: Draft,
+    queue: DeliveryQueue,
+    limits: Arc<Limits>,
+    content: u64,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    tenant_name: Option<String>,
+    from_address: Option<String>,
+    subject: Option<String>,
+    text: Option<String>,
+    mailbox: Option<String>,
+    user_data: Vec<(String, String)>,
+    attachments: Vec<Attachment>,
+}
+
+impl Intake {
+    /// Opens a spool draft for a new e-mail.
+    pub async fn begin(
+        spool: &Spool,
+        limits: Arc<Limits>,
+        queue: DeliveryQueue,
+    ) -> Result<Self, IntakeError> {
+        Ok(Intake {
+            draft: spool.draft().await?,
+            queue,
+            limits,
+            content: 0,
+            first_name: None,
+            last_name: None,
+            tenant_name: None,
+            from_address: None,
+            subject: None,
+            text: None,
+            mailbox: None,
+            user_data: Vec::new(),
+            attachments: Vec::new(),
+        })
+    }
+
+    /// Counts `n` more bytes of content; refuses as soon as the total crosses `max_size`.
+    fn count(&mut self, n: usize) -> Result<(), IntakeError> {
+        self.content = self.content.saturating_add(n as u64);
+        if self.content > self.limits.max_size {
+            return Err(IntakeError::TooLarge {
+                max: self.limits.max_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends one chunk of a text field's value to `buf`, counting it against the limits.
+    pub fn text_chunk(
+        &mut self,
+        field: TextField,
+        buf: &mut Vec<u8>,
+        chunk: &[u8],
+    ) -> Result<(), IntakeError> {
+        self.count(chunk.len())?;
+        if buf.len() + chunk.len() > field.max_len() {
+            return Err(IntakeError::InvalidField {
+                field: field.name(),
+                reason: "too long",
+            });
+        }
+        buf.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// Counts a chunk of a part the intake does not use (an unknown form field): it is
+    /// dropped, but its size still counts against `max_size`.
+    pub fn ignored_chunk(&mut self, chunk: &[u8]) -> Result<(), IntakeError> {
+        self.count(chunk.len())
+    }
+
+    /// The `tenantName` received so far, for the gateway's own tenant check.
+    pub fn tenant_name(&self) -> Option<&str> {
+        self.tenant_name.as_deref()
+    }
+
+    /// Records a complete text field (collected with [`Intake::text_chunk`]).
+    pub fn set_text(&mut self, field: TextField, value: Vec<u8>) -> Result<(), IntakeError> {
+        let invalid = |reason| IntakeError::InvalidField {
+            field: field.name(),
+            reason,
+        };
+        let value = String::from_utf8(value).map_err(|_| invalid("not UTF-8"))?;
+        let multi_line = field == TextField::Text;
+        if value
+            .chars()
+            .any(|c| c.is_control() && !(multi_line && matches!(c, '\r' | '\n' | '\t')))
+        {
+            // A CR or LF here would end up in a mail header.
+            return Err(invalid("contains control characters"));
+        }
+        let slot = match field {
+            TextField::FirstName => &mut self.first_name,
+            TextField::LastName => &mut self.last_name,
+            TextField::TenantName => &mut self.tenant_name,
+            TextField::FromAddress => &mut self.from_address,
+            TextField::Subject => &mut self.subject,
+            TextField::Text => &mut self.text,
+            TextField::Mailbox => &mut self.mailbox,
+            TextField::UserData => {
+                let (key, val) = value.split_once('=').ok_or(invalid("must be key=value"))?;
+                let key = key.trim();
+                // The key becomes part of a header name downstream (X-UserData-<key>).
+                if key.is_empty()
+                    || key.len() > 64
+                    || !key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    return Err(invalid(
+                        "key must be 1 to 64 letters, digits, '-', '_' or '.'",
+                    ));
+                }
+                self.user_data.push((key.to_owned(), val.to_owned()));
+                return Ok(());
+            }
+        };
+        if slot.is_some() {
+            return Err(invalid("given more than once"));
+        }
+        *slot = Some(value);
+        Ok(())
+    }
+
+    /// Starts an attachment with the client's file name. An empty name is what a browser sends
+    /// for a file input left empty: it is accepted only if its body is empty too.
+    pub async fn attachment(
+        &mut self,
+        client_name: Option<&str>,
+    ) -> Result<AttachmentSink<'_>, IntakeError> {
+        let raw = client_name.unwrap_or("");
+        if raw.is_empty() {
+            return Ok(AttachmentSink {
+                intake: self,
+                target: None,
+                size: 0,
+            });
+        }
+        if self.attachments.len() >= self.limits.max_files {
+            return Err(IntakeError::TooManyFiles {
+                max: self.limits.max_files,
+            });
+        }
+        let file_name = sanitize_file_name(raw);
+        let ext = extension(&file_name)
+            .map(|ext| ext.to_ascii_lowercase())
+            .filter(|ext| self.limits.file_types.iter().any(|t| t == ext))
+            .ok_or_else(|| IntakeError::ForbiddenType {
+                file_name: file_name.clone(),
+            })?;
+        // The client's Content-Type is ignored: what a recipient's mail program does with a
+        // file must follow from the extension that was checked, not from a claim.
+        let content_type = mime_guess::from_ext(&ext)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_owned();
+        let (stored_as, file) = self.draft.create_attachment().await?;
+        Ok(AttachmentSink {
+            intake: self,
+            target: Some(Target {
+                writer: BufWriter::with_capacity(64 * 1024, file),
+                meta: Attachment {
+                    file_name,
+                    content_type,
+                    stored_as,
+                    size: 0,
+                },
+            }),
+            size: 0,
+        })
+    }
+
+    /// Checks the required fields and addresses, makes the e-mail durable and hands it to the
+    /// deliverer. Only after this returns may the client be told the id.
+    pub async fn commit(self) -> Result<InteractionId, IntakeError> {
+        fn required(v: Option<String>, field: TextField) -> Result<String, IntakeError> {
+            v.filter(|s| !s.trim().is_empty())
+                .ok_or(IntakeError::MissingField(field.name()))
+        }
+        let first_name = required(self.first_name, TextField::FirstName)?;
+        let last_name = required(self.last_name, TextField::LastName)?;
+        let tenant_name = required(self.tenant_name, TextField::TenantName)?;
+        let from_address = required(self.from_address, TextField::FromAddress)?;
+        let subject = required(self.subject, TextField::Subject)?;
+        let text = required(self.text, TextField::Text)?;
+        let from_address = check_address(&from_address, TextField::FromAddress)?;
+        let mailbox = match self.mailbox.filter(|m| !m.trim().is_empty()) {
+            Some(m) => Some(check_address(&m, TextField::Mailbox)?),
+            None => self.limits.mailbox.clone(),
+        };
+        let envelope = Envelope {
+            interaction_id: self.draft.id().to_string(),
+            first_name,
+            last_name,
+            tenant_name,
+            from_address,
+            subject,
+            text,
+            mailbox,
+            user_data: self.user_data,
+            attachments: self.attachments,
+            accepted_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        };
+        let id = self.draft.commit(&envelope).await?;
+        self.queue.push(id.clone());
+        Ok(id)
+    }
+}
+
+struct Target {
+    writer: BufWriter<tokio::fs::File>,
+    meta: Attachment,
+}
+
+/// Receives one attachment's body. On any error the caller drops the whole [`Intake`], which
+/// removes the partial file with the rest of the draft.
+pub struct AttachmentSink<'a> {
+    intake: &'a mut Intake,
+    /// `None` for an empty file input, whose body must be empty.
+    target: Option<Target>,
+    size: u64,
+}
+
+impl AttachmentSink<'_> {
+    /// Writes one chunk, refusing as soon as the e-mail crosses `max_size`.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), IntakeError> {
+        self.intake.count(chunk.len())?;
+        self.size += chunk.len() as u64;
+        match &mut self.target {
+            Some(target) => target.writer.write_all(chunk).await?,
+            None if chunk.is_empty() => {}
+            None => {
+                return Err(IntakeError::ForbiddenType {
+                    file_name: String::new(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and fsyncs the body and records the attachment.
+    pub async fn finish(self) -> Result<(), IntakeError> {
+        if let Some(mut target) = self.target {
+            target.writer.flush().await?;
+            target.writer.get_ref().sync_all().await?;
+            target.meta.size = self.size;
+            self.intake.attachments.push(target.meta);
+        }
+        Ok(())
+    }
+}
+
+/// The name an attachment is shown under: the last path component of what the client sent,
+/// without control characters, leading dots or surrounding blanks, at most
+/// [`MAX_FILE_NAME_CHARS`] characters (keeping the extension), never empty.
+pub fn sanitize_file_name(raw: &str) -> String {
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
+    let cleaned = cleaned
+        .trim()
+        .trim_start_matches('.')
+        .trim_end_matches(['.', ' '])
+        .trim();
+    let name = if cleaned.is_empty() {
+        "attachment".to_owned()
+    } else {
+        cleaned.to_owned()
+    };
+    if name.chars().count() <= MAX_FILE_NAME_CHARS {
+        return name;
+    }
+    match name.rsplit_once('.') {
+        Some((stem, ext)) if ext.chars().count() < 16 => {
+            let keep = MAX_FILE_NAME_CHARS - ext.chars().count() - 1;
+            format!("{}.{ext}", stem.chars().take(keep).collect::<String>())
+        }
+        _ => name.chars().take(MAX_FILE_NAME_CHARS).collect(),
+    }
+}
+
+/// The lower-case extension, if the name has one.
+fn extension(file_name: &str) -> Option<&str> {
+    let (stem, ext) = file_name.rsplit_once('.')?;
+    (!stem.is_empty() && !ext.is_empty()).then_some(ext)
+}
+
+fn check_address(value: &str, field: TextField) -> Result<String, IntakeError> {
+    let value = value.trim();
+    // lettre's parser is the one the SMTP and mock backends use, so what passes here can be
+    // delivered; requiring a dot in the domain turns away the typo `john@doe`.
+    let address: lettre::Address = value
+        .parse()
+        .map_err(|_| IntakeError::BadAddress(field.name()))?;
+    if !address.domain().contains('.') && address.domain() != "localhost" {
+        return Err(IntakeError::BadAddress(field.name()));
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_sanitised() {
+        assert_eq!(sanitize_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(sanitize_file_name("..\\..\\boot.ini"), "boot.ini");
+        assert_eq!(sanitize_file_name("a\r\nb\u{0}.txt"), "ab.txt");
+        assert_eq!(sanitize_file_name(".."), "attachment");
+        assert_eq!(sanitize_file_name(".hidden.pdf"), "hidden.pdf");
+        let long = format!("{}.pdf", "x".repeat(500));
+        let short = sanitize_file_name(&long);
+        assert_eq!(short.chars().count(), MAX_FILE_NAME_CHARS);
+        assert!(short.ends_with(".pdf"));
+    }
+
+    #[test]
+    fn extensions() {
+        assert_eq!(extension("a.PDF"), Some("PDF"));
+        assert_eq!(extension("passwd"), None);
+        assert_eq!(extension("attachment"), None);
+    }
+
+    #[test]
+    fn addresses() {
+        assert!(check_address("john@doe.com", TextField::FromAddress).is_ok());
+        for bad in [
+            "john", "john@", "@doe.com", "john@doe", "a b@c.d", "<x@y.z>",
+        ] {
+            assert!(check_address(bad, TextField::FromAddress).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The e-mail side end to end below the HTTP edge: intake into the spool, the deliverer, and
+//! what arrives at the mock folder and at a real SMTP server (aiosmtpd).
+
+#[path = "support/smtp_server.rs"]
+mod smtp_server;
+
+use std::path::Path;
+use std::time::Duration;
+
+use backend_email::config::{BackendKind, SmtpSecurity};
+use backend_email::{EmailConfig, EmailService, InteractionId, TextField};
+use mailparse::{MailHeaderMap, ParsedMail};
+use smtp_server::{aiosmtpd_available, free_port, wait_for_async, SmtpServer};
+
+const PDF: &[u8] = b"%PDF-1.4\n% not really a pdf, but bytes\n\x00\x01\x02\xff";
+
+fn config(dir: &Path) -> EmailConfig {
+    let mut config = EmailConfig {
+        spool_dir: dir.join("spool"),
+        backoff_initial_ms: 10,
+        backoff_max_ms: 50,
+        attempt_timeout_secs: 5,
+        ..EmailConfig::default()
+    };
+    config.backend.mock.dir = Some(dir.join("outbox"));
+    config
+}
+
+/// Accepts one e-mail the way the edge does, with two attachments.
+async fn send(service: &EmailService, mailbox: Option<&str>) -> InteractionId {
+    let mut intake = service.intake().await.unwrap();
+    let mut fields = vec![
+        (TextField::FirstName, "John"),
+        (TextField::LastName, "Doe"),
+        (TextField::TenantName, "Environment"),
+        (TextField::FromAddress, "john@doe.com"),
+        (TextField::Subject, "Help with account"),
+        (TextField::Text, "I need help with my account\r\nThanks"),
+        (TextField::UserData, "key1=value1"),
+        (TextField::UserData, "key2=value=2"),
+    ];
+    if let Some(m) = mailbox {
+        fields.push((TextField::Mailbox, m));
+    }
+    for (field, value) in fields {
+        let mut buf = Vec::new();
+        intake
+            .text_chunk(field, &mut buf, value.as_bytes())
+            .unwrap();
+        intake.set_text(field, buf).unwrap();
+    }
+    let mut sink = intake.attachment(Some("../../report.PDF")).await.unwrap();
+    for chunk in PDF.chunks(7) {
+        sink.write(chunk).await.unwrap();
+    }
+    sink.finish().await.unwrap();
+    let mut sink = intake.attachment(Some("notes.txt")).await.unwrap();
+    sink.write(b"plain notes\n").await.unwrap();
+    sink.finish().await.unwrap();
+    intake.commit().await.unwrap()
+}
+
+fn header(mail: &ParsedMail, name: &str) -> Option<String> {
+    mail.headers.get_first_value(name)
+}
+
+/// Asserts the message is the one `send` produced, addressed to `to`.
+fn assert_message(raw: &[u8], id: &InteractionId, to: &str) {
+    let mail = mailparse::parse_mail(raw).unwrap();
+    assert_eq!(
+        header(&mail, "X-Interaction-Id").as_deref(),
+        Some(id.as_str())
+    );
+    assert!(header(&mail, "Message-ID").unwrap().contains(id.as_str()));
+    let from = mailparse::addrparse_header(mail.headers.get_first_header("From").unwrap()).unwrap();
+    assert_eq!(from.to_string(), "\"John Doe\" <john@doe.com>");
+    assert!(
+        header(&mail, "To").unwrap().contains(to),
+        "To {:?}",
+        header(&mail, "To")
+    );
+    assert_eq!(
+        header(&mail, "Subject").as_deref(),
+        Some("Help with account")
+    );
+    assert_eq!(
+        header(&mail, "X-Tenant-Name").as_deref(),
+        Some("Environment")
+    );
+    assert_eq!(header(&mail, "X-UserData-key1").as_deref(), Some("value1"));
+    assert_eq!(header(&mail, "X-UserData-key2").as_deref(), Some("value=2"));
+    assert_eq!(mail.subparts.len(), 3, "text and two attachments");
+    let text = mail.subparts[0].get_body().unwrap();
+    assert_eq!(text.trim_end(), "I need help with my account\r\nThanks");
+    let pdf = &mail.subparts[1];
+    assert_eq!(pdf.ctype.mimetype, "application/pdf");
+    assert_eq!(
+        pdf.get_content_disposition()
+            .params
+            .get("filename")
+            .map(String::as_str),
+        Some("report.PDF")
+    );
+    assert_eq!(pdf.get_body_raw().unwrap(), PDF);
+    let txt = &mail.subparts[2];
+    assert_eq!(txt.ctype.mimetype, "text/plain");
+    assert_eq!(txt.get_body_raw().unwrap(), b"plain notes\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_backend_writes_one_eml_per_interaction_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.mailbox = Some("configured@company.com".into());
+    let (service, _deliverer) = EmailService::start(&config, std::future::pending()).unwrap();
+
+    let with_request_mailbox = send(&service, Some("support@company.com")).await;
+    let with_config_mailbox = send(&service, None).await;
+
+    let outbox = dir.path().join("outbox");
+    let eml = |id: &InteractionId| outbox.join(format!("{id}.eml"));
+    wait_for_async("both .eml files", Duration::from_secs(20), || {
+        eml(&with_request_mailbox).exists() && eml(&with_config_mailbox).exists()
+    })
+    .await;
+    assert_message(
+        &std::fs::read(eml(&with_request_mailbox)).unwrap(),
+        &with_request_mailbox,
+        "support@company.com",
+    );
+    assert_message(
+        &std::fs::read(eml(&with_config_mailbox)).unwrap(),
+        &with_config_mailbox,
+        "configured@company.com",
+    );
+    let spool = service.spool().clone();
+    for _ in 0..1000 {
+        if spool.is_idle().await.unwrap() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        spool.is_idle().await.unwrap(),
+        "delivered e-mails leave the spool"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_backend_default_mailbox_applies_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let (service, _deliverer) = EmailService::start(&config, std::future::pending()).unwrap();
+    let id = send(&service, None).await;
+    let eml = dir.path().join("outbox").join(format!("{id}.eml"));
+    wait_for_async(".eml file", Duration::from_secs(20), || eml.exists()).await;
+    assert_message(
+        &std::fs::read(eml).unwrap(),
+        &id,
+        "contact-center@localhost",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_delivery_to_a_real_server() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = SmtpServer::start(port, &dir.path().join("received"));
+    let mut config = config(dir.path());
+    config.backend.kind = BackendKind::Smtp;
+    config.backend.smtp.host = "127.0.0.1".into();
+    config.backend.smtp.port = Some(port);
+    config.backend.smtp.security = SmtpSecurity::Plain;
+    config.backend.smtp.default_mailbox = "inbox@company.com".into();
+    let (service, _deliverer) = EmailService::start(&config, std::future::pending()).unwrap();
+
+    let id = send(&service, Some("support@company.com")).await;
+    wait_for_async(
+        "the SMTP server to receive it",
+        Duration::from_secs(30),
+        || server.messages().len() == 1,
+    )
+    .await;
+    assert_message(&server.messages()[0], &id, "support@company.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_dead_letters_after_max_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.max_attempts = 3;
+    config.backend.kind = BackendKind::Smtp;
+    config.backend.smtp.host = "127.0.0.1".into();
+    config.backend.smtp.port = Some(free_port()); // nobody listens there
+    config.backend.smtp.security = SmtpSecurity::Plain;
+    let (service, _deliverer) = EmailService::start(&config, std::future::pending()).unwrap();
+    let id = send(&service, None).await;
+
+    let reason = service.spool().dead_dir(&id).join("reason.txt");
+    wait_for_async("the dead letter", Duration::from_secs(30), || {
+        reason.exists()
+    })
+    .await;
+    let reason = std::fs::read_to_string(reason).unwrap();
+    assert!(reason.starts_with("gave up after 3 attempts"), "{reason}");
+    assert!(service.spool().is_idle().await.unwrap());
+    assert!(
+        service.spool().dead_dir(&id).join("att-0").exists(),
+        "the content is kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_refusal_dead_letters_at_once() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = SmtpServer::start(port, &dir.path().join("received"));
+    let mut config = config(dir.path());
+    config.max_attempts = 50;
+    config.backend.kind = BackendKind::Smtp;
+    config.backend.smtp.host = "127.0.0.1".into();
+    config.backend.smtp.port = Some(port);
+    config.backend.smtp.security = SmtpSecurity::Plain;
+    let (service, _deliverer) = EmailService::start(&config, std::future::pending()).unwrap();
+    let id = send(&service, Some("reject-me@company.com")).await;
+
+    let reason = service.spool().dead_dir(&id).join("reason.txt");
+    wait_for_async("the dead letter", Duration::from_secs(30), || {
+        reason.exists()
+    })
+    .await;
+    let reason = std::fs::read_to_string(reason).unwrap();
+    assert!(
+        reason.starts_with("refused permanently at attempt 1"),
+        "{reason}"
+    );
+    assert!(server.messages().is_empty());
+}

@@ -1,0 +1,158 @@
+//! A real SMTP server for tests: aiosmtpd (Python) in its own process, saving every message it
+//! accepts as a file, refusing recipients whose local part starts with `reject` with a 550.
+//!
+//! Shared by the backend-email tests and the gateway's crash test (included with `#[path]`).
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HANDLER: &str = r#"
+import os, uuid
+
+class Saver:
+    def __init__(self, outdir):
+        self.outdir = outdir
+
+    @classmethod
+    def from_cli(cls, parser, outdir):
+        return cls(outdir)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.split('@')[0].startswith('reject'):
+            return '550 5.1.1 no such mailbox'
+        envelope.rcpt_tos.append(address)
+        return '250 OK'
+
+    async def handle_DATA(self, server, session, envelope):
+        name = uuid.uuid4().hex
+        tmp = os.path.join(self.outdir, '.' + name)
+        with open(tmp, 'wb') as f:
+            f.write(envelope.original_content or envelope.content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, os.path.join(self.outdir, name + '.eml'))
+        return '250 OK saved'
+"#;
+
+/// Whether python3 with aiosmtpd is available. Under CI its absence is a failure, elsewhere
+/// the caller skips with a message.
+pub fn aiosmtpd_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("python3 with aiosmtpd is required under CI (pip install aiosmtpd)");
+        }
+        eprintln!(
+            "SKIPPED: python3 with aiosmtpd not found; `pip install aiosmtpd` to run this test"
+        );
+    }
+    ok
+}
+
+/// A free port on 127.0.0.1 (bound and released; the small race is acceptable in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running aiosmtpd; killed on drop.
+pub struct SmtpServer {
+    child: Child,
+    pub port: u16,
+    pub outdir: PathBuf,
+}
+
+impl SmtpServer {
+    /// Starts aiosmtpd on `port`, saving messages into `outdir`; returns once it accepts
+    /// connections.
+    pub fn start(port: u16, outdir: &Path) -> SmtpServer {
+        std::fs::create_dir_all(outdir).unwrap();
+        let script_dir = outdir.join("..").join(format!("smtp-handler-{port}"));
+        std::fs::create_dir_all(&script_dir).unwrap();
+        std::fs::write(script_dir.join("savehandler.py"), HANDLER).unwrap();
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "savehandler.Saver"])
+            .arg(outdir)
+            .env("PYTHONPATH", &script_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning python3 -m aiosmtpd");
+        let mut server = SmtpServer {
+            child,
+            port,
+            outdir: outdir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                panic!("aiosmtpd exited early: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// The messages received so far, as raw bytes.
+    pub fn messages(&self) -> Vec<Vec<u8>> {
+        received(&self.outdir)
+    }
+}
+
+/// The `.eml` files in `dir`, as raw bytes.
+pub fn received(dir: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "eml") {
+                out.push(std::fs::read(path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; panics with `what` then.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// As [`wait_for`], without blocking the async runtime.
+pub async fn wait_for_async(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
