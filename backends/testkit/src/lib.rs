@@ -158,6 +158,7 @@ pub struct ChatServer {
 pub struct ChatServerBuilder {
     bin: PathBuf,
     alias: String,
+    listen: String,
     args: Vec<String>,
 }
 
@@ -167,6 +168,7 @@ impl ChatServer {
         ChatServerBuilder {
             bin: bin.into(),
             alias: "117".into(),
+            listen: "127.0.0.1:0".into(),
             args: vec![
                 "--agent-join-delay-ms".into(),
                 "0".into(),
@@ -214,6 +216,13 @@ impl ChatServerBuilder {
         self
     }
 
+    /// Listen on this address instead of a free port (to restart a server where clients
+    /// expect it).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr.to_string();
+        self
+    }
+
     pub fn store(self, url: &str) -> Self {
         self.arg("--store", url)
     }
@@ -229,7 +238,7 @@ impl ChatServerBuilder {
     pub fn start(self) -> ChatServer {
         let log = scratch_dir("chat-server").join("stderr.log");
         let mut child = Command::new(&self.bin)
-            .args(["--listen", "127.0.0.1:0", "--alias", &self.alias])
+            .args(["--listen", &self.listen, "--alias", &self.alias])
             .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
