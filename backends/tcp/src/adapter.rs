@@ -72,7 +72,9 @@ impl TcpBackend {
         let config = self.config.clone();
         let stop = self.stop.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(config.status_interval);
+            // The handshake brought a status already: the first poll is one interval later.
+            let first = tokio::time::Instant::now() + config.status_interval;
+            let mut tick = tokio::time::interval_at(first, config.status_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
