@@ -42,13 +42,18 @@ impl BackendError {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            BackendError::Unreachable(_) | BackendError::Interrupted(_) | BackendError::Overloaded(_)
+            BackendError::Unreachable(_)
+                | BackendError::Interrupted(_)
+                | BackendError::Overloaded(_)
         )
     }
 
     /// True when the request certainly never reached the instance, so even a
     /// non-idempotent action may be sent again somewhere else.
     pub fn never_arrived(&self) -> bool {
-        matches!(self, BackendError::Unreachable(_) | BackendError::Overloaded(_))
+        matches!(
+            self,
+            BackendError::Unreachable(_) | BackendError::Overloaded(_)
+        )
     }
 }

@@ -90,7 +90,13 @@ impl ChatRecord {
         let client = record.join(&chat.nickname, ParticipantType::Client, now);
         let _ = client;
         let system = record.join(&behaviour.system_nickname, ParticipantType::External, now);
-        record.push(system, EventType::Message, Some(&behaviour.greeting), None, now);
+        record.push(
+            system,
+            EventType::Message,
+            Some(&behaviour.greeting),
+            None,
+            now,
+        );
         record.schedule(now + ms(behaviour.agent_join_delay), Scheduled::AgentJoins);
         record
     }
@@ -140,7 +146,13 @@ impl ChatRecord {
         match item.what {
             Scheduled::AgentJoins => {
                 let agent = self.join(&behaviour.agent_nickname, ParticipantType::Agent, item.at);
-                self.push(agent, EventType::Message, Some(&behaviour.agent_greeting), None, item.at);
+                self.push(
+                    agent,
+                    EventType::Message,
+                    Some(&behaviour.agent_greeting),
+                    None,
+                    item.at,
+                );
             }
             Scheduled::AgentReplies => {
                 let Some(agent) = self.agent() else { return };
@@ -175,7 +187,13 @@ impl ChatRecord {
         match action {
             Action::Poll => return Ok(false),
             Action::SendMessage { text, message_type } => {
-                self.push(CLIENT, EventType::Message, Some(&text), message_type.as_deref(), now);
+                self.push(
+                    CLIENT,
+                    EventType::Message,
+                    Some(&text),
+                    message_type.as_deref(),
+                    now,
+                );
                 let join_at = self
                     .pending
                     .iter()
@@ -192,7 +210,13 @@ impl ChatRecord {
             }
             Action::UpdateNickname { nickname } => {
                 self.participants[CLIENT].participant.nickname = Arc::from(nickname.as_str());
-                self.push(CLIENT, EventType::NicknameUpdated, Some(&nickname), None, now);
+                self.push(
+                    CLIENT,
+                    EventType::NicknameUpdated,
+                    Some(&nickname),
+                    None,
+                    now,
+                );
             }
             Action::PushUrl { url } => self.push(CLIENT, EventType::PushUrl, Some(&url), None, now),
             Action::UpdateUserData { data, text: _ } => self.user_data.extend(data),
@@ -213,7 +237,9 @@ impl ChatRecord {
             Transcript::None => Vec::new(),
             Transcript::From(n) => {
                 let start = (n.max(1) - 1) as usize;
-                self.transcript.get(start..).map_or_else(Vec::new, <[Event]>::to_vec)
+                self.transcript
+                    .get(start..)
+                    .map_or_else(Vec::new, <[Event]>::to_vec)
             }
         }
     }

@@ -27,6 +27,9 @@ pub struct Engine {
     chats: DashMap<Box<str>, Arc<Mutex<ChatRecord>>>,
     /// Chats not yet ended: what the session limit counts.
     active: AtomicU64,
+    /// Requests on existing chats received, whatever their outcome: lets operators and
+    /// tests see whether a request reached this instance at all.
+    requests: AtomicU64,
 }
 
 impl Engine {
@@ -35,6 +38,7 @@ impl Engine {
             behaviour,
             chats: DashMap::new(),
             active: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
         })
     }
 
@@ -132,6 +136,7 @@ impl Engine {
         request: Refresh,
         after: impl FnOnce(&ChatRecord) -> T,
     ) -> Result<(ChatUpdate, T), BackendError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let entry = self
             .chats
             .get(chat.chat_id.as_str())
@@ -176,7 +181,9 @@ impl Engine {
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     (n < limit).then_some(n + 1)
                 })
-                .map_err(|_| BackendError::Overloaded(format!("session limit of {limit} reached")))?;
+                .map_err(|_| {
+                    BackendError::Overloaded(format!("session limit of {limit} reached"))
+                })?;
         }
         let key = record.chat_id.clone().into_boxed_str();
         self.chats.insert(key, Arc::new(Mutex::new(record)));
@@ -192,6 +199,11 @@ impl Engine {
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Requests on existing chats received so far, refused ones included.
+    pub fn requests_seen(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Number of chats held, ended ones included.
@@ -293,7 +305,11 @@ mod tests {
             act(&engine, &created.chat, Action::StartTyping { text: None }),
             Err(BackendError::ChatEnded { .. })
         ));
-        assert!(act(&engine, &created.chat, Action::Poll).unwrap().chat_ended);
+        assert!(
+            act(&engine, &created.chat, Action::Poll)
+                .unwrap()
+                .chat_ended
+        );
         assert_eq!(engine.load().active, 0);
     }
 
@@ -312,7 +328,11 @@ mod tests {
         ));
         engine.sweep(now_ms() + 15);
         assert_eq!(engine.load().active, 0);
-        assert_eq!(engine.len(), 2, "ended chats stay readable for the retention");
+        assert_eq!(
+            engine.len(),
+            2,
+            "ended chats stay readable for the retention"
+        );
         engine.sweep(now_ms() + 40);
         assert!(engine.is_empty());
         engine.create(new_chat()).unwrap();

@@ -1,0 +1,406 @@
+//! Configuration: plain structs, loaded once from a TOML file plus environment overrides,
+//! validated once at load.
+//!
+//! Owns the file format, defaults and validation. It must not start anything: the rest of
+//! the gateway receives a [`Config`] that is already known to be good.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The environment prefix: `GATEWAY__SERVER__LISTEN` overrides `server.listen`.
+pub const ENV_PREFIX: &str = "GATEWAY";
+
+/// Why a configuration was refused. The message names the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The public HTTP listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// How chat credentials handed to clients are protected.
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
+    /// Tenants the gateway serves. A request naming another tenant is refused.
+    pub tenants: Vec<TenantConfig>,
+    /// Chat server instances and placement.
+    pub chat: ChatConfig,
+    /// Behaviour of embedded mock instances (`kind = "mock"`).
+    #[serde(default)]
+    pub mock: MockConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// The public HTTP listener.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Largest accepted body of a chat request, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long a request may take end to end before it is answered with statusCode 1.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// How chat credentials handed to clients are protected.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CredentialsConfig {
+    /// The MAC secret shared by every gateway replica (at least 32 characters). When absent a
+    /// random one is made at start-up, and chats survive neither a restart nor a second
+    /// replica. Never logged.
+    pub secret: Option<String>,
+}
+
+/// One tenant.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The `tenantName` clients send (matched exactly).
+    pub name: String,
+    /// The endpoint (queue) of chats that name none.
+    #[serde(default = "default_endpoint")]
+    pub default_endpoint: String,
+}
+
+fn default_endpoint() -> String {
+    "default".into()
+}
+
+/// Chat server instances and placement.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatConfig {
+    /// How new chats are spread over instances.
+    #[serde(default)]
+    pub placement: Placement,
+    /// The chat server instances, each named by its alias.
+    pub instances: Vec<InstanceConfig>,
+}
+
+/// How new chats are spread over instances.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Pick two instances at random and use the one with less load relative to its weight.
+    #[default]
+    LeastLoaded,
+    /// Take instances in turn.
+    RoundRobin,
+}
+
+/// One chat server instance.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// The alias clients carry; unique.
+    pub alias: String,
+    /// Which adapter talks to it.
+    pub kind: InstanceKind,
+    /// Relative share of new chats (1 to 1000).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Tenants it serves; empty means all.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Which adapter talks to an instance.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceKind {
+    /// The embedded chat engine, in this process.
+    Mock,
+}
+
+/// Behaviour of embedded mock instances.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockConfig {
+    /// Nickname of the system party that greets every chat.
+    pub system_nickname: String,
+    /// What the system party says when the customer joins.
+    pub greeting: String,
+    /// Nickname of the simulated agent.
+    pub agent_nickname: String,
+    /// Milliseconds after the start of a chat when the agent joins.
+    pub agent_join_delay_ms: u64,
+    /// What the agent says on joining.
+    pub agent_greeting: String,
+    /// The agent's answers to customer messages, used in turn.
+    pub agent_replies: Vec<String>,
+    /// Milliseconds the agent takes to answer.
+    pub agent_reply_delay_ms: u64,
+    /// Seconds without a request after which the customer is removed and the chat ends.
+    pub disconnect_timeout_secs: u64,
+    /// Most open chats per instance; past it new chats get statusCode 1.
+    pub session_limit: u64,
+    /// Seconds an ended chat stays readable before it is forgotten.
+    pub ended_retention_secs: u64,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        let b = backend_mock::Behaviour::default();
+        MockConfig {
+            system_nickname: b.system_nickname,
+            greeting: b.greeting,
+            agent_nickname: b.agent_nickname,
+            agent_join_delay_ms: b.agent_join_delay.as_millis() as u64,
+            agent_greeting: b.agent_greeting,
+            agent_replies: b.agent_replies,
+            agent_reply_delay_ms: b.agent_reply_delay.as_millis() as u64,
+            disconnect_timeout_secs: b.disconnect_timeout.as_secs(),
+            session_limit: b.session_limit,
+            ended_retention_secs: b.ended_retention.as_secs(),
+        }
+    }
+}
+
+impl MockConfig {
+    pub fn behaviour(&self) -> backend_mock::Behaviour {
+        backend_mock::Behaviour {
+            system_nickname: self.system_nickname.clone(),
+            greeting: self.greeting.clone(),
+            agent_nickname: self.agent_nickname.clone(),
+            agent_join_delay: Duration::from_millis(self.agent_join_delay_ms),
+            agent_greeting: self.agent_greeting.clone(),
+            agent_replies: self.agent_replies.clone(),
+            agent_reply_delay: Duration::from_millis(self.agent_reply_delay_ms),
+            disconnect_timeout: Duration::from_secs(self.disconnect_timeout_secs),
+            session_limit: self.session_limit,
+            ended_retention: Duration::from_secs(self.ended_retention_secs),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. `info` or `webapi_gateway=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` (human-readable) or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Reads `path` (TOML) and the `GATEWAY__…` environment, then validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment (tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError(format!(
+                "config file {} not found",
+                path.display()
+            )));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("mock.agent_replies")
+                    .source(Some(env)),
+            )
+            .build()
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let config: Config = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot. Each message names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.server.max_body_bytes < 256 {
+            return bad("server.max_body_bytes", "must be at least 256");
+        }
+        if self.server.request_timeout_ms == 0 {
+            return bad("server.request_timeout_ms", "must be greater than 0");
+        }
+        if let Some(secret) = &self.credentials.secret {
+            if secret.len() < 32 {
+                return bad(
+                    "credentials.secret",
+                    "must be at least 32 characters (use e.g. `openssl rand -hex 32`)",
+                );
+            }
+        }
+        if self.tenants.is_empty() {
+            return bad("tenants", "at least one tenant is required");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.tenants.iter().enumerate() {
+            if t.name.is_empty() {
+                return bad(&format!("tenants[{i}].name"), "must not be empty");
+            }
+            if !names.insert(t.name.as_str()) {
+                return bad(&format!("tenants[{i}].name"), "duplicate tenant name");
+            }
+        }
+        if self.chat.instances.is_empty() {
+            return bad("chat.instances", "at least one instance is required");
+        }
+        let mut aliases = std::collections::HashSet::new();
+        for (i, inst) in self.chat.instances.iter().enumerate() {
+            let key = |f: &str| format!("chat.instances[{i}].{f}");
+            if inst.alias.is_empty()
+                || inst.alias.len() > 64
+                || !inst
+                    .alias
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return bad(&key("alias"), "1 to 64 characters of [A-Za-z0-9_-]");
+            }
+            if !aliases.insert(inst.alias.as_str()) {
+                return bad(&key("alias"), "duplicate alias");
+            }
+            if !(1..=1000).contains(&inst.weight) {
+                return bad(&key("weight"), "must be between 1 and 1000");
+            }
+            for t in &inst.tenants {
+                if !names.contains(t.as_str()) {
+                    return bad(&key("tenants"), &format!("unknown tenant `{t}`"));
+                }
+            }
+        }
+        if self.mock.disconnect_timeout_secs == 0 {
+            return bad("mock.disconnect_timeout_secs", "must be greater than 0");
+        }
+        if self.mock.session_limit == 0 {
+            return bad("mock.session_limit", "must be greater than 0");
+        }
+        Ok(())
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("gwcfg-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let result = Config::load_with_env(&path, env);
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    const MINIMAL: &str = r#"
+        [[tenants]]
+        name = "Environment"
+        [[chat.instances]]
+        alias = "117"
+        kind = "mock"
+    "#;
+
+    #[test]
+    fn repository_default_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml");
+        let config = Config::load_with_env(&path, std::iter::empty()).unwrap();
+        let aliases: Vec<_> = config.chat.instances.iter().map(|i| &i.alias[..]).collect();
+        assert_eq!(aliases, ["117", "118"]);
+        assert!(config.tenant("Environment").is_some());
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("GATEWAY__SERVER__LISTEN", "127.0.0.1:9000"),
+                ("GATEWAY__MOCK__SESSION_LIMIT", "5"),
+                ("OTHER__SERVER__LISTEN", "1.2.3.4:1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.mock.session_limit, 5);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load(MINIMAL, &[("GATEWAY__SERVER__LISTEN", "nowhere")]).unwrap_err();
+        assert!(e.to_string().contains("server.listen"), "{e}");
+        let e = load(&format!("{MINIMAL}\n[server]\nlisten_typo = 1\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("listen_typo"), "{e}");
+        let e = load(&MINIMAL.replace("\"mock\"", "\"smoke\""), &[]).unwrap_err();
+        assert!(e.to_string().contains("kind"), "{e}");
+        let e = load(
+            &format!("{MINIMAL}\n[credentials]\nsecret = \"short\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("credentials.secret"), "{e}");
+        let dup = format!("{MINIMAL}\n[[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\n");
+        let e = load(&dup, &[]).unwrap_err();
+        assert!(e.to_string().contains("chat.instances[1].alias"), "{e}");
+    }
+}

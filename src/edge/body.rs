@@ -1,0 +1,80 @@
+//! Reading a JSON request body: content-type leniency and the size limit.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::Failure;
+use crate::error::Error;
+use crate::Gateway;
+
+/// A chat request's raw body: within the size limit and of an acceptable content type. It is
+/// parsed as JSON by `operation`, which names the fields.
+pub struct JsonBody(pub Bytes);
+
+impl FromRequest<Arc<Gateway>> for JsonBody {
+    type Rejection = Failure;
+
+    async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Failure> {
+        let form = check_content_type(&req)?;
+        let limit = gw.config.server.max_body_bytes;
+        // Refuse an announced oversize body before reading any of it.
+        let announced = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > limit as u64) {
+            return Err(Error::BodyTooLarge(limit).into());
+        }
+        match Limited::new(req.into_body(), limit).collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                if form && bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                    return Err(Error::UnsupportedMediaType(
+                        "application/x-www-form-urlencoded".into(),
+                    )
+                    .into());
+                }
+                Ok(JsonBody(bytes))
+            }
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(Error::BodyTooLarge(limit).into())
+            }
+            Err(e) => Err(Error::MalformedJson(format!("the body could not be read: {e}")).into()),
+        }
+    }
+}
+
+/// Browsers that avoid a CORS preflight send `text/plain`; some clients send none; old
+/// jQuery widgets send a JSON string labelled as a form (returns true then: the body must
+/// still be a JSON object). Anything else (multipart, XML, binary) is refused.
+fn check_content_type(req: &Request) -> Result<bool, Error> {
+    let Some(value) = req.headers().get(CONTENT_TYPE) else {
+        return Ok(false);
+    };
+    let raw = value.to_str().unwrap_or("");
+    let essence = raw
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let ok = essence.is_empty()
+        || essence == "application/json"
+        || essence == "text/plain"
+        || essence == "text/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"));
+    if essence == "application/x-www-form-urlencoded" {
+        Ok(true)
+    } else if ok {
+        Ok(false)
+    } else {
+        Err(Error::UnsupportedMediaType(
+            raw.chars().take(100).collect::<String>(),
+        ))
+    }
+}

@@ -1,0 +1,85 @@
+//! The one place where errors become Web API error replies.
+
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::wire::json;
+use crate::error::Error;
+use backend_api::BackendError;
+
+/// A refused request: the error, and the chat it was about when there was one.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: Error,
+    pub chat_id: Option<String>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            error,
+            chat_id: None,
+        }
+    }
+}
+
+impl Failure {
+    pub fn on_chat(error: Error, chat_id: &str) -> Failure {
+        Failure {
+            error,
+            chat_id: Some(chat_id.to_owned()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorReply<'a> {
+    status_code: u8,
+    errors: [ErrorItem<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat_ended: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_position: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ErrorItem<'a> {
+    code: u16,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    advice: Option<&'a str>,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let wire = self.error.wire();
+        let message = self.error.client_message();
+        if wire.status_code == 1 {
+            // The cause (a backend's own words) is for operators only.
+            tracing::warn!(code = wire.code, cause = %self.error, "request failed, retryable");
+        } else {
+            tracing::debug!(code = wire.code, cause = %self.error, "request refused");
+        }
+        let (chat_ended, next_position) = match &self.error {
+            Error::Backend(BackendError::ChatEnded { next_position }) => {
+                (Some(true), Some(*next_position))
+            }
+            _ => (None, None),
+        };
+        let reply = ErrorReply {
+            status_code: wire.status_code,
+            errors: [ErrorItem {
+                code: wire.code,
+                message: &message,
+                advice: wire.advice,
+            }],
+            chat_id: self.chat_id.as_deref(),
+            chat_ended,
+            next_position,
+        };
+        json(wire.http, &reply)
+    }
+}

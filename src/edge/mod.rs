@@ -1,0 +1,31 @@
+//! The HTTP edge: routes, request bodies and the Web API JSON reply shapes.
+//!
+//! Owns everything that knows HTTP and the wire JSON: the route table, reading and limiting
+//! bodies, content types, the reply shapes and the one conversion of errors into the Web API
+//! error reply (`error`). It knows nothing about backends: it hands typed operations to
+//! `operation` and renders what comes back.
+
+mod body;
+mod chat;
+pub mod error;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::routing::post;
+use axum::Router;
+
+use crate::error::Error;
+use crate::Gateway;
+pub use error::Failure;
+
+/// The public HTTP application.
+pub fn routes(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/api/v2/chats", post(chat::request_chat))
+        .route("/api/v2/chats/{chat_id}", post(chat::operation))
+        .route("/api/v2/chats/{chat_id}/messages", post(chat::messages))
+        .fallback(|| async { Failure::from(Error::NotFound) })
+        .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })
+        .with_state(gw)
+}

@@ -1,0 +1,120 @@
+//! The Web API v2 reply shapes.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use backend_api::{ChatState, Event, EventType, Participant};
+use serde::{Serialize, Serializer};
+
+/// A JSON reply. Encoding a plain struct cannot fail; if it ever did, the client still gets
+/// a JSON body.
+pub fn json(status: StatusCode, value: &impl Serialize) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| {
+        br#"{"statusCode":1,"errors":[{"code":399,"message":"reply could not be encoded"}]}"#
+            .to_vec()
+    });
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Transcript events as the Web API dialect shows them.
+pub struct Events<'a>(pub &'a [Event]);
+
+impl Serialize for Events<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(WireEvent::from))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEvent<'a> {
+    from: &'a Participant,
+    index: u64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_type: Option<&'a str>,
+    utc_time: u64,
+}
+
+impl<'a> From<&'a Event> for WireEvent<'a> {
+    fn from(e: &'a Event) -> Self {
+        WireEvent {
+            from: &e.from,
+            index: e.index,
+            kind: event_type(e.kind),
+            text: e.text.as_deref(),
+            message_type: e.message_type.as_deref(),
+            utc_time: e.utc_time,
+        }
+    }
+}
+
+/// The Web API has no `PushUrl` or `NicknameUpdated`: both are `Notice` there.
+fn event_type(kind: EventType) -> &'static str {
+    match kind {
+        EventType::ParticipantJoined => "ParticipantJoined",
+        EventType::ParticipantLeft => "ParticipantLeft",
+        EventType::Message => "Message",
+        EventType::TypingStarted => "TypingStarted",
+        EventType::TypingStopped => "TypingStopped",
+        EventType::Notice | EventType::PushUrl | EventType::NicknameUpdated => "Notice",
+        EventType::CustomNotice => "CustomNotice",
+        EventType::IdleAlert => "IdleAlert",
+        EventType::IdleClose => "IdleClose",
+        EventType::FileUploaded => "FileUploaded",
+        EventType::FileDeleted => "FileDeleted",
+    }
+}
+
+pub fn chat_state(state: ChatState) -> &'static str {
+    match state {
+        ChatState::WaitingForAgent => "WaitingForAgent",
+        ChatState::Chatting => "Chatting",
+        ChatState::Idle => "Idle",
+    }
+}
+
+/// Request Chat's reply.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedReply<'a> {
+    pub chat_id: &'a str,
+    pub path: String,
+    pub user_id: &'a str,
+    pub secure_key: &'a str,
+    pub alias: &'a str,
+    pub tenant_name: &'a str,
+    pub messages: Events<'a>,
+    pub chat_ended: bool,
+    pub next_position: u64,
+    pub status_code: u8,
+}
+
+/// The reply to every operation on an existing chat.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatReply<'a> {
+    pub status_code: u8,
+    pub alias: &'a str,
+    pub secure_key: &'a str,
+    pub user_id: &'a str,
+    pub tenant_name: &'a str,
+    pub chat_id: &'a str,
+    pub chat_ended: bool,
+    pub next_position: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Events<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participants: Option<&'a [Participant]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<&'a backend_api::UserData>,
+}

@@ -1,0 +1,140 @@
+//! The gateway's error type and the table of Web API error codes.
+//!
+//! Every refusal the gateway makes is one [`Error`] value; its code, statusCode (1 retry /
+//! 2 give up), HTTP status and client-facing message are decided here and nowhere else. The
+//! edge turns it into the JSON reply (`edge::error`). Internal causes (a backend's own words)
+//! go to the log, not to the client. The table is documented in `docs/errors.md`.
+
+use axum::http::StatusCode;
+use backend_api::BackendError;
+
+/// Everything that can refuse a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    #[error("missing required field `{0}`")]
+    MissingField(&'static str),
+    #[error("field `{field}` has the wrong type: {detail}")]
+    WrongType { field: String, detail: String },
+    #[error("field `{field}` is invalid: {reason}")]
+    InvalidValue { field: &'static str, reason: String },
+    #[error("unknown operationName `{0}`")]
+    UnknownOperation(String),
+    #[error("unsupported content type `{0}`")]
+    UnsupportedMediaType(String),
+    #[error("the body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    #[error("no such resource")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("unknown tenant `{0}`")]
+    UnknownTenant(String),
+    #[error("invalid credentials for this chat")]
+    BadCredentials,
+    #[error("unknown alias `{0}`")]
+    UnknownAlias(String),
+    #[error("no chat server instance can take a new chat now")]
+    NoInstance,
+    #[error("the request took too long")]
+    Timeout,
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+/// The wire form of an error, decided in one place.
+pub struct Wire {
+    /// Stable numeric code (docs/errors.md).
+    pub code: u16,
+    /// Web API statusCode: 1 retry later, 2 stop.
+    pub status_code: u8,
+    pub http: StatusCode,
+    pub advice: Option<&'static str>,
+}
+
+impl Error {
+    pub fn wire(&self) -> Wire {
+        use Error::*;
+        let (code, http, advice) = match self {
+            MalformedJson(_) => (100, StatusCode::BAD_REQUEST, None),
+            NotAnObject => (101, StatusCode::BAD_REQUEST, None),
+            MissingField(_) => (102, StatusCode::BAD_REQUEST, None),
+            WrongType { .. } => (103, StatusCode::BAD_REQUEST, None),
+            InvalidValue { .. } => (104, StatusCode::BAD_REQUEST, None),
+            UnknownOperation(_) => (
+                105,
+                StatusCode::BAD_REQUEST,
+                Some("operationName is one of SendMessage, SendStartTypingNotification, SendStopTypingNotification, UpdateUserNickname, SendUrl, UpdateUserData, Complete, GetChat"),
+            ),
+            UnsupportedMediaType(_) => (
+                110,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("send the body as application/json"),
+            ),
+            BodyTooLarge(_) => (111, StatusCode::PAYLOAD_TOO_LARGE, None),
+            NotFound => (120, StatusCode::NOT_FOUND, Some("see the Chat API v2 routes")),
+            MethodNotAllowed => (121, StatusCode::METHOD_NOT_ALLOWED, Some("Chat API v2 requests are POST")),
+            UnknownTenant(_) => (130, StatusCode::BAD_REQUEST, None),
+            BadCredentials => (200, StatusCode::UNAUTHORIZED, Some("send the userId, secureKey and tenantName of the chat's latest reply")),
+            UnknownAlias(_) => (201, StatusCode::BAD_REQUEST, Some("send the alias of the chat's latest reply")),
+            Backend(e) => return backend_wire(e),
+            NoInstance => (300, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
+            Timeout => (303, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
+        };
+        let status_code = if http == StatusCode::SERVICE_UNAVAILABLE {
+            1
+        } else {
+            2
+        };
+        Wire {
+            code,
+            status_code,
+            http,
+            advice,
+        }
+    }
+
+    /// What the client reads. Backend internals stay out of it.
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::Backend(e) => match e {
+                BackendError::Unreachable(_) => "the chat server is unreachable".into(),
+                BackendError::Interrupted(_) => "the chat server did not answer in time".into(),
+                BackendError::Overloaded(_) => "the chat server is busy".into(),
+                BackendError::Rejected { field: Some(f), .. } => {
+                    format!("the chat server rejected field `{f}`")
+                }
+                BackendError::Rejected { .. } => "the chat server rejected the request".into(),
+                other => other.to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
+fn backend_wire(e: &BackendError) -> Wire {
+    let retry = Some("retry the same request later");
+    let (code, http, advice) = match e {
+        BackendError::Unreachable(_) => (301, StatusCode::SERVICE_UNAVAILABLE, retry),
+        BackendError::Interrupted(_) => (302, StatusCode::SERVICE_UNAVAILABLE, retry),
+        BackendError::Overloaded(_) => (304, StatusCode::SERVICE_UNAVAILABLE, retry),
+        BackendError::UnknownChat => (210, StatusCode::NOT_FOUND, Some("start a new chat")),
+        BackendError::ChatEnded { .. } => (
+            211,
+            StatusCode::CONFLICT,
+            Some("the chat has ended; start a new chat"),
+        ),
+        BackendError::BadCredentials => (200, StatusCode::UNAUTHORIZED, None),
+        BackendError::Rejected { .. } => (212, StatusCode::BAD_REQUEST, None),
+        BackendError::Unsupported(_) => (213, StatusCode::BAD_REQUEST, None),
+    };
+    Wire {
+        code,
+        status_code: if e.retryable() { 1 } else { 2 },
+        http,
+        advice,
+    }
+}

@@ -1,0 +1,33 @@
+//! webapi-gateway: the Genesys Web API Server REST API (Chat API v2, Email API) in front of
+//! pluggable chat and e-mail backends.
+//!
+//! # Layout
+//! A request travels down this list, and each step lives in one module:
+//! - `edge`: HTTP routes, body reading, Web API JSON shapes, errors → JSON replies;
+//! - `operation`: the typed operation parsed from the body, and the code that runs it;
+//! - `credentials`: the sealed `secureKey` scheme, checked before anything reaches a backend;
+//! - `router`: alias → chat server instance, and placement of new chats (no I/O);
+//! - the adapters, in the `backends/` crates (`backend-api` holds their trait), built from
+//!   config in `gateway`.
+//!
+//! Beside the path: `config` (load and validate), `error` (the error type and code table),
+//! `server` (listener, shutdown).
+
+pub mod config;
+pub mod credentials;
+pub mod edge;
+pub mod error;
+mod gateway;
+pub mod operation;
+pub mod router;
+pub mod server;
+
+pub use config::Config;
+pub use gateway::Gateway;
+
+use std::sync::Arc;
+
+/// The whole HTTP application for a gateway (used by the server and by tests).
+pub fn app(gw: Arc<Gateway>) -> axum::Router {
+    edge::routes(gw)
+}

@@ -1,0 +1,55 @@
+//! Operations: what a request asks for, as a typed value parsed once from its JSON body,
+//! and the one place that runs it (`run`: credentials check → router → adapter).
+//!
+//! Parsing knows the Web API's field names and rules (required fields, types, transcript
+//! positions) but nothing of HTTP. Running knows the credentials scheme and the router but
+//! no JSON.
+
+mod parse;
+mod run;
+
+pub use parse::{parse_chat_operation, parse_get_messages, parse_request_chat};
+pub use run::{on_chat, request_chat, ChatReply, Created};
+
+use backend_api::{Action, Transcript, UserData};
+
+/// The four credentials every request inside a chat carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCredentials {
+    pub user_id: String,
+    pub secure_key: String,
+    pub alias: String,
+    pub tenant_name: String,
+}
+
+/// Request Chat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestChat {
+    pub tenant_name: String,
+    pub nickname: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email_address: Option<String>,
+    pub subject: Option<String>,
+    pub endpoint: Option<String>,
+    pub user_data: UserData,
+}
+
+/// What is asked of an existing chat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatOperation {
+    /// An action that changes the chat (SendMessage, typing, nickname, URL, user data,
+    /// Complete).
+    Act(Action),
+    /// GetChat: state and participants.
+    GetChat,
+    /// Get Messages from a transcript position.
+    GetMessages(Transcript),
+}
+
+/// A request on an existing chat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnChat {
+    pub credentials: ClientCredentials,
+    pub operation: ChatOperation,
+}

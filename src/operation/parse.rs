@@ -1,0 +1,282 @@
+//! JSON bodies → operations. Lenient about unknown fields, strict about types: a field of
+//! the wrong JSON type is refused with its name.
+
+use backend_api::{Action, Transcript, UserData};
+use serde::Deserialize;
+
+use super::{ChatOperation, ClientCredentials, OnChat, RequestChat};
+use crate::error::Error;
+
+/// Every field any chat request may carry. Absent and `null` are the same.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Body {
+    operation_name: Option<String>,
+    user_id: Option<String>,
+    secure_key: Option<String>,
+    alias: Option<String>,
+    tenant_name: Option<String>,
+    nickname: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email_address: Option<String>,
+    subject: Option<String>,
+    endpoint: Option<String>,
+    user_data: Option<UserData>,
+    text: Option<String>,
+    message_type: Option<String>,
+    push_url: Option<String>,
+    transcript_position: Option<u64>,
+}
+
+fn body(bytes: &[u8]) -> Result<Body, Error> {
+    // serde would take an array for a struct (fields by position): only an object will do.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Err(Error::NotAnObject),
+            Err(e) => Err(Error::MalformedJson(strip_position(&e))),
+        };
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, Body>(&mut *de) {
+        Ok(body) => de
+            .end()
+            .map(|()| body)
+            .map_err(|e| Error::MalformedJson(strip_position(&e))),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data if path != "." => Err(Error::WrongType {
+                    field: path,
+                    detail: strip_position(&inner),
+                }),
+                serde_json::error::Category::Data
+                    if inner.to_string().starts_with("invalid type") =>
+                {
+                    Err(Error::NotAnObject)
+                }
+                _ => Err(Error::MalformedJson(strip_position(&inner))),
+            }
+        }
+    }
+}
+
+/// serde_json's message without " at line L column C": the client has the body.
+fn strip_position(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+fn required(value: Option<String>, field: &'static str) -> Result<String, Error> {
+    value.ok_or(Error::MissingField(field))
+}
+
+fn non_empty(value: Option<String>, field: &'static str) -> Result<String, Error> {
+    let v = required(value, field)?;
+    if v.trim().is_empty() {
+        return Err(Error::InvalidValue {
+            field,
+            reason: "must not be empty".into(),
+        });
+    }
+    Ok(v)
+}
+
+fn credentials(body: &mut Body) -> Result<ClientCredentials, Error> {
+    Ok(ClientCredentials {
+        user_id: required(body.user_id.take(), "userId")?,
+        secure_key: required(body.secure_key.take(), "secureKey")?,
+        alias: required(body.alias.take(), "alias")?,
+        tenant_name: required(body.tenant_name.take(), "tenantName")?,
+    })
+}
+
+/// `POST /api/v2/chats`.
+pub fn parse_request_chat(bytes: &[u8]) -> Result<RequestChat, Error> {
+    let b = body(bytes)?;
+    Ok(RequestChat {
+        tenant_name: required(b.tenant_name, "tenantName")?,
+        nickname: non_empty(b.nickname, "nickname")?,
+        first_name: b.first_name,
+        last_name: b.last_name,
+        email_address: b.email_address,
+        subject: b.subject,
+        endpoint: b.endpoint.filter(|e| !e.is_empty()),
+        user_data: b.user_data.unwrap_or_default(),
+    })
+}
+
+/// `POST /api/v2/chats/{chatId}`.
+pub fn parse_chat_operation(bytes: &[u8]) -> Result<OnChat, Error> {
+    let mut b = body(bytes)?;
+    let name = required(b.operation_name.take(), "operationName")?;
+    let credentials = credentials(&mut b)?;
+    let operation = match name.as_str() {
+        "SendMessage" => ChatOperation::Act(Action::SendMessage {
+            text: required(b.text, "text")?,
+            message_type: b.message_type,
+        }),
+        "SendStartTypingNotification" => ChatOperation::Act(Action::StartTyping { text: b.text }),
+        "SendStopTypingNotification" => ChatOperation::Act(Action::StopTyping { text: b.text }),
+        "UpdateUserNickname" => ChatOperation::Act(Action::UpdateNickname {
+            nickname: non_empty(b.nickname, "nickname")?,
+        }),
+        "SendUrl" => ChatOperation::Act(Action::PushUrl {
+            url: non_empty(b.push_url, "pushUrl")?,
+        }),
+        "UpdateUserData" => ChatOperation::Act(Action::UpdateUserData {
+            data: b.user_data.ok_or(Error::MissingField("userData"))?,
+            text: b.text,
+        }),
+        "Complete" => ChatOperation::Act(Action::Complete),
+        "GetChat" => ChatOperation::GetChat,
+        _ => return Err(Error::UnknownOperation(name)),
+    };
+    Ok(OnChat {
+        credentials,
+        operation,
+    })
+}
+
+/// `POST /api/v2/chats/{chatId}/messages`.
+pub fn parse_get_messages(bytes: &[u8]) -> Result<OnChat, Error> {
+    let mut b = body(bytes)?;
+    let credentials = credentials(&mut b)?;
+    let transcript = match b.transcript_position {
+        Some(0) => Transcript::None,
+        Some(n) => Transcript::From(n),
+        None => Transcript::From(1),
+    };
+    Ok(OnChat {
+        credentials,
+        operation: ChatOperation::GetMessages(transcript),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CREDS: &str =
+        r#""userId":"007553ADB4D9001A","secureKey":"k","alias":"117","tenantName":"Environment""#;
+
+    fn op(extra: &str) -> Result<OnChat, Error> {
+        parse_chat_operation(format!("{{{CREDS}{extra}}}").as_bytes())
+    }
+
+    #[test]
+    fn reference_examples_parse() {
+        let r = parse_request_chat(
+            br#"{"tenantName":"Environment","nickname":"nickname","emailAddress":"email@address",
+                 "subject":"subject to","userData":{"key1":"value1","key2":"value2"}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.nickname, "nickname");
+        assert_eq!(r.user_data.len(), 2);
+        assert_eq!(r.first_name, None);
+        let o = op(r#","operationName":"SendMessage","text":"hello","messageType":"x""#).unwrap();
+        assert_eq!(
+            o.operation,
+            ChatOperation::Act(Action::SendMessage {
+                text: "hello".into(),
+                message_type: Some("x".into())
+            })
+        );
+        assert_eq!(o.credentials.alias, "117");
+        let o = op(r#","operationName":"UpdateUserData","userData":{"a":"b"}"#).unwrap();
+        assert!(matches!(
+            o.operation,
+            ChatOperation::Act(Action::UpdateUserData { .. })
+        ));
+        assert_eq!(
+            op(r#","operationName":"GetChat""#).unwrap().operation,
+            ChatOperation::GetChat
+        );
+    }
+
+    #[test]
+    fn transcript_positions() {
+        let get = |extra: &str| {
+            parse_get_messages(format!("{{{CREDS}{extra}}}").as_bytes())
+                .unwrap()
+                .operation
+        };
+        assert_eq!(get(""), ChatOperation::GetMessages(Transcript::From(1)));
+        assert_eq!(
+            get(r#","transcriptPosition":0"#),
+            ChatOperation::GetMessages(Transcript::None)
+        );
+        assert_eq!(
+            get(r#","transcriptPosition":1"#),
+            ChatOperation::GetMessages(Transcript::From(1))
+        );
+        assert_eq!(
+            get(r#","transcriptPosition":7"#),
+            ChatOperation::GetMessages(Transcript::From(7))
+        );
+    }
+
+    #[test]
+    fn bad_bodies_name_the_problem() {
+        assert!(matches!(
+            parse_request_chat(b"{"),
+            Err(Error::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_request_chat(b""),
+            Err(Error::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_request_chat(b"[1,2]"),
+            Err(Error::NotAnObject)
+        ));
+        assert!(matches!(
+            parse_request_chat(b"\"x\""),
+            Err(Error::NotAnObject)
+        ));
+        assert!(matches!(
+            parse_request_chat(b"{}"),
+            Err(Error::MissingField("tenantName"))
+        ));
+        assert!(matches!(
+            parse_request_chat(b"{} x"),
+            Err(Error::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_request_chat(br#"{"tenantName":"E","nickname":" "}"#),
+            Err(Error::InvalidValue {
+                field: "nickname",
+                ..
+            })
+        ));
+        match parse_request_chat(br#"{"tenantName":"E","nickname":"n","userData":{"k":1}}"#) {
+            Err(Error::WrongType { field, .. }) => assert_eq!(field, "userData.k"),
+            other => panic!("{other:?}"),
+        }
+        match op(r#","operationName":"SendMessage","text":5"#) {
+            Err(Error::WrongType { field, .. }) => assert_eq!(field, "text"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            op(r#","operationName":"SendMessage""#),
+            Err(Error::MissingField("text"))
+        ));
+        assert!(matches!(
+            op(r#","operationName":"Dance""#),
+            Err(Error::UnknownOperation(_))
+        ));
+        assert!(matches!(op(""), Err(Error::MissingField("operationName"))));
+        assert!(matches!(
+            parse_chat_operation(br#"{"operationName":"GetChat"}"#),
+            Err(Error::MissingField("userId"))
+        ));
+        match parse_get_messages(format!("{{{CREDS},\"transcriptPosition\":-1}}").as_bytes()) {
+            Err(Error::WrongType { field, .. }) => assert_eq!(field, "transcriptPosition"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

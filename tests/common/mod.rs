@@ -1,0 +1,289 @@
+//! Test fixtures: a gateway on a real socket (127.0.0.1:0) and a Chat API v2 client.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend_mock::{Behaviour, Engine, MockBackend};
+use serde_json::{json, Value};
+use webapi_gateway::{Config, Gateway};
+
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+/// A gateway config as TOML text, from the repository's default plus changes.
+pub struct GatewayBuilder {
+    toml: String,
+    behaviour: Behaviour,
+    aliases: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+pub fn gateway() -> GatewayBuilder {
+    GatewayBuilder {
+        toml: String::new(),
+        behaviour: Behaviour {
+            agent_join_delay: Duration::from_millis(0),
+            agent_reply_delay: Duration::from_millis(0),
+            ..Behaviour::default()
+        },
+        aliases: vec!["117".into(), "118".into()],
+        env: Vec::new(),
+    }
+}
+
+/// A running gateway: its address and the engines behind its aliases.
+pub struct TestGateway {
+    pub base: String,
+    pub engines: Vec<(String, Arc<Engine>)>,
+    pub gateway: Arc<Gateway>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl GatewayBuilder {
+    pub fn behaviour(mut self, f: impl FnOnce(&mut Behaviour)) -> Self {
+        f(&mut self.behaviour);
+        self
+    }
+
+    /// Extra TOML appended to the generated file.
+    pub fn toml(mut self, extra: &str) -> Self {
+        self.toml.push_str(extra);
+        self.toml.push('\n');
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn config(&self) -> Config {
+        let mut toml = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[credentials]\nsecret = \"{SECRET}\"\n\
+             [[tenants]]\nname = \"Environment\"\n[[tenants]]\nname = \"Other\"\n"
+        );
+        for alias in &self.aliases {
+            toml.push_str(&format!(
+                "[[chat.instances]]\nalias = \"{alias}\"\nkind = \"mock\"\n"
+            ));
+        }
+        toml.push_str(&self.toml);
+        let dir = std::env::temp_dir().join(format!("gwtest-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let config = Config::load_with_env(&path, self.env.clone()).expect("test config");
+        std::fs::remove_dir_all(&dir).unwrap();
+        config
+    }
+
+    /// Starts the gateway, sharing the given engines (a second gateway over the same chat
+    /// servers) or making new ones.
+    pub async fn start_with(self, engines: Option<Vec<(String, Arc<Engine>)>>) -> TestGateway {
+        let config = self.config();
+        let engines = engines.unwrap_or_else(|| {
+            self.aliases
+                .iter()
+                .map(|a| {
+                    let engine = Engine::new(self.behaviour.clone());
+                    engine.spawn_sweeper(Duration::from_millis(50));
+                    (a.clone(), engine)
+                })
+                .collect()
+        });
+        let backends = engines
+            .iter()
+            .map(|(a, e)| {
+                let backend: Arc<dyn backend_api::ChatBackend> =
+                    Arc::new(MockBackend::new(Arc::clone(e)));
+                (a.clone(), backend)
+            })
+            .collect();
+        let gateway = Gateway::with_backends(config, backends);
+        let listener = webapi_gateway::server::bind(&gateway.config).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let gw = Arc::clone(&gateway);
+        let task = tokio::spawn(async move {
+            let _ = webapi_gateway::server::serve(listener, gw).await;
+        });
+        TestGateway {
+            base,
+            engines,
+            gateway,
+            task,
+        }
+    }
+
+    pub async fn start(self) -> TestGateway {
+        self.start_with(None).await
+    }
+}
+
+impl TestGateway {
+    pub fn client(&self) -> Client {
+        Client {
+            base: self.base.clone(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Requests on existing chats that reached any engine.
+    pub fn backend_requests(&self) -> u64 {
+        self.engines.iter().map(|(_, e)| e.requests_seen()).sum()
+    }
+
+    pub fn engine(&self, alias: &str) -> &Arc<Engine> {
+        &self.engines.iter().find(|(a, _)| a == alias).unwrap().1
+    }
+}
+
+/// What a reply said.
+#[derive(Debug)]
+pub struct Reply {
+    pub http: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn status_code(&self) -> i64 {
+        self.body["statusCode"].as_i64().expect("statusCode")
+    }
+
+    pub fn error_code(&self) -> i64 {
+        self.body["errors"][0]["code"]
+            .as_i64()
+            .expect("errors[0].code")
+    }
+
+    /// Asserts a refusal: the HTTP status, statusCode and error code.
+    #[track_caller]
+    pub fn assert_error(&self, http: u16, status_code: i64, code: i64) {
+        assert_eq!(
+            (self.http, self.status_code(), self.error_code()),
+            (http, status_code, code),
+            "{:#}",
+            self.body
+        );
+        assert!(self.body["errors"][0]["message"].as_str().is_some());
+    }
+
+    pub fn messages(&self) -> &Vec<Value> {
+        self.body["messages"].as_array().expect("messages")
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// A chat as the client holds it: the credentials of its latest reply.
+#[derive(Clone, Debug)]
+pub struct Chat {
+    pub chat_id: String,
+    pub user_id: String,
+    pub secure_key: String,
+    pub alias: String,
+    pub tenant: String,
+}
+
+impl Chat {
+    pub fn credentials(&self) -> Value {
+        json!({"userId": self.user_id, "secureKey": self.secure_key,
+               "alias": self.alias, "tenantName": self.tenant})
+    }
+}
+
+impl Client {
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.expect("request");
+        let http = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = resp.bytes().await.unwrap();
+        assert_eq!(
+            ct.as_deref(),
+            Some("application/json"),
+            "reply {http} {bytes:?}"
+        );
+        Reply {
+            http,
+            body: serde_json::from_slice(&bytes).expect("a JSON body"),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.post_raw(
+            path,
+            Some("application/json"),
+            body.to_string().into_bytes(),
+        )
+        .await
+    }
+
+    pub async fn request_chat(&self, nickname: &str) -> Chat {
+        let r = self
+            .post(
+                "/api/v2/chats",
+                json!({"tenantName": "Environment", "nickname": nickname}),
+            )
+            .await;
+        assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
+        Chat {
+            chat_id: r.body["chatId"].as_str().unwrap().into(),
+            user_id: r.body["userId"].as_str().unwrap().into(),
+            secure_key: r.body["secureKey"].as_str().unwrap().into(),
+            alias: r.body["alias"].as_str().unwrap().into(),
+            tenant: "Environment".into(),
+        }
+    }
+
+    /// An operation on the chat: `extra` fields are merged with the credentials.
+    pub async fn op(&self, chat: &Chat, operation: &str, extra: Value) -> Reply {
+        let mut body = chat.credentials();
+        body["operationName"] = operation.into();
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        self.post(&format!("/api/v2/chats/{}", chat.chat_id), body)
+            .await
+    }
+
+    pub async fn messages(&self, chat: &Chat, position: Option<u64>) -> Reply {
+        let mut body = chat.credentials();
+        if let Some(p) = position {
+            body["transcriptPosition"] = p.into();
+        }
+        self.post(&format!("/api/v2/chats/{}/messages", chat.chat_id), body)
+            .await
+    }
+}
+
+/// Polls `check` until it returns Some, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
