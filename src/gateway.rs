@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use backend_api::ChatBackend;
 use backend_mock::{Engine, MockBackend};
+use backend_tcp::TcpBackend;
 
 use crate::config::{Config, InstanceConfig, InstanceKind};
 use crate::credentials::Credentials;
@@ -25,7 +26,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds adapters and the router. Must run inside a tokio runtime: mock instances start
-    /// their expiry sweep.
+    /// their expiry sweep, tcp instances their connection and status tasks.
     pub fn new(config: Config) -> Arc<Gateway> {
         Self::with_backends(config, Vec::new())
     }
@@ -82,6 +83,11 @@ fn build_backend(inst: &InstanceConfig, config: &Config) -> Arc<dyn ChatBackend>
             let engine = Engine::new(config.mock.behaviour());
             engine.spawn_sweeper(Duration::from_secs(1));
             Arc::new(MockBackend::new(engine))
+        }
+        InstanceKind::Tcp => {
+            // Validation made sure a tcp instance has an address.
+            let address = inst.address.as_deref().unwrap_or_default();
+            Arc::new(TcpBackend::new(config.tcp.adapter_config(address)))
         }
     }
 }

@@ -45,7 +45,13 @@ pub struct Config {
 
 /// Command-line flags, each also settable from the environment.
 #[derive(Debug, Default, Parser)]
-#[command(name = "chat-server", version, about = "A chat server speaking the chat-server protocol")]
+// A repeated flag overrides the earlier one, so wrappers can append overrides.
+#[command(
+    name = "chat-server",
+    version,
+    about = "A chat server speaking the chat-server protocol",
+    args_override_self = true
+)]
 pub struct Args {
     /// TOML file with any of the settings below (snake_case names).
     #[arg(long, env = "CHAT_SERVER_CONFIG")]
