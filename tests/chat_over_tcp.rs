@@ -119,7 +119,10 @@ async fn every_operation_through_the_gateway_over_tcp() {
     let all = c.messages(&chat, None).await;
     assert_eq!((all.http, all.status_code()), (200, 0));
     assert_contiguous(all.messages(), 1);
-    assert_eq!(types(&all.messages()[..3]), ["ParticipantJoined", "ParticipantJoined", "Message"]);
+    assert_eq!(
+        types(&all.messages()[..3]),
+        ["ParticipantJoined", "ParticipantJoined", "Message"]
+    );
     let none = c.messages(&chat, Some(0)).await;
     assert!(none.messages().is_empty());
     assert_eq!(none.body["nextPosition"], all.body["nextPosition"]);
@@ -128,7 +131,13 @@ async fn every_operation_through_the_gateway_over_tcp() {
     assert_contiguous(msgs, start);
     assert_eq!(
         types(msgs),
-        ["Message", "TypingStarted", "TypingStopped", "Notice", "Notice"]
+        [
+            "Message",
+            "TypingStarted",
+            "TypingStopped",
+            "Notice",
+            "Notice"
+        ]
     );
     assert_eq!(msgs[0]["text"], "hello");
     assert_eq!(msgs[0]["messageType"], "text");
@@ -142,7 +151,9 @@ async fn every_operation_through_the_gateway_over_tcp() {
     // A wrong key stops at the gateway and never reaches the chat server.
     let mut forged = chat.clone();
     forged.secure_key = format!("{}x", &chat.secure_key[..chat.secure_key.len() - 1]);
-    let r = c.op(&forged, "SendMessage", json!({"text": "hijack"})).await;
+    let r = c
+        .op(&forged, "SendMessage", json!({"text": "hijack"}))
+        .await;
     assert_eq!(r.status_code(), 2);
     assert_eq!(r.http, 401);
 
@@ -164,7 +175,10 @@ async fn every_operation_through_the_gateway_over_tcp() {
     }
     let r = c.op(&chat, "GetChat", json!({})).await;
     assert_eq!((r.status_code(), &r.body["chatEnded"]), (0, &json!(true)));
-    assert!(!server.log().contains(&chat.secure_key), "keys are never logged");
+    assert!(
+        !server.log().contains(&chat.secure_key),
+        "keys are never logged"
+    );
 }
 
 #[tokio::test]
@@ -214,9 +228,7 @@ async fn a_full_or_dead_chat_server_is_retry_later() {
     assert_eq!((r.http, r.status_code()), (503, 1), "{:#}", r.body);
     let code = r.error_code();
     assert!([300, 301, 302].contains(&code), "{code}");
-    let r = c
-        .op(&chat, "SendMessage", json!({"text": "hello?"}))
-        .await;
+    let r = c.op(&chat, "SendMessage", json!({"text": "hello?"})).await;
     assert_eq!((r.http, r.status_code()), (503, 1), "{:#}", r.body);
 }
 

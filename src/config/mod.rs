@@ -386,9 +386,9 @@ impl Config {
                 (InstanceKind::Tcp, None) => {
                     return bad(&key("address"), "required for kind = \"tcp\" (host:port)")
                 }
-                (InstanceKind::Tcp, Some(a)) if a.rsplit_once(':').is_none_or(|(h, p)| {
-                    h.is_empty() || p.parse::<u16>().is_err()
-                }) =>
+                (InstanceKind::Tcp, Some(a))
+                    if a.rsplit_once(':')
+                        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) =>
                 {
                     return bad(&key("address"), "must be host:port");
                 }
@@ -500,15 +500,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("credentials.secret"), "{e}");
-        let tcp = |extra: &str| format!("{MINIMAL}\n[[chat.instances]]\nalias = \"200\"\nkind = \"tcp\"\n{extra}");
+        let tcp = |extra: &str| {
+            format!("{MINIMAL}\n[[chat.instances]]\nalias = \"200\"\nkind = \"tcp\"\n{extra}")
+        };
         let e = load(&tcp(""), &[]).unwrap_err();
         assert!(e.to_string().contains("chat.instances[1].address"), "{e}");
         let e = load(&tcp("address = \"nohost\"\n"), &[]).unwrap_err();
         assert!(e.to_string().contains("chat.instances[1].address"), "{e}");
-        let c = load(&tcp("address = \"chat1.example:7117\"\n[tcp]\nconnections = 3\n"), &[]).unwrap();
+        let c = load(
+            &tcp("address = \"chat1.example:7117\"\n[tcp]\nconnections = 3\n"),
+            &[],
+        )
+        .unwrap();
         assert_eq!(c.chat.instances[1].kind, InstanceKind::Tcp);
         assert_eq!(c.tcp.adapter_config("a:1").connections, 3);
-        let e = load(&tcp("address = \"h:1\"\n[tcp]\nrequest_timeout_ms = 60000\n"), &[]).unwrap_err();
+        let e = load(
+            &tcp("address = \"h:1\"\n[tcp]\nrequest_timeout_ms = 60000\n"),
+            &[],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("tcp.request_timeout_ms"), "{e}");
         let e = load(&format!("{MINIMAL}address = \"h:1\"\n"), &[]).unwrap_err();
         assert!(e.to_string().contains("chat.instances[0].address"), "{e}");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_protocol::{
     codec, decode, encode, DecodeError, ErrorCode, Hello, HelloReply, Refused, Reply, Request,
-    RequestId, WireError, Welcome, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
+    RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -165,8 +165,13 @@ async fn run(
             Ok(request) => request,
             Err(e) => match decode::<JustTheId>(&frame) {
                 Ok(JustTheId { id }) => {
-                    let error = WireError::new(ErrorCode::Unsupported, format!("unknown call: {e}"));
-                    if replies.send(encode(&Reply::error(id, error))).await.is_err() {
+                    let error =
+                        WireError::new(ErrorCode::Unsupported, format!("unknown call: {e}"));
+                    if replies
+                        .send(encode(&Reply::error(id, error)))
+                        .await
+                        .is_err()
+                    {
                         break Ok(());
                     }
                     continue;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use backend_api::{Action, BackendError, ChatRef, Refresh};
 use backend_mock::Engine;
-use chat_protocol::{transcript_from_position, Answer, Call, ErrorCode, Restored, Status, WireError};
+use chat_protocol::{
+    transcript_from_position, Answer, Call, ErrorCode, Restored, Status, WireError,
+};
 use tokio::sync::Mutex;
 
 use crate::store::{Store, StoreError};
@@ -89,7 +91,10 @@ impl Server {
                 let created = self.engine.create(new_chat)?;
                 let chat_id = &created.chat.chat_id;
                 if let Some(store) = &self.store {
-                    let record = self.engine.snapshot(chat_id).ok_or(BackendError::UnknownChat)?;
+                    let record = self
+                        .engine
+                        .snapshot(chat_id)
+                        .ok_or(BackendError::UnknownChat)?;
                     let saved = match serde_json::to_string(&record) {
                         Ok(json) => store.save(chat_id, json).await,
                         Err(e) => Err(StoreError::Corrupt(e)),
@@ -107,7 +112,10 @@ impl Server {
                 action,
                 transcript_position,
                 details,
-            } => self.refresh(&chat, action, transcript_position, details).await,
+            } => {
+                self.refresh(&chat, action, transcript_position, details)
+                    .await
+            }
             Call::Logout {
                 chat,
                 transcript_position,
@@ -137,11 +145,14 @@ impl Server {
         };
         let stripe = self.hasher.hash_one(chat.chat_id.as_str()) as usize % SAVE_STRIPES;
         let _in_order = self.save_locks[stripe].lock().await;
-        let (update, json) =
-            self.engine
-                .refresh_with(chat, request, |record| serde_json::to_string(record))?;
+        let (update, json) = self
+            .engine
+            .refresh_with(chat, request, serde_json::to_string)?;
         let json = json.map_err(|e| store_failed(StoreError::Corrupt(e)))?;
-        store.save(&chat.chat_id, json).await.map_err(store_failed)?;
+        store
+            .save(&chat.chat_id, json)
+            .await
+            .map_err(store_failed)?;
         Ok(Answer::Update(update))
     }
 

@@ -76,12 +76,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let engine = Engine::new(config.behaviour.clone());
     engine.spawn_sweeper(SWEEP_EVERY);
     let server = Arc::new(Server::new(config.alias.clone(), engine, store));
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            address: config.listen.clone(),
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                address: config.listen.clone(),
+                source,
+            })?;
     let local_addr = listener.local_addr().map_err(|source| StartError::Listen {
         address: config.listen.clone(),
         source,

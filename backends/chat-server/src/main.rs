@@ -36,7 +36,10 @@ async fn main() -> ExitCode {
     wait_for_signal().await;
     shutdown.cancel();
     // Connections get the grace to finish their calls; past twice that, exit regardless.
-    if tokio::time::timeout(grace * 2, running.stopped()).await.is_err() {
+    if tokio::time::timeout(grace * 2, running.stopped())
+        .await
+        .is_err()
+    {
         tracing::warn!("calls still in flight after the shutdown grace; exiting");
     }
     ExitCode::SUCCESS

@@ -89,7 +89,10 @@ async fn after_hello(server: &ChatServer) -> TcpStream {
         version: PROTOCOL_VERSION,
         peer: "hostile".into(),
     });
-    stream.write_all(&(hello.len() as u32).to_be_bytes()).await.unwrap();
+    stream
+        .write_all(&(hello.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
     stream.write_all(&hello).await.unwrap();
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await.unwrap();
@@ -102,17 +105,24 @@ async fn after_hello(server: &ChatServer) -> TcpStream {
 async fn hostile_frames_close_only_their_connection() {
     let server = server();
     let mut good = Client::connect(&server).await;
-    let Some(Ok(Answer::Created(created))) = good.call(Call::LoginJoin(new_chat())).await.into_result()
+    let Some(Ok(Answer::Created(created))) =
+        good.call(Call::LoginJoin(new_chat())).await.into_result()
     else {
         panic!("loginJoin failed")
     };
 
     // Garbage that is a well-formed frame but not JSON, before and after the handshake.
     let mut garbage = TcpStream::connect(server.addr).await.unwrap();
-    garbage.write_all(&[0, 0, 0, 5, b'x', b'y', 0xff, 0, 1]).await.unwrap();
+    garbage
+        .write_all(&[0, 0, 0, 5, b'x', b'y', 0xff, 0, 1])
+        .await
+        .unwrap();
     closed_by_server(garbage).await;
     let mut garbage = after_hello(&server).await;
-    garbage.write_all(&[0, 0, 0, 3, b'{', b'{', b'{']).await.unwrap();
+    garbage
+        .write_all(&[0, 0, 0, 3, b'{', b'{', b'{'])
+        .await
+        .unwrap();
     closed_by_server(garbage).await;
 
     // A frame announcing 1 GB: refused on reading its header, nothing allocated.
@@ -166,7 +176,10 @@ async fn hostile_frames_close_only_their_connection() {
     let Some(Ok(Answer::Update(update))) = update.into_result() else {
         panic!("refresh failed")
     };
-    assert!(update.messages.iter().any(|e| e.text.as_deref() == Some("still there?")));
+    assert!(update
+        .messages
+        .iter()
+        .any(|e| e.text.as_deref() == Some("still there?")));
     let mut fresh = Client::connect(&server).await;
     assert!(matches!(
         fresh.call(Call::Status {}).await.into_result(),
@@ -183,7 +196,10 @@ async fn hostile_frames_close_only_their_connection() {
         .then_some(log)
     })
     .await;
-    assert!(!log.contains(&created.chat.secure_key), "keys are never logged");
+    assert!(
+        !log.contains(&created.chat.secure_key),
+        "keys are never logged"
+    );
 }
 
 #[tokio::test]
@@ -226,12 +242,19 @@ async fn many_chats_share_one_connection() {
     // Send all the calls before reading any reply: the ids route them back.
     for id in 1..=20u64 {
         let call = Call::LoginJoin(new_chat());
-        client.framed.send(encode(&Request { id, call })).await.unwrap();
+        client
+            .framed
+            .send(encode(&Request { id, call }))
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     for _ in 1..=20 {
         let reply: Reply = decode(&client.framed.next().await.unwrap().unwrap()).unwrap();
-        assert!(matches!(reply.clone().into_result(), Some(Ok(Answer::Created(_)))));
+        assert!(matches!(
+            reply.clone().into_result(),
+            Some(Ok(Answer::Created(_)))
+        ));
         seen.push(reply.id);
     }
     seen.sort_unstable();
@@ -244,5 +267,8 @@ async fn sigterm_stops_the_server_cleanly() {
     let mut client = Client::connect(&server).await;
     assert!(client.call(Call::Status {}).await.ok.is_some());
     assert!(server.terminate(PATIENCE), "exits 0 on SIGTERM");
-    assert!(client.framed.next().await.is_none(), "connections are closed");
+    assert!(
+        client.framed.next().await.is_none(),
+        "connections are closed"
+    );
 }

@@ -72,7 +72,10 @@ async fn a_second_instance_restores_a_chat_after_kill_9() {
         .await
         .unwrap();
     let chat = created.chat.clone();
-    to_first.refresh(&chat, say("first question")).await.unwrap();
+    to_first
+        .refresh(&chat, say("first question"))
+        .await
+        .unwrap();
     // Wait for the agent's answer so the transcript has every kind of party in it.
     let before = eventually("the agent's answer", PATIENCE, || async {
         let update = to_first.refresh(&chat, poll()).await.unwrap();
@@ -92,7 +95,10 @@ async fn a_second_instance_restores_a_chat_after_kill_9() {
 
     first.kill9();
     let error = to_first.refresh(&chat, poll()).await.unwrap_err();
-    assert!(error.retryable(), "a dead instance is statusCode 1: {error:?}");
+    assert!(
+        error.retryable(),
+        "a dead instance is statusCode 1: {error:?}"
+    );
 
     // Restoring needs the chat's credentials.
     let forged = ChatRef {
@@ -117,7 +123,10 @@ async fn a_second_instance_restores_a_chat_after_kill_9() {
     assert!(!after.chat_ended);
 
     // Carrying on works with the same ids, and the transcript keeps growing without gaps.
-    let carried = to_second.refresh(&chat, say("second question")).await.unwrap();
+    let carried = to_second
+        .refresh(&chat, say("second question"))
+        .await
+        .unwrap();
     let indexes: Vec<u64> = carried.messages.iter().map(|e| e.index).collect();
     assert_eq!(indexes, (1..carried.next_position).collect::<Vec<_>>());
     assert!(carried
@@ -137,7 +146,10 @@ async fn a_second_instance_restores_a_chat_after_kill_9() {
         .unwrap()
         .details
         .unwrap();
-    assert_eq!(details.user_data.get("order").map(String::as_str), Some("42"));
+    assert_eq!(
+        details.user_data.get("order").map(String::as_str),
+        Some("42")
+    );
     eventually("the second instance counts the chat", PATIENCE, || async {
         (to_second.load().active == 1).then_some(())
     })

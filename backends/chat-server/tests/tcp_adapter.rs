@@ -130,15 +130,24 @@ async fn every_chat_operation_over_tcp() {
         )
         .await
         .unwrap();
-    assert!(details.messages.is_empty(), "transcriptPosition 0 returns no events");
+    assert!(
+        details.messages.is_empty(),
+        "transcriptPosition 0 returns no events"
+    );
     let details = details.details.expect("details were asked for");
     assert_eq!(details.state, ChatState::Chatting);
     assert!(details
         .participants
         .iter()
         .any(|p| p.kind == ParticipantType::Client && &*p.nickname == "Anna"));
-    assert_eq!(details.user_data.get("key1").map(String::as_str), Some("value1"));
-    assert_eq!(details.user_data.get("key2").map(String::as_str), Some("value2"));
+    assert_eq!(
+        details.user_data.get("key1").map(String::as_str),
+        Some("value1")
+    );
+    assert_eq!(
+        details.user_data.get("key2").map(String::as_str),
+        Some("value2")
+    );
 
     let all = backend.refresh(&chat, refresh(Action::Poll)).await.unwrap();
     let indexes: Vec<u64> = all.messages.iter().map(|e| e.index).collect();
@@ -171,20 +180,32 @@ async fn every_chat_operation_over_tcp() {
         secure_key: "0000000000000000".into(),
         ..chat.clone()
     };
-    let error = backend.refresh(&wrong, refresh(Action::Poll)).await.unwrap_err();
+    let error = backend
+        .refresh(&wrong, refresh(Action::Poll))
+        .await
+        .unwrap_err();
     assert_eq!(error, BackendError::BadCredentials);
     assert!(!error.retryable());
     let unknown = ChatRef {
         chat_id: "0000000000000000".into(),
         ..chat.clone()
     };
-    let error = backend.refresh(&unknown, refresh(Action::Poll)).await.unwrap_err();
+    let error = backend
+        .refresh(&unknown, refresh(Action::Poll))
+        .await
+        .unwrap_err();
     assert_eq!(error, BackendError::UnknownChat);
 
     // Complete (logout) ends it; writes after that are refused, reads still work.
-    let done = backend.refresh(&chat, refresh(Action::Complete)).await.unwrap();
+    let done = backend
+        .refresh(&chat, refresh(Action::Complete))
+        .await
+        .unwrap();
     assert!(done.chat_ended);
-    assert_eq!(done.messages.last().map(|e| e.kind), Some(EventType::ParticipantLeft));
+    assert_eq!(
+        done.messages.last().map(|e| e.kind),
+        Some(EventType::ParticipantLeft)
+    );
     let error = backend
         .refresh(
             &chat,
@@ -195,9 +216,17 @@ async fn every_chat_operation_over_tcp() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(error, BackendError::ChatEnded { next_position } if next_position == done.next_position));
+    assert!(
+        matches!(error, BackendError::ChatEnded { next_position } if next_position == done.next_position)
+    );
     assert!(!error.retryable());
-    assert!(backend.refresh(&chat, refresh(Action::Poll)).await.unwrap().chat_ended);
+    assert!(
+        backend
+            .refresh(&chat, refresh(Action::Poll))
+            .await
+            .unwrap()
+            .chat_ended
+    );
 
     // Without a store the server cannot restore.
     assert_eq!(
@@ -255,7 +284,10 @@ async fn many_chats_at_once_over_the_pool() {
                 )
                 .await
                 .unwrap();
-            assert!(update.messages.iter().any(|e| e.text.as_deref() == Some(&*text)));
+            assert!(update
+                .messages
+                .iter()
+                .any(|e| e.text.as_deref() == Some(&*text)));
         }));
     }
     for task in tasks {

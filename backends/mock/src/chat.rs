@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use backend_api::{
-    Action, BackendError, ChatDetails, ChatRef, ChatState, Event, EventType, Participant, ParticipantType,
-    Transcript, UserData,
+    Action, BackendError, ChatDetails, ChatRef, ChatState, Event, EventType, Participant,
+    ParticipantType, Transcript, UserData,
 };
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;

@@ -346,7 +346,10 @@ mod tests {
         let saved = engine.snapshot(&first.chat.chat_id).unwrap();
         engine.discard(&first.chat.chat_id);
         assert_eq!(engine.load().active, 1);
-        assert_eq!(act(&engine, &first.chat, Action::Poll), Err(BackendError::UnknownChat));
+        assert_eq!(
+            act(&engine, &first.chat, Action::Poll),
+            Err(BackendError::UnknownChat)
+        );
         let other = Engine::new(behaviour());
         saved.check_credentials(&first.chat).unwrap();
         other.adopt(saved).unwrap();

@@ -21,8 +21,8 @@ mod message;
 pub use error::{ErrorCode, WireError};
 pub use frame::{codec, decode, encode, DecodeError, MAX_FRAME_LENGTH};
 pub use message::{
-    position_of, transcript_from_position, Answer, Call, Hello, HelloReply, Refused, Reply, Request,
-    RequestId, Restored, Status, Welcome,
+    position_of, transcript_from_position, Answer, Call, Hello, HelloReply, Refused, Reply,
+    Request, RequestId, Restored, Status, Welcome,
 };
 
 /// The protocol version this build speaks. A peer announcing another one is refused at the
@@ -68,10 +68,18 @@ mod tests {
                 "transcriptPosition": 3, "details": false}}})
         );
         assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
-        let poll = br#"{"id":8,"call":{"refresh":{"chat":{"chatId":"a","userId":"b","secureKey":"c"},
+        let poll =
+            br#"{"id":8,"call":{"refresh":{"chat":{"chatId":"a","userId":"b","secureKey":"c"},
             "action":"poll","transcriptPosition":0}}}"#;
         let decoded: Request = decode(poll).unwrap();
-        assert!(matches!(decoded.call, Call::Refresh { action: Action::Poll, details: false, .. }));
+        assert!(matches!(
+            decoded.call,
+            Call::Refresh {
+                action: Action::Poll,
+                details: false,
+                ..
+            }
+        ));
         let status: Request = decode(br#"{"id":9,"call":{"status":{}}}"#).unwrap();
         assert_eq!(status.call, Call::Status {});
     }
@@ -94,7 +102,10 @@ mod tests {
             let back: WireError = decode(&encode(&wire)).unwrap();
             let again = back.into_backend_error("refresh");
             assert_eq!(again.retryable(), error.retryable());
-            assert_eq!(std::mem::discriminant(&again), std::mem::discriminant(&error));
+            assert_eq!(
+                std::mem::discriminant(&again),
+                std::mem::discriminant(&error)
+            );
         }
         let store = WireError::from(BackendError::Interrupted("redis".into()));
         assert_eq!(store.code, ErrorCode::Unavailable);

@@ -87,7 +87,9 @@ impl TcpBackend {
                 match call(&pool, &in_flight, &config, Call::Status {}).await {
                     Ok(Answer::Status(status)) => pool.record_status(status),
                     Ok(other) => tracing::warn!(answer = ?other, "unexpected answer to status"),
-                    Err(error) => tracing::debug!(%error, address = %config.address, "status failed"),
+                    Err(error) => {
+                        tracing::debug!(%error, address = %config.address, "status failed")
+                    }
                 }
             }
         });

@@ -79,11 +79,7 @@ pub struct Greeted {
 }
 
 /// Connects and completes the handshake within `limit`.
-pub async fn connect(
-    address: &str,
-    peer_name: &str,
-    limit: Duration,
-) -> Result<Greeted, String> {
+pub async fn connect(address: &str, peer_name: &str, limit: Duration) -> Result<Greeted, String> {
     let attempt = async {
         let stream = TcpStream::connect(address)
             .await

@@ -88,8 +88,7 @@ impl Pool {
     async fn keep_connected(&self, slot: usize, config: &TcpConfig) {
         let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
         loop {
-            match link::connect(&config.address, &config.peer_name, config.connect_timeout).await
-            {
+            match link::connect(&config.address, &config.peer_name, config.connect_timeout).await {
                 Ok(greeted) => {
                     backoff.reset();
                     tracing::info!(address = %config.address, alias = %greeted.welcome.alias, slot,

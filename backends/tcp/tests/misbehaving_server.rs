@@ -25,7 +25,9 @@ async fn silent_server() -> (String, mpsc::UnboundedReceiver<()>) {
             let seen = seen.clone();
             tokio::spawn(async move {
                 let mut framed = Framed::new(stream, codec());
-                let Some(Ok(frame)) = framed.next().await else { return };
+                let Some(Ok(frame)) = framed.next().await else {
+                    return;
+                };
                 let hello: Hello = decode(&frame).unwrap();
                 assert_eq!(hello.version, PROTOCOL_VERSION);
                 let welcome = HelloReply::Welcome(Welcome {
@@ -83,7 +85,10 @@ async fn no_answer_is_interrupted_and_a_full_pipe_is_overloaded() {
         let backend = std::sync::Arc::clone(&backend);
         tokio::spawn(async move { backend.create(new_chat()).await })
     };
-    requests.recv().await.expect("the first request reached the server");
+    requests
+        .recv()
+        .await
+        .expect("the first request reached the server");
     let error = backend.create(new_chat()).await.unwrap_err();
     assert!(matches!(error, BackendError::Overloaded(_)), "{error:?}");
     assert!(error.retryable() && error.never_arrived());
