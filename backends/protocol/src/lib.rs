@@ -120,6 +120,32 @@ mod tests {
         assert!(wire.into_backend_error("refresh").retryable());
     }
 
+    /// Every JSON example in the spec is a message this implementation reads, so the spec
+    /// cannot drift from the code.
+    #[test]
+    fn the_spec_examples_decode() {
+        let spec = include_str!("../../../docs/chat-protocol.md");
+        let mut examples = 0;
+        for block in spec.split("```json").skip(1) {
+            let json = block.split("```").next().unwrap();
+            let bytes = json.trim().as_bytes();
+            let value: serde_json::Value = serde_json::from_slice(bytes)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+            let decodes = if value.get("call").is_some() {
+                decode::<Request>(bytes).is_ok()
+            } else if value.get("id").is_some() {
+                decode::<Reply>(bytes).is_ok_and(|r| r.into_result().is_some())
+            } else if value.get("version").is_some() {
+                decode::<Hello>(bytes).is_ok()
+            } else {
+                decode::<HelloReply>(bytes).is_ok()
+            };
+            assert!(decodes, "the spec's example does not decode: {json}");
+            examples += 1;
+        }
+        assert!(examples >= 12, "only {examples} examples found");
+    }
+
     #[test]
     fn reply_needs_exactly_one_outcome() {
         let both: Reply = decode(br#"{"id":1}"#).unwrap();
