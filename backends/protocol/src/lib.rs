@@ -129,8 +129,8 @@ mod tests {
         for block in spec.split("```json").skip(1) {
             let json = block.split("```").next().unwrap();
             let bytes = json.trim().as_bytes();
-            let value: serde_json::Value = serde_json::from_slice(bytes)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+            let value: serde_json::Value =
+                serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
             let decodes = if value.get("call").is_some() {
                 decode::<Request>(bytes).is_ok()
             } else if value.get("id").is_some() {
