@@ -71,6 +71,10 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     match run(&server, &limits, stream, peer, &shutdown).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
+        // Port probes and health checks connect and leave: not worth a warning.
+        Err(reason @ Close::ClosedBeforeHello) => {
+            tracing::debug!(%peer, %reason, "closing connection")
+        }
         Err(reason) => tracing::warn!(%peer, %reason, "closing connection"),
     }
 }

@@ -143,8 +143,7 @@ impl Server {
         let Some(store) = &self.store else {
             return Ok(Answer::Update(self.engine.refresh(chat, request)?));
         };
-        let stripe = self.hasher.hash_one(chat.chat_id.as_str()) as usize % SAVE_STRIPES;
-        let _in_order = self.save_locks[stripe].lock().await;
+        let _in_order = self.save_lock(&chat.chat_id).await;
         let (update, json) = self
             .engine
             .refresh_with(chat, request, serde_json::to_string)?;
@@ -156,6 +155,12 @@ impl Server {
         Ok(Answer::Update(update))
     }
 
+    /// The lock stripe of a chat: held from the engine call until its save is written.
+    async fn save_lock(&self, chat_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = self.hasher.hash_one(chat_id) as usize % SAVE_STRIPES;
+        self.save_locks[stripe].lock().await
+    }
+
     /// Takes over a chat from the store. Idempotent: a chat already here is only checked.
     async fn restore(&self, chat: &ChatRef) -> Result<Answer, WireError> {
         let Some(store) = &self.store else {
@@ -164,6 +169,8 @@ impl Server {
                 "restore needs a shared store (--store)",
             ));
         };
+        // Two restores of one chat at once must not both adopt it.
+        let _one_at_a_time = self.save_lock(&chat.chat_id).await;
         if self.engine.snapshot(&chat.chat_id).is_none() {
             let record = store
                 .load(&chat.chat_id)

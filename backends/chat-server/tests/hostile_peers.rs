@@ -203,6 +203,22 @@ async fn hostile_frames_close_only_their_connection() {
 }
 
 #[tokio::test]
+async fn a_peer_that_goes_quiet_after_hello_is_closed() {
+    let server = ChatServer::builder(env!("CARGO_BIN_EXE_chat-server"))
+        .arg("--idle-timeout-ms", "300")
+        .start();
+    let idle = after_hello(&server).await;
+    closed_by_server(idle).await;
+    eventually("the reason in the log", PATIENCE, || async {
+        server.log().contains("nothing received for").then_some(())
+    })
+    .await;
+    // A client that keeps talking is not affected.
+    let mut client = Client::connect(&server).await;
+    assert!(client.call(Call::Status {}).await.ok.is_some());
+}
+
+#[tokio::test]
 async fn unknown_calls_get_an_error_reply_and_the_connection_stays() {
     let server = server();
     let mut client = Client::connect(&server).await;

@@ -87,8 +87,11 @@ impl TcpBackend {
                 match call(&pool, &in_flight, &config, Call::Status {}).await {
                     Ok(Answer::Status(status)) => pool.record_status(status),
                     Ok(other) => tracing::warn!(answer = ?other, "unexpected answer to status"),
+                    // Overloaded here is our own in-flight bound: says nothing about the server.
+                    Err(BackendError::Overloaded(_)) => {}
                     Err(error) => {
-                        tracing::debug!(%error, address = %config.address, "status failed")
+                        tracing::debug!(%error, address = %config.address, "status failed");
+                        pool.mark_unresponsive();
                     }
                 }
             }

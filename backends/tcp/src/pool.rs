@@ -80,6 +80,14 @@ impl Pool {
         *self.status.lock() = Some(status);
     }
 
+    /// The instance stopped answering status calls while a connection looks up (a host that
+    /// vanished without closing it): place no new chats there until it answers again.
+    pub fn mark_unresponsive(&self) {
+        if let Some(status) = self.status.lock().as_mut() {
+            status.load.accepting = false;
+        }
+    }
+
     pub fn status(&self) -> Option<Status> {
         self.status.lock().clone()
     }
