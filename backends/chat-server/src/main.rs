@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
     };
     let alias = config.alias.clone();
     let grace = config.shutdown_grace;
+    let signalled = shutdown_signal();
     let shutdown = CancellationToken::new();
     let running = match chat_server::start(config, shutdown.clone()).await {
         Ok(running) => running,
@@ -33,7 +34,7 @@ async fn main() -> ExitCode {
     };
     println!("chat-server {alias} listening on {}", running.local_addr);
     tracing::info!(%alias, address = %running.local_addr, "listening");
-    wait_for_signal().await;
+    signalled.await;
     shutdown.cancel();
     // Connections get the grace to finish their calls; past twice that, exit regardless.
     if tokio::time::timeout(grace * 2, running.stopped())
@@ -45,24 +46,24 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Registers for SIGTERM now (before the address is announced, so a supervisor that stops
+/// the server right after start-up gets a graceful stop, not the default kill) and returns
+/// the future that resolves on SIGTERM or Ctrl-C.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let term = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+        signal(SignalKind::terminate()).ok()
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
