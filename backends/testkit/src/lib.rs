@@ -126,6 +126,12 @@ impl Drop for Redis {
 /// The `chat-server` binary of this workspace, built if it is not there yet. For tests outside
 /// the chat-server package, where Cargo does not provide `CARGO_BIN_EXE_chat-server`.
 pub fn chat_server_bin() -> PathBuf {
+    // Tests run in parallel threads: build at most once per test process.
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(find_or_build_chat_server).clone()
+}
+
+fn find_or_build_chat_server() -> PathBuf {
     // Test executables live in <target>/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
