@@ -109,8 +109,14 @@ async fn a_second_instance_restores_a_chat_after_kill_9() {
         to_second.restore(&forged).await,
         Err(BackendError::BadCredentials)
     );
-    to_second.restore(&chat).await.unwrap();
-    // Restore is idempotent.
+    let restored = to_second.restore_chat(&chat).await.unwrap();
+    assert_eq!(
+        restored.alias, "118",
+        "the chat's alias is now the second instance's"
+    );
+    assert_eq!(restored.next_position, before.next_position);
+    assert!(!restored.chat_ended);
+    // Restore is idempotent, and the trait's restore is the same call.
     to_second.restore(&chat).await.unwrap();
     assert_eq!(to_second.server_alias().as_deref(), Some("118"));
 

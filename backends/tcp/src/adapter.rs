@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use backend_api::{
     Action, BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, Load, NewChat, Refresh,
 };
-use chat_protocol::{encode, position_of, Answer, Call, Request};
+use chat_protocol::{encode, position_of, Answer, Call, Request, Restored};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +63,19 @@ impl TcpBackend {
                 Ok(status)
             }
             other => Err(unexpected("status", &other)),
+        }
+    }
+
+    /// `restore` with the server's full answer: the alias that now hosts the chat and where
+    /// its transcript ends.
+    pub async fn restore_chat(&self, chat: &ChatRef) -> Result<Restored, BackendError> {
+        let call_ = Call::Restore { chat: chat.clone() };
+        match call(&self.pool, &self.in_flight, &self.config, call_).await? {
+            Answer::Restored(restored) => {
+                tracing::info!(chat_id = %chat.chat_id, alias = %restored.alias, "chat restored");
+                Ok(restored)
+            }
+            other => Err(unexpected("restore", &other)),
         }
     }
 
@@ -208,14 +221,7 @@ impl ChatBackend for TcpBackend {
     }
 
     async fn restore(&self, chat: &ChatRef) -> Result<(), BackendError> {
-        let call_ = Call::Restore { chat: chat.clone() };
-        match call(&self.pool, &self.in_flight, &self.config, call_).await? {
-            Answer::Restored(restored) => {
-                tracing::info!(chat_id = %chat.chat_id, alias = %restored.alias, "chat restored");
-                Ok(())
-            }
-            other => Err(unexpected("restore", &other)),
-        }
+        self.restore_chat(chat).await.map(drop)
     }
 
     /// The last status the instance reported; not accepting while no connection is up.
