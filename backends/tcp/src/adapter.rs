@@ -163,7 +163,7 @@ async fn call(
             )))
         }
         Err(_) => {
-            link.forget(id);
+            link.timed_out(id);
             return Err(BackendError::Interrupted(format!(
                 "{} did not answer {name} within {:?}",
                 config.address, config.request_timeout

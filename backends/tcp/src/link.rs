@@ -6,7 +6,7 @@
 //! decide what a failure means to the client (the adapter does).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 type Frames = Framed<TcpStream, LengthDelimitedCodec>;
@@ -30,7 +30,15 @@ pub struct Link {
     /// registers late learns at once that its request cannot be sent.
     pending: Mutex<Option<HashMap<RequestId, oneshot::Sender<Reply>>>>,
     next_id: AtomicU64,
+    /// Requests timed out in a row, reset by any reply. A server host that vanished without
+    /// closing the connection shows only this way (TCP would take many minutes to notice).
+    timeouts_in_a_row: AtomicU32,
+    /// Wakes the connection's future to close it.
+    abandon: Notify,
 }
+
+/// After this many requests in a row time out, the connection is dropped and made again.
+const TIMEOUTS_BEFORE_ABANDONING: u32 = 3;
 
 /// Why a request could not be sent at all (it certainly never arrived).
 pub struct NotSent;
@@ -59,6 +67,16 @@ impl Link {
     pub fn forget(&self, id: RequestId) {
         if let Some(pending) = self.pending.lock().as_mut() {
             pending.remove(&id);
+        }
+    }
+
+    /// A request on this link timed out: forgets it, and closes the link when the server
+    /// seems gone.
+    pub fn timed_out(&self, id: RequestId) {
+        self.forget(id);
+        let in_a_row = self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row >= TIMEOUTS_BEFORE_ABANDONING {
+            self.abandon.notify_one();
         }
     }
 
@@ -130,6 +148,8 @@ impl Greeted {
             out,
             pending: Mutex::new(Some(HashMap::new())),
             next_id: AtomicU64::new(1),
+            timeouts_in_a_row: AtomicU32::new(0),
+            abandon: Notify::new(),
         });
         let (sink, stream) = self.frames.split();
         let running = {
@@ -139,6 +159,9 @@ impl Greeted {
                 tokio::select! {
                     reason = write_loop(sink, outgoing) => reason,
                     reason = read_loop(stream, &link) => reason,
+                    _ = link.abandon.notified() => format!(
+                        "{TIMEOUTS_BEFORE_ABANDONING} requests in a row got no answer"
+                    ),
                 }
             }
         };
@@ -185,6 +208,7 @@ async fn read_loop(mut stream: SplitStream<Frames>, link: &Link) -> String {
             Ok(reply) => reply,
             Err(e) => return format!("server broke the protocol: {e}"),
         };
+        link.timeouts_in_a_row.store(0, Ordering::Relaxed);
         let waiter = link
             .pending
             .lock()
