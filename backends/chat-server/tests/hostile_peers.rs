@@ -219,6 +219,51 @@ async fn a_peer_that_goes_quiet_after_hello_is_closed() {
 }
 
 #[tokio::test]
+async fn a_peer_that_never_reads_its_replies_is_closed() {
+    let server = ChatServer::builder(env!("CARGO_BIN_EXE_chat-server"))
+        .arg("--write-timeout-ms", "300")
+        .start();
+    // A tiny receive window so the server's replies back up quickly.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(server.addr).await.unwrap();
+    let hello = encode(&Hello {
+        version: PROTOCOL_VERSION,
+        peer: "never reads".into(),
+    });
+    stream
+        .write_all(&(hello.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&hello).await.unwrap();
+    let request = encode(&Request {
+        id: 1,
+        call: Call::Status {},
+    });
+    let mut frame = (request.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&request);
+    // Keep asking, never read: the server must give up on this peer, not buffer forever.
+    let closed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if stream.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server closes a peer that does not read"
+    );
+    eventually("the reason in the log", PATIENCE, || async {
+        server.log().contains("does not read").then_some(())
+    })
+    .await;
+    let mut client = Client::connect(&server).await;
+    assert!(client.call(Call::Status {}).await.ok.is_some());
+}
+
+#[tokio::test]
 async fn unknown_calls_get_an_error_reply_and_the_connection_stays() {
     let server = server();
     let mut client = Client::connect(&server).await;
