@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use backend_api::ChatBackend;
 use backend_email::EmailService;
 use backend_mock::{Engine, MockBackend};
+use backend_tcp::TcpBackend;
 
 use crate::config::{Config, InstanceConfig, InstanceKind};
 use crate::credentials::Credentials;
@@ -35,8 +36,8 @@ pub struct StartError(String);
 
 impl Gateway {
     /// Builds adapters and the router, opens the e-mail spool and starts its deliverer. Must
-    /// run inside a tokio runtime: mock instances start their expiry sweep, and the deliverer
-    /// is a task.
+    /// run inside a tokio runtime: mock instances start their expiry sweep, tcp instances
+    /// their connection and status tasks, and the deliverer is a task.
     pub fn new(config: Config) -> Result<Arc<Gateway>, StartError> {
         Self::with_backends(config, Vec::new())
     }
@@ -103,6 +104,11 @@ fn build_backend(inst: &InstanceConfig, config: &Config) -> Arc<dyn ChatBackend>
             let engine = Engine::new(config.mock.behaviour());
             engine.spawn_sweeper(Duration::from_secs(1));
             Arc::new(MockBackend::new(engine))
+        }
+        InstanceKind::Tcp => {
+            // Validation made sure a tcp instance has an address.
+            let address = inst.address.as_deref().unwrap_or_default();
+            Arc::new(TcpBackend::new(config.tcp.adapter_config(address)))
         }
     }
 }

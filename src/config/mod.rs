@@ -35,6 +35,9 @@ pub struct Config {
     /// Behaviour of embedded mock instances (`kind = "mock"`).
     #[serde(default)]
     pub mock: MockConfig,
+    /// Connections to standalone chat servers (`kind = "tcp"`).
+    #[serde(default)]
+    pub tcp: TcpSettings,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -127,6 +130,9 @@ pub struct InstanceConfig {
     /// Tenants it serves; empty means all.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// `kind = "tcp"` only: the chat server's `host:port`.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -139,6 +145,60 @@ fn default_weight() -> u32 {
 pub enum InstanceKind {
     /// The embedded chat engine, in this process.
     Mock,
+    /// A standalone `chat-server` process, over the chat-server protocol.
+    Tcp,
+}
+
+/// How the gateway talks to `kind = "tcp"` instances (the same for each of them).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpSettings {
+    /// Connections kept open to each instance; each carries many requests at once.
+    pub connections: usize,
+    /// Bound on connecting and the protocol handshake, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Bound on one request to a chat server, in milliseconds; past it statusCode 1. At most
+    /// `server.request_timeout_ms`, so the more precise error wins.
+    pub request_timeout_ms: u64,
+    /// Most requests in flight to one instance; past it statusCode 1 at once.
+    pub max_in_flight: usize,
+    /// First reconnect delay after a failure, doubling up to `backoff_max_ms`.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How often each instance's load is asked for, in milliseconds.
+    pub status_interval_ms: u64,
+}
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        let d = backend_tcp::TcpConfig::new("");
+        TcpSettings {
+            connections: d.connections,
+            connect_timeout_ms: d.connect_timeout.as_millis() as u64,
+            request_timeout_ms: d.request_timeout.as_millis() as u64,
+            max_in_flight: d.max_in_flight,
+            backoff_min_ms: d.backoff_min.as_millis() as u64,
+            backoff_max_ms: d.backoff_max.as_millis() as u64,
+            status_interval_ms: d.status_interval.as_millis() as u64,
+        }
+    }
+}
+
+impl TcpSettings {
+    /// The adapter's settings for the instance at `address`.
+    pub fn adapter_config(&self, address: &str) -> backend_tcp::TcpConfig {
+        backend_tcp::TcpConfig {
+            address: address.to_owned(),
+            peer_name: format!("webapi-gateway {}", env!("CARGO_PKG_VERSION")),
+            connections: self.connections,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_in_flight: self.max_in_flight,
+            backoff_min: Duration::from_millis(self.backoff_min_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            status_interval: Duration::from_millis(self.status_interval_ms),
+        }
+    }
 }
 
 /// Behaviour of embedded mock instances.
@@ -327,6 +387,47 @@ impl Config {
                     return bad(&key("tenants"), &format!("unknown tenant `{t}`"));
                 }
             }
+            match (inst.kind, &inst.address) {
+                (InstanceKind::Tcp, None) => {
+                    return bad(&key("address"), "required for kind = \"tcp\" (host:port)")
+                }
+                (InstanceKind::Tcp, Some(a))
+                    if a.rsplit_once(':')
+                        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) =>
+                {
+                    return bad(&key("address"), "must be host:port");
+                }
+                (InstanceKind::Mock, Some(_)) => {
+                    return bad(&key("address"), "only for kind = \"tcp\"")
+                }
+                _ => {}
+            }
+        }
+        let tcp = &self.tcp;
+        if !(1..=64).contains(&tcp.connections) {
+            return bad("tcp.connections", "must be between 1 and 64");
+        }
+        if tcp.max_in_flight == 0 {
+            return bad("tcp.max_in_flight", "must be greater than 0");
+        }
+        for (name, value) in [
+            ("tcp.connect_timeout_ms", tcp.connect_timeout_ms),
+            ("tcp.request_timeout_ms", tcp.request_timeout_ms),
+            ("tcp.backoff_min_ms", tcp.backoff_min_ms),
+            ("tcp.status_interval_ms", tcp.status_interval_ms),
+        ] {
+            if value == 0 {
+                return bad(name, "must be greater than 0");
+            }
+        }
+        if tcp.backoff_max_ms < tcp.backoff_min_ms {
+            return bad("tcp.backoff_max_ms", "must be at least tcp.backoff_min_ms");
+        }
+        if tcp.request_timeout_ms > self.server.request_timeout_ms {
+            return bad(
+                "tcp.request_timeout_ms",
+                "must be at most server.request_timeout_ms",
+            );
         }
         if self.mock.disconnect_timeout_secs == 0 {
             return bad("mock.disconnect_timeout_secs", "must be greater than 0");
@@ -406,6 +507,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("credentials.secret"), "{e}");
+        let tcp = |extra: &str| {
+            format!("{MINIMAL}\n[[chat.instances]]\nalias = \"200\"\nkind = \"tcp\"\n{extra}")
+        };
+        let e = load(&tcp(""), &[]).unwrap_err();
+        assert!(e.to_string().contains("chat.instances[1].address"), "{e}");
+        let e = load(&tcp("address = \"nohost\"\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("chat.instances[1].address"), "{e}");
+        let c = load(
+            &tcp("address = \"chat1.example:7117\"\n[tcp]\nconnections = 3\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.chat.instances[1].kind, InstanceKind::Tcp);
+        assert_eq!(c.tcp.adapter_config("a:1").connections, 3);
+        let e = load(
+            &tcp("address = \"h:1\"\n[tcp]\nrequest_timeout_ms = 60000\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("tcp.request_timeout_ms"), "{e}");
+        let e = load(&format!("{MINIMAL}address = \"h:1\"\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("chat.instances[0].address"), "{e}");
         let dup = format!("{MINIMAL}\n[[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\n");
         let e = load(&dup, &[]).unwrap_err();
         assert!(e.to_string().contains("chat.instances[1].alias"), "{e}");

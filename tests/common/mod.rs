@@ -60,6 +60,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// The aliases of the embedded mock instances (default `117` and `118`); other instances
+    /// can be added with [`GatewayBuilder::toml`].
+    pub fn aliases(mut self, aliases: &[&str]) -> Self {
+        self.aliases = aliases.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
     /// Extra TOML appended to the generated file.
     pub fn toml(mut self, extra: &str) -> Self {
         self.toml.push_str(extra);

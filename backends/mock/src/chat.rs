@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use backend_api::{
-    Action, BackendError, ChatDetails, ChatState, Event, EventType, Participant, ParticipantType,
-    Transcript, UserData,
+    Action, BackendError, ChatDetails, ChatRef, ChatState, Event, EventType, Participant,
+    ParticipantType, Transcript, UserData,
 };
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 use crate::Behaviour;
 
@@ -98,6 +99,18 @@ impl ChatRecord {
         );
         record.schedule(now + ms(behaviour.agent_join_delay), Scheduled::AgentJoins);
         record
+    }
+
+    /// Whether `chat` carries this chat's userId and secureKey, compared in constant time.
+    /// Public so a server restoring a saved record checks it exactly as the engine does.
+    pub fn check_credentials(&self, chat: &ChatRef) -> Result<(), BackendError> {
+        let user = self.user_id.as_bytes().ct_eq(chat.user_id.as_bytes());
+        let key = self.secure_key.as_bytes().ct_eq(chat.secure_key.as_bytes());
+        if bool::from(user & key) {
+            Ok(())
+        } else {
+            Err(BackendError::BadCredentials)
+        }
     }
 
     pub fn is_ended(&self) -> bool {

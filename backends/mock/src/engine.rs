@@ -10,7 +10,6 @@ use backend_api::{
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use rand::Rng;
-use subtle::ConstantTimeEq;
 
 use crate::{Behaviour, ChatRecord};
 
@@ -144,7 +143,7 @@ impl Engine {
             .map(|e| Arc::clone(e.value()))
             .ok_or(BackendError::UnknownChat)?;
         let mut record = entry.lock();
-        check_credentials(&record, chat)?;
+        record.check_credentials(chat)?;
         let now = now_ms();
         let mut ended = record.advance(now, &self.behaviour);
         let result = record.act(request.action, &self.behaviour, now);
@@ -191,6 +190,17 @@ impl Engine {
         Ok(())
     }
 
+    /// Forgets a chat at once, freeing its place under the session limit. For a caller that
+    /// could not make the chat durable (the chat server when its store refuses the first save)
+    /// and so must not leave a chat behind that nobody holds the credentials of.
+    pub fn discard(&self, chat_id: &str) {
+        if let Some((_, chat)) = self.chats.remove(chat_id) {
+            if !chat.lock().is_ended() {
+                self.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Requests on existing chats received so far, refused ones included.
     pub fn requests_seen(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -203,19 +213,6 @@ impl Engine {
 
     pub fn is_empty(&self) -> bool {
         self.chats.is_empty()
-    }
-}
-
-fn check_credentials(record: &ChatRecord, chat: &ChatRef) -> Result<(), BackendError> {
-    let user = record.user_id.as_bytes().ct_eq(chat.user_id.as_bytes());
-    let key = record
-        .secure_key
-        .as_bytes()
-        .ct_eq(chat.secure_key.as_bytes());
-    if bool::from(user & key) {
-        Ok(())
-    } else {
-        Err(BackendError::BadCredentials)
     }
 }
 
@@ -339,6 +336,26 @@ mod tests {
         engine.sweep(now_ms() + 40);
         assert!(engine.is_empty());
         engine.create(new_chat()).unwrap();
+    }
+
+    #[test]
+    fn discard_frees_the_place_and_adopt_keeps_the_ids() {
+        let engine = Engine::new(behaviour());
+        let first = engine.create(new_chat()).unwrap();
+        engine.create(new_chat()).unwrap();
+        let saved = engine.snapshot(&first.chat.chat_id).unwrap();
+        engine.discard(&first.chat.chat_id);
+        assert_eq!(engine.load().active, 1);
+        assert_eq!(
+            act(&engine, &first.chat, Action::Poll),
+            Err(BackendError::UnknownChat)
+        );
+        let other = Engine::new(behaviour());
+        saved.check_credentials(&first.chat).unwrap();
+        other.adopt(saved).unwrap();
+        let update = act(&other, &first.chat, Action::Poll).unwrap();
+        assert_eq!(update.messages[0].index, 1);
+        assert_eq!(other.load().active, 1);
     }
 
     #[test]

@@ -1,0 +1,282 @@
+//! The server's configuration: command line, environment and an optional TOML file, merged once
+//! at start and validated there.
+//!
+//! Precedence, highest first: a flag, its environment variable, the file named by `--config`,
+//! the default. Owns parsing and validation only; it must not start anything.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backend_mock::Behaviour;
+use clap::Parser;
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Everything a running server needs. Plain data, valid once built by [`Config::load`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (`host:port`; port 0 picks a free one, printed at start).
+    pub listen: String,
+    /// This instance's alias: reported to clients, and what the Web API shows as `alias`.
+    pub alias: String,
+    /// Shared store URL (`redis://host:port`). Without one chats live in memory only and
+    /// `restore` is unsupported.
+    pub store: Option<String>,
+    /// Most client connections at once; more are closed as soon as accepted.
+    pub max_connections: usize,
+    /// Most calls in flight on one connection; past it the server stops reading that
+    /// connection until one finishes (backpressure through TCP).
+    pub max_in_flight_per_connection: usize,
+    /// A new connection must complete the handshake within this.
+    pub handshake_timeout: Duration,
+    /// A connection that sends nothing for this long is closed. Clients keep an idle
+    /// connection open by calling `status`.
+    pub idle_timeout: Duration,
+    /// A reply that cannot be written within this (a peer that does not read) closes the
+    /// connection.
+    pub write_timeout: Duration,
+    /// A store operation that takes longer fails the call with `unavailable`.
+    pub store_timeout: Duration,
+    /// On SIGTERM, how long calls in flight get to finish before the process exits.
+    pub shutdown_grace: Duration,
+    /// How the hosted chats behave (greeting, agent, timeouts, session limit).
+    pub behaviour: Behaviour,
+}
+
+/// Command-line flags, each also settable from the environment.
+#[derive(Debug, Default, Parser)]
+// A repeated flag overrides the earlier one, so wrappers can append overrides.
+#[command(
+    name = "chat-server",
+    version,
+    about = "A chat server speaking the chat-server protocol",
+    args_override_self = true
+)]
+pub struct Args {
+    /// TOML file with any of the settings below (snake_case names).
+    #[arg(long, env = "CHAT_SERVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:7117.
+    #[arg(long, env = "CHAT_SERVER_LISTEN")]
+    pub listen: Option<String>,
+    /// This instance's alias, e.g. 117.
+    #[arg(long, env = "CHAT_SERVER_ALIAS")]
+    pub alias: Option<String>,
+    /// Shared store, e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "CHAT_SERVER_STORE")]
+    pub store: Option<String>,
+    #[arg(long, env = "CHAT_SERVER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    #[arg(long, env = "CHAT_SERVER_MAX_IN_FLIGHT_PER_CONNECTION")]
+    pub max_in_flight_per_connection: Option<usize>,
+    #[arg(long, env = "CHAT_SERVER_HANDSHAKE_TIMEOUT_MS")]
+    pub handshake_timeout_ms: Option<u64>,
+    #[arg(long, env = "CHAT_SERVER_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    #[arg(long, env = "CHAT_SERVER_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
+    #[arg(long, env = "CHAT_SERVER_STORE_TIMEOUT_MS")]
+    pub store_timeout_ms: Option<u64>,
+    #[arg(long, env = "CHAT_SERVER_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Most open chats; past it new chats are refused (retryable).
+    #[arg(long, env = "CHAT_SERVER_SESSION_LIMIT")]
+    pub session_limit: Option<u64>,
+    #[arg(long, env = "CHAT_SERVER_AGENT_JOIN_DELAY_MS")]
+    pub agent_join_delay_ms: Option<u64>,
+    #[arg(long, env = "CHAT_SERVER_AGENT_REPLY_DELAY_MS")]
+    pub agent_reply_delay_ms: Option<u64>,
+    /// A customer silent for this long is removed and the chat ends.
+    #[arg(long, env = "CHAT_SERVER_DISCONNECT_TIMEOUT_MS")]
+    pub disconnect_timeout_ms: Option<u64>,
+    /// How long an ended chat stays readable.
+    #[arg(long, env = "CHAT_SERVER_ENDED_RETENTION_MS")]
+    pub ended_retention_ms: Option<u64>,
+}
+
+/// The file's shape: the flags' names, snake_case, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    alias: Option<String>,
+    store: Option<String>,
+    max_connections: Option<usize>,
+    max_in_flight_per_connection: Option<usize>,
+    handshake_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    write_timeout_ms: Option<u64>,
+    store_timeout_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+    session_limit: Option<u64>,
+    agent_join_delay_ms: Option<u64>,
+    agent_reply_delay_ms: Option<u64>,
+    disconnect_timeout_ms: Option<u64>,
+    ended_retention_ms: Option<u64>,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("missing setting: {0} (flag, environment or config file)")]
+    Missing(&'static str),
+    #[error("invalid setting {name}: {reason}")]
+    Invalid {
+        name: &'static str,
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// Merges flags and environment (already in `args`) over the file over the defaults.
+    pub fn load(args: Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            None => File::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?
+            }
+        };
+        let ms = |flag: Option<u64>, file: Option<u64>, default: u64| {
+            Duration::from_millis(flag.or(file).unwrap_or(default))
+        };
+        let defaults = Behaviour::default();
+        let behaviour = Behaviour {
+            session_limit: args
+                .session_limit
+                .or(file.session_limit)
+                .unwrap_or(defaults.session_limit),
+            agent_join_delay: args
+                .agent_join_delay_ms
+                .or(file.agent_join_delay_ms)
+                .map_or(defaults.agent_join_delay, Duration::from_millis),
+            agent_reply_delay: args
+                .agent_reply_delay_ms
+                .or(file.agent_reply_delay_ms)
+                .map_or(defaults.agent_reply_delay, Duration::from_millis),
+            disconnect_timeout: args
+                .disconnect_timeout_ms
+                .or(file.disconnect_timeout_ms)
+                .map_or(defaults.disconnect_timeout, Duration::from_millis),
+            ended_retention: args
+                .ended_retention_ms
+                .or(file.ended_retention_ms)
+                .map_or(defaults.ended_retention, Duration::from_millis),
+            ..defaults
+        };
+        let config = Config {
+            listen: args
+                .listen
+                .or(file.listen)
+                .ok_or(ConfigError::Missing("listen"))?,
+            alias: args
+                .alias
+                .or(file.alias)
+                .ok_or(ConfigError::Missing("alias"))?,
+            store: args.store.or(file.store),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1024),
+            max_in_flight_per_connection: args
+                .max_in_flight_per_connection
+                .or(file.max_in_flight_per_connection)
+                .unwrap_or(256),
+            handshake_timeout: ms(args.handshake_timeout_ms, file.handshake_timeout_ms, 5_000),
+            idle_timeout: ms(args.idle_timeout_ms, file.idle_timeout_ms, 60_000),
+            write_timeout: ms(args.write_timeout_ms, file.write_timeout_ms, 10_000),
+            store_timeout: ms(args.store_timeout_ms, file.store_timeout_ms, 2_000),
+            shutdown_grace: ms(args.shutdown_grace_ms, file.shutdown_grace_ms, 5_000),
+            behaviour,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason| Err(ConfigError::Invalid { name, reason });
+        if self.alias.is_empty() {
+            return invalid("alias", "must not be empty");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.max_in_flight_per_connection == 0 {
+            return invalid("max_in_flight_per_connection", "must be at least 1");
+        }
+        if self.behaviour.session_limit == 0 {
+            return invalid("session_limit", "must be at least 1");
+        }
+        for (name, value) in [
+            ("handshake_timeout_ms", self.handshake_timeout),
+            ("idle_timeout_ms", self.idle_timeout),
+            ("write_timeout_ms", self.write_timeout),
+            ("store_timeout_ms", self.store_timeout),
+            ("disconnect_timeout_ms", self.behaviour.disconnect_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(name, "must be more than 0");
+            }
+        }
+        if let Some(store) = &self.store {
+            if !store.starts_with("redis://") {
+                return invalid("store", "must be a redis:// URL");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("chat-server-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7117\"\nalias = \"117\"\nsession_limit = 5\n",
+        )
+        .unwrap();
+        let config = Config::load(Args {
+            config: Some(path.clone()),
+            alias: Some("118".into()),
+            ..Args::default()
+        })
+        .unwrap();
+        assert_eq!(config.alias, "118");
+        assert_eq!(config.listen, "127.0.0.1:7117");
+        assert_eq!(config.behaviour.session_limit, 5);
+        assert_eq!(config.idle_timeout, Duration::from_secs(60));
+        std::fs::write(&path, "alias = \"117\"\nbogus = 1\n").unwrap();
+        assert!(matches!(
+            Config::load(Args {
+                config: Some(path),
+                ..Args::default()
+            }),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::load(Args::default()),
+            Err(ConfigError::Missing("listen"))
+        ));
+    }
+}

@@ -1,0 +1,229 @@
+//! One client connection: handshake, then many calls at once, each answered by request id.
+//!
+//! Owns the connection's defences: the handshake and idle timeouts, the frame size bound (in
+//! the codec), the bound on calls in flight, the write timeout for peers that do not read, and
+//! closing the connection — only this one — with a logged reason when the peer breaks the
+//! protocol. It must not know what a call does: [`Server::handle`] does.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_protocol::{
+    codec, decode, encode, DecodeError, ErrorCode, Hello, HelloReply, Refused, Reply, Request,
+    RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
+};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dispatch::Server;
+
+/// The per-connection limits, from the config.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_in_flight: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// Why a connection was closed by the server.
+#[derive(Debug, Error)]
+enum Close {
+    #[error("no hello within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("peer closed before the handshake")]
+    ClosedBeforeHello,
+    #[error("bad frame: {0}")]
+    Frame(std::io::Error),
+    #[error("bad hello: {0}")]
+    BadHello(DecodeError),
+    #[error("peer speaks protocol version {0}")]
+    VersionMismatch(u16),
+    #[error("bad request frame: {0}")]
+    BadRequest(DecodeError),
+    #[error("nothing received for {0:?}")]
+    Idle(Duration),
+    #[error("peer does not read its replies (write blocked for {0:?})")]
+    WriteTimeout(Duration),
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+}
+
+/// Serves one connection to its end and logs why it ended.
+pub async fn serve(
+    server: Arc<Server>,
+    limits: Limits,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _counted = server.connection_opened();
+    // Replies are small and latency matters more than packet count.
+    let _ = stream.set_nodelay(true);
+    match run(&server, &limits, stream, peer, &shutdown).await {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        // Port probes and health checks connect and leave: not worth a warning.
+        Err(reason @ Close::ClosedBeforeHello) => {
+            tracing::debug!(%peer, %reason, "closing connection")
+        }
+        Err(reason) => tracing::warn!(%peer, %reason, "closing connection"),
+    }
+}
+
+/// A frame that is not a valid request but still says which request it was: the peer gets an
+/// error reply for that id instead of losing the connection (a newer client's unknown call).
+#[derive(Deserialize)]
+struct JustTheId {
+    id: RequestId,
+}
+
+async fn run(
+    server: &Arc<Server>,
+    limits: &Limits,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<(), Close> {
+    let mut framed = Framed::new(stream, codec());
+
+    let hello: Hello = match tokio::time::timeout(limits.handshake_timeout, framed.next()).await {
+        Err(_) => return Err(Close::HandshakeTimeout(limits.handshake_timeout)),
+        Ok(None) => return Err(Close::ClosedBeforeHello),
+        Ok(Some(Err(e))) => return Err(Close::Frame(e)),
+        Ok(Some(Ok(frame))) => decode(&frame).map_err(Close::BadHello)?,
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let refusal = HelloReply::Refused(Refused {
+            error: WireError::new(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "protocol version {} not supported, this server speaks {PROTOCOL_VERSION}",
+                    hello.version
+                ),
+            ),
+            supported_versions: vec![PROTOCOL_VERSION],
+        });
+        // Best effort: the connection closes whether or not the refusal gets through.
+        let _ = tokio::time::timeout(limits.write_timeout, framed.send(encode(&refusal))).await;
+        return Err(Close::VersionMismatch(hello.version));
+    }
+    let welcome = HelloReply::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        alias: server.alias().to_owned(),
+        max_frame_length: MAX_FRAME_LENGTH as u64,
+        status: server.status(),
+    });
+    send_bounded(&mut framed, encode(&welcome), limits.write_timeout).await?;
+    tracing::debug!(%peer, client = %hello.peer, "handshake done");
+
+    let (mut sink, mut frames) = framed.split();
+    // Replies from the call tasks to the one writer. Its capacity and the in-flight permits
+    // are the same bound, so a call task never waits here for long.
+    let (replies, mut outgoing) = mpsc::channel::<Bytes>(limits.max_in_flight);
+    let write_timeout = limits.write_timeout;
+    let mut writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            match tokio::time::timeout(write_timeout, sink.send(frame)).await {
+                Err(_) => return Err(Close::WriteTimeout(write_timeout)),
+                Ok(Err(e)) => return Err(Close::Write(e)),
+                Ok(Ok(())) => {}
+            }
+        }
+        Ok(())
+    });
+    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+    let calls = TaskTracker::new();
+
+    let ended = loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            written = &mut writer => {
+                // The writer only stops early on a write failure.
+                break match written {
+                    Ok(Err(reason)) => Err(reason),
+                    _ => Ok(()),
+                };
+            }
+            next = tokio::time::timeout(limits.idle_timeout, frames.next()) => next,
+        };
+        let frame = match next {
+            Err(_) => break Err(Close::Idle(limits.idle_timeout)),
+            Ok(None) => break Ok(()),
+            Ok(Some(Err(e))) => break Err(Close::Frame(e)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Backpressure: at the bound, stop reading until a call finishes.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            break Ok(());
+        };
+        let request: Request = match decode(&frame) {
+            Ok(request) => request,
+            Err(e) => match decode::<JustTheId>(&frame) {
+                Ok(JustTheId { id }) => {
+                    let error =
+                        WireError::new(ErrorCode::Unsupported, format!("unknown call: {e}"));
+                    if replies
+                        .send(encode(&Reply::error(id, error)))
+                        .await
+                        .is_err()
+                    {
+                        break Ok(());
+                    }
+                    continue;
+                }
+                Err(_) => break Err(Close::BadRequest(e)),
+            },
+        };
+        let server = Arc::clone(server);
+        let replies = replies.clone();
+        calls.spawn(async move {
+            let reply = match server.handle(request.call).await {
+                Ok(answer) => Reply::ok(request.id, answer),
+                Err(error) => Reply::error(request.id, error),
+            };
+            // The writer is gone only when the connection is closing; the reply is lost with it.
+            let _ = replies.send(encode(&reply)).await;
+            drop(permit);
+        });
+    };
+
+    match ended {
+        Ok(()) => {
+            // Peer finished or the server shuts down: let calls in flight answer.
+            calls.close();
+            let _ = tokio::time::timeout(limits.shutdown_grace, calls.wait()).await;
+            drop(replies);
+            if !writer.is_finished() {
+                let _ = tokio::time::timeout(limits.write_timeout, &mut writer).await;
+            }
+            writer.abort();
+            Ok(())
+        }
+        Err(reason) => {
+            // A peer that broke the protocol gets nothing more.
+            writer.abort();
+            Err(reason)
+        }
+    }
+}
+
+async fn send_bounded(
+    framed: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    frame: Bytes,
+    limit: Duration,
+) -> Result<(), Close> {
+    match tokio::time::timeout(limit, framed.send(frame)).await {
+        Err(_) => Err(Close::WriteTimeout(limit)),
+        Ok(Err(e)) => Err(Close::Write(e)),
+        Ok(Ok(())) => Ok(()),
+    }
+}

@@ -1,0 +1,210 @@
+//! What the server does for each call: the engine for the chat behaviour, then the store, then
+//! the answer.
+//!
+//! Owns the rule that makes restore possible: with a store, a call is acknowledged only after
+//! the state it acknowledges has been saved. It must not touch sockets or frames (the
+//! connection does) and must not re-implement chat behaviour (the shared `Engine` does).
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use backend_api::{Action, BackendError, ChatRef, Refresh};
+use backend_mock::Engine;
+use chat_protocol::{
+    transcript_from_position, Answer, Call, ErrorCode, Restored, Status, WireError,
+};
+use tokio::sync::Mutex;
+
+use crate::store::{Store, StoreError};
+
+/// Lock stripes for saving chats: see [`Server::save_locks`].
+const SAVE_STRIPES: usize = 64;
+
+/// One server instance's state, shared by every connection.
+pub struct Server {
+    alias: String,
+    engine: Arc<Engine>,
+    store: Option<Store>,
+    /// Two refreshes of one chat finish in the engine in order, but their saves could reach
+    /// Redis in the other order and leave the older state saved. Holding the chat's stripe
+    /// from the engine call until its save is written keeps saves in engine order; striping
+    /// (by chat id hash) avoids a lock table that would need cleaning up.
+    save_locks: Box<[Mutex<()>]>,
+    hasher: RandomState,
+    /// Open client connections, for status.
+    connections: AtomicU64,
+    /// Set on SIGTERM: no new chats or restores, and status says not accepting.
+    shutting_down: AtomicBool,
+}
+
+impl Server {
+    pub fn new(alias: String, engine: Arc<Engine>, store: Option<Store>) -> Server {
+        Server {
+            alias,
+            engine,
+            store,
+            save_locks: (0..SAVE_STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+            connections: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn alias(&self) -> &str {
+        &self.alias
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Counts a connection for as long as the guard lives.
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(Arc::clone(self))
+    }
+
+    pub fn status(&self) -> Status {
+        let mut load = self.engine.load();
+        load.accepting &= !self.shutting_down.load(Ordering::Acquire);
+        Status {
+            alias: self.alias.clone(),
+            load,
+            chats: self.engine.len() as u64,
+            connections: self.connections.load(Ordering::Relaxed),
+            store: self.store.is_some(),
+        }
+    }
+
+    /// Runs one call to its answer.
+    pub async fn handle(&self, call: Call) -> Result<Answer, WireError> {
+        let starts_something = matches!(call, Call::LoginJoin(_) | Call::Restore { .. });
+        if starts_something && self.shutting_down.load(Ordering::Acquire) {
+            return Err(WireError::new(
+                ErrorCode::ShuttingDown,
+                format!("chat server {} is shutting down", self.alias),
+            ));
+        }
+        match call {
+            Call::LoginJoin(new_chat) => {
+                let created = self.engine.create(new_chat)?;
+                let chat_id = &created.chat.chat_id;
+                if let Some(store) = &self.store {
+                    let record = self
+                        .engine
+                        .snapshot(chat_id)
+                        .ok_or(BackendError::UnknownChat)?;
+                    let saved = match serde_json::to_string(&record) {
+                        Ok(json) => store.save(chat_id, json).await,
+                        Err(e) => Err(StoreError::Corrupt(e)),
+                    };
+                    if let Err(e) = saved {
+                        // Nobody will learn this chat's credentials: do not leave it behind.
+                        self.engine.discard(chat_id);
+                        return Err(store_failed(e));
+                    }
+                }
+                Ok(Answer::Created(created))
+            }
+            Call::Refresh {
+                chat,
+                action,
+                transcript_position,
+                details,
+            } => {
+                self.refresh(&chat, action, transcript_position, details)
+                    .await
+            }
+            Call::Logout {
+                chat,
+                transcript_position,
+            } => {
+                self.refresh(&chat, Action::Complete, transcript_position, false)
+                    .await
+            }
+            Call::Status {} => Ok(Answer::Status(self.status())),
+            Call::Restore { chat } => self.restore(&chat).await,
+        }
+    }
+
+    async fn refresh(
+        &self,
+        chat: &ChatRef,
+        action: Action,
+        transcript_position: u64,
+        details: bool,
+    ) -> Result<Answer, WireError> {
+        let request = Refresh {
+            action,
+            transcript: transcript_from_position(transcript_position),
+            details,
+        };
+        let Some(store) = &self.store else {
+            return Ok(Answer::Update(self.engine.refresh(chat, request)?));
+        };
+        let _in_order = self.save_lock(&chat.chat_id).await;
+        let (update, json) = self
+            .engine
+            .refresh_with(chat, request, serde_json::to_string)?;
+        let json = json.map_err(|e| store_failed(StoreError::Corrupt(e)))?;
+        store
+            .save(&chat.chat_id, json)
+            .await
+            .map_err(store_failed)?;
+        Ok(Answer::Update(update))
+    }
+
+    /// The lock stripe of a chat: held from the engine call until its save is written.
+    async fn save_lock(&self, chat_id: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = self.hasher.hash_one(chat_id) as usize % SAVE_STRIPES;
+        self.save_locks[stripe].lock().await
+    }
+
+    /// Takes over a chat from the store. Idempotent: a chat already here is only checked.
+    async fn restore(&self, chat: &ChatRef) -> Result<Answer, WireError> {
+        let Some(store) = &self.store else {
+            return Err(WireError::new(
+                ErrorCode::Unsupported,
+                "restore needs a shared store (--store)",
+            ));
+        };
+        // Two restores of one chat at once must not both adopt it.
+        let _one_at_a_time = self.save_lock(&chat.chat_id).await;
+        if self.engine.snapshot(&chat.chat_id).is_none() {
+            let record = store
+                .load(&chat.chat_id)
+                .await
+                .map_err(store_failed)?
+                .ok_or(BackendError::UnknownChat)?;
+            record.check_credentials(chat)?;
+            self.engine.adopt(record)?;
+            tracing::info!(chat_id = %chat.chat_id, alias = %self.alias, "chat restored from the store");
+        }
+        let record = self
+            .engine
+            .snapshot(&chat.chat_id)
+            .ok_or(BackendError::UnknownChat)?;
+        record.check_credentials(chat)?;
+        Ok(Answer::Restored(Restored {
+            alias: self.alias.clone(),
+            next_position: record.next_position(),
+            chat_ended: record.is_ended(),
+        }))
+    }
+}
+
+/// The call failed because the store did; the engine may already hold its effect.
+fn store_failed(error: StoreError) -> WireError {
+    tracing::warn!(%error, "shared store failed");
+    WireError::new(ErrorCode::Unavailable, error.to_string())
+}
+
+/// Decrements the connection count when dropped.
+pub struct ConnectionGuard(Arc<Server>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}

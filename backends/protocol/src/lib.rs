@@ -1,0 +1,159 @@
+//! The chat-server protocol: what the gateway and a standalone chat server say to each other.
+//!
+//! `docs/chat-protocol.md` is the specification; this crate is its one implementation, shared by
+//! both ends so they cannot drift apart.
+//!
+//! Layout:
+//! - `frame`: length-prefixed framing (a `u32` big-endian length, then a JSON payload) and the
+//!   one place that turns payload bytes into messages and back;
+//! - `message`: the handshake (`Hello` / `HelloReply`), the calls a client makes (`Request`,
+//!   `Call`) and what the server answers (`Reply`, `Answer`, `Status`);
+//! - `error`: the error codes of a reply, whether each is retryable, and their conversion from
+//!   and to [`backend_api::BackendError`].
+//!
+//! It owns no sockets and no tasks: the chat server and the TCP adapter do the I/O. It must not
+//! know about HTTP, the Web API JSON shapes, routing or the shared store.
+
+mod error;
+mod frame;
+mod message;
+
+pub use error::{ErrorCode, WireError};
+pub use frame::{codec, decode, encode, DecodeError, MAX_FRAME_LENGTH};
+pub use message::{
+    position_of, transcript_from_position, Answer, Call, Hello, HelloReply, Refused, Reply,
+    Request, RequestId, Restored, Status, Welcome,
+};
+
+/// The protocol version this build speaks. A peer announcing another one is refused at the
+/// handshake: versions differ only when the meaning of a message changes, and new optional
+/// fields or new calls do not change the version (see "Versioning" in the spec).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backend_api::{Action, BackendError, ChatRef};
+
+    fn chat() -> ChatRef {
+        ChatRef {
+            chat_id: "00019a9SXTQW001N".into(),
+            user_id: "007553ADB4D9001A".into(),
+            secure_key: "e1a17b94f802c330".into(),
+        }
+    }
+
+    /// The spec's examples are the wire format: these pin them.
+    #[test]
+    fn refresh_call_is_flat_and_readable() {
+        let request = Request {
+            id: 7,
+            call: Call::Refresh {
+                chat: chat(),
+                action: Action::SendMessage {
+                    text: "hi".into(),
+                    message_type: None,
+                },
+                transcript_position: 3,
+                details: false,
+            },
+        };
+        let json: serde_json::Value = serde_json::from_slice(&encode(&request)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"id": 7, "call": {"refresh": {
+                "chat": {"chatId": "00019a9SXTQW001N", "userId": "007553ADB4D9001A",
+                         "secureKey": "e1a17b94f802c330"},
+                "action": "sendMessage", "text": "hi", "messageType": null,
+                "transcriptPosition": 3, "details": false}}})
+        );
+        assert_eq!(decode::<Request>(&encode(&request)).unwrap(), request);
+        let poll =
+            br#"{"id":8,"call":{"refresh":{"chat":{"chatId":"a","userId":"b","secureKey":"c"},
+            "action":"poll","transcriptPosition":0}}}"#;
+        let decoded: Request = decode(poll).unwrap();
+        assert!(matches!(
+            decoded.call,
+            Call::Refresh {
+                action: Action::Poll,
+                details: false,
+                ..
+            }
+        ));
+        let status: Request = decode(br#"{"id":9,"call":{"status":{}}}"#).unwrap();
+        assert_eq!(status.call, Call::Status {});
+    }
+
+    #[test]
+    fn errors_round_trip_to_the_same_adapter_error() {
+        let cases = [
+            BackendError::Overloaded("full".into()),
+            BackendError::UnknownChat,
+            BackendError::ChatEnded { next_position: 9 },
+            BackendError::BadCredentials,
+            BackendError::Rejected {
+                field: Some("text".into()),
+                message: "too long".into(),
+            },
+        ];
+        for error in cases {
+            let wire = WireError::from(error.clone());
+            assert_eq!(wire.retryable, error.retryable());
+            let back: WireError = decode(&encode(&wire)).unwrap();
+            let again = back.into_backend_error("refresh");
+            assert_eq!(again.retryable(), error.retryable());
+            assert_eq!(
+                std::mem::discriminant(&again),
+                std::mem::discriminant(&error)
+            );
+        }
+        let store = WireError::from(BackendError::Interrupted("redis".into()));
+        assert_eq!(store.code, ErrorCode::Unavailable);
+        assert!(!store.into_backend_error("refresh").never_arrived());
+    }
+
+    #[test]
+    fn unknown_codes_from_newer_servers_keep_their_retryability() {
+        let wire: WireError =
+            decode(br#"{"code":"somethingNew","retryable":true,"message":"x"}"#).unwrap();
+        assert_eq!(wire.code, ErrorCode::Unknown);
+        assert!(wire.into_backend_error("refresh").retryable());
+    }
+
+    /// Every JSON example in the spec is a message this implementation reads, so the spec
+    /// cannot drift from the code.
+    #[test]
+    fn the_spec_examples_decode() {
+        let spec = include_str!("../../../docs/chat-protocol.md");
+        let mut examples = 0;
+        for block in spec.split("```json").skip(1) {
+            let json = block.split("```").next().unwrap();
+            let bytes = json.trim().as_bytes();
+            let value: serde_json::Value =
+                serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {json}"));
+            let decodes = if value.get("call").is_some() {
+                decode::<Request>(bytes).is_ok()
+            } else if value.get("id").is_some() {
+                decode::<Reply>(bytes).is_ok_and(|r| r.into_result().is_some())
+            } else if value.get("version").is_some() {
+                decode::<Hello>(bytes).is_ok()
+            } else {
+                decode::<HelloReply>(bytes).is_ok()
+            };
+            assert!(decodes, "the spec's example does not decode: {json}");
+            examples += 1;
+        }
+        assert!(examples >= 12, "only {examples} examples found");
+    }
+
+    #[test]
+    fn reply_needs_exactly_one_outcome() {
+        let both: Reply = decode(br#"{"id":1}"#).unwrap();
+        assert!(both.into_result().is_none());
+        let reply = Reply::error(2, WireError::new(ErrorCode::UnknownChat, "no"));
+        assert!(matches!(
+            decode::<Reply>(&encode(&reply)).unwrap().into_result(),
+            Some(Err(_))
+        ));
+    }
+}

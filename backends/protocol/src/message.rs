@@ -1,0 +1,198 @@
+//! Every message of the protocol, as the spec's field tables describe them.
+//!
+//! Owns the shapes only: which message follows which, and what a server does with one, is
+//! up to the two ends (and written down in the spec).
+
+use backend_api::{Action, ChatCreated, ChatRef, ChatUpdate, Load, NewChat, Transcript};
+use serde::{Deserialize, Serialize};
+
+use crate::WireError;
+
+/// Chosen by the client, unique among its requests in flight on one connection; the reply
+/// carries it back so one connection can carry many chats at once.
+pub type RequestId = u64;
+
+/// The first frame on a connection, from the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    /// The protocol version the client speaks.
+    pub version: u16,
+    /// Who the client is (for the server's log), e.g. `webapi-gateway@host`.
+    pub peer: String,
+}
+
+/// The server's answer to [`Hello`]: the second frame on a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HelloReply {
+    Welcome(Welcome),
+    /// The server closes the connection after sending it.
+    Refused(Refused),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Welcome {
+    /// The version both ends now speak.
+    pub version: u16,
+    /// The server instance's alias: what the Web API reports as `alias`.
+    pub alias: String,
+    /// The largest frame payload the server accepts.
+    pub max_frame_length: u64,
+    /// The server's status at the moment of the handshake.
+    pub status: Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refused {
+    pub error: WireError,
+    /// The versions the server would have accepted.
+    pub supported_versions: Vec<u16>,
+}
+
+/// One call from the client, after the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub id: RequestId,
+    pub call: Call,
+}
+
+/// What a client can ask. Externally tagged: `{"refresh": {...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Call {
+    /// The flex flow's login and join in one round trip: the gateway always does both together,
+    /// and a login without a join would leave a user nobody can see. Answered by
+    /// [`Answer::Created`].
+    LoginJoin(NewChat),
+    /// One action on a chat and the transcript from a position. Answered by [`Answer::Update`].
+    #[serde(rename_all = "camelCase")]
+    Refresh {
+        chat: ChatRef,
+        /// `{"action": "sendMessage", "text": ...}` flattened into the call.
+        #[serde(flatten)]
+        action: Action,
+        /// 0: no events; n ≥ 1: the events whose index is at least n.
+        transcript_position: u64,
+        /// Add the chat's state, participants and user data to the answer.
+        #[serde(default)]
+        details: bool,
+    },
+    /// The customer leaves and the chat ends. Answered by [`Answer::Update`].
+    #[serde(rename_all = "camelCase")]
+    Logout {
+        chat: ChatRef,
+        transcript_position: u64,
+    },
+    /// The server's load. Answered by [`Answer::Status`].
+    Status {},
+    /// Take over a chat whose server died, from the shared store. Answered by
+    /// [`Answer::Restored`].
+    Restore { chat: ChatRef },
+}
+
+impl Call {
+    /// The call's name as on the wire, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Call::LoginJoin(_) => "loginJoin",
+            Call::Refresh { .. } => "refresh",
+            Call::Logout { .. } => "logout",
+            Call::Status {} => "status",
+            Call::Restore { .. } => "restore",
+        }
+    }
+}
+
+/// The transcript part of the wire's `transcriptPosition` (0 means none, as in the Web API).
+pub fn transcript_from_position(position: u64) -> Transcript {
+    match position {
+        0 => Transcript::None,
+        n => Transcript::From(n),
+    }
+}
+
+/// The wire's `transcriptPosition` for a transcript request.
+pub fn position_of(transcript: Transcript) -> u64 {
+    match transcript {
+        Transcript::None => 0,
+        Transcript::From(n) => n.max(1),
+    }
+}
+
+/// The server's answer to one [`Request`]: exactly one of `ok` and `error` is present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reply {
+    pub id: RequestId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<Answer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WireError>,
+}
+
+impl Reply {
+    pub fn ok(id: RequestId, answer: Answer) -> Reply {
+        Reply {
+            id,
+            ok: Some(answer),
+            error: None,
+        }
+    }
+
+    pub fn error(id: RequestId, error: WireError) -> Reply {
+        Reply {
+            id,
+            ok: None,
+            error: Some(error),
+        }
+    }
+
+    /// The outcome, or `None` when the reply breaks the protocol (neither or both present).
+    pub fn into_result(self) -> Option<Result<Answer, WireError>> {
+        match (self.ok, self.error) {
+            (Some(answer), None) => Some(Ok(answer)),
+            (None, Some(error)) => Some(Err(error)),
+            _ => None,
+        }
+    }
+}
+
+/// A successful answer. Externally tagged: `{"update": {...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Answer {
+    Created(ChatCreated),
+    Update(ChatUpdate),
+    Restored(Restored),
+    Status(Status),
+}
+
+/// The answer to a restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Restored {
+    /// The alias of the server that now hosts the chat.
+    pub alias: String,
+    pub next_position: u64,
+    pub chat_ended: bool,
+}
+
+/// A server's load and state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub alias: String,
+    /// Open chats, the session limit, and whether new chats are taken. `accepting` is false at
+    /// the session limit and while the server shuts down.
+    pub load: Load,
+    /// Chats held, ended ones still readable included.
+    pub chats: u64,
+    /// Client connections open.
+    pub connections: u64,
+    /// Whether chats are saved to a shared store (and so can be restored elsewhere).
+    pub store: bool,
+}

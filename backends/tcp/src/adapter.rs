@@ -1,0 +1,242 @@
+//! [`TcpBackend`]: one chat-server instance behind the `ChatBackend` trait.
+//!
+//! Owns the request's life from the gateway's side: the bound on requests in flight, the
+//! timeout, and the one mapping of every way a request can end to a `BackendError` (and so to
+//! statusCode 1 or 2). It must not retry anything: a caller that may retry decides from
+//! `retryable()` / `never_arrived()`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use backend_api::{
+    Action, BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, Load, NewChat, Refresh,
+};
+use chat_protocol::{encode, position_of, Answer, Call, Request, Restored};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::pool::Pool;
+use crate::TcpConfig;
+
+/// A chat-server instance reached over TCP. Creating one starts its connection and status
+/// tasks (so it must be created inside a Tokio runtime); dropping it stops them.
+pub struct TcpBackend {
+    config: TcpConfig,
+    pool: Arc<Pool>,
+    /// Permits for requests in flight: `try_acquire` so a full instance answers at once with
+    /// statusCode 1 instead of building a queue the client would time out in.
+    in_flight: Arc<Semaphore>,
+    /// Stops the pool's and the poller's tasks when the backend goes away.
+    stop: CancellationToken,
+}
+
+impl TcpBackend {
+    pub fn new(config: TcpConfig) -> TcpBackend {
+        let stop = CancellationToken::new();
+        let pool = Pool::start(&config, &stop);
+        let backend = TcpBackend {
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            config,
+            pool,
+            stop,
+        };
+        backend.spawn_status_poller();
+        backend
+    }
+
+    /// The alias the instance announced (in its handshake or latest status), if it was ever
+    /// reached. The gateway reports its configured alias; a mismatch is worth a warning.
+    pub fn server_alias(&self) -> Option<String> {
+        self.pool.status().map(|s| s.alias)
+    }
+
+    /// Whether at least one connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.pool.is_connected()
+    }
+
+    /// Asks the instance for its status now (the poller does this periodically).
+    pub async fn status(&self) -> Result<chat_protocol::Status, BackendError> {
+        match call(&self.pool, &self.in_flight, &self.config, Call::Status {}).await? {
+            Answer::Status(status) => {
+                self.pool.record_status(status.clone());
+                Ok(status)
+            }
+            other => Err(unexpected("status", &other)),
+        }
+    }
+
+    /// `restore` with the server's full answer: the alias that now hosts the chat and where
+    /// its transcript ends.
+    pub async fn restore_chat(&self, chat: &ChatRef) -> Result<Restored, BackendError> {
+        let call_ = Call::Restore { chat: chat.clone() };
+        match call(&self.pool, &self.in_flight, &self.config, call_).await? {
+            Answer::Restored(restored) => {
+                tracing::info!(chat_id = %chat.chat_id, alias = %restored.alias, "chat restored");
+                Ok(restored)
+            }
+            other => Err(unexpected("restore", &other)),
+        }
+    }
+
+    fn spawn_status_poller(&self) {
+        let pool = Arc::clone(&self.pool);
+        let in_flight = Arc::clone(&self.in_flight);
+        let config = self.config.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            // The handshake brought a status already: the first poll is one interval later.
+            let first = tokio::time::Instant::now() + config.status_interval;
+            let mut tick = tokio::time::interval_at(first, config.status_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if !pool.is_connected() {
+                    continue;
+                }
+                match call(&pool, &in_flight, &config, Call::Status {}).await {
+                    Ok(Answer::Status(status)) => pool.record_status(status),
+                    Ok(other) => tracing::warn!(answer = ?other, "unexpected answer to status"),
+                    // Overloaded here is our own in-flight bound: says nothing about the server.
+                    Err(BackendError::Overloaded(_)) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, address = %config.address, "status failed");
+                        pool.mark_unresponsive();
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Drop for TcpBackend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Sends one call and waits for its answer, turning every failure into the right error.
+async fn call(
+    pool: &Pool,
+    in_flight: &Semaphore,
+    config: &TcpConfig,
+    call: Call,
+) -> Result<Answer, BackendError> {
+    let name = call.name();
+    let Ok(_permit) = in_flight.try_acquire() else {
+        return Err(BackendError::Overloaded(format!(
+            "{} requests already in flight to {}",
+            config.max_in_flight, config.address
+        )));
+    };
+    let link = pool.pick().map_err(BackendError::Unreachable)?;
+    let sent = tokio::time::timeout(
+        config.request_timeout,
+        link.send(|id| encode(&Request { id, call })),
+    )
+    .await;
+    let (id, reply) = match sent {
+        Ok(Ok(sent)) => sent,
+        // The connection ended before the frame was queued: it never left this process.
+        Ok(Err(_)) => {
+            return Err(BackendError::Unreachable(format!(
+                "connection to {} closed",
+                config.address
+            )))
+        }
+        Err(_) => {
+            return Err(BackendError::Interrupted(format!(
+                "could not send to {} within {:?}",
+                config.address, config.request_timeout
+            )))
+        }
+    };
+    let reply = match tokio::time::timeout(config.request_timeout, reply).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => {
+            return Err(BackendError::Interrupted(format!(
+                "connection to {} lost while waiting for {name}",
+                config.address
+            )))
+        }
+        Err(_) => {
+            link.timed_out(id);
+            return Err(BackendError::Interrupted(format!(
+                "{} did not answer {name} within {:?}",
+                config.address, config.request_timeout
+            )));
+        }
+    };
+    match reply.into_result() {
+        Some(Ok(answer)) => Ok(answer),
+        Some(Err(error)) => Err(error.into_backend_error(name)),
+        None => Err(BackendError::Interrupted(format!(
+            "{} sent a reply with neither answer nor error",
+            config.address
+        ))),
+    }
+}
+
+/// The server answered with the wrong kind of answer: it broke the protocol, so what it did is
+/// unknown.
+fn unexpected(call: &str, answer: &Answer) -> BackendError {
+    BackendError::Interrupted(format!("unexpected answer to {call}: {answer:?}"))
+}
+
+#[async_trait]
+impl ChatBackend for TcpBackend {
+    async fn create(&self, chat: NewChat) -> Result<ChatCreated, BackendError> {
+        let call_ = Call::LoginJoin(chat);
+        match call(&self.pool, &self.in_flight, &self.config, call_).await? {
+            Answer::Created(created) => Ok(created),
+            other => Err(unexpected("loginJoin", &other)),
+        }
+    }
+
+    async fn refresh(&self, chat: &ChatRef, request: Refresh) -> Result<ChatUpdate, BackendError> {
+        let chat = chat.clone();
+        let transcript_position = position_of(request.transcript);
+        // Complete is the flex flow's logout; logout answers without details, so a request
+        // that wants them stays a refresh.
+        let call_ = match request.action {
+            Action::Complete if !request.details => Call::Logout {
+                chat,
+                transcript_position,
+            },
+            action => Call::Refresh {
+                chat,
+                action,
+                transcript_position,
+                details: request.details,
+            },
+        };
+        let name = call_.name();
+        match call(&self.pool, &self.in_flight, &self.config, call_).await? {
+            Answer::Update(update) => Ok(update),
+            other => Err(unexpected(name, &other)),
+        }
+    }
+
+    async fn restore(&self, chat: &ChatRef) -> Result<(), BackendError> {
+        self.restore_chat(chat).await.map(drop)
+    }
+
+    /// The last status the instance reported; not accepting while no connection is up.
+    fn load(&self) -> Load {
+        let connected = self.pool.is_connected();
+        match self.pool.status() {
+            Some(status) => Load {
+                accepting: status.load.accepting && connected,
+                ..status.load
+            },
+            None => Load {
+                active: 0,
+                limit: 0,
+                accepting: false,
+            },
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! One connection to a chat server: the handshake, then requests out through a writer task
+//! and replies routed back to their callers by request id.
+//!
+//! Owns the table of requests waiting for a reply and the promise that when the connection
+//! ends every waiting caller hears about it at once. It must not reconnect (the pool does) or
+//! decide what a failure means to the client (the adapter does).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_protocol::{
+    codec, decode, encode, Hello, HelloReply, Reply, RequestId, Welcome, PROTOCOL_VERSION,
+};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+type Frames = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// The shared half of a live connection, used by callers.
+pub struct Link {
+    /// Frames for the writer task.
+    out: mpsc::Sender<Bytes>,
+    /// Callers waiting for a reply. `None` once the connection has ended, so a caller that
+    /// registers late learns at once that its request cannot be sent.
+    pending: Mutex<Option<HashMap<RequestId, oneshot::Sender<Reply>>>>,
+    next_id: AtomicU64,
+    /// Requests timed out in a row, reset by any reply. A server host that vanished without
+    /// closing the connection shows only this way (TCP would take many minutes to notice).
+    timeouts_in_a_row: AtomicU32,
+    /// Wakes the connection's future to close it.
+    abandon: Notify,
+}
+
+/// After this many requests in a row time out, the connection is dropped and made again.
+const TIMEOUTS_BEFORE_ABANDONING: u32 = 3;
+
+/// Why a request could not be sent at all (it certainly never arrived).
+pub struct NotSent;
+
+impl Link {
+    /// Sends a request frame built from its id; the receiver gets the reply, or an error when
+    /// the connection ends first.
+    pub async fn send(
+        &self,
+        frame: impl FnOnce(RequestId) -> Bytes,
+    ) -> Result<(RequestId, oneshot::Receiver<Reply>), NotSent> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        match self.pending.lock().as_mut() {
+            Some(pending) => pending.insert(id, tx),
+            None => return Err(NotSent),
+        };
+        if self.out.send(frame(id)).await.is_err() {
+            self.forget(id);
+            return Err(NotSent);
+        }
+        Ok((id, rx))
+    }
+
+    /// Stops waiting for a request (its caller gave up); a late reply is then dropped.
+    pub fn forget(&self, id: RequestId) {
+        if let Some(pending) = self.pending.lock().as_mut() {
+            pending.remove(&id);
+        }
+    }
+
+    /// A request on this link timed out: forgets it, and closes the link when the server
+    /// seems gone.
+    pub fn timed_out(&self, id: RequestId) {
+        self.forget(id);
+        let in_a_row = self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row >= TIMEOUTS_BEFORE_ABANDONING {
+            self.abandon.notify_one();
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.pending.lock().is_none()
+    }
+
+    /// Ends the link: every waiting caller's receiver fails now.
+    fn close(&self) {
+        self.pending.lock().take();
+    }
+}
+
+/// A connected, greeted socket, not yet serving requests.
+pub struct Greeted {
+    frames: Frames,
+    pub welcome: Welcome,
+}
+
+/// Connects and completes the handshake within `limit`.
+pub async fn connect(address: &str, peer_name: &str, limit: Duration) -> Result<Greeted, String> {
+    let attempt = async {
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(|e| format!("connect to {address}: {e}"))?;
+        // Requests are small and each waits for its reply: do not let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+        let mut frames = Framed::new(stream, codec());
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            peer: peer_name.to_owned(),
+        };
+        frames
+            .send(encode(&hello))
+            .await
+            .map_err(|e| format!("handshake with {address}: {e}"))?;
+        let frame = match frames.next().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Err(format!("handshake with {address}: {e}")),
+            None => return Err(format!("{address} closed the connection in the handshake")),
+        };
+        match decode::<HelloReply>(&frame) {
+            Ok(HelloReply::Welcome(welcome)) => Ok(Greeted { frames, welcome }),
+            Ok(HelloReply::Refused(refused)) => Err(format!(
+                "{address} refused the handshake: {} (speaks {:?})",
+                refused.error.message, refused.supported_versions
+            )),
+            Err(e) => Err(format!("{address} broke the handshake: {e}")),
+        }
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| Err(format!("no handshake with {address} within {limit:?}")))
+}
+
+impl Greeted {
+    /// Starts serving: returns the link for callers and a future that runs the connection
+    /// until it fails, resolving to the reason. Dropping the future closes the connection and
+    /// fails every waiting caller.
+    pub fn serve(
+        self,
+        queue: usize,
+    ) -> (
+        std::sync::Arc<Link>,
+        impl std::future::Future<Output = String>,
+    ) {
+        let (out, outgoing) = mpsc::channel(queue);
+        let link = std::sync::Arc::new(Link {
+            out,
+            pending: Mutex::new(Some(HashMap::new())),
+            next_id: AtomicU64::new(1),
+            timeouts_in_a_row: AtomicU32::new(0),
+            abandon: Notify::new(),
+        });
+        let (sink, stream) = self.frames.split();
+        let running = {
+            let link = std::sync::Arc::clone(&link);
+            async move {
+                let _close = CloseOnDrop(&link);
+                tokio::select! {
+                    reason = write_loop(sink, outgoing) => reason,
+                    reason = read_loop(stream, &link) => reason,
+                    _ = link.abandon.notified() => format!(
+                        "{TIMEOUTS_BEFORE_ABANDONING} requests in a row got no answer"
+                    ),
+                }
+            }
+        };
+        (link, running)
+    }
+}
+
+struct CloseOnDrop<'a>(&'a Link);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<Frames, Bytes>,
+    mut outgoing: mpsc::Receiver<Bytes>,
+) -> String {
+    while let Some(frame) = outgoing.recv().await {
+        // Feed everything already queued, then flush once: fewer syscalls under load.
+        let mut batch = Some(frame);
+        while let Some(frame) = batch.take() {
+            if let Err(e) = sink.feed(frame).await {
+                return format!("write failed: {e}");
+            }
+            batch = outgoing.try_recv().ok();
+        }
+        if let Err(e) = sink.flush().await {
+            return format!("write failed: {e}");
+        }
+    }
+    "closed".into()
+}
+
+async fn read_loop(mut stream: SplitStream<Frames>, link: &Link) -> String {
+    loop {
+        let frame = match stream.next().await {
+            None => return "closed by the server".into(),
+            Some(Err(e)) => return format!("bad frame from the server: {e}"),
+            Some(Ok(frame)) => frame,
+        };
+        let reply: Reply = match decode(&frame) {
+            Ok(reply) => reply,
+            Err(e) => return format!("server broke the protocol: {e}"),
+        };
+        link.timeouts_in_a_row.store(0, Ordering::Relaxed);
+        let waiter = link
+            .pending
+            .lock()
+            .as_mut()
+            .and_then(|pending| pending.remove(&reply.id));
+        match waiter {
+            // The caller may have given up in between; its reply is dropped.
+            Some(waiter) => drop(waiter.send(reply)),
+            None => tracing::debug!(id = reply.id, "reply after its request timed out"),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! A few connections to one instance, each kept up by its own task.
+//!
+//! Owns reconnecting (exponential backoff with jitter, reset by a successful handshake) and
+//! picking a live connection for a request. It must not send requests or interpret replies:
+//! the adapter does, through the [`Link`] it is handed.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_protocol::Status;
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::{self, Link};
+use crate::TcpConfig;
+
+pub struct Pool {
+    address: String,
+    /// One per pooled connection: the live link, or `None` while (re)connecting.
+    slots: Vec<Mutex<Option<Arc<Link>>>>,
+    /// Round-robin cursor over the slots.
+    next: AtomicUsize,
+    /// Why the last connection attempt failed: what an `Unreachable` error reports.
+    last_error: Mutex<String>,
+    /// The newest status the instance reported (in a handshake or a status reply).
+    status: Mutex<Option<Status>>,
+}
+
+impl Pool {
+    /// Creates the pool and starts one keeper task per connection; they stop with `stop`.
+    pub fn start(config: &TcpConfig, stop: &CancellationToken) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            address: config.address.clone(),
+            slots: (0..config.connections.max(1))
+                .map(|_| Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+            last_error: Mutex::new("not connected yet".into()),
+            status: Mutex::new(None),
+        });
+        for slot in 0..pool.slots.len() {
+            let pool = Arc::clone(&pool);
+            let config = config.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = pool.keep_connected(slot, &config) => {}
+                }
+            });
+        }
+        pool
+    }
+
+    /// A live connection, taking turns among them; the reason none is up otherwise.
+    pub fn pick(&self) -> Result<Arc<Link>, String> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for offset in 0..self.slots.len() {
+            let slot = &self.slots[(start + offset) % self.slots.len()];
+            if let Some(link) = slot.lock().as_ref().filter(|l| !l.is_closed()) {
+                return Ok(Arc::clone(link));
+            }
+        }
+        Err(format!(
+            "no connection to {}: {}",
+            self.address,
+            self.last_error.lock()
+        ))
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.lock().as_ref().is_some_and(|l| !l.is_closed()))
+    }
+
+    pub fn record_status(&self, status: Status) {
+        *self.status.lock() = Some(status);
+    }
+
+    /// The instance stopped answering status calls while a connection looks up (a host that
+    /// vanished without closing it): place no new chats there until it answers again.
+    pub fn mark_unresponsive(&self) {
+        if let Some(status) = self.status.lock().as_mut() {
+            status.load.accepting = false;
+        }
+    }
+
+    pub fn status(&self) -> Option<Status> {
+        self.status.lock().clone()
+    }
+
+    /// Runs forever: connect, serve until the connection fails, wait, again.
+    async fn keep_connected(&self, slot: usize, config: &TcpConfig) {
+        let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        loop {
+            match link::connect(&config.address, &config.peer_name, config.connect_timeout).await {
+                Ok(greeted) => {
+                    backoff.reset();
+                    tracing::info!(address = %config.address, alias = %greeted.welcome.alias, slot,
+                        "connected to chat server");
+                    self.record_status(greeted.welcome.status.clone());
+                    let (link, running) = greeted.serve(config.max_in_flight);
+                    *self.slots[slot].lock() = Some(link);
+                    let reason = running.await;
+                    *self.slots[slot].lock() = None;
+                    tracing::warn!(address = %config.address, slot, %reason,
+                        "connection to chat server lost");
+                    *self.last_error.lock() = reason;
+                }
+                Err(reason) => {
+                    tracing::debug!(address = %config.address, slot, %reason, "connect failed");
+                    *self.last_error.lock() = reason;
+                }
+            }
+            tokio::time::sleep(backoff.next()).await;
+        }
+    }
+}
+
+/// Exponential backoff with jitter, so the gateways of a fleet do not reconnect in lockstep
+/// after a chat server restarts.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max: max.max(min),
+            current: min,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    /// A delay between half the current step and the step; the step then doubles.
+    fn next(&mut self) -> Duration {
+        let step = self.current;
+        self.current = (self.current * 2).min(self.max);
+        let half = step / 2;
+        half + rand::thread_rng().gen_range(Duration::ZERO..=half)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let delays: Vec<Duration> = (0..6).map(|_| b.next()).collect();
+        assert!(delays[0] <= Duration::from_millis(100));
+        assert!(delays[5] >= Duration::from_millis(400) && delays[5] <= Duration::from_millis(800));
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,130 @@
+//! The adapter against a server that completes the handshake and then never answers: the
+//! request timeout and the in-flight bound, which a well-behaved chat server cannot provoke.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend_api::{BackendError, ChatBackend, NewChat};
+use backend_tcp::{TcpBackend, TcpConfig};
+use chat_protocol::{
+    codec, decode, encode, Hello, HelloReply, Status, Welcome, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
+};
+use chat_testkit::eventually;
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::codec::Framed;
+
+/// Accepts connections, greets them, and reports every request frame without answering it;
+/// `accepted` counts connections.
+async fn silent_server() -> (String, mpsc::UnboundedReceiver<()>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (seen, requests) = mpsc::unbounded_channel();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut framed = Framed::new(stream, codec());
+                let Some(Ok(frame)) = framed.next().await else {
+                    return;
+                };
+                let hello: Hello = decode(&frame).unwrap();
+                assert_eq!(hello.version, PROTOCOL_VERSION);
+                let welcome = HelloReply::Welcome(Welcome {
+                    version: PROTOCOL_VERSION,
+                    alias: "999".into(),
+                    max_frame_length: MAX_FRAME_LENGTH as u64,
+                    status: Status {
+                        alias: "999".into(),
+                        load: backend_api::Load {
+                            active: 0,
+                            limit: 10,
+                            accepting: true,
+                        },
+                        chats: 0,
+                        connections: 1,
+                        store: false,
+                    },
+                });
+                framed.send(encode(&welcome)).await.unwrap();
+                while let Some(Ok(_)) = framed.next().await {
+                    let _ = seen.send(());
+                }
+            });
+        }
+    });
+    (address, requests, accepted)
+}
+
+fn new_chat() -> NewChat {
+    NewChat {
+        tenant_name: "Environment".into(),
+        nickname: "Ann".into(),
+        endpoint: "default".into(),
+        ..NewChat::default()
+    }
+}
+
+#[tokio::test]
+async fn no_answer_is_interrupted_and_a_full_pipe_is_overloaded() {
+    let (address, mut requests, _) = silent_server().await;
+    let backend = std::sync::Arc::new(TcpBackend::new(TcpConfig {
+        max_in_flight: 1,
+        request_timeout: Duration::from_millis(300),
+        // No status polls: they would take the one in-flight permit.
+        status_interval: Duration::from_secs(3600),
+        ..TcpConfig::new(&address)
+    }));
+    eventually("connected", Duration::from_secs(10), || async {
+        backend.is_connected().then_some(())
+    })
+    .await;
+    assert!(backend.load().accepting, "load comes from the handshake");
+
+    let waiting = {
+        let backend = std::sync::Arc::clone(&backend);
+        tokio::spawn(async move { backend.create(new_chat()).await })
+    };
+    requests
+        .recv()
+        .await
+        .expect("the first request reached the server");
+    let error = backend.create(new_chat()).await.unwrap_err();
+    assert!(matches!(error, BackendError::Overloaded(_)), "{error:?}");
+    assert!(error.retryable() && error.never_arrived());
+
+    let error = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(error, BackendError::Interrupted(_)), "{error:?}");
+    assert!(error.retryable() && !error.never_arrived());
+}
+
+#[tokio::test]
+async fn a_connection_whose_requests_keep_timing_out_is_replaced() {
+    let (address, _requests, accepted) = silent_server().await;
+    let backend = TcpBackend::new(TcpConfig {
+        connections: 1,
+        request_timeout: Duration::from_millis(100),
+        status_interval: Duration::from_secs(3600),
+        backoff_max: Duration::from_millis(100),
+        ..TcpConfig::new(&address)
+    });
+    eventually("connected", Duration::from_secs(10), || async {
+        backend.is_connected().then_some(())
+    })
+    .await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    for _ in 0..3 {
+        let error = backend.create(new_chat()).await.unwrap_err();
+        assert!(matches!(error, BackendError::Interrupted(_)), "{error:?}");
+    }
+    eventually("a new connection", Duration::from_secs(10), || async {
+        (accepted.load(Ordering::SeqCst) == 2).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,286 @@
+//! Test fixtures for tests that cross a network with real processes: a private `redis-server`,
+//! `chat-server` processes, and polling with a deadline.
+//!
+//! Owns starting and stopping those processes and nothing else: assertions belong to the
+//! tests. Every fixture picks its own free port on 127.0.0.1 and kills its process on drop, so
+//! tests can run in parallel and never assume a service already running.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it yields a value, failing the test with `what` past `within`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port nobody listens on right now (for programs that cannot be told to use port 0).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "chat-testkit-{}-{}-{}",
+        name,
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+/// A private `redis-server` on a free port, without persistence, killed on drop.
+pub struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// Starts one. Without `redis-server` installed this returns `None` and says why, so the
+    /// caller skips; under CI (`CI` set) a missing Redis fails the test instead.
+    pub fn start() -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is not installed, and CI is set: .ci/run must install it"
+            );
+            eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        // The port is picked before redis binds it, so another process can take it in
+        // between: try a few.
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = scratch_dir("redis");
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if redis_ping(port) {
+                    return Some(Redis { child, port });
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-server did not start");
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `chat-server` binary of this workspace, built if it is not there yet. For tests outside
+/// the chat-server package, where Cargo does not provide `CARGO_BIN_EXE_chat-server`.
+pub fn chat_server_bin() -> PathBuf {
+    // Tests run in parallel threads: build at most once per test process.
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(find_or_build_chat_server).clone()
+}
+
+fn find_or_build_chat_server() -> PathBuf {
+    // Test executables live in <target>/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let bin = profile_dir.join(format!("chat-server{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "chat-server", "--bin", "chat-server"]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build for chat-server");
+        assert!(status.success(), "building chat-server failed");
+    }
+    bin
+}
+
+/// A `chat-server` process: build it with [`ChatServer::builder`].
+pub struct ChatServer {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    pub alias: String,
+    log: PathBuf,
+}
+
+pub struct ChatServerBuilder {
+    bin: PathBuf,
+    alias: String,
+    listen: String,
+    args: Vec<String>,
+}
+
+impl ChatServer {
+    /// A server with alias `117`, quick simulated agent, listening on a free port.
+    pub fn builder(bin: impl Into<PathBuf>) -> ChatServerBuilder {
+        ChatServerBuilder {
+            bin: bin.into(),
+            alias: "117".into(),
+            listen: "127.0.0.1:0".into(),
+            args: vec![
+                "--agent-join-delay-ms".into(),
+                "0".into(),
+                "--agent-reply-delay-ms".into(),
+                "0".into(),
+            ],
+        }
+    }
+
+    /// SIGKILL: the process dies mid-whatever, as a crashed host would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit (bounded); returns whether it exited 0.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What the server logged so far (its stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl ChatServerBuilder {
+    pub fn alias(mut self, alias: &str) -> Self {
+        self.alias = alias.into();
+        self
+    }
+
+    /// Listen on this address instead of a free port (to restart a server where clients
+    /// expect it).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr.to_string();
+        self
+    }
+
+    pub fn store(self, url: &str) -> Self {
+        self.arg("--store", url)
+    }
+
+    /// Any other flag of the binary.
+    pub fn arg(mut self, flag: &str, value: &str) -> Self {
+        self.args.push(flag.into());
+        self.args.push(value.into());
+        self
+    }
+
+    /// Starts the process and waits for it to say where it listens.
+    pub fn start(self) -> ChatServer {
+        let log = scratch_dir("chat-server").join("stderr.log");
+        let mut child = Command::new(&self.bin)
+            .args(["--listen", &self.listen, "--alias", &self.alias])
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.bin.display()));
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read chat-server stdout");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!(
+                    "chat-server did not start: {line:?}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        ChatServer {
+            child,
+            addr,
+            alias: self.alias,
+            log,
+        }
+    }
+}
+
+impl Drop for ChatServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
