@@ -83,5 +83,16 @@ fn build_backend(inst: &InstanceConfig, config: &Config) -> Arc<dyn ChatBackend>
             engine.spawn_sweeper(Duration::from_secs(1));
             Arc::new(MockBackend::new(engine))
         }
+        InstanceKind::Http => {
+            let http = inst.http.as_ref().expect("validated: kind http has [http]");
+            match backend_http::HttpBackend::new(http.adapter_config()) {
+                Ok(backend) => Arc::new(backend),
+                // Validation accepted the config, so only the TLS stack can fail here.
+                Err(e) => panic!(
+                    "chat.instances `{}`: cannot build the HTTP client: {e}",
+                    inst.alias
+                ),
+            }
+        }
     }
 }

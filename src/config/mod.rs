@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod gms;
+pub use gms::{GmsConfig, GmsServiceConfig, HttpInstanceConfig, MockFilesConfig};
+
 /// The environment prefix: `GATEWAY__SERVER__LISTEN` overrides `server.listen`.
 pub const ENV_PREFIX: &str = "GATEWAY";
 
@@ -35,6 +38,9 @@ pub struct Config {
     /// Behaviour of embedded mock instances (`kind = "mock"`).
     #[serde(default)]
     pub mock: MockConfig,
+    /// The GMS dialect front end (`/genesys/2/…`): service names and their tenants.
+    #[serde(default)]
+    pub gms: GmsConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -123,6 +129,9 @@ pub struct InstanceConfig {
     /// Tenants it serves; empty means all.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// Where and how to reach GMS; required for `kind = "http"`, refused otherwise.
+    #[serde(default)]
+    pub http: Option<HttpInstanceConfig>,
 }
 
 fn default_weight() -> u32 {
@@ -135,6 +144,8 @@ fn default_weight() -> u32 {
 pub enum InstanceKind {
     /// The embedded chat engine, in this process.
     Mock,
+    /// A GMS cluster over its Chat API v2 (`backend-http`).
+    Http,
 }
 
 /// Behaviour of embedded mock instances.
@@ -161,6 +172,8 @@ pub struct MockConfig {
     pub session_limit: u64,
     /// Seconds an ended chat stays readable before it is forgotten.
     pub ended_retention_secs: u64,
+    /// File-transfer rules (GMS dialect `file/…` operations).
+    pub files: MockFilesConfig,
 }
 
 impl Default for MockConfig {
@@ -177,6 +190,7 @@ impl Default for MockConfig {
             disconnect_timeout_secs: b.disconnect_timeout.as_secs(),
             session_limit: b.session_limit,
             ended_retention_secs: b.ended_retention.as_secs(),
+            files: MockFilesConfig::default(),
         }
     }
 }
@@ -194,6 +208,7 @@ impl MockConfig {
             disconnect_timeout: Duration::from_secs(self.disconnect_timeout_secs),
             session_limit: self.session_limit,
             ended_retention: Duration::from_secs(self.ended_retention_secs),
+            files: self.files.rules(),
         }
     }
 }
@@ -322,7 +337,21 @@ impl Config {
                     return bad(&key("tenants"), &format!("unknown tenant `{t}`"));
                 }
             }
+            match (inst.kind, &inst.http) {
+                (InstanceKind::Http, None) => {
+                    return bad(&key("http"), "required for kind = \"http\"")
+                }
+                (InstanceKind::Http, Some(http)) => {
+                    if let Err((field, why)) = http.adapter_config().validate() {
+                        return bad(&key(&format!("http.{field}")), &why);
+                    }
+                }
+                (_, Some(_)) => return bad(&key("http"), "only for kind = \"http\""),
+                (_, None) => {}
+            }
         }
+        self.gms.validate(&self.tenants)?;
+        self.mock.files.validate()?;
         if self.mock.disconnect_timeout_secs == 0 {
             return bad("mock.disconnect_timeout_secs", "must be greater than 0");
         }

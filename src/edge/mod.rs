@@ -2,12 +2,13 @@
 //!
 //! Owns everything that knows HTTP and the wire JSON: the route table, reading and limiting
 //! bodies, content types, the reply shapes and the one conversion of errors into the Web API
-//! error reply (`error`). It knows nothing about backends: it hands typed operations to
+//! error reply (`error`); the GMS dialect's routes and shapes are in `gms`. It knows nothing about backends: it hands typed operations to
 //! `operation` and renders what comes back.
 
 mod body;
 mod chat;
 pub mod error;
+mod gms;
 mod wire;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use axum::Router;
 
 use crate::error::Error;
 use crate::Gateway;
-pub use error::Failure;
+pub use error::{Failure, GmsFailure};
 
 /// The public HTTP application.
 pub fn routes(gw: Arc<Gateway>) -> Router {
@@ -25,6 +26,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/api/v2/chats", post(chat::request_chat))
         .route("/api/v2/chats/{chat_id}", post(chat::operation))
         .route("/api/v2/chats/{chat_id}/messages", post(chat::messages))
+        .merge(gms::routes())
         .fallback(|| async { Failure::from(Error::NotFound) })
         .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })
         .with_state(gw)
