@@ -432,4 +432,57 @@ mod tests {
         let e = load(&dup, &[]).unwrap_err();
         assert!(e.to_string().contains("chat.instances[1].alias"), "{e}");
     }
+
+    #[test]
+    fn gms_http_and_file_sections() {
+        let toml = format!(
+            "{MINIMAL}\n[[chat.instances]]\nalias = \"gms\"\nkind = \"http\"\n\
+             [chat.instances.http]\nbase_url = \"https://gms.example:8443/p\"\n\
+             [chat.instances.http.services]\n\"Environment/sales\" = \"sales\"\n\
+             [[gms.services]]\nname = \"customer-support\"\ntenant = \"Environment\"\n"
+        );
+        let c = load(&toml, &[("GATEWAY__MOCK__FILES__MAX_FILES", "2")]).unwrap();
+        let http = c.chat.instances[1].http.as_ref().unwrap().adapter_config();
+        assert_eq!(http.service_for("Environment", "sales"), "sales");
+        assert_eq!(
+            http.service_for("Environment", "default"),
+            "customer-support"
+        );
+        assert_eq!(
+            c.gms.service("customer-support").unwrap().tenant,
+            "Environment"
+        );
+        assert_eq!(c.mock.behaviour().files.max_files, 2);
+
+        let cases = [
+            (
+                format!("{MINIMAL}\n[[chat.instances]]\nalias = \"g\"\nkind = \"http\"\n"),
+                "chat.instances[1].http",
+            ),
+            (
+                toml.replace("https://gms.example:8443/p", "gms.example"),
+                "chat.instances[1].http.base_url",
+            ),
+            (
+                format!("{MINIMAL}\n[chat.instances.http]\nbase_url = \"http://x\"\n"),
+                "chat.instances[0].http",
+            ),
+            (
+                toml.replace("tenant = \"Environment\"", "tenant = \"Nope\""),
+                "gms.services[0].tenant",
+            ),
+            (
+                format!("{toml}api_key = \"short\"\n"),
+                "gms.services[0].api_key",
+            ),
+            (
+                format!("{MINIMAL}\n[mock.files]\nmax_file_size = 10\nmax_total_size = 5\n"),
+                "mock.files.max_file_size",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = load(&text, &[]).unwrap_err();
+            assert!(e.to_string().contains(key), "{key} not named in: {e}");
+        }
+    }
 }

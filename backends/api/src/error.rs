@@ -73,3 +73,24 @@ impl BackendError {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_errors_keep_their_status_code() {
+        let remote = |status_code| BackendError::Remote {
+            status_code,
+            code: 1,
+            message: "m".into(),
+            chat_ended: false,
+        };
+        assert!(remote(1).retryable());
+        assert!(!remote(2).retryable());
+        // It reached the remote: never sent again by the gateway.
+        assert!(!remote(1).never_arrived());
+        let file = BackendError::from(crate::FileRefusal::TooMany(3));
+        assert!(!file.retryable() && !file.never_arrived());
+    }
+}
