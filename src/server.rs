@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::{app, Config, Gateway};
@@ -16,6 +17,10 @@ pub async fn bind(config: &Config) -> std::io::Result<TcpListener> {
 pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, instances = gw.router().instances().len(), "webapi-gateway listening");
+    // Small JSON replies: send them at once rather than waiting for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app(gw))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -1,0 +1,37 @@
+"""Opens N keep-alive connections to HOST:PORT, makes one request on each, then holds them
+idle until killed. Prints 'ready N' once all are open and answered."""
+import asyncio
+import sys
+
+REQ = (b"POST /api/v2/chats/0000000000000000/messages HTTP/1.1\r\nHost: bench\r\n"
+       b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+
+
+async def one(host, port, held):
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(REQ)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    held.append(writer)
+
+
+async def main():
+    host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    held = []
+    sem = asyncio.Semaphore(500)
+
+    async def guarded():
+        async with sem:
+            await one(host, port, held)
+
+    await asyncio.gather(*(guarded() for _ in range(n)))
+    print(f"ready {len(held)}", flush=True)
+    await asyncio.sleep(3600)
+
+
+asyncio.run(main())
