@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::gms::GmsClient;
 use common::{eventually, Chat, Client};
 use serde_json::{json, Value};
 
@@ -97,6 +98,11 @@ tenant = "Environment"
 
 /// Gateway A: the Web API dialect over one `http` instance pointing at `gms`.
 fn gateway_a(gms: &str) -> Process {
+    gateway_a_with(gms, "")
+}
+
+/// Gateway A with extra TOML (e.g. its own GMS dialect services).
+fn gateway_a_with(gms: &str, extra: &str) -> Process {
     Process::start(&format!(
         r#"
 [server]
@@ -118,6 +124,7 @@ connect_timeout_ms = 1000
 request_timeout_ms = 4000
 [chat.instances.http.services]
 Other = "no-such-service"
+{extra}
 "#
     ))
 }
@@ -405,4 +412,57 @@ async fn gms_calls_are_form_encoded_and_the_gms_alias_is_carried() {
     let refresh = &calls[3];
     assert_eq!(refresh.0, "refresh");
     assert_eq!(field(refresh, "transcriptPosition").as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn gms_clients_and_files_through_both_gateways() {
+    let b = gateway_b(100);
+    let a = gateway_a_with(
+        &b.base(),
+        "[[gms.services]]\nname = \"customer-support\"\ntenant = \"Environment\"\n",
+    );
+    // A GMS client on A: A's GMS dialect → A's http instance → B's GMS dialect → B's mock.
+    let c = GmsClient::new(&a.base(), "customer-support");
+    let mut chat = c.request_chat(&[("nickname", "Ann")]).await;
+    assert_eq!(chat.alias, "gms");
+    c.poll_until(&mut chat, "Message").await;
+    let r = c
+        .op(&chat, "pushUrl", &[("pushUrl", "https://example.com")])
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    c.poll_until(&mut chat, "PushUrl").await;
+
+    let r = c.op(&chat, "file/limits", &[]).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    assert_eq!(r.body["userData"]["upload-max-files"], "5");
+    assert_eq!(r.body["userData"]["used-upload-max-files"], "0");
+    let content = b"%PDF-1.4 not really".to_vec();
+    let r = c
+        .upload(&chat, "report.pdf", "application/pdf", content.clone())
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    let id = r.body["userData"]["file-id"].as_str().unwrap().to_owned();
+    let got = c.poll_until(&mut chat, "FileUploaded").await;
+    let event = got.iter().find(|m| m["type"] == "FileUploaded").unwrap();
+    assert_eq!(event["userData"]["file-name"], "report.pdf");
+    assert_eq!(event["userData"]["file-description"], "a test file");
+    let (status, ct, bytes) = c.download(&chat, &id).await;
+    assert_eq!(
+        (status, ct.as_str(), bytes),
+        (200, "application/pdf", content)
+    );
+    // B's refusals pass through A with B's codes.
+    let r = c
+        .upload(&chat, "run.exe", "application/octet-stream", vec![1])
+        .await;
+    assert_eq!((r.status_code(), r.error_code()), (2, 513), "{:#}", r.body);
+    let r = c.op(&chat, &format!("file/{id}/delete"), &[]).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    c.poll_until(&mut chat, "FileDeleted").await;
+    let (status, _, bytes) = c.download(&chat, &id).await;
+    let err: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (status, &err["statusCode"], &err["errors"][0]["code"]),
+        (400, &json!(2), &json!(515))
+    );
 }

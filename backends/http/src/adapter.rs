@@ -2,11 +2,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use backend_api::{
-    Action, BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, Load, NewChat, Refresh,
-    Transcript,
+    Action, BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, FileContent, FileLimits,
+    Load, NewChat, NewFile, Refresh, Transcript,
 };
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 
@@ -57,43 +60,67 @@ impl HttpBackend {
 
     /// `{base}/genesys/2/chat/{service}[/{chatId}/{op}]`, each segment escaped.
     fn url(&self, service: &str, chat: Option<(&str, &str)>) -> Url {
+        match chat {
+            Some((chat_id, op)) => self.url_of(service, &[chat_id, op]),
+            None => self.url_of(service, &[]),
+        }
+    }
+
+    /// `{base}/genesys/2/chat/{service}/{tail…}`, each segment escaped.
+    fn url_of(&self, service: &str, tail: &[&str]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty()
-                .extend(["genesys", "2", "chat", service]);
-            if let Some((chat_id, op)) = chat {
-                path.push(chat_id).push(op);
-            }
+                .extend(["genesys", "2", "chat", service])
+                .extend(tail);
         }
         url
     }
 
-    /// One POST. Never retried here: whoever calls decides, from the error.
+    /// One form-encoded POST and its GMS reply.
     async fn call(&self, url: Url, form: &Form) -> Result<Reply, BackendError> {
-        let op = url.path().rsplit('/').next().unwrap_or("").to_owned();
-        let response = self
-            .client
-            .post(url)
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| transport_error(&e))?;
+        let (status, body) = self.exchange(self.client.post(url).form(form)).await?;
+        interpret(status, &body)
+    }
+
+    /// One request. Never retried here: whoever calls decides, from the error.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, Bytes), BackendError> {
+        let response = request.send().await.map_err(|e| transport_error(&e))?;
         let status = response.status();
         let body = response
             .bytes()
             .await
             .map_err(|e| BackendError::Interrupted(format!("GMS reply cut short: {e}")))?;
-        match serde_json::from_slice::<Reply>(&body) {
-            // A GMS reply says what happened, whatever the HTTP status.
-            Ok(reply) if reply.status_code.is_some() => reply.into_success(),
-            _ if status.is_server_error() || status.as_u16() == 429 => Err(
-                BackendError::Interrupted(format!("GMS answered HTTP {status} to {op}")),
-            ),
-            _ => Err(BackendError::Rejected {
-                field: None,
-                message: format!("GMS answered HTTP {status} to {op} without a GMS reply"),
-            }),
-        }
+        Ok((status, body))
+    }
+
+    /// The chat's GMS coordinates and its form credentials.
+    fn chat_form(chat: &ChatRef) -> Result<(RemoteKey, Form), BackendError> {
+        let key = RemoteKey::unpack(&chat.secure_key).ok_or(BackendError::BadCredentials)?;
+        let form = vec![
+            ("userId".to_owned(), chat.user_id.clone()),
+            ("secureKey".to_owned(), key.secure_key.clone()),
+            ("alias".to_owned(), key.alias.clone()),
+        ];
+        Ok((key, form))
+    }
+}
+
+/// What a GMS answer means: its reply, whatever the HTTP status, or the HTTP status alone.
+fn interpret(status: reqwest::StatusCode, body: &[u8]) -> Result<Reply, BackendError> {
+    match serde_json::from_slice::<Reply>(body) {
+        // A GMS reply says what happened, whatever the HTTP status.
+        Ok(reply) if reply.status_code.is_some() => reply.into_success(),
+        _ if status.is_server_error() || status.as_u16() == 429 => Err(BackendError::Interrupted(
+            format!("GMS answered HTTP {status}"),
+        )),
+        _ => Err(BackendError::Rejected {
+            field: None,
+            message: format!("GMS answered HTTP {status} without a GMS reply"),
+        }),
     }
 }
 
@@ -271,6 +298,99 @@ impl ChatBackend for HttpBackend {
             details,
             secure_key: (key_now != key).then(|| key_now.pack()),
         })
+    }
+
+    async fn file_limits(&self, chat: &ChatRef) -> Result<FileLimits, BackendError> {
+        let (key, form) = Self::chat_form(chat)?;
+        let url = self.url_of(&key.service, &[&chat.chat_id, "file", "limits"]);
+        let reply = self.call(url, &form).await?;
+        Ok(wire::file_limits(&reply.user_data()))
+    }
+
+    async fn upload_file(&self, chat: &ChatRef, file: NewFile) -> Result<String, BackendError> {
+        let (key, form) = Self::chat_form(chat)?;
+        let mut multipart = reqwest::multipart::Form::new();
+        for (k, v) in form {
+            multipart = multipart.text(k, v);
+        }
+        if let Some(d) = file.description {
+            multipart = multipart.text("userData[file-description]", d);
+        }
+        let mut part = reqwest::multipart::Part::bytes(file.bytes.to_vec()).file_name(file.name);
+        if let Some(t) = file.content_type {
+            part = part.mime_str(&t).map_err(|_| BackendError::Rejected {
+                field: Some("file".into()),
+                message: format!("content type `{t}` cannot be sent"),
+            })?;
+        }
+        multipart = multipart.part("file", part);
+        let url = self.url_of(&key.service, &[&chat.chat_id, "file"]);
+        let (status, body) = self
+            .exchange(self.client.post(url).multipart(multipart))
+            .await?;
+        let reply = interpret(status, &body)?;
+        reply
+            .user_data()
+            .remove("file-id")
+            .ok_or_else(|| BackendError::Interrupted("GMS upload reply without file-id".into()))
+    }
+
+    async fn download_file(
+        &self,
+        chat: &ChatRef,
+        file_id: &str,
+    ) -> Result<FileContent, BackendError> {
+        let (key, form) = Self::chat_form(chat)?;
+        let url = self.url_of(&key.service, &[&chat.chat_id, "file", file_id, "download"]);
+        let response = self
+            .client
+            .post(url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| transport_error(&e))?;
+        let status = response.status();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let disposition = header(reqwest::header::CONTENT_DISPOSITION);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| BackendError::Interrupted(format!("GMS download cut short: {e}")))?;
+        // A refusal is a GMS reply with statusCode 1 or 2, or any non-2xx; a file is
+        // anything else (a JSON file included).
+        match interpret(status, &body) {
+            Err(e) if !status.is_success() || matches!(e, BackendError::Remote { .. }) => {
+                return Err(e)
+            }
+            Ok(_) if !status.is_success() => {
+                return Err(BackendError::Rejected {
+                    field: None,
+                    message: format!("GMS answered HTTP {status} to a download"),
+                })
+            }
+            _ => {}
+        }
+        Ok(FileContent {
+            name: disposition
+                .as_deref()
+                .and_then(wire::disposition_file_name)
+                .unwrap_or_else(|| file_id.to_owned()),
+            content_type,
+            bytes: Arc::from(&body[..]),
+        })
+    }
+
+    async fn delete_file(&self, chat: &ChatRef, file_id: &str) -> Result<(), BackendError> {
+        let (key, form) = Self::chat_form(chat)?;
+        let url = self.url_of(&key.service, &[&chat.chat_id, "file", file_id, "delete"]);
+        self.call(url, &form).await.map(drop)
     }
 
     fn load(&self) -> Load {

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use backend_api::{
-    BackendError, ChatDetails, ChatState, Event, EventType, Participant, ParticipantType, UserData,
+    BackendError, ChatDetails, ChatState, Event, EventType, FileLimits, Participant,
+    ParticipantType, UserData,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -157,6 +158,47 @@ fn participant_type(kind: &str) -> ParticipantType {
         "External" => ParticipantType::External,
         _ => ParticipantType::System,
     }
+}
+
+/// `file/limits` from the strings GMS reports in `userData`; a missing number is 0.
+pub(crate) fn file_limits(d: &UserData) -> FileLimits {
+    let num = |k: &str| {
+        d.get(k)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let yes = |k: &str| {
+        d.get(k)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
+    FileLimits {
+        max_files: num("upload-max-files") as u32,
+        max_file_size: num("upload-max-file-size"),
+        max_total_size: num("upload-max-total-size"),
+        file_types: d
+            .get("upload-file-types")
+            .map(|t| {
+                t.split(':')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        need_agent: yes("upload-need-agent"),
+        download_attempts: num("download-attempts") as u32,
+        delete_allowed: yes("delete-file"),
+        used_files: num("used-upload-max-files") as u32,
+        used_total_size: num("used-upload-max-total-size"),
+    }
+}
+
+/// The `filename` of a `Content-Disposition` header.
+pub(crate) fn disposition_file_name(header: &str) -> Option<String> {
+    header.split(';').find_map(|p| {
+        let v = p.trim().strip_prefix("filename=")?;
+        let v = v.trim_matches('"');
+        (!v.is_empty()).then(|| v.to_owned())
+    })
 }
 
 /// GetChat from what a whole transcript shows: who joined and has not left (with their
