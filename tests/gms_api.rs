@@ -17,6 +17,11 @@ name = "sales"
 tenant = "Other"
 endpoint = "sales-queue"
 api_key = "sales-key-0123456789"
+[[gms.services]]
+name = "other-support"
+tenant = "Other"
+[gms.tenant_api_keys]
+Other = "other-tenant-key-0123"
 "#;
 
 async fn start() -> TestGateway {
@@ -230,6 +235,16 @@ async fn services_api_keys_and_bad_requests() {
         let chat = c.request_chat(&[("nickname", "n")]).await;
         assert_eq!(chat.next_position, 1);
     }
+    // A tenant's key covers its services that set none.
+    let other = GmsClient::new(base, "other-support");
+    other
+        .post("", &[("nickname", "n")])
+        .await
+        .assert_error(401, 2, 502);
+    other
+        .header("x-api-key", "other-tenant-key-0123")
+        .request_chat(&[("nickname", "n")])
+        .await;
     let c = GmsClient::new(base, "customer-support");
     c.post("", &[("subject", "no name")])
         .await

@@ -18,6 +18,9 @@ pub struct GmsConfig {
     /// Largest GMS request body in bytes, file uploads included (the per-chat file rules of
     /// the backend still apply).
     pub max_upload_bytes: usize,
+    /// API key per tenant: requests to any service of that tenant must carry it in
+    /// `apikey` or `x-api-key`, unless the service sets its own `api_key`. Never logged.
+    pub tenant_api_keys: BTreeMap<String, String>,
 }
 
 impl Default for GmsConfig {
@@ -25,6 +28,7 @@ impl Default for GmsConfig {
         GmsConfig {
             services: Vec::new(),
             max_upload_bytes: 1024 * 1024,
+            tenant_api_keys: BTreeMap::new(),
         }
     }
 }
@@ -51,10 +55,28 @@ impl GmsConfig {
         self.services.iter().find(|s| s.name == name)
     }
 
+    /// The API key a service's requests must carry, if any: its own, else its tenant's.
+    pub fn api_key<'a>(&'a self, service: &'a GmsServiceConfig) -> Option<&'a str> {
+        service.api_key.as_deref().or_else(|| {
+            self.tenant_api_keys
+                .get(&service.tenant)
+                .map(String::as_str)
+        })
+    }
+
     pub(super) fn validate(&self, tenants: &[TenantConfig]) -> Result<(), ConfigError> {
         let bad = |key: String, why: &str| Err(ConfigError(format!("{key}: {why}")));
         if self.max_upload_bytes < 256 {
             return bad("gms.max_upload_bytes".into(), "must be at least 256");
+        }
+        for (tenant, key) in &self.tenant_api_keys {
+            let name = format!("gms.tenant_api_keys.{tenant}");
+            if !tenants.iter().any(|t| t.name == *tenant) {
+                return bad(name, "unknown tenant");
+            }
+            if key.len() < 16 {
+                return bad(name, "must be at least 16 characters");
+            }
         }
         let mut names = HashSet::new();
         for (i, s) in self.services.iter().enumerate() {

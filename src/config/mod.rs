@@ -453,6 +453,13 @@ mod tests {
             "Environment"
         );
         assert_eq!(c.mock.behaviour().files.max_files, 2);
+        let keyed = load(
+            &format!("{toml}[gms.tenant_api_keys]\nEnvironment = \"0123456789abcdef\"\n"),
+            &[],
+        )
+        .unwrap();
+        let svc = keyed.gms.service("customer-support").unwrap();
+        assert_eq!(keyed.gms.api_key(svc), Some("0123456789abcdef"));
 
         let cases = [
             (
@@ -478,6 +485,10 @@ mod tests {
             (
                 format!("{MINIMAL}\n[mock.files]\nmax_file_size = 10\nmax_total_size = 5\n"),
                 "mock.files.max_file_size",
+            ),
+            (
+                format!("{MINIMAL}\n[gms.tenant_api_keys]\nNope = \"0123456789abcdef\"\n"),
+                "gms.tenant_api_keys.Nope",
             ),
         ];
         for (text, key) in cases {

@@ -170,3 +170,80 @@ fn extension(name: &str) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, size: usize) -> NewFile {
+        NewFile {
+            name: name.into(),
+            content_type: None,
+            description: None,
+            bytes: Arc::from(vec![7u8; size]),
+        }
+    }
+
+    #[test]
+    fn quota_counts_deleted_files_and_memory_is_freed() {
+        let rules = FileRules {
+            max_files: 2,
+            max_file_size: 10,
+            max_total_size: 15,
+            file_types: vec!["txt".into()],
+            need_agent: true,
+            download_attempts: 1,
+            delete_allowed: true,
+        };
+        let mut files = ChatFiles::default();
+        let refused = |r: Result<(String, UserData), BackendError>| match r {
+            Err(BackendError::File(f)) => f,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            refused(files.upload(file("a.txt", 1), &rules, false)),
+            FileRefusal::NeedAgent
+        );
+        assert_eq!(
+            refused(files.upload(file("a.TXT.exe", 1), &rules, true)),
+            FileRefusal::TypeNotAllowed("exe".into())
+        );
+        assert_eq!(
+            refused(files.upload(file(".txt", 1), &rules, true)),
+            FileRefusal::TypeNotAllowed("".into())
+        );
+        assert_eq!(
+            refused(files.upload(file("a.txt", 11), &rules, true)),
+            FileRefusal::TooLarge(10)
+        );
+        let (id, attrs) = files.upload(file("A.TXT", 10), &rules, true).unwrap();
+        assert_eq!(attrs["file-size"], "10");
+        assert_eq!(
+            refused(files.upload(file("b.txt", 6), &rules, true)),
+            FileRefusal::TotalTooLarge(15)
+        );
+        assert_eq!(files.download(&id, &rules).unwrap().bytes.len(), 10);
+        assert_eq!(
+            files.download(&id, &rules),
+            Err(FileRefusal::DownloadsExhausted.into())
+        );
+        files.delete(&id, &rules).unwrap();
+        assert!(files.files.is_empty(), "a deleted file's bytes are freed");
+        assert_eq!(
+            files.download(&id, &rules),
+            Err(FileRefusal::UnknownFile.into())
+        );
+        // Still counted: 10 of 15 bytes used, one of two files.
+        assert_eq!(
+            refused(files.upload(file("c.txt", 6), &rules, true)),
+            FileRefusal::TotalTooLarge(15)
+        );
+        files.upload(file("c.txt", 5), &rules, true).unwrap();
+        assert_eq!(
+            refused(files.upload(file("d.txt", 0), &rules, true)),
+            FileRefusal::TooMany(2)
+        );
+        let limits = files.limits(&rules);
+        assert_eq!((limits.used_files, limits.used_total_size), (2, 15));
+    }
+}

@@ -46,7 +46,8 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .layer(DefaultBodyLimit::disable())
 }
 
-/// The configured service a URL names, after its API key check.
+/// The configured service a URL names, after its API key check (the service's key, else its
+/// tenant's).
 fn service<'a>(
     gw: &'a Gateway,
     name: &str,
@@ -57,7 +58,7 @@ fn service<'a>(
         .gms
         .service(name)
         .ok_or_else(|| Error::UnknownService(name.chars().take(64).collect()))?;
-    if let Some(expected) = &service.api_key {
+    if let Some(expected) = gw.config.gms.api_key(service) {
         let given = headers
             .get("apikey")
             .or_else(|| headers.get("x-api-key"))
