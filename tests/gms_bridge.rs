@@ -466,3 +466,77 @@ async fn gms_clients_and_files_through_both_gateways() {
         (400, &json!(2), &json!(515))
     );
 }
+
+/// A GMS that starts chats, never answers `send`, and fails `startTyping` with a bare 500.
+async fn stalling_gms() -> (String, Arc<Mutex<u32>>) {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::post;
+    let sends: Arc<Mutex<u32>> = Arc::default();
+    async fn create() -> axum::Json<Value> {
+        axum::Json(
+            json!({"statusCode":0,"alias":"117","userId":"U","secureKey":"K",
+            "chatId":"C","chatEnded":false,"nextPosition":1,"messages":[]}),
+        )
+    }
+    async fn op(
+        State(sends): State<Arc<Mutex<u32>>>,
+        Path((_svc, _chat, op)): Path<(String, String, String)>,
+    ) -> Response {
+        match op.as_str() {
+            "send" => {
+                *sends.lock().unwrap() += 1;
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+            "startTyping" => (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response(),
+            _ => (StatusCode::NOT_FOUND, "<html>not here</html>").into_response(),
+        }
+    }
+    let app = axum::Router::new()
+        .route("/genesys/2/chat/{svc}", post(create))
+        .route("/genesys/2/chat/{svc}/{chat}/{op}", post(op))
+        .with_state(Arc::clone(&sends));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, sends)
+}
+
+#[tokio::test]
+async fn timeouts_and_5xx_are_statuscode_1_and_send_is_never_repeated() {
+    let (gms, sends) = stalling_gms().await;
+    let a = Process::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[credentials]
+secret = "gateway-a-secret-0123456789abcdef0123"
+[[tenants]]
+name = "Environment"
+[[chat.instances]]
+alias = "gms"
+kind = "http"
+[chat.instances.http]
+base_url = "{gms}"
+request_timeout_ms = 300
+"#
+    ));
+    let c = client(&a);
+    let chat = c.request_chat("Ann").await;
+    let r = c.op(&chat, "SendMessage", json!({"text": "once"})).await;
+    r.assert_error(503, 1, 302);
+    assert_eq!(
+        *sends.lock().unwrap(),
+        1,
+        "SendMessage reached GMS exactly once"
+    );
+    c.op(&chat, "SendStartTypingNotification", json!({}))
+        .await
+        .assert_error(503, 1, 302);
+    // Not a GMS reply and not a 5xx: the request is refused as it is (statusCode 2).
+    c.op(&chat, "Complete", json!({}))
+        .await
+        .assert_error(400, 2, 212);
+}
