@@ -9,7 +9,7 @@ mod body;
 mod chat;
 pub mod error;
 mod gms;
-mod wire;
+pub mod wire;
 
 use std::sync::Arc;
 
