@@ -6,7 +6,7 @@
 //! go to the log, not to the client. The table is documented in `docs/errors.md`.
 
 use axum::http::StatusCode;
-use backend_api::BackendError;
+use backend_api::{BackendError, FileRefusal};
 use backend_email::IntakeError;
 
 /// Everything that can refuse a request.
@@ -42,6 +42,12 @@ pub enum Error {
     NoInstance,
     #[error("the request took too long")]
     Timeout,
+    #[error("the form body could not be read: {0}")]
+    MalformedForm(String),
+    #[error("unknown GMS service `{0}`")]
+    UnknownService(String),
+    #[error("a valid API key is required for this service")]
+    BadApiKey,
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("an e-mail must be sent as multipart/form-data with a boundary, not `{0}`")]
@@ -97,6 +103,9 @@ impl Error {
             Email(e) => email_wire(e),
             NoInstance => (300, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
             Timeout => (303, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
+            MalformedForm(_) => (500, StatusCode::BAD_REQUEST, Some("send application/x-www-form-urlencoded or multipart/form-data")),
+            UnknownService(_) => (501, StatusCode::NOT_FOUND, Some("the service name is one of gms.services")),
+            BadApiKey => (502, StatusCode::UNAUTHORIZED, Some("send the service's key in the apikey or x-api-key header")),
         };
         let status_code = if http == StatusCode::SERVICE_UNAVAILABLE {
             1
@@ -122,6 +131,8 @@ impl Error {
                     format!("the chat server rejected field `{f}`")
                 }
                 BackendError::Rejected { .. } => "the chat server rejected the request".into(),
+                // GMS's own words are meant for its clients: passed through as they came.
+                BackendError::Remote { message, .. } => message.clone(),
                 other => other.to_string(),
             },
             Error::Email(IntakeError::Spool(_)) => {
@@ -174,11 +185,50 @@ fn backend_wire(e: &BackendError) -> Wire {
         BackendError::BadCredentials => (200, StatusCode::UNAUTHORIZED, None),
         BackendError::Rejected { .. } => (212, StatusCode::BAD_REQUEST, None),
         BackendError::Unsupported(_) => (213, StatusCode::BAD_REQUEST, None),
+        BackendError::Remote {
+            status_code,
+            code,
+            chat_ended,
+            ..
+        } => {
+            // GMS's code passes through; 530 when it sent none.
+            let code = if *code == 0 { 530 } else { *code };
+            let http = if *status_code == 1 {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else if *chat_ended {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            (code, http, None)
+        }
+        BackendError::File(refusal) => file_wire(refusal),
     };
     Wire {
         code,
         status_code: if e.retryable() { 1 } else { 2 },
         http,
         advice,
+    }
+}
+
+fn file_wire(refusal: &FileRefusal) -> (u16, StatusCode, Option<&'static str>) {
+    match refusal {
+        FileRefusal::TooLarge(_) => (510, StatusCode::PAYLOAD_TOO_LARGE, Some("see file/limits")),
+        FileRefusal::TooMany(_) => (511, StatusCode::BAD_REQUEST, Some("see file/limits")),
+        FileRefusal::TotalTooLarge(_) => (512, StatusCode::BAD_REQUEST, Some("see file/limits")),
+        FileRefusal::TypeNotAllowed(_) => (
+            513,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("see upload-file-types in file/limits"),
+        ),
+        FileRefusal::NeedAgent => (
+            514,
+            StatusCode::CONFLICT,
+            Some("upload once an agent has joined"),
+        ),
+        FileRefusal::UnknownFile => (515, StatusCode::NOT_FOUND, None),
+        FileRefusal::DownloadsExhausted => (516, StatusCode::FORBIDDEN, None),
+        FileRefusal::DeleteNotAllowed => (517, StatusCode::FORBIDDEN, None),
     }
 }

@@ -62,20 +62,19 @@ impl Gateway {
                 Credentials::random()
             }
         };
-        let instances = config
-            .chat
-            .instances
-            .iter()
-            .map(|inst| Instance {
+        let mut instances = Vec::with_capacity(config.chat.instances.len());
+        for inst in &config.chat.instances {
+            let backend = match given.iter().position(|(alias, _)| *alias == inst.alias) {
+                Some(i) => given.swap_remove(i).1,
+                None => build_backend(inst, &config)?,
+            };
+            instances.push(Instance {
                 alias: Arc::from(inst.alias.as_str()),
-                backend: match given.iter().position(|(alias, _)| *alias == inst.alias) {
-                    Some(i) => given.swap_remove(i).1,
-                    None => build_backend(inst, &config),
-                },
+                backend,
                 weight: inst.weight,
                 tenants: inst.tenants.clone(),
-            })
-            .collect();
+            });
+        }
         let router = Router::new(instances, config.chat.placement);
         Ok(Arc::new(Gateway {
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
@@ -98,8 +97,11 @@ impl Gateway {
 }
 
 /// The adapter for one configured instance.
-fn build_backend(inst: &InstanceConfig, config: &Config) -> Arc<dyn ChatBackend> {
-    match inst.kind {
+fn build_backend(
+    inst: &InstanceConfig,
+    config: &Config,
+) -> Result<Arc<dyn ChatBackend>, StartError> {
+    Ok(match inst.kind {
         InstanceKind::Mock => {
             let engine = Engine::new(config.mock.behaviour());
             engine.spawn_sweeper(Duration::from_secs(1));
@@ -110,5 +112,16 @@ fn build_backend(inst: &InstanceConfig, config: &Config) -> Arc<dyn ChatBackend>
             let address = inst.address.as_deref().unwrap_or_default();
             Arc::new(TcpBackend::new(config.tcp.adapter_config(address)))
         }
-    }
+        InstanceKind::Http => {
+            let http = inst.http.as_ref().expect("validated: kind http has [http]");
+            // Validation accepted the config, so only the TLS stack can fail here.
+            let backend = backend_http::HttpBackend::new(http.adapter_config()).map_err(|e| {
+                StartError(format!(
+                    "chat.instances `{}`: cannot build the HTTP client: {e}",
+                    inst.alias
+                ))
+            })?;
+            Arc::new(backend)
+        }
+    })
 }

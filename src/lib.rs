@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //! A request travels down this list, and each step lives in one module:
-//! - `edge`: HTTP routes, body reading, Web API JSON shapes, errors → JSON replies;
-//! - `operation`: the typed operation parsed from the body, and the code that runs it;
+//! - `edge`: HTTP routes, body reading, Web API JSON shapes and the GMS dialect (`edge::gms`),
+//!   errors → replies;
+//! - `operation`: the typed operation parsed from the body (either dialect), and the code that
+//!   runs it;
 //! - `credentials`: the sealed `secureKey` scheme, checked before anything reaches a backend;
 //! - `router`: alias → chat server instance, and placement of new chats (no I/O);
 //! - the adapters, in the `backends/` crates (`backend-api` holds their trait), built from

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod gms;
+pub use gms::{GmsConfig, GmsServiceConfig, HttpInstanceConfig, MockFilesConfig};
+
 /// The environment prefix: `GATEWAY__SERVER__LISTEN` overrides `server.listen`.
 pub const ENV_PREFIX: &str = "GATEWAY";
 
@@ -38,6 +41,9 @@ pub struct Config {
     /// Connections to standalone chat servers (`kind = "tcp"`).
     #[serde(default)]
     pub tcp: TcpSettings,
+    /// The GMS dialect front end (`/genesys/2/…`): service names and their tenants.
+    #[serde(default)]
+    pub gms: GmsConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -133,6 +139,9 @@ pub struct InstanceConfig {
     /// `kind = "tcp"` only: the chat server's `host:port`.
     #[serde(default)]
     pub address: Option<String>,
+    /// Where and how to reach GMS; required for `kind = "http"`, refused otherwise.
+    #[serde(default)]
+    pub http: Option<HttpInstanceConfig>,
 }
 
 fn default_weight() -> u32 {
@@ -145,6 +154,8 @@ fn default_weight() -> u32 {
 pub enum InstanceKind {
     /// The embedded chat engine, in this process.
     Mock,
+    /// A GMS cluster over its Chat API v2 (`backend-http`).
+    Http,
     /// A standalone `chat-server` process, over the chat-server protocol.
     Tcp,
 }
@@ -225,6 +236,8 @@ pub struct MockConfig {
     pub session_limit: u64,
     /// Seconds an ended chat stays readable before it is forgotten.
     pub ended_retention_secs: u64,
+    /// File-transfer rules (GMS dialect `file/…` operations).
+    pub files: MockFilesConfig,
 }
 
 impl Default for MockConfig {
@@ -241,6 +254,7 @@ impl Default for MockConfig {
             disconnect_timeout_secs: b.disconnect_timeout.as_secs(),
             session_limit: b.session_limit,
             ended_retention_secs: b.ended_retention.as_secs(),
+            files: MockFilesConfig::default(),
         }
     }
 }
@@ -258,6 +272,7 @@ impl MockConfig {
             disconnect_timeout: Duration::from_secs(self.disconnect_timeout_secs),
             session_limit: self.session_limit,
             ended_retention: Duration::from_secs(self.ended_retention_secs),
+            files: self.files.rules(),
         }
     }
 }
@@ -397,10 +412,20 @@ impl Config {
                 {
                     return bad(&key("address"), "must be host:port");
                 }
-                (InstanceKind::Mock, Some(_)) => {
-                    return bad(&key("address"), "only for kind = \"tcp\"")
+                (InstanceKind::Tcp, Some(_)) | (_, None) => {}
+                (_, Some(_)) => return bad(&key("address"), "only for kind = \"tcp\""),
+            }
+            match (inst.kind, &inst.http) {
+                (InstanceKind::Http, None) => {
+                    return bad(&key("http"), "required for kind = \"http\"")
                 }
-                _ => {}
+                (InstanceKind::Http, Some(http)) => {
+                    if let Err((field, why)) = http.adapter_config().validate() {
+                        return bad(&key(&format!("http.{field}")), &why);
+                    }
+                }
+                (_, Some(_)) => return bad(&key("http"), "only for kind = \"http\""),
+                (_, None) => {}
             }
         }
         let tcp = &self.tcp;
@@ -429,6 +454,8 @@ impl Config {
                 "must be at most server.request_timeout_ms",
             );
         }
+        self.gms.validate(&self.tenants)?;
+        self.mock.files.validate()?;
         if self.mock.disconnect_timeout_secs == 0 {
             return bad("mock.disconnect_timeout_secs", "must be greater than 0");
         }
@@ -532,5 +559,69 @@ mod tests {
         let dup = format!("{MINIMAL}\n[[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\n");
         let e = load(&dup, &[]).unwrap_err();
         assert!(e.to_string().contains("chat.instances[1].alias"), "{e}");
+    }
+
+    #[test]
+    fn gms_http_and_file_sections() {
+        let toml = format!(
+            "{MINIMAL}\n[[chat.instances]]\nalias = \"gms\"\nkind = \"http\"\n\
+             [chat.instances.http]\nbase_url = \"https://gms.example:8443/p\"\n\
+             [chat.instances.http.services]\n\"Environment/sales\" = \"sales\"\n\
+             [[gms.services]]\nname = \"customer-support\"\ntenant = \"Environment\"\n"
+        );
+        let c = load(&toml, &[("GATEWAY__MOCK__FILES__MAX_FILES", "2")]).unwrap();
+        let http = c.chat.instances[1].http.as_ref().unwrap().adapter_config();
+        assert_eq!(http.service_for("Environment", "sales"), "sales");
+        assert_eq!(
+            http.service_for("Environment", "default"),
+            "customer-support"
+        );
+        assert_eq!(
+            c.gms.service("customer-support").unwrap().tenant,
+            "Environment"
+        );
+        assert_eq!(c.mock.behaviour().files.max_files, 2);
+        let keyed = load(
+            &format!("{toml}[gms.tenant_api_keys]\nEnvironment = \"0123456789abcdef\"\n"),
+            &[],
+        )
+        .unwrap();
+        let svc = keyed.gms.service("customer-support").unwrap();
+        assert_eq!(keyed.gms.api_key(svc), Some("0123456789abcdef"));
+
+        let cases = [
+            (
+                format!("{MINIMAL}\n[[chat.instances]]\nalias = \"g\"\nkind = \"http\"\n"),
+                "chat.instances[1].http",
+            ),
+            (
+                toml.replace("https://gms.example:8443/p", "gms.example"),
+                "chat.instances[1].http.base_url",
+            ),
+            (
+                format!("{MINIMAL}\n[chat.instances.http]\nbase_url = \"http://x\"\n"),
+                "chat.instances[0].http",
+            ),
+            (
+                toml.replace("tenant = \"Environment\"", "tenant = \"Nope\""),
+                "gms.services[0].tenant",
+            ),
+            (
+                format!("{toml}api_key = \"short\"\n"),
+                "gms.services[0].api_key",
+            ),
+            (
+                format!("{MINIMAL}\n[mock.files]\nmax_file_size = 10\nmax_total_size = 5\n"),
+                "mock.files.max_file_size",
+            ),
+            (
+                format!("{MINIMAL}\n[gms.tenant_api_keys]\nNope = \"0123456789abcdef\"\n"),
+                "gms.tenant_api_keys.Nope",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = load(&text, &[]).unwrap_err();
+            assert!(e.to_string().contains(key), "{key} not named in: {e}");
+        }
     }
 }

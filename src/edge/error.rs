@@ -53,8 +53,38 @@ struct ErrorItem<'a> {
     advice: Option<&'a str>,
 }
 
+/// A refused request of the GMS dialect: the same error, statusCode and codes, in the GMS
+/// reply shape (every GMS reply carries `chatEnded`).
+#[derive(Debug)]
+pub struct GmsFailure(pub Failure);
+
+impl From<Error> for GmsFailure {
+    fn from(error: Error) -> GmsFailure {
+        GmsFailure(Failure::from(error))
+    }
+}
+
+impl GmsFailure {
+    pub fn on_chat(error: Error, chat_id: &str) -> GmsFailure {
+        GmsFailure(Failure::on_chat(error, chat_id))
+    }
+}
+
+impl IntoResponse for GmsFailure {
+    fn into_response(self) -> Response {
+        self.0.render(true)
+    }
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
+        self.render(false)
+    }
+}
+
+impl Failure {
+    /// Both dialects' error reply: `gms` always states `chatEnded`, as GMS replies do.
+    fn render(self, gms: bool) -> Response {
         let wire = self.error.wire();
         let message = self.error.client_message();
         if wire.status_code == 1 {
@@ -67,6 +97,10 @@ impl IntoResponse for Failure {
             Error::Backend(BackendError::ChatEnded { next_position }) => {
                 (Some(true), Some(*next_position))
             }
+            Error::Backend(BackendError::Remote {
+                chat_ended: true, ..
+            }) => (Some(true), None),
+            _ if gms => (Some(false), None),
             _ => (None, None),
         };
         let reply = ErrorReply {

@@ -2,13 +2,14 @@
 //!
 //! Owns everything that knows HTTP and the wire JSON: the route table, reading and limiting
 //! bodies, content types, the reply shapes and the one conversion of errors into the Web API
-//! error reply (`error`). It knows nothing about backends: it hands typed operations to
+//! error reply (`error`); the GMS dialect's routes and shapes are in `gms`. It knows nothing about backends: it hands typed operations to
 //! `operation` and renders what comes back.
 
 mod body;
 mod chat;
 mod email;
 pub mod error;
+mod gms;
 pub mod wire;
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use axum::Router;
 
 use crate::error::Error;
 use crate::Gateway;
-pub use error::Failure;
+pub use error::{Failure, GmsFailure};
 
 /// The public HTTP application.
 pub fn routes(gw: Arc<Gateway>) -> Router {
@@ -29,6 +30,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         // Reads its body as a stream with its own limit (email.max_size), not through the
         // chat routes' JsonBody.
         .route("/api/v2/emails", post(email::send_email))
+        .merge(gms::routes())
         .fallback(|| async { Failure::from(Error::NotFound) })
         .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })
         .with_state(gw)

@@ -5,13 +5,17 @@
 //! positions) but nothing of HTTP. Running knows the credentials scheme and the router but
 //! no JSON.
 
+mod files;
+mod gms;
 mod parse;
 mod run;
 
+pub use files::{delete_file, download_file, file_limits, upload_file, Served};
+pub use gms::{gms_credentials, parse_gms_operation, parse_gms_request_chat, FormFields};
 pub use parse::{parse_chat_operation, parse_get_messages, parse_request_chat};
 pub use run::{on_chat, request_chat, ChatReply, Created};
 
-use backend_api::{Action, Transcript, UserData};
+use backend_api::{Action, Refresh, Transcript, UserData};
 
 /// The four credentials every request inside a chat carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +49,9 @@ pub enum ChatOperation {
     GetChat,
     /// Get Messages from a transcript position.
     GetMessages(Transcript),
+    /// An action and the transcript from a position in the same reply, as the GMS dialect
+    /// asks (every GMS operation may carry `transcriptPosition`).
+    Refresh(Refresh),
 }
 
 /// A request on an existing chat.

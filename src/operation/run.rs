@@ -11,6 +11,7 @@ use backend_api::{BackendError, ChatRef, ChatUpdate, Event, NewChat, Refresh, Tr
 use super::{ChatOperation, ClientCredentials, OnChat, RequestChat};
 use crate::credentials::Claim;
 use crate::error::Error;
+use crate::router::Instance;
 use crate::Gateway;
 
 /// A new chat, as the client will see it.
@@ -76,8 +77,52 @@ pub async fn request_chat(gw: &Gateway, req: RequestChat) -> Result<Created, Err
 }
 
 /// Any operation on an existing chat.
-pub async fn on_chat(gw: &Gateway, chat_id: &str, req: OnChat) -> Result<ChatReply, Error> {
-    let creds = &req.credentials;
+pub async fn on_chat(gw: &Gateway, chat_id: &str, mut req: OnChat) -> Result<ChatReply, Error> {
+    let (instance, chat) = open_chat(gw, chat_id, &req.credentials)?;
+    let refresh = match req.operation {
+        ChatOperation::Act(action) => Refresh {
+            action,
+            transcript: Transcript::None,
+            details: false,
+        },
+        ChatOperation::GetChat => Refresh {
+            action: backend_api::Action::Poll,
+            transcript: Transcript::None,
+            details: true,
+        },
+        ChatOperation::GetMessages(transcript) => Refresh {
+            action: backend_api::Action::Poll,
+            transcript,
+            details: false,
+        },
+        ChatOperation::Refresh(refresh) => refresh,
+    };
+    let update = gw
+        .deadline(instance.backend.refresh(&chat, refresh))
+        .await?;
+    if let Some(new_key) = &update.secure_key {
+        // The backend's key changed (GMS moved the chat): the client gets it sealed.
+        let claim = Claim {
+            chat_id,
+            user_id: &chat.user_id,
+            tenant_name: &req.credentials.tenant_name,
+        };
+        req.credentials.secure_key = gw.credentials.seal(claim, new_key);
+    }
+    Ok(ChatReply {
+        alias: Arc::clone(&instance.alias),
+        credentials: req.credentials,
+        update,
+    })
+}
+
+/// The check every request on a chat passes before any backend sees it: tenant, the
+/// credentials' MAC, the alias. Returns the instance and the backend's own credentials.
+pub(super) fn open_chat(
+    gw: &Gateway,
+    chat_id: &str,
+    creds: &ClientCredentials,
+) -> Result<(Arc<Instance>, ChatRef), Error> {
     if gw.config.tenant(&creds.tenant_name).is_none() {
         return Err(Error::UnknownTenant(creds.tenant_name.clone()));
     }
@@ -99,37 +144,13 @@ pub async fn on_chat(gw: &Gateway, chat_id: &str, req: OnChat) -> Result<ChatRep
         user_id: creds.user_id.clone(),
         secure_key: backend_key.to_owned(),
     };
-    let refresh = match req.operation {
-        ChatOperation::Act(action) => Refresh {
-            action,
-            transcript: Transcript::None,
-            details: false,
-        },
-        ChatOperation::GetChat => Refresh {
-            action: backend_api::Action::Poll,
-            transcript: Transcript::None,
-            details: true,
-        },
-        ChatOperation::GetMessages(transcript) => Refresh {
-            action: backend_api::Action::Poll,
-            transcript,
-            details: false,
-        },
-    };
-    let update = gw
-        .deadline(instance.backend.refresh(&chat, refresh))
-        .await?;
-    Ok(ChatReply {
-        alias: Arc::clone(&instance.alias),
-        credentials: req.credentials,
-        update,
-    })
+    Ok((Arc::clone(instance), chat))
 }
 
 impl Gateway {
     /// Bounds a backend call by the configured request timeout. A call cut off may have
     /// reached the backend, so it is `Interrupted`, never `Unreachable`.
-    async fn deadline<T>(
+    pub(super) async fn deadline<T>(
         &self,
         call: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, Error> {

@@ -1,6 +1,8 @@
 //! Test fixtures: a gateway on a real socket (127.0.0.1:0) and a Chat API v2 client.
 #![allow(dead_code)]
 
+pub mod gms;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

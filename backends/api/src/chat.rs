@@ -61,6 +61,9 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_type: Option<Arc<str>>,
     pub utc_time: u64,
+    /// Event attributes: e.g. the `file-id`, `file-name`, `file-size` of `FileUploaded`.
+    #[serde(default, skip_serializing_if = "UserData::is_empty")]
+    pub user_data: UserData,
 }
 
 /// State of a chat as GetChat reports it.
@@ -193,4 +196,9 @@ pub struct ChatUpdate {
     pub next_position: u64,
     pub chat_ended: bool,
     pub details: Option<ChatDetails>,
+    /// The backend's new key for the chat, when it changed (a GMS cluster moved the chat to
+    /// another node: the remote alias is part of the HTTP adapter's key). The gateway seals
+    /// it and hands it to the client in place of the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_key: Option<String>,
 }

@@ -32,6 +32,21 @@ pub enum BackendError {
         field: Option<String>,
         message: String,
     },
+    /// A remote chat service (GMS) answered statusCode 1 or 2 with its own error, passed
+    /// through as it came. The request arrived there.
+    #[error("remote error {code} (statusCode {status_code}): {message}")]
+    Remote {
+        /// GMS statusCode: 1 retry later, 2 give up.
+        status_code: u8,
+        /// The remote error code, as sent.
+        code: u16,
+        message: String,
+        /// The remote said the chat has ended.
+        chat_ended: bool,
+    },
+    /// A file operation broke the chat's file-transfer rules.
+    #[error("file refused: {0}")]
+    File(#[from] crate::FileRefusal),
     /// The backend does not offer the operation.
     #[error("operation not supported by this backend: {0}")]
     Unsupported(&'static str),
@@ -40,12 +55,13 @@ pub enum BackendError {
 impl BackendError {
     /// Web API statusCode semantics: true means statusCode 1 (retry later), false 2.
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             BackendError::Unreachable(_)
-                | BackendError::Interrupted(_)
-                | BackendError::Overloaded(_)
-        )
+            | BackendError::Interrupted(_)
+            | BackendError::Overloaded(_) => true,
+            BackendError::Remote { status_code, .. } => *status_code == 1,
+            _ => false,
+        }
     }
 
     /// True when the request certainly never reached the instance, so even a
@@ -55,5 +71,26 @@ impl BackendError {
             self,
             BackendError::Unreachable(_) | BackendError::Overloaded(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_errors_keep_their_status_code() {
+        let remote = |status_code| BackendError::Remote {
+            status_code,
+            code: 1,
+            message: "m".into(),
+            chat_ended: false,
+        };
+        assert!(remote(1).retryable());
+        assert!(!remote(2).retryable());
+        // It reached the remote: never sent again by the gateway.
+        assert!(!remote(1).never_arrived());
+        let file = BackendError::from(crate::FileRefusal::TooMany(3));
+        assert!(!file.retryable() && !file.never_arrived());
     }
 }

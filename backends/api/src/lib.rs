@@ -11,9 +11,11 @@
 
 mod chat;
 mod error;
+mod file;
 
 pub use chat::*;
 pub use error::BackendError;
+pub use file::{FileContent, FileLimits, FileRefusal, NewFile};
 
 use async_trait::async_trait;
 
@@ -36,6 +38,35 @@ pub trait ChatBackend: Send + Sync + 'static {
     async fn restore(&self, chat: &ChatRef) -> Result<(), BackendError> {
         let _ = chat;
         Err(BackendError::Unsupported("restore"))
+    }
+
+    /// The file-transfer rules of a chat and what it has used of them.
+    async fn file_limits(&self, chat: &ChatRef) -> Result<FileLimits, BackendError> {
+        let _ = chat;
+        Err(BackendError::Unsupported("file transfer"))
+    }
+
+    /// Stores a file the customer uploads (a `FileUploaded` event records it) and returns
+    /// its id.
+    async fn upload_file(&self, chat: &ChatRef, file: NewFile) -> Result<String, BackendError> {
+        let _ = (chat, file);
+        Err(BackendError::Unsupported("file transfer"))
+    }
+
+    /// A file of the chat, by id.
+    async fn download_file(
+        &self,
+        chat: &ChatRef,
+        file_id: &str,
+    ) -> Result<FileContent, BackendError> {
+        let _ = (chat, file_id);
+        Err(BackendError::Unsupported("file transfer"))
+    }
+
+    /// Deletes a file of the chat (a `FileDeleted` event records it).
+    async fn delete_file(&self, chat: &ChatRef, file_id: &str) -> Result<(), BackendError> {
+        let _ = (chat, file_id);
+        Err(BackendError::Unsupported("file transfer"))
     }
 
     /// What this instance last said about its load. Never does I/O: the router calls it on

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use backend_api::{
-    BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, Load, NewChat, Refresh,
+    BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, FileContent, FileLimits, Load,
+    NewChat, NewFile, Refresh,
 };
 
 use crate::Engine;
@@ -34,6 +35,26 @@ impl ChatBackend for MockBackend {
 
     async fn refresh(&self, chat: &ChatRef, request: Refresh) -> Result<ChatUpdate, BackendError> {
         self.engine.refresh(chat, request)
+    }
+
+    async fn file_limits(&self, chat: &ChatRef) -> Result<FileLimits, BackendError> {
+        self.engine.file_limits(chat)
+    }
+
+    async fn upload_file(&self, chat: &ChatRef, file: NewFile) -> Result<String, BackendError> {
+        self.engine.upload_file(chat, file)
+    }
+
+    async fn download_file(
+        &self,
+        chat: &ChatRef,
+        file_id: &str,
+    ) -> Result<FileContent, BackendError> {
+        self.engine.download_file(chat, file_id)
+    }
+
+    async fn delete_file(&self, chat: &ChatRef, file_id: &str) -> Result<(), BackendError> {
+        self.engine.delete_file(chat, file_id)
     }
 
     fn load(&self) -> Load {

@@ -25,6 +25,8 @@ pub struct Behaviour {
     pub session_limit: u64,
     /// How long an ended chat stays readable (GetChat / Get Messages) before it is forgotten.
     pub ended_retention: Duration,
+    /// File-transfer rules (the GMS dialect's `file/…` operations).
+    pub files: crate::FileRules,
 }
 
 impl Default for Behaviour {
@@ -44,6 +46,7 @@ impl Default for Behaviour {
             disconnect_timeout: Duration::from_secs(45),
             session_limit: 1000,
             ended_retention: Duration::from_secs(300),
+            files: crate::FileRules::default(),
         }
     }
 }

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use backend_api::{
-    Action, BackendError, ChatDetails, ChatRef, ChatState, Event, EventType, Participant,
-    ParticipantType, Transcript, UserData,
+    Action, BackendError, ChatDetails, ChatRef, ChatState, Event, EventType, FileContent,
+    FileLimits, NewFile, Participant, ParticipantType, Transcript, UserData,
 };
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::files::ChatFiles;
 use crate::Behaviour;
 
 /// Something the simulated agent will do at a given time. Materialised lazily: the chat
@@ -58,6 +59,13 @@ pub struct ChatRecord {
     pub last_activity: u64,
     /// When the chat ended, if it has.
     pub ended_at: Option<u64>,
+    /// Uploaded files (kept with the chat so a restored chat keeps them too).
+    #[serde(default, skip_serializing_if = "is_default")]
+    files: ChatFiles,
+}
+
+fn is_default(files: &ChatFiles) -> bool {
+    *files == ChatFiles::default()
 }
 
 const CLIENT: usize = 0;
@@ -86,6 +94,7 @@ impl ChatRecord {
             replies_sent: 0,
             last_activity: now,
             ended_at: None,
+            files: ChatFiles::default(),
         };
         let client = record.join(&chat.nickname, ParticipantType::Client, now);
         let _ = client;
@@ -307,7 +316,64 @@ impl ChatRecord {
             text: text.map(Arc::from),
             message_type: message_type.map(Arc::from),
             utc_time: at,
+            user_data: UserData::new(),
         });
+    }
+
+    pub(crate) fn file_limits(&self, behaviour: &Behaviour) -> FileLimits {
+        self.files.limits(&behaviour.files)
+    }
+
+    /// Stores an uploaded file and records a `FileUploaded` event. Refused once ended.
+    pub(crate) fn upload(
+        &mut self,
+        file: NewFile,
+        behaviour: &Behaviour,
+        now: u64,
+    ) -> Result<String, BackendError> {
+        self.refuse_if_ended()?;
+        let name = file.name.clone();
+        let agent = self.agent().is_some();
+        let (id, attributes) = self.files.upload(file, &behaviour.files, agent)?;
+        self.push(CLIENT, EventType::FileUploaded, Some(&name), None, now);
+        if let Some(e) = self.transcript.last_mut() {
+            e.user_data = attributes;
+        }
+        Ok(id)
+    }
+
+    pub(crate) fn download(
+        &mut self,
+        id: &str,
+        behaviour: &Behaviour,
+    ) -> Result<FileContent, BackendError> {
+        self.files.download(id, &behaviour.files)
+    }
+
+    /// Deletes a file and records a `FileDeleted` event. Refused once ended.
+    pub(crate) fn delete_file(
+        &mut self,
+        id: &str,
+        behaviour: &Behaviour,
+        now: u64,
+    ) -> Result<(), BackendError> {
+        self.refuse_if_ended()?;
+        let attributes = self.files.delete(id, &behaviour.files)?;
+        let name = attributes.get("file-name").cloned();
+        self.push(CLIENT, EventType::FileDeleted, name.as_deref(), None, now);
+        if let Some(e) = self.transcript.last_mut() {
+            e.user_data = attributes;
+        }
+        Ok(())
+    }
+
+    fn refuse_if_ended(&self) -> Result<(), BackendError> {
+        if self.is_ended() {
+            return Err(BackendError::ChatEnded {
+                next_position: self.next_position(),
+            });
+        }
+        Ok(())
     }
 
     fn schedule(&mut self, at: u64, what: Scheduled) {

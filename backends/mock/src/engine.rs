@@ -5,7 +5,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backend_api::{
-    BackendError, ChatCreated, ChatRef, ChatUpdate, Load, NewChat, Refresh, Transcript,
+    BackendError, ChatCreated, ChatRef, ChatUpdate, FileContent, FileLimits, Load, NewChat,
+    NewFile, Refresh, Transcript,
 };
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -159,9 +160,49 @@ impl Engine {
             next_position: record.next_position(),
             chat_ended: record.is_ended(),
             details: request.details.then(|| record.details()),
+            secure_key: None,
         };
         let extra = after(&record);
         Ok((update, extra))
+    }
+
+    /// Runs `f` on a chat after checking its credentials and bringing it up to now: the
+    /// common part of the file operations. A file operation is customer activity.
+    fn on_record<T>(
+        &self,
+        chat: &ChatRef,
+        f: impl FnOnce(&mut ChatRecord, &Behaviour, u64) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let entry = self
+            .chats
+            .get(chat.chat_id.as_str())
+            .map(|e| Arc::clone(e.value()))
+            .ok_or(BackendError::UnknownChat)?;
+        let mut record = entry.lock();
+        record.check_credentials(chat)?;
+        let now = now_ms();
+        if record.advance(now, &self.behaviour) {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        record.last_activity = now;
+        f(&mut record, &self.behaviour, now)
+    }
+
+    pub fn file_limits(&self, chat: &ChatRef) -> Result<FileLimits, BackendError> {
+        self.on_record(chat, |r, b, _| Ok(r.file_limits(b)))
+    }
+
+    pub fn upload_file(&self, chat: &ChatRef, file: NewFile) -> Result<String, BackendError> {
+        self.on_record(chat, |r, b, now| r.upload(file, b, now))
+    }
+
+    pub fn download_file(&self, chat: &ChatRef, id: &str) -> Result<FileContent, BackendError> {
+        self.on_record(chat, |r, b, _| r.download(id, b))
+    }
+
+    pub fn delete_file(&self, chat: &ChatRef, id: &str) -> Result<(), BackendError> {
+        self.on_record(chat, |r, b, now| r.delete_file(id, b, now))
     }
 
     /// A copy of a chat's whole state.

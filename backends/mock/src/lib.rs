@@ -11,6 +11,7 @@
 //! - `behaviour`: what the simulated parties say and the timeouts (plain config struct);
 //! - `chat`: one chat: participants, transcript, pending scheduled events, and the rules of
 //!   each action;
+//! - `files`: file-transfer rules and a chat's files (upload, download, delete);
 //! - `engine`: the table of chats, ids, credentials check, session limit, expiry sweep;
 //! - `adapter`: [`MockBackend`], the `ChatBackend` implementation over an engine.
 //!
@@ -20,8 +21,10 @@ mod adapter;
 mod behaviour;
 mod chat;
 mod engine;
+mod files;
 
 pub use adapter::MockBackend;
 pub use behaviour::Behaviour;
 pub use chat::ChatRecord;
 pub use engine::{now_ms, Engine};
+pub use files::FileRules;

@@ -121,6 +121,14 @@ impl From<BackendError> for WireError {
                 ..WireError::new(ErrorCode::Rejected, message)
             },
             BackendError::Unsupported(_) => WireError::new(ErrorCode::Unsupported, message),
+            // Neither arises in a chat server (no remote behind it, no file calls in the
+            // protocol); mapped by their retryability so a future use stays truthful.
+            BackendError::Remote { status_code: 1, .. } => {
+                WireError::new(ErrorCode::Unavailable, message)
+            }
+            BackendError::Remote { .. } | BackendError::File(_) => {
+                WireError::new(ErrorCode::Rejected, message)
+            }
         }
     }
 }

@@ -1,0 +1,138 @@
+//! Reading a GMS request body: form-encoded or multipart, within `gms.max_upload_bytes`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::StatusCode;
+use backend_api::NewFile;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::edge::error::GmsFailure;
+use crate::error::Error;
+use crate::operation::FormFields;
+use crate::Gateway;
+
+/// A GMS body: its text fields, plus the multipart part `file` when there is one. A query
+/// string's fields come first (GET downloads carry the credentials there).
+pub struct GmsBody {
+    pub fields: FormFields,
+    pub file: Option<NewFile>,
+}
+
+impl FromRequest<Arc<Gateway>> for GmsBody {
+    type Rejection = GmsFailure;
+
+    async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, GmsFailure> {
+        let limit = gw.config.gms.max_upload_bytes;
+        let mut fields = FormFields(
+            req.uri()
+                .query()
+                .map(|q| parse_pairs(q.as_bytes()))
+                .unwrap_or_default(),
+        );
+        let announced = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if announced.is_some_and(|n| n > limit as u64) {
+            return Err(Error::BodyTooLarge(limit).into());
+        }
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence == "multipart/form-data" {
+            let req = req.map(|b| Body::new(Limited::new(b, limit)));
+            let mut multipart = Multipart::from_request(req, gw)
+                .await
+                .map_err(|e| Error::MalformedForm(e.body_text()))?;
+            let mut file = None;
+            loop {
+                let field = match multipart.next_field().await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => return Err(multipart_error(&e, limit).into()),
+                };
+                let name = field.name().unwrap_or("").to_owned();
+                if name == "file" && file.is_none() {
+                    let file_name = field
+                        .file_name()
+                        .map(base_name)
+                        .filter(|n| !n.is_empty())
+                        .ok_or(Error::MissingField("file"))?;
+                    let content_type = field.content_type().map(str::to_owned);
+                    let bytes = field
+                        .bytes()
+                        .await
+                        .map_err(|e| multipart_error(&e, limit))?;
+                    file = Some(NewFile {
+                        name: file_name,
+                        content_type,
+                        description: None,
+                        bytes: Arc::from(&bytes[..]),
+                    });
+                } else {
+                    let text = field.text().await.map_err(|e| multipart_error(&e, limit))?;
+                    fields.0.push((name, text));
+                }
+            }
+            if let Some(f) = &mut file {
+                f.description = fields.get("userData[file-description]").map(str::to_owned);
+            }
+            return Ok(GmsBody { fields, file });
+        }
+        // GMS clients send forms; some send none at all (a GET, an empty POST).
+        if !(essence.is_empty()
+            || essence == "application/x-www-form-urlencoded"
+            || essence == "text/plain")
+        {
+            return Err(
+                Error::UnsupportedMediaType(content_type.chars().take(100).collect()).into(),
+            );
+        }
+        match Limited::new(req.into_body(), limit).collect().await {
+            Ok(collected) => {
+                fields.0.extend(parse_pairs(&collected.to_bytes()));
+                Ok(GmsBody { fields, file: None })
+            }
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                Err(Error::BodyTooLarge(limit).into())
+            }
+            Err(e) => Err(Error::MalformedForm(format!("the body could not be read: {e}")).into()),
+        }
+    }
+}
+
+fn parse_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(bytes)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn multipart_error(e: &axum::extract::multipart::MultipartError, limit: usize) -> Error {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::BodyTooLarge(limit)
+    } else {
+        Error::MalformedForm(e.body_text())
+    }
+}
+
+/// A client's file name without any path it carried.
+fn base_name(name: &str) -> String {
+    name.rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}

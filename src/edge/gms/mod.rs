@@ -1,0 +1,255 @@
+//! The GMS Chat API v2 dialect: `/genesys/2/chat/{serviceName}/…`, form-encoded or
+//! multipart bodies, GMS reply shapes and event names.
+//!
+//! Owns the GMS routes, the service name → tenant mapping and its optional API key check,
+//! and the GMS shapes. Runs the same operations as the Web API dialect (`operation`), so a
+//! chat started in one dialect carries on in the other. Knows nothing about backends.
+
+mod body;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use subtle::ConstantTimeEq;
+
+use self::body::GmsBody;
+use self::wire::{limits_user_data, GmsEvents, GmsReply};
+use super::error::GmsFailure;
+use super::wire::json;
+use crate::config::GmsServiceConfig;
+use crate::error::Error;
+use crate::operation::{self, gms_credentials, ClientCredentials};
+use crate::Gateway;
+
+/// The GMS routes (merged into the public application by `edge::routes`).
+pub fn routes() -> Router<Arc<Gateway>> {
+    const CHAT: &str = "/genesys/2/chat/{service}/{chat_id}";
+    Router::new()
+        .route("/genesys/2/chat/{service}", post(request_chat))
+        .route(&format!("{CHAT}/{{op}}"), post(chat_operation))
+        .route(&format!("{CHAT}/file/limits"), post(file_limits))
+        .route(&format!("{CHAT}/file"), post(file_upload))
+        .route(
+            &format!("{CHAT}/file/{{file_id}}/download"),
+            post(file_download).get(file_download),
+        )
+        .route(
+            &format!("{CHAT}/file/{{file_id}}/delete"),
+            post(file_delete),
+        )
+        // GmsBody applies gms.max_upload_bytes itself.
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// The configured service a URL names, after its API key check (the service's key, else its
+/// tenant's).
+fn service<'a>(
+    gw: &'a Gateway,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<&'a GmsServiceConfig, Error> {
+    let service = gw
+        .config
+        .gms
+        .service(name)
+        .ok_or_else(|| Error::UnknownService(name.chars().take(64).collect()))?;
+    if let Some(expected) = gw.config.gms.api_key(service) {
+        let given = headers
+            .get("apikey")
+            .or_else(|| headers.get("x-api-key"))
+            .map(HeaderValue::as_bytes)
+            .unwrap_or(b"");
+        if !bool::from(given.ct_eq(expected.as_bytes())) {
+            return Err(Error::BadApiKey);
+        }
+    }
+    Ok(service)
+}
+
+/// `POST /genesys/2/chat/{serviceName}`: request chat.
+async fn request_chat(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: GmsBody,
+) -> Result<Response, GmsFailure> {
+    let svc = service(&gw, &name, &headers)?;
+    let request =
+        operation::parse_gms_request_chat(&body.fields, &svc.tenant, svc.endpoint.as_deref())?;
+    let c = operation::request_chat(&gw, request).await?;
+    Ok(json(
+        StatusCode::OK,
+        &GmsReply {
+            status_code: 0,
+            alias: &c.alias,
+            user_id: &c.user_id,
+            secure_key: &c.secure_key,
+            chat_id: &c.chat_id,
+            chat_ended: false,
+            next_position: Some(c.next_position),
+            messages: Some(GmsEvents(&c.messages)),
+            user_data: None,
+        },
+    ))
+}
+
+/// `POST /genesys/2/chat/{serviceName}/{chatId}/{operation}`.
+async fn chat_operation(
+    State(gw): State<Arc<Gateway>>,
+    Path((name, chat_id, op)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: GmsBody,
+) -> Result<Response, GmsFailure> {
+    let on_chat = |e| GmsFailure::on_chat(e, &chat_id);
+    let svc = service(&gw, &name, &headers).map_err(on_chat)?;
+    let request =
+        operation::parse_gms_operation(&op, &body.fields, &svc.tenant).map_err(on_chat)?;
+    let reply = operation::on_chat(&gw, &chat_id, request)
+        .await
+        .map_err(on_chat)?;
+    let update = &reply.update;
+    Ok(json(
+        StatusCode::OK,
+        &GmsReply {
+            status_code: 0,
+            alias: &reply.alias,
+            user_id: &reply.credentials.user_id,
+            secure_key: &reply.credentials.secure_key,
+            chat_id: &chat_id,
+            chat_ended: update.chat_ended,
+            next_position: Some(update.next_position),
+            messages: Some(GmsEvents(&update.messages)),
+            user_data: update.details.as_ref().map(|d| &d.user_data),
+        },
+    ))
+}
+
+/// The service check and credentials of a file operation.
+fn file_request(
+    gw: &Gateway,
+    name: &str,
+    chat_id: &str,
+    headers: &HeaderMap,
+    body: &GmsBody,
+) -> Result<ClientCredentials, GmsFailure> {
+    let svc = service(gw, name, headers).map_err(|e| GmsFailure::on_chat(e, chat_id))?;
+    gms_credentials(&body.fields, &svc.tenant).map_err(|e| GmsFailure::on_chat(e, chat_id))
+}
+
+/// A file operation's reply: the chat's credentials and `userData`.
+fn file_reply(
+    alias: &str,
+    creds: &ClientCredentials,
+    chat_id: &str,
+    data: &backend_api::UserData,
+) -> Response {
+    json(
+        StatusCode::OK,
+        &GmsReply {
+            status_code: 0,
+            alias,
+            user_id: &creds.user_id,
+            secure_key: &creds.secure_key,
+            chat_id,
+            chat_ended: false,
+            next_position: None,
+            messages: None,
+            user_data: Some(data),
+        },
+    )
+}
+
+async fn file_limits(
+    State(gw): State<Arc<Gateway>>,
+    Path((name, chat_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: GmsBody,
+) -> Result<Response, GmsFailure> {
+    let creds = file_request(&gw, &name, &chat_id, &headers, &body)?;
+    let served = operation::file_limits(&gw, &chat_id, &creds)
+        .await
+        .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
+    Ok(file_reply(
+        &served.alias,
+        &creds,
+        &chat_id,
+        &limits_user_data(&served.value),
+    ))
+}
+
+async fn file_upload(
+    State(gw): State<Arc<Gateway>>,
+    Path((name, chat_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    mut body: GmsBody,
+) -> Result<Response, GmsFailure> {
+    let creds = file_request(&gw, &name, &chat_id, &headers, &body)?;
+    let file = body
+        .file
+        .take()
+        .ok_or_else(|| GmsFailure::on_chat(Error::MissingField("file"), &chat_id))?;
+    let served = operation::upload_file(&gw, &chat_id, &creds, file)
+        .await
+        .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
+    let data = [("file-id".to_owned(), served.value)].into();
+    Ok(file_reply(&served.alias, &creds, &chat_id, &data))
+}
+
+async fn file_download(
+    State(gw): State<Arc<Gateway>>,
+    Path((name, chat_id, file_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: GmsBody,
+) -> Result<Response, GmsFailure> {
+    let creds = file_request(&gw, &name, &chat_id, &headers, &body)?;
+    let file = operation::download_file(&gw, &chat_id, &creds, &file_id)
+        .await
+        .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
+    let content_type = file
+        .content_type
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    // Only safe characters in the header: the name is the client's own input.
+    let safe: String = file
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._- ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    let mut response = axum::body::Bytes::from(file.bytes.to_vec()).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::CONTENT_DISPOSITION, disposition);
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
+}
+
+async fn file_delete(
+    State(gw): State<Arc<Gateway>>,
+    Path((name, chat_id, file_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: GmsBody,
+) -> Result<Response, GmsFailure> {
+    let creds = file_request(&gw, &name, &chat_id, &headers, &body)?;
+    let served = operation::delete_file(&gw, &chat_id, &creds, &file_id)
+        .await
+        .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
+    let data = [("file-id".to_owned(), file_id)].into();
+    Ok(file_reply(&served.alias, &creds, &chat_id, &data))
+}

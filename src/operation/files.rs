@@ -1,0 +1,73 @@
+//! File transfer on a chat (GMS dialect `file/…`): the same checks as every chat
+//! operation (`run::open_chat`), then the adapter's file call under the request deadline.
+
+use std::sync::Arc;
+
+use backend_api::{FileContent, FileLimits, NewFile};
+
+use super::run::open_chat;
+use super::ClientCredentials;
+use crate::error::Error;
+use crate::Gateway;
+
+/// The alias that served a file operation, and its outcome.
+pub struct Served<T> {
+    pub alias: Arc<str>,
+    pub value: T,
+}
+
+pub async fn file_limits(
+    gw: &Gateway,
+    chat_id: &str,
+    creds: &ClientCredentials,
+) -> Result<Served<FileLimits>, Error> {
+    let (instance, chat) = open_chat(gw, chat_id, creds)?;
+    let value = gw.deadline(instance.backend.file_limits(&chat)).await?;
+    Ok(Served {
+        alias: Arc::clone(&instance.alias),
+        value,
+    })
+}
+
+/// Returns the new file's id.
+pub async fn upload_file(
+    gw: &Gateway,
+    chat_id: &str,
+    creds: &ClientCredentials,
+    file: NewFile,
+) -> Result<Served<String>, Error> {
+    let (instance, chat) = open_chat(gw, chat_id, creds)?;
+    let value = gw
+        .deadline(instance.backend.upload_file(&chat, file))
+        .await?;
+    Ok(Served {
+        alias: Arc::clone(&instance.alias),
+        value,
+    })
+}
+
+pub async fn download_file(
+    gw: &Gateway,
+    chat_id: &str,
+    creds: &ClientCredentials,
+    file_id: &str,
+) -> Result<FileContent, Error> {
+    let (instance, chat) = open_chat(gw, chat_id, creds)?;
+    gw.deadline(instance.backend.download_file(&chat, file_id))
+        .await
+}
+
+pub async fn delete_file(
+    gw: &Gateway,
+    chat_id: &str,
+    creds: &ClientCredentials,
+    file_id: &str,
+) -> Result<Served<()>, Error> {
+    let (instance, chat) = open_chat(gw, chat_id, creds)?;
+    gw.deadline(instance.backend.delete_file(&chat, file_id))
+        .await?;
+    Ok(Served {
+        alias: Arc::clone(&instance.alias),
+        value: (),
+    })
+}

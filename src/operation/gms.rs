@@ -1,0 +1,213 @@
+//! GMS dialect form fields → operations. The GMS Chat API v2 names its fields differently
+//! from the Web API (`message` for `text`, `userData[key]=value`, the tenant from the service
+//! name) but asks for the same operations, so both dialects run through `run`.
+
+use backend_api::{Action, Refresh, Transcript, UserData};
+
+use super::{ChatOperation, ClientCredentials, OnChat, RequestChat};
+use crate::error::Error;
+
+/// The text fields of a form-encoded or multipart GMS body, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FormFields(pub Vec<(String, String)>);
+
+impl FormFields {
+    /// The field's value; the first one when repeated, absent when empty.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn owned(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_owned)
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, Error> {
+        self.owned(name).ok_or(Error::MissingField(name))
+    }
+
+    /// Every `userData[key]=value` field (the last wins for a repeated key).
+    pub fn user_data(&self) -> UserData {
+        self.0
+            .iter()
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix("userData[")?.strip_suffix(']')?;
+                (!key.is_empty()).then(|| (key.to_owned(), v.clone()))
+            })
+            .collect()
+    }
+
+    fn transcript(&self) -> Result<Transcript, Error> {
+        match self.get("transcriptPosition") {
+            None => Ok(Transcript::None),
+            Some(p) => match p.trim().parse::<u64>() {
+                Ok(0) => Ok(Transcript::None),
+                Ok(n) => Ok(Transcript::From(n)),
+                Err(_) => Err(Error::InvalidValue {
+                    field: "transcriptPosition",
+                    reason: "must be a whole number".into(),
+                }),
+            },
+        }
+    }
+}
+
+/// `POST /genesys/2/chat/{service}`: the tenant and endpoint come from the service.
+pub fn parse_gms_request_chat(
+    fields: &FormFields,
+    tenant: &str,
+    endpoint: Option<&str>,
+) -> Result<RequestChat, Error> {
+    let first_name = fields.owned("firstName");
+    let last_name = fields.owned("lastName");
+    // GMS accepts firstName + lastName instead of a nickname.
+    let nickname = match fields.owned("nickname") {
+        Some(n) => n,
+        None => {
+            let joined = [first_name.as_deref(), last_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if joined.trim().is_empty() {
+                return Err(Error::MissingField("nickname"));
+            }
+            joined
+        }
+    };
+    Ok(RequestChat {
+        tenant_name: tenant.to_owned(),
+        nickname,
+        first_name,
+        last_name,
+        email_address: fields.owned("emailAddress"),
+        subject: fields.owned("subject"),
+        endpoint: endpoint.map(str::to_owned),
+        user_data: fields.user_data(),
+    })
+}
+
+/// The GMS credentials of a request on a chat, with the tenant of its service.
+pub fn gms_credentials(fields: &FormFields, tenant: &str) -> Result<ClientCredentials, Error> {
+    Ok(ClientCredentials {
+        user_id: fields.required("userId")?,
+        secure_key: fields.required("secureKey")?,
+        alias: fields.required("alias")?,
+        tenant_name: tenant.to_owned(),
+    })
+}
+
+/// `POST /genesys/2/chat/{service}/{chatId}/{op}`. An unknown `op` is an unknown route.
+pub fn parse_gms_operation(op: &str, fields: &FormFields, tenant: &str) -> Result<OnChat, Error> {
+    let action = match op {
+        "send" => Action::SendMessage {
+            text: fields.required("message")?,
+            message_type: fields.owned("messageType"),
+        },
+        "startTyping" => Action::StartTyping {
+            text: fields.owned("message"),
+        },
+        "stopTyping" => Action::StopTyping {
+            text: fields.owned("message"),
+        },
+        "refresh" => Action::Poll,
+        "disconnect" => Action::Complete,
+        "pushUrl" => Action::PushUrl {
+            url: fields.required("pushUrl")?,
+        },
+        "updateNickname" => Action::UpdateNickname {
+            nickname: fields.required("nickname")?,
+        },
+        "updateData" => Action::UpdateUserData {
+            data: fields.user_data(),
+            text: fields.owned("message"),
+        },
+        "customNotice" => Action::CustomNotice {
+            text: fields.required("message")?,
+        },
+        _ => return Err(Error::NotFound),
+    };
+    Ok(OnChat {
+        credentials: gms_credentials(fields, tenant)?,
+        operation: ChatOperation::Refresh(Refresh {
+            // A refresh also reports the chat's user data, as GMS does.
+            details: action == Action::Poll,
+            action,
+            transcript: fields.transcript()?,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(s: &str) -> FormFields {
+        FormFields(
+            form_urlencoded::parse(s.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn request_chat_with_names_and_user_data() {
+        let f = form(
+            "firstName=First&lastName=Last&subject=s&userData%5BTimeZone%5D=120&userData%5Bk%5D=v",
+        );
+        let r = parse_gms_request_chat(&f, "Environment", Some("sales")).unwrap();
+        assert_eq!(r.nickname, "First Last");
+        assert_eq!(r.user_data.get("TimeZone").map(String::as_str), Some("120"));
+        assert_eq!(r.user_data.len(), 2);
+        assert_eq!(r.endpoint.as_deref(), Some("sales"));
+        assert!(matches!(
+            parse_gms_request_chat(&form("subject=s"), "E", None),
+            Err(Error::MissingField("nickname"))
+        ));
+    }
+
+    #[test]
+    fn operations_carry_transcript_positions() {
+        let creds = "userId=u&secureKey=k&alias=117";
+        let o = parse_gms_operation(
+            "send",
+            &form(&format!("{creds}&message=hi&transcriptPosition=3")),
+            "E",
+        )
+        .unwrap();
+        assert_eq!(o.credentials.tenant_name, "E");
+        assert_eq!(
+            o.operation,
+            ChatOperation::Refresh(Refresh {
+                action: Action::SendMessage {
+                    text: "hi".into(),
+                    message_type: None
+                },
+                transcript: Transcript::From(3),
+                details: false,
+            })
+        );
+        assert!(matches!(
+            parse_gms_operation("send", &form(creds), "E"),
+            Err(Error::MissingField("message"))
+        ));
+        assert!(matches!(
+            parse_gms_operation(
+                "refresh",
+                &form(&format!("{creds}&transcriptPosition=x")),
+                "E"
+            ),
+            Err(Error::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            parse_gms_operation("dance", &form(creds), "E"),
+            Err(Error::NotFound)
+        ));
+        assert!(matches!(
+            parse_gms_operation("refresh", &form("userId=u"), "E"),
+            Err(Error::MissingField("secureKey"))
+        ));
+    }
+}

@@ -1,0 +1,542 @@
+//! The migration bridge over real processes: gateway A (Web API front end, `kind = "http"`
+//! instance) in front of gateway B (GMS front end, mock backend), each a `webapi-gateway`
+//! process on 127.0.0.1:0. And A in front of a scripted GMS, to see the exact GMS calls and
+//! the GMS alias carried through.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::gms::GmsClient;
+use common::{eventually, Chat, Client};
+use serde_json::{json, Value};
+
+/// A `webapi-gateway` process and the address it listens on.
+struct Process {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+}
+
+impl Process {
+    /// Starts the binary on `toml` (which listens on 127.0.0.1:0) and learns its address
+    /// from the `addr=` log line.
+    fn start(toml: &str) -> Process {
+        let dir = std::env::temp_dir().join(format!("gwbridge-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_webapi-gateway"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the process ended before listening")
+                .unwrap();
+            if let Some(i) = line.find("addr=") {
+                break line[i + 5..].split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining the log so the process never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Process { child, addr, dir }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Gateway B: the GMS dialect over the embedded mock.
+fn gateway_b(session_limit: u64) -> Process {
+    Process::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[credentials]
+secret = "gateway-b-secret-0123456789abcdef0123"
+[[tenants]]
+name = "Environment"
+[[chat.instances]]
+alias = "117"
+kind = "mock"
+[[chat.instances]]
+alias = "118"
+kind = "mock"
+[mock]
+agent_join_delay_ms = 0
+agent_reply_delay_ms = 0
+session_limit = {session_limit}
+[[gms.services]]
+name = "customer-support"
+tenant = "Environment"
+"#
+    ))
+}
+
+/// Gateway A: the Web API dialect over one `http` instance pointing at `gms`.
+fn gateway_a(gms: &str) -> Process {
+    gateway_a_with(gms, "")
+}
+
+/// Gateway A with extra TOML (e.g. its own GMS dialect services).
+fn gateway_a_with(gms: &str, extra: &str) -> Process {
+    Process::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+request_timeout_ms = 8000
+[credentials]
+secret = "gateway-a-secret-0123456789abcdef0123"
+[[tenants]]
+name = "Environment"
+[[tenants]]
+name = "Other"
+[[chat.instances]]
+alias = "gms"
+kind = "http"
+[chat.instances.http]
+base_url = "{gms}"
+service = "customer-support"
+connect_timeout_ms = 1000
+request_timeout_ms = 4000
+[chat.instances.http.services]
+Other = "no-such-service"
+{extra}
+"#
+    ))
+}
+
+fn client(p: &Process) -> Client {
+    Client {
+        base: p.base(),
+        http: reqwest::Client::new(),
+    }
+}
+
+fn types(messages: &[Value]) -> Vec<&str> {
+    messages
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_web_api_operation_through_gms() {
+    let b = gateway_b(100);
+    let a = gateway_a(&b.base());
+    let c = client(&a);
+    let chat = c.request_chat("Ann").await;
+    assert_eq!(chat.alias, "gms", "the client sees A's instance alias");
+
+    let r = c.op(&chat, "GetChat", json!({})).await;
+    assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
+    assert!(["WaitingForAgent", "Chatting"].contains(&r.body["state"].as_str().unwrap()));
+    assert_eq!(
+        r.body["participants"][0],
+        json!({"nickname":"Ann","participantId":1,"type":"Client"})
+    );
+    assert_eq!(r.body["secureKey"], chat.secure_key.as_str());
+
+    for (op, extra) in [
+        ("SendMessage", json!({"text": "Hello"})),
+        ("SendStartTypingNotification", json!({})),
+        ("SendStopTypingNotification", json!({})),
+        ("UpdateUserNickname", json!({"nickname": "Anna"})),
+        ("SendUrl", json!({"pushUrl": "https://example.com/page"})),
+        ("UpdateUserData", json!({"userData": {"key1": "value1"}})),
+    ] {
+        let r = c.op(&chat, op, extra).await;
+        assert_eq!((r.http, r.status_code()), (200, 0), "{op}: {:#}", r.body);
+        assert_eq!(r.body["alias"], "gms");
+        assert_eq!(r.body["chatEnded"], false);
+    }
+    // The agent (on B's mock) answers; Get Messages polls for it.
+    let all = eventually(Duration::from_secs(10), "the agent's answer", || async {
+        let r = c.messages(&chat, Some(1)).await;
+        assert_eq!(r.status_code(), 0, "{:#}", r.body);
+        let msgs = r.messages().clone();
+        let answered = msgs
+            .iter()
+            .filter(|m| m["type"] == "Message" && m["from"]["type"] == "Agent")
+            .count()
+            >= 2;
+        answered.then_some((msgs, r.body["nextPosition"].as_u64().unwrap()))
+    })
+    .await;
+    let (msgs, next) = all;
+    let t = types(&msgs);
+    for expected in [
+        "ParticipantJoined",
+        "Message",
+        "TypingStarted",
+        "TypingStopped",
+        "Notice",
+    ] {
+        assert!(t.contains(&expected), "{expected} in {t:?}");
+    }
+    assert!(
+        !t.contains(&"PushUrl"),
+        "the Web API dialect says Notice: {t:?}"
+    );
+    let indexes: Vec<u64> = msgs.iter().map(|m| m["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, (1..=indexes.len() as u64).collect::<Vec<_>>());
+    assert_eq!(next, indexes.len() as u64 + 1);
+    let r = c.messages(&chat, Some(3)).await;
+    assert_eq!(r.messages()[0]["index"], 3);
+    let r = c.messages(&chat, Some(0)).await;
+    assert!(r.messages().is_empty());
+    assert_eq!(r.body["nextPosition"].as_u64(), Some(next));
+
+    let r = c.op(&chat, "GetChat", json!({})).await;
+    assert_eq!(r.body["state"], "Chatting");
+    assert_eq!(r.body["userData"]["key1"], "value1");
+    let parts = r.body["participants"].as_array().unwrap();
+    assert!(parts.contains(&json!({"nickname":"Anna","participantId":1,"type":"Client"})));
+    assert!(parts.iter().any(|p| p["type"] == "Agent"));
+
+    let r = c.op(&chat, "Complete", json!({})).await;
+    assert_eq!((r.status_code(), &r.body["chatEnded"]), (0, &json!(true)));
+    let r = c.op(&chat, "GetChat", json!({})).await;
+    assert_eq!((r.status_code(), &r.body["state"]), (0, &json!("Idle")));
+    // B's refusal (statusCode 2, its code 211, chatEnded) passes through A.
+    let r = c.op(&chat, "SendMessage", json!({"text": "late"})).await;
+    r.assert_error(409, 2, 211);
+    assert_eq!(r.body["chatEnded"], true);
+}
+
+#[tokio::test]
+async fn errors_at_a_at_b_and_with_b_gone() {
+    let mut b = gateway_b(100);
+    let a = gateway_a(&b.base());
+    let c = client(&a);
+    let chat = c.request_chat("Ann").await;
+
+    // Refused at A: a forged key, an unknown alias.
+    let mut forged = chat.clone();
+    forged.secure_key.replace_range(
+        0..1,
+        if chat.secure_key.starts_with('0') {
+            "1"
+        } else {
+            "0"
+        },
+    );
+    c.op(&forged, "GetChat", json!({}))
+        .await
+        .assert_error(401, 2, 200);
+    let lost = Chat {
+        alias: "999".into(),
+        ..chat.clone()
+    };
+    c.op(&lost, "GetChat", json!({}))
+        .await
+        .assert_error(400, 2, 201);
+
+    // Refused at B, passed through: tenant Other maps to a service B does not know.
+    let r = c
+        .post(
+            "/api/v2/chats",
+            json!({"tenantName": "Other", "nickname": "n"}),
+        )
+        .await;
+    r.assert_error(400, 2, 501);
+
+    // B gone: statusCode 1 at A, for new chats and existing ones.
+    b.stop();
+    c.post(
+        "/api/v2/chats",
+        json!({"tenantName": "Environment", "nickname": "n"}),
+    )
+    .await
+    .assert_error(503, 1, 301);
+    c.op(&chat, "SendMessage", json!({"text": "anyone?"}))
+        .await
+        .assert_error(503, 1, 301);
+}
+
+#[tokio::test]
+async fn gms_statuscode_1_passes_through() {
+    let b = gateway_b(1);
+    let a = gateway_a(&b.base());
+    let c = client(&a);
+    c.request_chat("first").await;
+    // B's mock instances are full (two instances, one chat each).
+    c.request_chat("second").await;
+    let r = c
+        .post(
+            "/api/v2/chats",
+            json!({"tenantName": "Environment", "nickname": "third"}),
+        )
+        .await;
+    r.assert_error(503, 1, 300);
+}
+
+/// What the scripted GMS received: (operation path tail, form fields).
+type Calls = Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>;
+
+/// A scripted GMS: request chat answers alias 117; every later call answers alias 118, as
+/// after a GMS node failover.
+async fn scripted_gms() -> (String, Calls) {
+    use axum::extract::{Path, State};
+    use axum::routing::post;
+    let calls: Calls = Arc::default();
+    async fn create(
+        State(calls): State<Calls>,
+        Path(svc): Path<String>,
+        body: String,
+    ) -> axum::Json<Value> {
+        calls.lock().unwrap().push((svc, pairs(&body)));
+        axum::Json(
+            json!({"statusCode":0,"alias":"117","userId":"007555677B20000A",
+            "secureKey":"4ee15d7e1c343c8e","chatId":"00048aAPEQJ8000U","chatEnded":false,
+            "nextPosition":2,"messages":[{"from":{"nickname":"First Last","participantId":1,
+            "type":"Client"},"index":1,"type":"ParticipantJoined","utcTime":1432845088000u64}]}),
+        )
+    }
+    async fn op(
+        State(calls): State<Calls>,
+        Path((_svc, _chat, op)): Path<(String, String, String)>,
+        body: String,
+    ) -> axum::Json<Value> {
+        calls.lock().unwrap().push((op, pairs(&body)));
+        axum::Json(
+            json!({"statusCode":0,"alias":"118","userId":"007555677B20000A",
+            "secureKey":"4ee15d7e1c343c8e","chatId":"00048aAPEQJ8000U","chatEnded":false,
+            "nextPosition":2,"messages":[]}),
+        )
+    }
+    let app = axum::Router::new()
+        .route("/genesys/2/chat/{svc}", post(create))
+        .route("/genesys/2/chat/{svc}/{chat}/{op}", post(op))
+        .with_state(Arc::clone(&calls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, calls)
+}
+
+fn pairs(body: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(body.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn gms_calls_are_form_encoded_and_the_gms_alias_is_carried() {
+    let (gms, calls) = scripted_gms().await;
+    let a = gateway_a(&gms);
+    let c = client(&a);
+    let r = c
+        .post(
+            "/api/v2/chats",
+            json!({"tenantName":"Environment","nickname":"First Last","subject":"s",
+                   "userData":{"key1":"value1"}}),
+        )
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    let chat = Chat {
+        chat_id: r.body["chatId"].as_str().unwrap().into(),
+        user_id: r.body["userId"].as_str().unwrap().into(),
+        secure_key: r.body["secureKey"].as_str().unwrap().into(),
+        alias: "gms".into(),
+        tenant: "Environment".into(),
+    };
+    assert_eq!(chat.chat_id, "00048aAPEQJ8000U");
+    let field = |call: &(String, Vec<(String, String)>), k: &str| {
+        call.1.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    };
+    {
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls[0].0, "customer-support");
+        assert_eq!(field(&calls[0], "nickname").as_deref(), Some("First Last"));
+        assert_eq!(
+            field(&calls[0], "userData[key1]").as_deref(),
+            Some("value1")
+        );
+    }
+    // GMS answers alias 118 now: A hands out a new key carrying it.
+    let r = c.op(&chat, "SendMessage", json!({"text": "hi"})).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    let new_key = r.body["secureKey"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, chat.secure_key);
+    let moved = Chat {
+        secure_key: new_key,
+        ..chat.clone()
+    };
+    let r = c
+        .op(&moved, "UpdateUserData", json!({"userData": {"a": "1"}}))
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    c.messages(&moved, Some(2)).await;
+    let calls = calls.lock().unwrap();
+    let send = &calls[1];
+    assert_eq!(send.0, "send");
+    assert_eq!(field(send, "message").as_deref(), Some("hi"));
+    assert_eq!(field(send, "alias").as_deref(), Some("117"));
+    assert_eq!(
+        field(send, "secureKey").as_deref(),
+        Some("4ee15d7e1c343c8e")
+    );
+    assert_eq!(field(send, "userId").as_deref(), Some("007555677B20000A"));
+    let update = &calls[2];
+    assert_eq!(update.0, "updateData");
+    assert_eq!(field(update, "userData[a]").as_deref(), Some("1"));
+    assert_eq!(
+        field(update, "alias").as_deref(),
+        Some("118"),
+        "the new GMS alias is used"
+    );
+    let refresh = &calls[3];
+    assert_eq!(refresh.0, "refresh");
+    assert_eq!(field(refresh, "transcriptPosition").as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn gms_clients_and_files_through_both_gateways() {
+    let b = gateway_b(100);
+    let a = gateway_a_with(
+        &b.base(),
+        "[[gms.services]]\nname = \"customer-support\"\ntenant = \"Environment\"\n",
+    );
+    // A GMS client on A: A's GMS dialect → A's http instance → B's GMS dialect → B's mock.
+    let c = GmsClient::new(&a.base(), "customer-support");
+    let mut chat = c.request_chat(&[("nickname", "Ann")]).await;
+    assert_eq!(chat.alias, "gms");
+    c.poll_until(&mut chat, "Message").await;
+    let r = c
+        .op(&chat, "pushUrl", &[("pushUrl", "https://example.com")])
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    c.poll_until(&mut chat, "PushUrl").await;
+
+    let r = c.op(&chat, "file/limits", &[]).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    assert_eq!(r.body["userData"]["upload-max-files"], "5");
+    assert_eq!(r.body["userData"]["used-upload-max-files"], "0");
+    let content = b"%PDF-1.4 not really".to_vec();
+    let r = c
+        .upload(&chat, "report.pdf", "application/pdf", content.clone())
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    let id = r.body["userData"]["file-id"].as_str().unwrap().to_owned();
+    let got = c.poll_until(&mut chat, "FileUploaded").await;
+    let event = got.iter().find(|m| m["type"] == "FileUploaded").unwrap();
+    assert_eq!(event["userData"]["file-name"], "report.pdf");
+    assert_eq!(event["userData"]["file-description"], "a test file");
+    let (status, ct, bytes) = c.download(&chat, &id).await;
+    assert_eq!(
+        (status, ct.as_str(), bytes),
+        (200, "application/pdf", content)
+    );
+    // B's refusals pass through A with B's codes.
+    let r = c
+        .upload(&chat, "run.exe", "application/octet-stream", vec![1])
+        .await;
+    assert_eq!((r.status_code(), r.error_code()), (2, 513), "{:#}", r.body);
+    let r = c.op(&chat, &format!("file/{id}/delete"), &[]).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    c.poll_until(&mut chat, "FileDeleted").await;
+    let (status, _, bytes) = c.download(&chat, &id).await;
+    let err: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (status, &err["statusCode"], &err["errors"][0]["code"]),
+        (400, &json!(2), &json!(515))
+    );
+}
+
+/// A GMS that starts chats, never answers `send`, and fails `startTyping` with a bare 500.
+async fn stalling_gms() -> (String, Arc<Mutex<u32>>) {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::post;
+    let sends: Arc<Mutex<u32>> = Arc::default();
+    async fn create() -> axum::Json<Value> {
+        axum::Json(
+            json!({"statusCode":0,"alias":"117","userId":"U","secureKey":"K",
+            "chatId":"C","chatEnded":false,"nextPosition":1,"messages":[]}),
+        )
+    }
+    async fn op(
+        State(sends): State<Arc<Mutex<u32>>>,
+        Path((_svc, _chat, op)): Path<(String, String, String)>,
+    ) -> Response {
+        match op.as_str() {
+            "send" => {
+                *sends.lock().unwrap() += 1;
+                std::future::pending::<()>().await;
+                unreachable!()
+            }
+            "startTyping" => (StatusCode::INTERNAL_SERVER_ERROR, "oops").into_response(),
+            _ => (StatusCode::NOT_FOUND, "<html>not here</html>").into_response(),
+        }
+    }
+    let app = axum::Router::new()
+        .route("/genesys/2/chat/{svc}", post(create))
+        .route("/genesys/2/chat/{svc}/{chat}/{op}", post(op))
+        .with_state(Arc::clone(&sends));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, sends)
+}
+
+#[tokio::test]
+async fn timeouts_and_5xx_are_statuscode_1_and_send_is_never_repeated() {
+    let (gms, sends) = stalling_gms().await;
+    let a = Process::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[credentials]
+secret = "gateway-a-secret-0123456789abcdef0123"
+[[tenants]]
+name = "Environment"
+[[chat.instances]]
+alias = "gms"
+kind = "http"
+[chat.instances.http]
+base_url = "{gms}"
+request_timeout_ms = 300
+"#
+    ));
+    let c = client(&a);
+    let chat = c.request_chat("Ann").await;
+    let r = c.op(&chat, "SendMessage", json!({"text": "once"})).await;
+    r.assert_error(503, 1, 302);
+    assert_eq!(
+        *sends.lock().unwrap(),
+        1,
+        "SendMessage reached GMS exactly once"
+    );
+    c.op(&chat, "SendStartTypingNotification", json!({}))
+        .await
+        .assert_error(503, 1, 302);
+    // Not a GMS reply and not a 5xx: the request is refused as it is (statusCode 2).
+    c.op(&chat, "Complete", json!({}))
+        .await
+        .assert_error(400, 2, 212);
+}
