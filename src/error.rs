@@ -40,6 +40,12 @@ pub enum Error {
     UnknownAlias(String),
     #[error("no chat server instance can take a new chat now")]
     NoInstance,
+    #[error("the chat's instance `{0}` is unavailable and this chat cannot move to another one (its backend has no shared store); retry later")]
+    CannotMove(String),
+    #[error(
+        "the chat's instance `{0}` is unavailable and no other instance can take the chat now"
+    )]
+    InstanceDown(String),
     #[error("the request took too long")]
     Timeout,
     #[error("the form body could not be read: {0}")]
@@ -102,6 +108,8 @@ impl Error {
             MalformedMultipart(_) => (147, StatusCode::BAD_REQUEST, None),
             Email(e) => email_wire(e),
             NoInstance => (300, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
+            CannotMove(_) => (600, StatusCode::SERVICE_UNAVAILABLE, Some("retry later: the chat continues when its instance is back")),
+            InstanceDown(_) => (601, StatusCode::SERVICE_UNAVAILABLE, Some("retry the same request later")),
             Timeout => (303, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
             MalformedForm(_) => (500, StatusCode::BAD_REQUEST, Some("send application/x-www-form-urlencoded or multipart/form-data")),
             UnknownService(_) => (501, StatusCode::NOT_FOUND, Some("the service name is one of gms.services")),

@@ -1,21 +1,22 @@
 //! The running gateway's shared state, built once from a [`Config`].
 //!
 //! Owns the construction of adapters from instance configs (the only code that names the
-//! concrete backend crates), the current router table, and the running e-mail side (spool and
-//! deliverer).
+//! concrete backend crates), each instance's active health check (a task per instance), the
+//! current router table and its replacement on reload, and the running e-mail side (spool
+//! and deliverer).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use backend_api::ChatBackend;
+use backend_api::{BackendError, ChatBackend};
 use backend_email::EmailService;
 use backend_mock::{Engine, MockBackend};
 use backend_tcp::TcpBackend;
 
-use crate::config::{Config, InstanceConfig, InstanceKind};
+use crate::config::{ChatConfig, Config, HealthConfig, InstanceConfig, InstanceKind};
 use crate::credentials::Credentials;
-use crate::router::{Instance, Router};
+use crate::router::{Health, Instance, Router};
 
 /// Everything a request needs, shared by all requests.
 pub struct Gateway {
@@ -23,6 +24,9 @@ pub struct Gateway {
     pub credentials: Credentials,
     /// Replaced whole on reload, so a request sees one consistent table.
     router: ArcSwap<Router>,
+    /// The `[chat]` section the current table was built from; held while a reload runs, so
+    /// two reloads never interleave.
+    applied: tokio::sync::Mutex<ChatConfig>,
     pub(crate) request_timeout: Duration,
     /// The e-mail spool and the handle of its deliverer.
     email: EmailService,
@@ -68,16 +72,12 @@ impl Gateway {
                 Some(i) => given.swap_remove(i).1,
                 None => build_backend(inst, &config)?,
             };
-            instances.push(Instance {
-                alias: Arc::from(inst.alias.as_str()),
-                backend,
-                weight: inst.weight,
-                tenants: inst.tenants.clone(),
-            });
+            instances.push(start_instance(inst, backend, &config.chat.health));
         }
-        let router = Router::new(instances, config.chat.placement);
+        let router = Router::from_shared(instances, config.chat.placement, None);
         Ok(Arc::new(Gateway {
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            applied: tokio::sync::Mutex::new(config.chat.clone()),
             config: Arc::new(config),
             credentials,
             router: ArcSwap::from_pointee(router),
@@ -85,15 +85,140 @@ impl Gateway {
         }))
     }
 
+    /// Applies a new, validated configuration's `[chat]` section: instances whose kind,
+    /// address and `http` settings are unchanged are kept (adapter, health, and their admin
+    /// state unless the file changed it), others are built, removed ones retired. In-flight
+    /// requests keep the table they started with. Everything outside `[chat]` (and
+    /// `[chat.health]`) needs a restart: it is named in the log and ignored.
+    pub async fn reload(&self, new: Config) -> Result<(), StartError> {
+        let mut applied = self.applied.lock().await;
+        for (key, changed) in restart_only_changes(&self.config, &new) {
+            if changed {
+                tracing::warn!(key, "changed in the config file; needs a restart, ignored");
+            }
+        }
+        let old_router = self.router.load_full();
+        let mut instances = Vec::with_capacity(new.chat.instances.len());
+        let (mut kept, mut added) = (0, 0);
+        for inst in &new.chat.instances {
+            let before = applied.instances.iter().find(|o| o.alias == inst.alias);
+            let current = old_router.get(&inst.alias);
+            match (before, current) {
+                (Some(before), Some(current)) if same_backend(before, inst) => {
+                    let instance = current.reconfigured(inst.weight, inst.tenants.clone());
+                    if before.state != inst.state {
+                        instance.set_state(inst.state);
+                    }
+                    instances.push(Arc::new(instance));
+                    kept += 1;
+                }
+                _ => {
+                    let backend = build_backend(inst, &self.config)?;
+                    instances.push(start_instance(inst, backend, &self.config.chat.health));
+                    added += 1;
+                }
+            }
+        }
+        let router = Router::from_shared(instances, new.chat.placement, Some(&old_router));
+        let removed = old_router
+            .instances()
+            .iter()
+            .filter(|i| router.get(&i.alias).is_none())
+            .count();
+        self.router.store(Arc::new(router));
+        let mut chat = new.chat;
+        // Health settings are fixed at start-up: keep what the checkers run with.
+        chat.health = self.config.chat.health.clone();
+        *applied = chat;
+        tracing::info!(kept, added, removed, "instance list reloaded");
+        Ok(())
+    }
+
+    /// The configuration of an instance of the current table.
+    pub async fn instance_config(&self, alias: &str) -> Option<InstanceConfig> {
+        let applied = self.applied.lock().await;
+        applied.instances.iter().find(|i| i.alias == alias).cloned()
+    }
+
     /// The e-mail side: where `POST /api/v2/emails` puts what it receives.
     pub fn email(&self) -> &EmailService {
         &self.email
     }
 
-    /// The current router table.
-    pub fn router(&self) -> arc_swap::Guard<Arc<Router>> {
-        self.router.load()
+    /// The current router table. A request holds the table it started with to its end.
+    pub fn router(&self) -> Arc<Router> {
+        self.router.load_full()
     }
+}
+
+/// The router's instance for a config entry, with its health checker running.
+fn start_instance(
+    inst: &InstanceConfig,
+    backend: Arc<dyn ChatBackend>,
+    health: &HealthConfig,
+) -> Arc<Instance> {
+    let instance = Arc::new(Instance::new(
+        &inst.alias,
+        backend,
+        inst.weight,
+        inst.tenants.clone(),
+        inst.state,
+        Health::new(&inst.alias, health),
+    ));
+    spawn_checker(&instance, health.clone());
+    instance
+}
+
+/// The active health check of one instance: its `check` call every `interval_ms`. The task
+/// holds the instance weakly and ends once no table holds it (a reload removed it).
+fn spawn_checker(instance: &Arc<Instance>, config: HealthConfig) {
+    let backend: Weak<dyn ChatBackend> = Arc::downgrade(&instance.backend);
+    let health = Arc::downgrade(&instance.health);
+    let interval = Duration::from_millis(config.interval_ms);
+    let timeout = Duration::from_millis(config.timeout_ms);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (Some(backend), Some(health)) = (backend.upgrade(), health.upgrade()) else {
+                return;
+            };
+            match tokio::time::timeout(timeout, backend.check()).await {
+                Ok(Ok(_)) => health.check_passed(),
+                // Our own in-flight bound: says nothing about the instance.
+                Ok(Err(BackendError::Overloaded(_))) => {}
+                Ok(Err(e)) => health.check_failed(&e.to_string()),
+                Err(_) => health.check_failed("status check timed out"),
+            }
+        }
+    });
+}
+
+/// Whether a reloaded entry can keep the running adapter.
+fn same_backend(old: &InstanceConfig, new: &InstanceConfig) -> bool {
+    old.kind == new.kind
+        && old.address == new.address
+        && format!("{:?}", old.http) == format!("{:?}", new.http)
+}
+
+/// The sections a reload cannot apply, and whether the new file changed each. Compared by
+/// their debug form; values are never logged (the secrets are among them).
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    vec![
+        ("server", differs(&old.server, &new.server)),
+        ("credentials", differs(&old.credentials, &new.credentials)),
+        ("tenants", differs(&old.tenants, &new.tenants)),
+        ("chat.health", differs(&old.chat.health, &new.chat.health)),
+        ("mock", differs(&old.mock, &new.mock)),
+        ("tcp", differs(&old.tcp, &new.tcp)),
+        ("gms", differs(&old.gms, &new.gms)),
+        ("admin", differs(&old.admin, &new.admin)),
+        ("log", differs(&old.log, &new.log)),
+        ("email", differs(&old.email, &new.email)),
+    ]
 }
 
 /// The adapter for one configured instance.

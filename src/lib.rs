@@ -15,14 +15,17 @@
 //!   applies the intake rules, spools the e-mail durably and delivers it in the background.
 //!
 //! Beside the path: `config` (load and validate), `error` (the error type and code table),
-//! `server` (listener, shutdown).
+//! `server` (listener, shutdown), `reload` (SIGHUP and config file changes → a new router
+//! table), `admin` (the admin listener: instance list and states).
 
+pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod edge;
 pub mod error;
 mod gateway;
 pub mod operation;
+pub mod reload;
 pub mod router;
 pub mod server;
 

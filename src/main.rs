@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use webapi_gateway::config::LogFormat;
-use webapi_gateway::{server, Config, Gateway};
+use webapi_gateway::{admin, reload, server, Config, Gateway};
 
 /// The Genesys Web API Server REST API in front of chat and e-mail backends.
 #[derive(Parser)]
@@ -59,6 +60,20 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // The admin listener is off the public port; failing to bind it is not fatal to
+        // serving chats, but the operator must hear about it.
+        match admin::bind(&gw.config).await {
+            Ok(l) => {
+                tokio::spawn(admin::serve(l, Arc::clone(&gw)));
+            }
+            Err(e) => tracing::error!(listen = %gw.config.admin.listen, error = %e,
+                "cannot start the admin listener"),
+        }
+        tokio::spawn(reload::watch(
+            Arc::clone(&gw),
+            args.config.clone(),
+            reload::POLL,
+        ));
         match server::serve(listener, gw).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -44,6 +44,9 @@ pub struct Config {
     /// The GMS dialect front end (`/genesys/2/…`): service names and their tenants.
     #[serde(default)]
     pub gms: GmsConfig,
+    /// The admin listener: instance states, off the public port.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -71,6 +74,26 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The admin listener (instance list and states), kept off the public port.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address and port of the admin listener; keep it on a private interface.
+    pub listen: SocketAddr,
+    /// The bearer token every admin request must carry (`Authorization: Bearer …`, at least
+    /// 16 characters). Without one the instance endpoints refuse every request. Never logged.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token: None,
         }
     }
 }
@@ -107,8 +130,56 @@ pub struct ChatConfig {
     /// How new chats are spread over instances.
     #[serde(default)]
     pub placement: Placement,
+    /// Active and passive health checks of the instances.
+    #[serde(default)]
+    pub health: HealthConfig,
     /// The chat server instances, each named by its alias.
     pub instances: Vec<InstanceConfig>,
+}
+
+/// Health checks: an instance takes new chats and keeps its chats only while healthy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often each instance is asked for its status, in milliseconds.
+    pub interval_ms: u64,
+    /// Bound on one status call, in milliseconds; past it the check failed.
+    pub timeout_ms: u64,
+    /// Consecutive passed checks that bring a down instance back.
+    pub rise: u32,
+    /// Consecutive failed checks that take an instance down.
+    pub fall: u32,
+    /// Consecutive failed client requests (no answer) that eject an instance (passive check).
+    pub eject_after: u32,
+    /// How long an ejected instance is left alone, in milliseconds, before it is tried again.
+    pub eject_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 2,
+            eject_after: 3,
+            eject_ms: 10_000,
+        }
+    }
+}
+
+/// An instance's admin state, set by the operator (config or admin listener), separate from
+/// its health.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminState {
+    /// Takes new chats and serves its chats.
+    #[default]
+    Ready,
+    /// Takes no new chats; its chats continue there.
+    Drain,
+    /// Takes nothing: its chats move to other instances on their next request.
+    Maint,
 }
 
 /// How new chats are spread over instances.
@@ -136,6 +207,9 @@ pub struct InstanceConfig {
     /// Tenants it serves; empty means all.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// `ready`, `drain` or `maint` at start-up (and after a reload that changes it).
+    #[serde(default)]
+    pub state: AdminState,
     /// `kind = "tcp"` only: the chat server's `host:port`.
     #[serde(default)]
     pub address: Option<String>,
@@ -149,7 +223,7 @@ fn default_weight() -> u32 {
 }
 
 /// Which adapter talks to an instance.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceKind {
     /// The embedded chat engine, in this process.
@@ -428,6 +502,24 @@ impl Config {
                 (_, None) => {}
             }
         }
+        let h = &self.chat.health;
+        for (name, value) in [
+            ("chat.health.interval_ms", h.interval_ms),
+            ("chat.health.timeout_ms", h.timeout_ms),
+            ("chat.health.rise", u64::from(h.rise)),
+            ("chat.health.fall", u64::from(h.fall)),
+            ("chat.health.eject_after", u64::from(h.eject_after)),
+            ("chat.health.eject_ms", h.eject_ms),
+        ] {
+            if value == 0 {
+                return bad(name, "must be greater than 0");
+            }
+        }
+        if let Some(token) = &self.admin.token {
+            if token.len() < 16 {
+                return bad("admin.token", "must be at least 16 characters");
+            }
+        }
         let tcp = &self.tcp;
         if !(1..=64).contains(&tcp.connections) {
             return bad("tcp.connections", "must be between 1 and 64");
@@ -590,6 +682,15 @@ mod tests {
         assert_eq!(keyed.gms.api_key(svc), Some("0123456789abcdef"));
 
         let cases = [
+            (
+                format!("{MINIMAL}\n[chat.health]\nrise = 0\n"),
+                "chat.health.rise",
+            ),
+            (
+                format!("{MINIMAL}\n[admin]\ntoken = \"short\"\n"),
+                "admin.token",
+            ),
+            (format!("{MINIMAL}\nstate = \"sleeping\"\n"), "state"),
             (
                 format!("{MINIMAL}\n[[chat.instances]]\nalias = \"g\"\nkind = \"http\"\n"),
                 "chat.instances[1].http",

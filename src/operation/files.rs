@@ -21,7 +21,7 @@ pub async fn file_limits(
     chat_id: &str,
     creds: &ClientCredentials,
 ) -> Result<Served<FileLimits>, Error> {
-    let (instance, chat) = open_chat(gw, chat_id, creds)?;
+    let (instance, chat) = open_chat(gw, chat_id, creds).await?;
     let value = gw.deadline(instance.backend.file_limits(&chat)).await?;
     Ok(Served {
         alias: Arc::clone(&instance.alias),
@@ -36,7 +36,7 @@ pub async fn upload_file(
     creds: &ClientCredentials,
     file: NewFile,
 ) -> Result<Served<String>, Error> {
-    let (instance, chat) = open_chat(gw, chat_id, creds)?;
+    let (instance, chat) = open_chat(gw, chat_id, creds).await?;
     let value = gw
         .deadline(instance.backend.upload_file(&chat, file))
         .await?;
@@ -52,7 +52,7 @@ pub async fn download_file(
     creds: &ClientCredentials,
     file_id: &str,
 ) -> Result<FileContent, Error> {
-    let (instance, chat) = open_chat(gw, chat_id, creds)?;
+    let (instance, chat) = open_chat(gw, chat_id, creds).await?;
     gw.deadline(instance.backend.download_file(&chat, file_id))
         .await
 }
@@ -63,7 +63,7 @@ pub async fn delete_file(
     creds: &ClientCredentials,
     file_id: &str,
 ) -> Result<Served<()>, Error> {
-    let (instance, chat) = open_chat(gw, chat_id, creds)?;
+    let (instance, chat) = open_chat(gw, chat_id, creds).await?;
     gw.deadline(instance.backend.delete_file(&chat, file_id))
         .await?;
     Ok(Served {

@@ -11,7 +11,7 @@ use backend_api::{BackendError, ChatRef, ChatUpdate, Event, NewChat, Refresh, Tr
 use super::{ChatOperation, ClientCredentials, OnChat, RequestChat};
 use crate::credentials::Claim;
 use crate::error::Error;
-use crate::router::Instance;
+use crate::router::{Instance, Route, Router};
 use crate::Gateway;
 
 /// A new chat, as the client will see it.
@@ -35,14 +35,14 @@ pub struct ChatReply {
     pub update: ChatUpdate,
 }
 
-/// Request Chat: place the chat on an instance and start it there.
+/// Request Chat: place the chat on an instance and start it there. A chat the chosen
+/// instance certainly never received (connection refused, full) is tried on another one.
 pub async fn request_chat(gw: &Gateway, req: RequestChat) -> Result<Created, Error> {
     let tenant = gw
         .config
         .tenant(&req.tenant_name)
         .ok_or_else(|| Error::UnknownTenant(req.tenant_name.clone()))?;
     let router = gw.router();
-    let instance = router.place(&req.tenant_name).ok_or(Error::NoInstance)?;
     let endpoint = req
         .endpoint
         .unwrap_or_else(|| tenant.default_endpoint.clone());
@@ -57,7 +57,30 @@ pub async fn request_chat(gw: &Gateway, req: RequestChat) -> Result<Created, Err
         user_data: req.user_data,
     };
     let tenant_name = chat.tenant_name.clone();
-    let created = gw.deadline(instance.backend.create(chat)).await?;
+    let (instance, created) = gw
+        .within(async {
+            let mut tried: Vec<Arc<str>> = Vec::new();
+            loop {
+                let except: Vec<&str> = tried.iter().map(|a| &**a).collect();
+                let instance = router
+                    .place_except(&tenant_name, &except)
+                    .ok_or(Error::NoInstance)?;
+                match instance.backend.create(chat.clone()).await {
+                    Ok(created) => {
+                        instance.health.request_ok();
+                        return Ok((Arc::clone(instance), created));
+                    }
+                    Err(e) => {
+                        note_failure(instance, &e);
+                        if !e.never_arrived() || tried.len() >= MAX_ATTEMPTS {
+                            return Err(Error::Backend(e));
+                        }
+                        tried.push(Arc::clone(&instance.alias));
+                    }
+                }
+            }
+        })
+        .await?;
     let claim = Claim {
         chat_id: &created.chat.chat_id,
         user_id: &created.chat.user_id,
@@ -76,9 +99,16 @@ pub async fn request_chat(gw: &Gateway, req: RequestChat) -> Result<Created, Err
     })
 }
 
-/// Any operation on an existing chat.
+/// Most instances one request tries (placement or failover) before it gives up.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Any operation on an existing chat. When the chat's instance is down, in maint or removed,
+/// the chat is restored on another instance first. When the instance fails the request, the
+/// request moves too if that is safe: always when it cannot have arrived (connection
+/// refused), and for idempotent actions when it may have; otherwise the client gets
+/// statusCode 1 and its retry finds the chat moved.
 pub async fn on_chat(gw: &Gateway, chat_id: &str, mut req: OnChat) -> Result<ChatReply, Error> {
-    let (instance, chat) = open_chat(gw, chat_id, &req.credentials)?;
+    let opened = check_chat(gw, chat_id, &req.credentials)?;
     let refresh = match req.operation {
         ChatOperation::Act(action) => Refresh {
             action,
@@ -97,14 +127,43 @@ pub async fn on_chat(gw: &Gateway, chat_id: &str, mut req: OnChat) -> Result<Cha
         },
         ChatOperation::Refresh(refresh) => refresh,
     };
-    let update = gw
-        .deadline(instance.backend.refresh(&chat, refresh))
+    let tenant = req.credentials.tenant_name.as_str();
+    let (instance, update) = gw
+        .within(async {
+            let mut instance = settle(&opened, tenant).await?;
+            for attempt in 1.. {
+                let result = instance
+                    .backend
+                    .refresh(&opened.chat, refresh.clone())
+                    .await;
+                let e = match result {
+                    Ok(update) => {
+                        instance.health.request_ok();
+                        return Ok((instance, update));
+                    }
+                    Err(e) => e,
+                };
+                note_failure(&instance, &e);
+                let movable = match &e {
+                    BackendError::Unreachable(_) => true,
+                    BackendError::Interrupted(_) => refresh.action.is_idempotent(),
+                    _ => false,
+                };
+                if !movable || attempt >= MAX_ATTEMPTS {
+                    return Err(Error::Backend(e));
+                }
+                tracing::info!(chat_id, alias = %instance.alias, error = %e,
+                    "request failed; moving the chat");
+                instance = failover(&opened.router, tenant, &instance.alias, &opened.chat).await?;
+            }
+            unreachable!("the loop returns")
+        })
         .await?;
     if let Some(new_key) = &update.secure_key {
         // The backend's key changed (GMS moved the chat): the client gets it sealed.
         let claim = Claim {
             chat_id,
-            user_id: &chat.user_id,
+            user_id: &opened.chat.user_id,
             tenant_name: &req.credentials.tenant_name,
         };
         req.credentials.secure_key = gw.credentials.seal(claim, new_key);
@@ -116,13 +175,18 @@ pub async fn on_chat(gw: &Gateway, chat_id: &str, mut req: OnChat) -> Result<Cha
     })
 }
 
+/// A request on a chat that passed every check: the table it was routed with, the instance
+/// its alias names (`None` when a reload removed it) and the backend's own credentials.
+pub(super) struct Opened {
+    router: Arc<Router>,
+    instance: Option<Arc<Instance>>,
+    alias: String,
+    chat: ChatRef,
+}
+
 /// The check every request on a chat passes before any backend sees it: tenant, the
-/// credentials' MAC, the alias. Returns the instance and the backend's own credentials.
-pub(super) fn open_chat(
-    gw: &Gateway,
-    chat_id: &str,
-    creds: &ClientCredentials,
-) -> Result<(Arc<Instance>, ChatRef), Error> {
+/// credentials' MAC, the alias.
+fn check_chat(gw: &Gateway, chat_id: &str, creds: &ClientCredentials) -> Result<Opened, Error> {
     if gw.config.tenant(&creds.tenant_name).is_none() {
         return Err(Error::UnknownTenant(creds.tenant_name.clone()));
     }
@@ -136,15 +200,86 @@ pub(super) fn open_chat(
         .open(claim, &creds.secure_key)
         .ok_or(Error::BadCredentials)?;
     let router = gw.router();
-    let instance = router
-        .get(&creds.alias)
-        .ok_or_else(|| Error::UnknownAlias(creds.alias.clone()))?;
+    let instance = match router.route(&creds.alias) {
+        Route::Live(instance) => Some(Arc::clone(instance)),
+        Route::Retired => None,
+        Route::Unknown => return Err(Error::UnknownAlias(creds.alias.clone())),
+    };
     let chat = ChatRef {
         chat_id: chat_id.to_owned(),
         user_id: creds.user_id.clone(),
         secure_key: backend_key.to_owned(),
     };
-    Ok((Arc::clone(instance), chat))
+    Ok(Opened {
+        router,
+        instance,
+        alias: creds.alias.clone(),
+        chat,
+    })
+}
+
+/// The checks of [`check_chat`], then the instance that serves the chat now (moving it
+/// there if its own instance cannot). For the file operations, which are never retried.
+pub(super) async fn open_chat(
+    gw: &Gateway,
+    chat_id: &str,
+    creds: &ClientCredentials,
+) -> Result<(Arc<Instance>, ChatRef), Error> {
+    let opened = check_chat(gw, chat_id, creds)?;
+    let instance = gw.within(settle(&opened, &creds.tenant_name)).await?;
+    Ok((instance, opened.chat))
+}
+
+/// The instance the chat's alias names when it serves its chats, else where the chat moves.
+async fn settle(opened: &Opened, tenant: &str) -> Result<Arc<Instance>, Error> {
+    match &opened.instance {
+        Some(instance) if instance.serves_its_chats() => Ok(Arc::clone(instance)),
+        _ => failover(&opened.router, tenant, &opened.alias, &opened.chat).await,
+    }
+}
+
+/// Restores the chat on another ready, healthy instance of its tenant and returns it. The
+/// credentials were checked by the caller; the restore carries the backend's own.
+async fn failover(
+    router: &Router,
+    tenant: &str,
+    from: &str,
+    chat: &ChatRef,
+) -> Result<Arc<Instance>, Error> {
+    let mut tried: Vec<&str> = vec![from];
+    while tried.len() <= MAX_ATTEMPTS {
+        let Some(target) = router.place_except(tenant, &tried) else {
+            break;
+        };
+        match target.backend.restore(chat).await {
+            Ok(()) => {
+                target.health.request_ok();
+                tracing::info!(chat_id = %chat.chat_id, from, to = %target.alias, "chat moved");
+                return Ok(Arc::clone(target));
+            }
+            Err(BackendError::Unsupported(_)) => {
+                return Err(Error::CannotMove(from.to_owned()));
+            }
+            Err(e) => {
+                note_failure(target, &e);
+                if !e.never_arrived() {
+                    return Err(Error::Backend(e));
+                }
+                tried.push(&target.alias);
+            }
+        }
+    }
+    Err(Error::InstanceDown(from.to_owned()))
+}
+
+/// Tells an instance's health what a failed request says about it.
+fn note_failure(instance: &Instance, e: &BackendError) {
+    match e {
+        BackendError::Unreachable(why) => instance.health.refused(why),
+        BackendError::Interrupted(why) => instance.health.request_failed(why),
+        // It answered: busy, or a refusal of this request.
+        _ => instance.health.request_ok(),
+    }
 }
 
 impl Gateway {
@@ -154,8 +289,18 @@ impl Gateway {
         &self,
         call: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.request_timeout, call).await {
-            Ok(result) => result.map_err(Error::Backend),
+        self.within(async { call.await.map_err(Error::Backend) })
+            .await
+    }
+
+    /// Bounds a whole request (failover and second attempts included) by the configured
+    /// request timeout.
+    pub(super) async fn within<T>(
+        &self,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.request_timeout, work).await {
+            Ok(result) => result,
             Err(_) => Err(Error::Timeout),
         }
     }

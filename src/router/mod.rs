@@ -1,18 +1,24 @@
 //! The router: which chat server instance serves a request.
 //!
-//! Owns the alias table and the choice of instance for a new chat. It does no I/O: load
-//! figures come from each adapter's last-known [`backend_api::Load`], so placing a chat costs
-//! a few atomic reads. A new table replaces the old one whole (see `Gateway::router`), so a
-//! request always sees one consistent table.
+//! Owns the alias table, each instance's admin state and health, and the choice of instance
+//! for a new chat (or for a chat whose instance is gone). It does no I/O: load figures come
+//! from each adapter's last-known [`backend_api::Load`], health from the verdicts the checker
+//! tasks and requests report, so placing a chat costs a few atomic reads. A new table replaces
+//! the old one whole (see `Gateway::router`), so a request always sees one consistent table;
+//! a reload carries the [`Instance`]s it keeps over into the new table.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod health;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use backend_api::ChatBackend;
 use rand::Rng;
 
-use crate::config::Placement;
+pub use health::{Health, HealthState};
+
+use crate::config::{AdminState, Placement};
 
 /// One chat server instance.
 pub struct Instance {
@@ -24,15 +30,84 @@ pub struct Instance {
     pub weight: u32,
     /// Tenants it serves; empty means all.
     pub tenants: Vec<String>,
+    /// Set by the operator; runtime changes live here, per gateway process. Shared with the
+    /// same instance in later tables (reload).
+    state: Arc<AtomicU8>,
+    /// Verdicts of the health checks and of real requests; shared like `state`.
+    pub health: Arc<Health>,
+}
+
+/// How an alias resolves.
+pub enum Route<'a> {
+    /// A configured instance (whatever its state and health).
+    Live(&'a Arc<Instance>),
+    /// An alias a reload removed: its chats move elsewhere.
+    Retired,
+    /// Never configured here.
+    Unknown,
 }
 
 impl Instance {
-    fn serves(&self, tenant: &str) -> bool {
+    pub fn new(
+        alias: &str,
+        backend: Arc<dyn ChatBackend>,
+        weight: u32,
+        tenants: Vec<String>,
+        state: AdminState,
+        health: Health,
+    ) -> Instance {
+        Instance {
+            alias: Arc::from(alias),
+            backend,
+            weight,
+            tenants,
+            state: Arc::new(AtomicU8::new(state as u8)),
+            health: Arc::new(health),
+        }
+    }
+
+    /// The same instance (adapter, state, health) with a new weight and tenant list: what a
+    /// reload that changed only those makes of it.
+    pub fn reconfigured(&self, weight: u32, tenants: Vec<String>) -> Instance {
+        Instance {
+            alias: Arc::clone(&self.alias),
+            backend: Arc::clone(&self.backend),
+            weight,
+            tenants,
+            state: Arc::clone(&self.state),
+            health: Arc::clone(&self.health),
+        }
+    }
+
+    pub fn state(&self) -> AdminState {
+        match self.state.load(Ordering::Acquire) {
+            0 => AdminState::Ready,
+            1 => AdminState::Drain,
+            _ => AdminState::Maint,
+        }
+    }
+
+    pub fn set_state(&self, state: AdminState) {
+        let old = self.state.swap(state as u8, Ordering::AcqRel);
+        if old != state as u8 {
+            tracing::info!(alias = %self.alias, ?state, "instance admin state set");
+        }
+    }
+
+    pub fn serves(&self, tenant: &str) -> bool {
         self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant)
     }
 
-    /// Open chats relative to weight: what placement compares.
+    /// Whether requests on the chats it holds go there: not in maint, and up.
+    pub fn serves_its_chats(&self) -> bool {
+        self.state() != AdminState::Maint && self.health.is_up()
+    }
+
+    /// Open chats relative to weight, when it may take a new chat: ready, up, accepting.
     fn relative_load(&self) -> Option<f64> {
+        if self.state() != AdminState::Ready || !self.health.is_up() {
+            return None;
+        }
         let load = self.backend.load();
         load.accepting
             .then(|| load.active as f64 / f64::from(self.weight))
@@ -43,21 +118,47 @@ impl Instance {
 pub struct Router {
     instances: Vec<Arc<Instance>>,
     by_alias: HashMap<Arc<str>, usize>,
+    /// Aliases earlier tables had and this one has not: chats there fail over (not code 201).
+    retired: HashSet<Arc<str>>,
     placement: Placement,
     next: AtomicUsize,
 }
 
 impl Router {
     pub fn new(instances: Vec<Instance>, placement: Placement) -> Router {
-        let instances: Vec<Arc<Instance>> = instances.into_iter().map(Arc::new).collect();
-        let by_alias = instances
+        Self::from_shared(
+            instances.into_iter().map(Arc::new).collect(),
+            placement,
+            None,
+        )
+    }
+
+    /// A table from instances some of which an older table holds too; aliases of `previous`
+    /// that are gone are remembered as retired.
+    pub fn from_shared(
+        instances: Vec<Arc<Instance>>,
+        placement: Placement,
+        previous: Option<&Router>,
+    ) -> Router {
+        let by_alias: HashMap<Arc<str>, usize> = instances
             .iter()
             .enumerate()
             .map(|(i, inst)| (Arc::clone(&inst.alias), i))
             .collect();
+        let retired = previous
+            .map(|p| {
+                p.retired
+                    .iter()
+                    .chain(p.by_alias.keys())
+                    .filter(|a| !by_alias.contains_key(*a))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         Router {
             instances,
             by_alias,
+            retired,
             placement,
             next: AtomicUsize::new(0),
         }
@@ -68,21 +169,34 @@ impl Router {
         self.by_alias.get(alias).map(|&i| &self.instances[i])
     }
 
+    /// What an alias a client sent stands for.
+    pub fn route(&self, alias: &str) -> Route<'_> {
+        match self.get(alias) {
+            Some(instance) => Route::Live(instance),
+            None if self.retired.contains(alias) => Route::Retired,
+            None => Route::Unknown,
+        }
+    }
+
     pub fn instances(&self) -> &[Arc<Instance>] {
         &self.instances
     }
 
     /// The instance for a new chat of `tenant`, or `None` when none can take it.
     pub fn place(&self, tenant: &str) -> Option<&Arc<Instance>> {
-        let candidates = || {
-            self.instances
-                .iter()
-                .filter(move |i| i.serves(tenant))
-                .filter_map(|i| i.relative_load().map(|l| (i, l)))
-        };
+        self.place_except(tenant, &[])
+    }
+
+    /// Like [`Router::place`], never choosing one of `except` (instances just found failing).
+    pub fn place_except(&self, tenant: &str, except: &[&str]) -> Option<&Arc<Instance>> {
+        let open: Vec<_> = self
+            .instances
+            .iter()
+            .filter(|i| i.serves(tenant) && !except.contains(&&*i.alias))
+            .filter_map(|i| i.relative_load().map(|l| (i, l)))
+            .collect();
         match self.placement {
             Placement::RoundRobin => {
-                let open: Vec<_> = candidates().collect();
                 if open.is_empty() {
                     return None;
                 }
@@ -93,7 +207,6 @@ impl Router {
                 // Power of two choices: two distinct random candidates, the lighter wins.
                 // Cheap, and unlike "always the least loaded" it does not stampede one
                 // instance from several gateways whose load figures lag.
-                let open: Vec<_> = candidates().collect();
                 match open.len() {
                     0 => None,
                     1 => Some(open[0].0),
@@ -117,15 +230,17 @@ mod tests {
     use backend_mock::{Behaviour, Engine, MockBackend};
 
     fn instance(alias: &str, weight: u32, tenants: &[&str], limit: u64) -> Instance {
-        Instance {
-            alias: alias.into(),
-            backend: Arc::new(MockBackend::new(Engine::new(Behaviour {
+        Instance::new(
+            alias,
+            Arc::new(MockBackend::new(Engine::new(Behaviour {
                 session_limit: limit,
                 ..Behaviour::default()
             }))),
             weight,
-            tenants: tenants.iter().map(|t| t.to_string()).collect(),
-        }
+            tenants.iter().map(|t| t.to_string()).collect(),
+            AdminState::Ready,
+            Health::new(alias, &crate::config::HealthConfig::default()),
+        )
     }
 
     fn fill(router: &Router, tenant: &str, n: usize) -> HashMap<String, usize> {
@@ -183,5 +298,40 @@ mod tests {
         let counts = fill(&router, "A", 10);
         assert_eq!((counts["1"], counts["3"]), (5, 5));
         assert!(router.get("3").is_some() && router.get("4").is_none());
+    }
+
+    #[test]
+    fn only_ready_healthy_instances_take_new_chats() {
+        let router = Router::new(
+            vec![
+                instance("1", 1, &[], 1000),
+                instance("2", 1, &[], 1000),
+                instance("3", 1, &[], 1000),
+            ],
+            Placement::LeastLoaded,
+        );
+        router.get("1").unwrap().set_state(AdminState::Drain);
+        router
+            .get("2")
+            .unwrap()
+            .health
+            .refused("connection refused");
+        let counts = fill(&router, "A", 20);
+        assert_eq!(counts.get("3"), Some(&20), "{counts:?}");
+        assert!(router.place_except("A", &["3"]).is_none());
+        let one = router.get("1").unwrap();
+        assert!(one.serves_its_chats(), "drain keeps its chats");
+        one.set_state(AdminState::Maint);
+        assert!(!one.serves_its_chats());
+        assert!(!router.get("2").unwrap().serves_its_chats());
+
+        // A reload without "3": its alias is retired, not unknown.
+        let kept = router.instances()[..2].to_vec();
+        let next = Router::from_shared(kept, Placement::RoundRobin, Some(&router));
+        assert!(matches!(next.route("3"), Route::Retired));
+        assert!(matches!(next.route("1"), Route::Live(_)));
+        assert!(matches!(next.route("9"), Route::Unknown));
+        let after = Router::from_shared(Vec::new(), Placement::RoundRobin, Some(&next));
+        assert!(matches!(after.route("3"), Route::Retired), "remembered");
     }
 }

@@ -1,6 +1,7 @@
 //! Test fixtures: a gateway on a real socket (127.0.0.1:0) and a Chat API v2 client.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod gms;
 
 use std::sync::Arc;
@@ -89,6 +90,18 @@ impl GatewayBuilder {
     }
 
     pub fn config(&self) -> Config {
+        let toml = self.toml_text();
+        let dir = std::env::temp_dir().join(format!("gwtest-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let config = Config::load_with_env(&path, self.env.clone()).expect("test config");
+        std::fs::remove_dir_all(&dir).unwrap();
+        config
+    }
+
+    /// The config file this builder makes (environment overrides aside).
+    pub fn toml_text(&self) -> String {
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[credentials]\nsecret = \"{SECRET}\"\n\
              [[tenants]]\nname = \"Environment\"\n[[tenants]]\nname = \"Other\"\n"
@@ -104,13 +117,7 @@ impl GatewayBuilder {
             self.email_dir.join("spool").display(),
             self.email
         ));
-        let dir = std::env::temp_dir().join(format!("gwtest-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("gateway.toml");
-        std::fs::write(&path, toml).unwrap();
-        let config = Config::load_with_env(&path, self.env.clone()).expect("test config");
-        std::fs::remove_dir_all(&dir).unwrap();
-        config
+        toml
     }
 
     /// Starts the gateway, sharing the given engines (a second gateway over the same chat

@@ -69,6 +69,13 @@ pub trait ChatBackend: Send + Sync + 'static {
         Err(BackendError::Unsupported("file transfer"))
     }
 
+    /// Asks the instance whether it is alive and what its load is: the gateway's active health
+    /// check. The default reports the cached [`ChatBackend::load`] (an in-process backend is
+    /// as alive as the gateway); adapters that cross a network make a real call.
+    async fn check(&self) -> Result<Load, BackendError> {
+        Ok(self.load())
+    }
+
     /// What this instance last said about its load. Never does I/O: the router calls it on
     /// every new chat.
     fn load(&self) -> Load;

@@ -132,7 +132,14 @@ async fn call(
             config.max_in_flight, config.address
         )));
     };
-    let link = pool.pick().map_err(BackendError::Unreachable)?;
+    let link = match pool.pick() {
+        Ok(link) => link,
+        Err(_) => {
+            // Just started: the first connection may be on its way.
+            pool.settled(config.connect_timeout).await;
+            pool.pick().map_err(BackendError::Unreachable)?
+        }
+    };
     let sent = tokio::time::timeout(
         config.request_timeout,
         link.send(|id| encode(&Request { id, call })),
@@ -191,7 +198,12 @@ impl ChatBackend for TcpBackend {
     async fn create(&self, chat: NewChat) -> Result<ChatCreated, BackendError> {
         let call_ = Call::LoginJoin(chat);
         match call(&self.pool, &self.in_flight, &self.config, call_).await? {
-            Answer::Created(created) => Ok(created),
+            Answer::Created(created) => {
+                // Counted at once, not at the next status poll: placement between polls
+                // would otherwise see a stale figure and pile chats on this instance.
+                self.pool.note_created();
+                Ok(created)
+            }
             other => Err(unexpected("loginJoin", &other)),
         }
     }
@@ -222,6 +234,12 @@ impl ChatBackend for TcpBackend {
 
     async fn restore(&self, chat: &ChatRef) -> Result<(), BackendError> {
         self.restore_chat(chat).await.map(drop)
+    }
+
+    /// The protocol's `status` call: alive when it answers, with its load.
+    async fn check(&self) -> Result<Load, BackendError> {
+        self.status().await?;
+        Ok(self.load())
     }
 
     /// The last status the instance reported; not accepting while no connection is up.

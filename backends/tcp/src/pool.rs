@@ -4,13 +4,14 @@
 //! picking a live connection for a request. It must not send requests or interpret replies:
 //! the adapter does, through the [`Link`] it is handed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chat_protocol::Status;
 use parking_lot::Mutex;
 use rand::Rng;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::link::{self, Link};
@@ -26,6 +27,10 @@ pub struct Pool {
     last_error: Mutex<String>,
     /// The newest status the instance reported (in a handshake or a status reply).
     status: Mutex<Option<Status>>,
+    /// Set once the first connection attempt has ended either way. Until then "no
+    /// connection" means "not yet", not "refused": requests wait for it (see `settled`).
+    tried: AtomicBool,
+    tried_notify: Notify,
 }
 
 impl Pool {
@@ -39,6 +44,8 @@ impl Pool {
             next: AtomicUsize::new(0),
             last_error: Mutex::new("not connected yet".into()),
             status: Mutex::new(None),
+            tried: AtomicBool::new(false),
+            tried_notify: Notify::new(),
         });
         for slot in 0..pool.slots.len() {
             let pool = Arc::clone(&pool);
@@ -70,6 +77,22 @@ impl Pool {
         ))
     }
 
+    /// Waits (at most `within`) until the first connection attempt has ended, so a request
+    /// made while the pool is still starting is not reported as refused.
+    pub async fn settled(&self, within: Duration) {
+        let notified = self.tried_notify.notified();
+        if self.tried.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = tokio::time::timeout(within, notified).await;
+    }
+
+    fn attempt_ended(&self) {
+        if !self.tried.swap(true, Ordering::AcqRel) {
+            self.tried_notify.notify_waiters();
+        }
+    }
+
     pub fn is_connected(&self) -> bool {
         self.slots
             .iter()
@@ -85,6 +108,13 @@ impl Pool {
     pub fn mark_unresponsive(&self) {
         if let Some(status) = self.status.lock().as_mut() {
             status.load.accepting = false;
+        }
+    }
+
+    /// A chat was created here since the last status: count it until the next one says.
+    pub fn note_created(&self) {
+        if let Some(status) = self.status.lock().as_mut() {
+            status.load.active += 1;
         }
     }
 
@@ -104,6 +134,7 @@ impl Pool {
                     self.record_status(greeted.welcome.status.clone());
                     let (link, running) = greeted.serve(config.max_in_flight);
                     *self.slots[slot].lock() = Some(link);
+                    self.attempt_ended();
                     let reason = running.await;
                     *self.slots[slot].lock() = None;
                     tracing::warn!(address = %config.address, slot, %reason,
@@ -113,6 +144,7 @@ impl Pool {
                 Err(reason) => {
                     tracing::debug!(address = %config.address, slot, %reason, "connect failed");
                     *self.last_error.lock() = reason;
+                    self.attempt_ended();
                 }
             }
             tokio::time::sleep(backoff.next()).await;

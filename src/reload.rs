@@ -1,0 +1,81 @@
+//! Reloading the instance list while serving: on SIGHUP, and when the config file changes.
+//!
+//! Owns noticing that a reload is wanted and loading the new file; applying it is
+//! `Gateway::reload`. A file that does not load or validate is refused with its reason
+//! (naming the key) in the log, and the running configuration stays.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Config, Gateway};
+
+/// How often the config file is compared with what was last loaded.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// Runs until the runtime stops: reloads on SIGHUP, and whenever the file's contents differ
+/// from those seen when `watch` was called (checked every `poll`; a half-written file is
+/// refused and tried again at the next change).
+pub fn watch(gw: Arc<Gateway>, path: PathBuf, poll: Duration) -> impl Future<Output = ()> {
+    // Read now, not when the task first runs: a change in between must count as one.
+    let mut seen = std::fs::read(&path).ok();
+    async move {
+        let mut hangup = Hangup::new();
+        loop {
+            let forced = tokio::select! {
+                () = hangup.recv() => true,
+                () = tokio::time::sleep(poll) => false,
+            };
+            let now = tokio::fs::read(&path).await.ok();
+            if !forced && now == seen {
+                continue;
+            }
+            seen = now;
+            tracing::info!(path = %path.display(), signal = forced, "reloading the configuration");
+            let _ = reload_from(&gw, &path).await;
+        }
+    }
+}
+
+/// Loads and validates `path`, then applies it; on failure logs why and keeps the old.
+pub async fn reload_from(gw: &Gateway, path: &Path) -> Result<(), String> {
+    let result = match Config::load(path) {
+        Ok(config) => gw.reload(config).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(reason) = &result {
+        tracing::error!(%reason, "new configuration refused; the running one stays");
+    }
+    result
+}
+
+/// SIGHUP as a stream of wake-ups; never fires where there is no such signal.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn new() -> Hangup {
+        #[cfg(unix)]
+        {
+            let kind = tokio::signal::unix::SignalKind::hangup();
+            Hangup {
+                signal: tokio::signal::unix::signal(kind).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}

@@ -1,0 +1,177 @@
+//! Fixtures for N+1 tests: chat-server processes sharing one Redis store, the admin API of an
+//! in-process gateway, and gateway processes run from the binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use chat_testkit::{chat_server_bin, ChatServer, Redis};
+use serde_json::Value;
+use webapi_gateway::Gateway;
+
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
+/// Quick checks and reconnects, so tests see failures and recoveries within a second.
+pub const FAST: &str = "[tcp]\nstatus_interval_ms = 100\nbackoff_min_ms = 20\n\
+    backoff_max_ms = 200\nrequest_timeout_ms = 3000\n\
+    [chat.health]\ninterval_ms = 100\ntimeout_ms = 1000\nrise = 2\nfall = 2\n\
+    [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"admin-token-0123456789\"\n";
+
+/// Chat servers sharing a store: what N+1 restoration needs.
+pub struct Cluster {
+    pub redis: Redis,
+    pub servers: Vec<ChatServer>,
+}
+
+impl Cluster {
+    /// One server per alias; `None` (the test skips) when Redis is not installed outside CI.
+    pub fn start(aliases: &[&str]) -> Option<Cluster> {
+        let redis = Redis::start()?;
+        let mut cluster = Cluster {
+            redis,
+            servers: Vec::new(),
+        };
+        for alias in aliases {
+            cluster.add(alias);
+        }
+        Some(cluster)
+    }
+
+    fn builder(&self, alias: &str) -> chat_testkit::ChatServerBuilder {
+        ChatServer::builder(chat_server_bin())
+            .alias(alias)
+            .store(&self.redis.url())
+    }
+
+    pub fn add(&mut self, alias: &str) -> &ChatServer {
+        let server = self.builder(alias).start();
+        self.servers.push(server);
+        self.servers.last().unwrap()
+    }
+
+    pub fn server(&mut self, alias: &str) -> &mut ChatServer {
+        self.servers.iter_mut().find(|s| s.alias == alias).unwrap()
+    }
+
+    /// Starts a killed server again where it listened before.
+    pub fn restart(&mut self, alias: &str) {
+        let i = self.servers.iter().position(|s| s.alias == alias).unwrap();
+        let addr = self.servers[i].addr;
+        self.servers[i] = self.builder(alias).listen(addr).start();
+    }
+
+    /// `[[chat.instances]]` entries for the given aliases (all when empty).
+    pub fn instances(&self, aliases: &[&str]) -> String {
+        self.servers
+            .iter()
+            .filter(|s| aliases.is_empty() || aliases.contains(&s.alias.as_str()))
+            .map(|s| {
+                format!(
+                    "[[chat.instances]]\nalias = \"{}\"\nkind = \"tcp\"\naddress = \"{}\"\n",
+                    s.alias, s.addr
+                )
+            })
+            .collect()
+    }
+}
+
+/// Serves the gateway's admin routes on a free port; returns their base URL.
+pub async fn serve_admin(gw: Arc<Gateway>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(webapi_gateway::admin::serve(listener, gw));
+    base
+}
+
+/// An admin request: `PUT {base}/admin/instances/{alias}/state` with `state`.
+pub async fn set_state(admin: &str, alias: &str, state: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .put(format!("{admin}/admin/instances/{alias}/state"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "state": state }))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+pub async fn list_instances(admin: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new().get(format!("{admin}/admin/instances"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A `webapi-gateway` process, killed on drop.
+pub struct GatewayProcess {
+    child: Child,
+    pub base: String,
+}
+
+impl GatewayProcess {
+    /// Runs the binary on `config` with its own e-mail spool under `dir`.
+    pub fn start(config: &Path, dir: &Path) -> GatewayProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_webapi-gateway"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("GATEWAY__EMAIL__SPOOL_DIR", dir.join("spool"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        // Keeps reading the log so the process never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("webapi-gateway listening") {
+                    if let (Some(tx), Some(i)) = (tx.take(), line.find("addr=")) {
+                        let addr = line[i + 5..].split_whitespace().next().unwrap();
+                        let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the gateway's listening line");
+        GatewayProcess {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

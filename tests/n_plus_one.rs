@@ -1,0 +1,415 @@
+//! N+1 alias routing over real `chat-server` processes sharing a real Redis: placement over
+//! instances, failover when one dies, drain and maint, hot reload, and two gateway processes
+//! serving the same chats.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::cluster::{self, Cluster, GatewayProcess, Scratch, FAST};
+use common::{eventually, gateway, Chat, Client, Reply, TestGateway};
+use serde_json::{json, Value};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A gateway over the cluster's instances (all of them when `aliases` is empty).
+async fn gateway_over(cluster: &Cluster, aliases: &[&str], extra: &str) -> TestGateway {
+    let gw = gateway()
+        .aliases(&[])
+        .toml(&cluster.instances(aliases))
+        .toml(FAST)
+        .toml(extra)
+        .start()
+        .await;
+    all_accepting(&gw).await;
+    gw
+}
+
+/// Waits until every instance of the table has connected and takes chats.
+async fn all_accepting(gw: &TestGateway) {
+    eventually(PATIENCE, "every instance accepting", || async {
+        gw.gateway
+            .router()
+            .instances()
+            .iter()
+            .all(|i| i.backend.load().accepting && i.health.is_up())
+            .then_some(())
+    })
+    .await;
+}
+
+fn chat_of(r: &Reply, tenant: &str) -> Chat {
+    Chat {
+        chat_id: r.body["chatId"].as_str().unwrap().into(),
+        user_id: r.body["userId"].as_str().unwrap().into(),
+        secure_key: r.body["secureKey"].as_str().unwrap().into(),
+        alias: r.body["alias"].as_str().unwrap().into(),
+        tenant: tenant.into(),
+    }
+}
+
+/// Requests a chat, retrying statusCode 1 (instances still connecting).
+async fn new_chat(c: &Client, nickname: &str) -> Chat {
+    eventually(PATIENCE, "a new chat", || async {
+        let r = c
+            .post(
+                "/api/v2/chats",
+                json!({"tenantName": "Environment", "nickname": nickname}),
+            )
+            .await;
+        match r.status_code() {
+            0 => Some(chat_of(&r, "Environment")),
+            1 => None,
+            _ => panic!("request chat refused: {:#}", r.body),
+        }
+    })
+    .await
+}
+
+/// The texts of the customer's messages in the chat's whole transcript.
+async fn customer_texts(c: &Client, chat: &Chat) -> Vec<String> {
+    let r = c.messages(chat, Some(1)).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    r.messages()
+        .iter()
+        .filter(|m| m["type"] == "Message" && m["from"]["type"] == "Client")
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn alias_of(r: &Reply) -> String {
+    r.body["alias"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_chats_spread_evenly_over_three_instances() {
+    let Some(cluster) = Cluster::start(&["1", "2", "3"]) else {
+        return;
+    };
+    let gw = gateway_over(&cluster, &[], "").await;
+    let c = gw.client();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for i in 0..300 {
+        let chat = new_chat(&c, &format!("n{i}")).await;
+        *counts.entry(chat.alias).or_default() += 1;
+    }
+    for alias in ["1", "2", "3"] {
+        let n = counts.get(alias).copied().unwrap_or(0);
+        assert!((80..=120).contains(&n), "{alias} got {n}: {counts:?}");
+    }
+}
+
+/// What one chatting customer saw: the texts acknowledged with statusCode 0.
+struct Chatter {
+    chat: Chat,
+    first_alias: String,
+    acked: Vec<String>,
+}
+
+/// Sends messages until `messages` are acknowledged. Each attempt has its own text, so a
+/// statusCode 1 attempt that did arrive shows as an extra text, never as a doubled one.
+async fn chatter(
+    c: Client,
+    mut chat: Chat,
+    n: usize,
+    messages: usize,
+    acked_total: Arc<AtomicUsize>,
+) -> Chatter {
+    let first_alias = chat.alias.clone();
+    let mut acked = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut attempt = 0;
+    while acked.len() < messages {
+        assert!(Instant::now() < deadline, "chat {n} made no progress");
+        attempt += 1;
+        let text = format!("c{n}-m{}-a{attempt}", acked.len());
+        let r = c.op(&chat, "SendMessage", json!({ "text": text })).await;
+        match r.status_code() {
+            0 => {
+                chat.alias = alias_of(&r);
+                acked.push(text);
+                acked_total.fetch_add(1, Ordering::Relaxed);
+            }
+            1 => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => panic!("chat {n}: {:#}", r.body),
+        }
+        // A poll between messages, as widgets do; its alias is the newest too.
+        let r = c.messages(&chat, None).await;
+        if r.status_code() == 0 {
+            chat.alias = alias_of(&r);
+        }
+    }
+    Chatter {
+        chat,
+        first_alias,
+        acked,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_survive_a_kill_9_and_the_instance_comes_back() {
+    let Some(mut cluster) = Cluster::start(&["1", "2", "3"]) else {
+        return;
+    };
+    let gw = gateway_over(&cluster, &[], "").await;
+    let c = gw.client();
+    let mut chats = Vec::new();
+    for i in 0..50 {
+        chats.push(new_chat(&c, &format!("n{i}")).await);
+    }
+    let victim = chats[0].alias.clone();
+    let on_victim = chats.iter().filter(|ch| ch.alias == victim).count();
+    assert!(on_victim > 0);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = chats
+        .into_iter()
+        .enumerate()
+        .map(|(n, chat)| tokio::spawn(chatter(c.clone(), chat, n, 10, Arc::clone(&acked))))
+        .collect();
+    // Kill it in the middle of the conversation.
+    eventually(PATIENCE, "chats under way", || async {
+        (acked.load(Ordering::Relaxed) >= 150).then_some(())
+    })
+    .await;
+    cluster.server(&victim).kill9();
+
+    let mut moved = 0;
+    for task in tasks {
+        let done = task.await.unwrap();
+        let texts = customer_texts(&c, &done.chat).await;
+        for text in &done.acked {
+            let n = texts.iter().filter(|t| *t == text).count();
+            assert_eq!(n, 1, "{text} in the transcript {n} times: {texts:?}");
+        }
+        if done.first_alias == victim {
+            assert_ne!(done.chat.alias, victim, "the reply carries the new alias");
+            moved += 1;
+        }
+    }
+    assert_eq!(moved, on_victim);
+
+    // Back: it receives new chats again.
+    cluster.restart(&victim);
+    eventually(PATIENCE, "a new chat on the restarted instance", || async {
+        let chat = new_chat(&c, "again").await;
+        (chat.alias == victim).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_keeps_existing_chats_and_maint_moves_them() {
+    let Some(cluster) = Cluster::start(&["1", "2", "3"]) else {
+        return;
+    };
+    let gw = gateway_over(&cluster, &[], "").await;
+    let admin = cluster::serve_admin(Arc::clone(&gw.gateway)).await;
+    let c = gw.client();
+
+    let (status, _) = cluster::list_instances(&admin, None).await;
+    assert_eq!(status, 401, "the token is required");
+    let (status, _) = cluster::list_instances(&admin, Some("wrong-token-0123456789")).await;
+    assert_eq!(status, 401);
+
+    let mut chats = Vec::new();
+    for i in 0..30 {
+        chats.push(new_chat(&c, &format!("n{i}")).await);
+    }
+    let drained = chats[0].alias.clone();
+    let (status, body) = cluster::set_state(&admin, &drained, "drain").await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["state"], "drain");
+    assert_eq!(body["takesNewChats"], false);
+
+    for i in 0..30 {
+        let chat = new_chat(&c, &format!("d{i}")).await;
+        assert_ne!(
+            chat.alias, drained,
+            "a draining instance takes no new chats"
+        );
+    }
+    let mut mine: Vec<Chat> = chats.into_iter().filter(|ch| ch.alias == drained).collect();
+    for chat in &mine {
+        let r = c
+            .op(chat, "SendMessage", json!({"text": "still here"}))
+            .await;
+        assert_eq!((r.status_code(), alias_of(&r)), (0, drained.clone()));
+    }
+
+    let (status, body) = cluster::set_state(&admin, &drained, "maint").await;
+    assert_eq!((status, &body["state"]), (200, &json!("maint")));
+    for chat in &mut mine {
+        let r = c.op(chat, "SendMessage", json!({"text": "moved"})).await;
+        assert_eq!(r.status_code(), 0, "{:#}", r.body);
+        assert_ne!(alias_of(&r), drained, "maint moves the chat");
+        chat.alias = alias_of(&r);
+        let texts = customer_texts(&c, chat).await;
+        assert_eq!(texts, ["still here", "moved"]);
+    }
+
+    let (status, list) = cluster::list_instances(&admin, Some(cluster::ADMIN_TOKEN)).await;
+    assert_eq!(status, 200);
+    let entry = list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["alias"] == drained.as_str())
+        .unwrap();
+    assert_eq!(entry["state"], "maint");
+    assert_eq!(entry["health"], "healthy");
+    assert_eq!(entry["kind"], "tcp");
+    assert!(entry["activeChats"].as_u64().is_some());
+    let (status, _) = cluster::set_state(&admin, "nope", "ready").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_a_fourth_instance_under_load() {
+    let Some(mut cluster) = Cluster::start(&["1", "2", "3"]) else {
+        return;
+    };
+    cluster.add("4");
+    let three = cluster.instances(&["1", "2", "3"]);
+    let builder = gateway().aliases(&[]).toml(&three).toml(FAST);
+    let text = builder.toml_text();
+    let scratch = Scratch::new("gw-reload");
+    let path = scratch.0.join("gateway.toml");
+    std::fs::write(&path, &text).unwrap();
+    let gw = builder.start().await;
+    all_accepting(&gw).await;
+
+    // A bad file is refused with the key named, and the running table stays.
+    let bad = scratch.0.join("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replace("alias = \"2\"", "alias = \"2\"\nweight = 0"),
+    )
+    .unwrap();
+    let why = webapi_gateway::reload::reload_from(&gw.gateway, &bad)
+        .await
+        .unwrap_err();
+    assert!(why.contains("chat.instances[1].weight"), "{why}");
+    assert_eq!(gw.gateway.router().instances().len(), 3);
+
+    tokio::spawn(webapi_gateway::reload::watch(
+        Arc::clone(&gw.gateway),
+        path.clone(),
+        Duration::from_millis(50),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let seen_4 = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let c = gw.client();
+            let (stop, failures, seen_4) = (stop.clone(), failures.clone(), seen_4.clone());
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let nickname = format!("w{w}-{n}");
+                    let r = c
+                        .post(
+                            "/api/v2/chats",
+                            json!({"tenantName": "Environment", "nickname": nickname}),
+                        )
+                        .await;
+                    if r.status_code() != 0 {
+                        failures.lock().unwrap().push(r.body);
+                        continue;
+                    }
+                    let chat = chat_of(&r, "Environment");
+                    if chat.alias == "4" {
+                        seen_4.store(true, Ordering::Relaxed);
+                    }
+                    let r = c.op(&chat, "SendMessage", json!({"text": "hi"})).await;
+                    if r.status_code() != 0 {
+                        failures.lock().unwrap().push(r.body);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    std::fs::write(&path, text.replace(&three, &cluster.instances(&[]))).unwrap();
+    eventually(PATIENCE, "the reload", || async {
+        (gw.gateway.router().instances().len() == 4).then_some(())
+    })
+    .await;
+    eventually(PATIENCE, "new chats on the added instance", || async {
+        seen_4.load(Ordering::Relaxed).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "failed requests: {failures:#?}");
+    assert_eq!(gw.gateway.router().instances().len(), 4);
+}
+
+/// Two gateway processes with the same secret in front of the same chat servers: a chat
+/// created on one continues on the other, and on either after it restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_processes_serve_the_same_chats() {
+    let Some(cluster) = Cluster::start(&["1", "2"]) else {
+        return;
+    };
+    let scratch = Scratch::new("gw-pair");
+    let config = scratch.0.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[credentials]\nsecret = \"{}\"\n\
+             [[tenants]]\nname = \"Environment\"\n{}{FAST}",
+            common::SECRET,
+            cluster.instances(&[]),
+        ),
+    )
+    .unwrap();
+    let start = |name: &str| {
+        let dir = scratch.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        GatewayProcess::start(&config, &dir)
+    };
+    let client = |p: &GatewayProcess| Client {
+        base: p.base.clone(),
+        http: reqwest::Client::new(),
+    };
+    let mut a = start("a");
+    let mut b = start("b");
+    let chat = new_chat(&client(&a), "Ann").await;
+
+    // The client keeps the newest alias, as the Web API asks.
+    let send = |c: Client, chat: Chat, text: &'static str| async move {
+        eventually(PATIENCE, "a message accepted", || async {
+            let r = c.op(&chat, "SendMessage", json!({ "text": text })).await;
+            match r.status_code() {
+                0 => Some(Chat {
+                    alias: alias_of(&r),
+                    ..chat.clone()
+                }),
+                1 => None,
+                _ => panic!("{:#}", r.body),
+            }
+        })
+        .await
+    };
+    let chat = send(client(&b), chat, "via b").await;
+    assert_eq!(customer_texts(&client(&a), &chat).await, ["via b"]);
+
+    a.kill9();
+    let a = start("a2");
+    let chat = send(client(&a), chat, "via restarted a").await;
+    b.kill9();
+    let b = start("b2");
+    let chat = send(client(&b), chat, "via restarted b").await;
+    assert_eq!(
+        customer_texts(&client(&a), &chat).await,
+        ["via b", "via restarted a", "via restarted b"]
+    );
+}
