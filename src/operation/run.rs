@@ -9,6 +9,7 @@ use std::sync::Arc;
 use backend_api::{BackendError, ChatRef, ChatUpdate, Event, NewChat, Refresh, Transcript};
 
 use super::{ChatOperation, ClientCredentials, OnChat, RequestChat};
+use crate::config::AdminState;
 use crate::credentials::Claim;
 use crate::error::Error;
 use crate::router::{Instance, Route, Router};
@@ -60,11 +61,13 @@ pub async fn request_chat(gw: &Gateway, req: RequestChat) -> Result<Created, Err
     let (instance, created) = gw
         .within(async {
             let mut tried: Vec<Arc<str>> = Vec::new();
+            let mut last_error = None;
             loop {
                 let except: Vec<&str> = tried.iter().map(|a| &**a).collect();
-                let instance = router
-                    .place_except(&tenant_name, &except)
-                    .ok_or(Error::NoInstance)?;
+                let Some(instance) = router.place_except(&tenant_name, &except) else {
+                    // Nowhere else to go: the failure met says more than "no instance".
+                    return Err(last_error.map_or(Error::NoInstance, Error::Backend));
+                };
                 match instance.backend.create(chat.clone()).await {
                     Ok(created) => {
                         instance.health.request_ok();
@@ -76,6 +79,7 @@ pub async fn request_chat(gw: &Gateway, req: RequestChat) -> Result<Created, Err
                             return Err(Error::Backend(e));
                         }
                         tried.push(Arc::clone(&instance.alias));
+                        last_error = Some(e);
                     }
                 }
             }
@@ -154,7 +158,13 @@ pub async fn on_chat(gw: &Gateway, chat_id: &str, mut req: OnChat) -> Result<Cha
                 }
                 tracing::info!(chat_id, alias = %instance.alias, error = %e,
                     "request failed; moving the chat");
-                instance = failover(&opened.router, tenant, &instance.alias, &opened.chat).await?;
+                instance =
+                    match failover(&opened.router, tenant, &instance.alias, &opened.chat).await {
+                        Ok(target) => target,
+                        // Nowhere to move: the client hears what went wrong where it was.
+                        Err(Error::InstanceDown(_)) => return Err(Error::Backend(e)),
+                        Err(other) => return Err(other),
+                    };
             }
             unreachable!("the loop returns")
         })
@@ -231,10 +241,18 @@ pub(super) async fn open_chat(
 }
 
 /// The instance the chat's alias names when it serves its chats, else where the chat moves.
+/// A down instance with nowhere to move its chats is still tried (it may be back before its
+/// checks say so); one in maint is not.
 async fn settle(opened: &Opened, tenant: &str) -> Result<Arc<Instance>, Error> {
-    match &opened.instance {
-        Some(instance) if instance.serves_its_chats() => Ok(Arc::clone(instance)),
-        _ => failover(&opened.router, tenant, &opened.alias, &opened.chat).await,
+    let own = opened.instance.as_ref();
+    if let Some(instance) = own.filter(|i| i.serves_its_chats()) {
+        return Ok(Arc::clone(instance));
+    }
+    match failover(&opened.router, tenant, &opened.alias, &opened.chat).await {
+        Err(Error::InstanceDown(_)) if own.is_some_and(|i| i.state() != AdminState::Maint) => {
+            Ok(Arc::clone(own.expect("checked")))
+        }
+        moved => moved,
     }
 }
 
