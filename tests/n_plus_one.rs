@@ -294,6 +294,16 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
     assert!(why.contains("chat.instances[1].weight"), "{why}");
     assert_eq!(gw.gateway.router().instances().len(), 3);
 
+    // A chat on "1", which the second reload removes.
+    let c = gw.client();
+    let mut on_1 = eventually(PATIENCE, "a chat on 1", || async {
+        let chat = new_chat(&c, "one").await;
+        (chat.alias == "1").then_some(chat)
+    })
+    .await;
+    let r = c.op(&on_1, "SendMessage", json!({"text": "before"})).await;
+    assert_eq!(r.status_code(), 0);
+
     tokio::spawn(webapi_gateway::reload::watch(
         Arc::clone(&gw.gateway),
         path.clone(),
@@ -343,13 +353,30 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
         seen_4.load(Ordering::Relaxed).then_some(())
     })
     .await;
+    assert_eq!(gw.gateway.router().instances().len(), 4);
+
+    // Removing "1", still under load: its chats move on their next request.
+    std::fs::write(
+        &path,
+        text.replace(&three, &cluster.instances(&["2", "3", "4"])),
+    )
+    .unwrap();
+    eventually(PATIENCE, "the removal", || async {
+        gw.gateway.router().get("1").is_none().then_some(())
+    })
+    .await;
+    let r = c.op(&on_1, "SendMessage", json!({"text": "after"})).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    on_1.alias = alias_of(&r);
+    assert_ne!(on_1.alias, "1");
+    assert_eq!(customer_texts(&c, &on_1).await, ["before", "after"]);
+
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
     }
     let failures = failures.lock().unwrap();
     assert!(failures.is_empty(), "failed requests: {failures:#?}");
-    assert_eq!(gw.gateway.router().instances().len(), 4);
 }
 
 /// Two gateway processes with the same secret in front of the same chat servers: a chat
