@@ -18,10 +18,11 @@ pub const POLL: Duration = Duration::from_secs(2);
 /// from those seen when `watch` was called (checked every `poll`; a half-written file is
 /// refused and tried again at the next change).
 pub fn watch(gw: Arc<Gateway>, path: PathBuf, poll: Duration) -> impl Future<Output = ()> {
-    // Read now, not when the task first runs: a change in between must count as one.
+    // Read and listen now, not when the task first runs: a change or a SIGHUP in between
+    // must count (an unhandled SIGHUP would end the process). Needs a runtime context.
     let mut seen = std::fs::read(&path).ok();
+    let mut hangup = Hangup::new();
     async move {
-        let mut hangup = Hangup::new();
         loop {
             let forced = tokio::select! {
                 () = hangup.recv() => true,

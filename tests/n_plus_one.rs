@@ -440,3 +440,112 @@ async fn two_gateway_processes_serve_the_same_chats() {
         ["via b", "via restarted a", "via restarted b"]
     );
 }
+
+/// Admin state from the config file, over embedded mock instances (no processes): a reload
+/// applies the file's state only where the file changed it; a mock instance's chats cannot
+/// move, so maint leaves them with statusCode 1 (code 600); the admin routes need a token.
+#[tokio::test]
+async fn reload_applies_changed_states_and_mock_chats_cannot_move() {
+    let builder = gateway().toml("[admin]\ntoken = \"admin-token-0123456789\"\n");
+    let text = builder.toml_text();
+    let scratch = Scratch::new("gw-states");
+    let path = scratch.0.join("gateway.toml");
+    let gw = builder.start().await;
+    let c = gw.client();
+    let admin = cluster::serve_admin(Arc::clone(&gw.gateway)).await;
+    let state = |alias: &str| gw.gateway.router().get(alias).unwrap().state();
+    use webapi_gateway::config::AdminState;
+
+    // Set at runtime; a reload of a file that did not change the state keeps it.
+    let (status, _) = cluster::set_state(&admin, "117", "drain").await;
+    assert_eq!(status, 200);
+    std::fs::write(
+        &path,
+        text.replace("kind = \"mock\"\n[[", "kind = \"mock\"\nweight = 2\n[["),
+    )
+    .unwrap();
+    webapi_gateway::reload::reload_from(&gw.gateway, &path)
+        .await
+        .unwrap();
+    assert_eq!(state("117"), AdminState::Drain);
+    assert_eq!(gw.gateway.router().get("117").unwrap().weight, 2);
+
+    // The file changes 118's state: applied.
+    std::fs::write(
+        &path,
+        text.replace("alias = \"118\"", "alias = \"118\"\nstate = \"drain\""),
+    )
+    .unwrap();
+    webapi_gateway::reload::reload_from(&gw.gateway, &path)
+        .await
+        .unwrap();
+    assert_eq!(
+        (state("117"), state("118")),
+        (AdminState::Drain, AdminState::Drain)
+    );
+    let r = c
+        .post(
+            "/api/v2/chats",
+            json!({"tenantName": "Environment", "nickname": "n"}),
+        )
+        .await;
+    r.assert_error(503, 1, 300);
+
+    // A mock chat whose instance goes to maint: nowhere to go while the other instance
+    // drains (601), and it cannot be restored once the other is ready (600).
+    let (status, _) = cluster::set_state(&admin, "118", "ready").await;
+    assert_eq!(status, 200);
+    let chat = c.request_chat("Ann").await;
+    assert_eq!(chat.alias, "118");
+    cluster::set_state(&admin, "118", "maint").await;
+    c.op(&chat, "SendMessage", json!({"text": "hi"}))
+        .await
+        .assert_error(503, 1, 601);
+    cluster::set_state(&admin, "117", "ready").await;
+    c.op(&chat, "SendMessage", json!({"text": "hi"}))
+        .await
+        .assert_error(503, 1, 600);
+    cluster::set_state(&admin, "118", "ready").await;
+    let r = c.op(&chat, "SendMessage", json!({"text": "hi"})).await;
+    assert_eq!((r.status_code(), alias_of(&r)), (0, "118".to_string()));
+
+    // A gateway without admin.token refuses every admin request.
+    let plain = gateway().start().await;
+    let admin = cluster::serve_admin(Arc::clone(&plain.gateway)).await;
+    let (status, _) = cluster::list_instances(&admin, Some(cluster::ADMIN_TOKEN)).await;
+    assert_eq!(status, 403);
+}
+
+/// The binary reloads its instance list on SIGHUP (and survives the signal).
+#[tokio::test]
+async fn the_binary_reloads_on_sighup() {
+    let scratch = Scratch::new("gw-hup");
+    let config = scratch.0.join("gateway.toml");
+    let base = "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                [[tenants]]\nname = \"Environment\"\n";
+    std::fs::write(
+        &config,
+        format!("{base}[[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\n"),
+    )
+    .unwrap();
+    let mut gw = GatewayProcess::start(&config, &scratch.0);
+    let c = Client {
+        base: gw.base.clone(),
+        http: reqwest::Client::new(),
+    };
+    assert_eq!(c.request_chat("Ann").await.alias, "117");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\nstate = \"drain\"\n\
+             [[chat.instances]]\nalias = \"118\"\nkind = \"mock\"\n"
+        ),
+    )
+    .unwrap();
+    gw.signal("HUP");
+    eventually(PATIENCE, "new chats on the added instance", || async {
+        (c.request_chat("Bob").await.alias == "118").then_some(())
+    })
+    .await;
+    assert!(gw.is_running());
+}
