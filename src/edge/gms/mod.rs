@@ -42,7 +42,8 @@ pub fn routes() -> Router<Arc<Gateway>> {
             &format!("{CHAT}/file/{{file_id}}/delete"),
             post(file_delete),
         )
-        // GmsBody applies gms.max_upload_bytes itself.
+        .route("/genesys/2/email/{service}", post(send_email))
+        // GmsBody applies gms.max_upload_bytes itself; e-mail applies email.max_size.
         .layer(DefaultBodyLimit::disable())
 }
 
@@ -69,6 +70,21 @@ fn service<'a>(
         }
     }
     Ok(service)
+}
+
+/// `POST /genesys/2/email/{serviceName}`: an e-mail for the service's tenant, with the Send
+/// Email fields less `tenantName` (multipart, or form-encoded without files).
+async fn send_email(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    req: axum::extract::Request,
+) -> Result<Response, GmsFailure> {
+    let tenant = service(&gw, &name, req.headers())?.tenant.clone();
+    let id = super::email::accept(&gw, req, Some(&tenant)).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"statusCode": 0, "interactionId": id.to_string()}),
+    ))
 }
 
 /// `POST /genesys/2/chat/{serviceName}`: request chat.
