@@ -133,7 +133,7 @@ open_chats "$pb" "$work/chats-b.txt"
 pc=""
 if [ -x "$bin/chat-server" ]; then
   ps=$(free_port)
-  "$bin/chat-server" --listen "127.0.0.1:$ps" --alias 117 >"$work/chat-server.log" 2>&1 & pids+=($!)
+  "$bin/chat-server" --listen "127.0.0.1:$ps" --alias 117 --session-limit 1000000 --disconnect-timeout-ms 3600000 >"$work/chat-server.log" 2>&1 & pids+=($!)
   wait_port "$ps"
   pc=$(free_port)
   pids+=("$(start_gateway "$pc" "$(printf '[[chat.instances]]\nalias = "117"\nkind = "tcp"\naddress = "127.0.0.1:%s"\n' "$ps")")")
