@@ -18,9 +18,9 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 use self::body::GmsBody;
-use self::wire::{limits_user_data, GmsEvents, GmsReply};
+use self::wire::{limits_user_data, GmsReply};
 use super::error::GmsFailure;
-use super::wire::json;
+use super::wire::{json, Events};
 use crate::config::GmsServiceConfig;
 use crate::error::Error;
 use crate::operation::{self, gms_credentials, ClientCredentials};
@@ -108,7 +108,7 @@ async fn request_chat(
             chat_id: &c.chat_id,
             chat_ended: false,
             next_position: Some(c.next_position),
-            messages: Some(GmsEvents(&c.messages)),
+            messages: Some(Events::gms(&c.messages)),
             user_data: None,
         },
     ))
@@ -139,7 +139,7 @@ async fn chat_operation(
             chat_id: &chat_id,
             chat_ended: update.chat_ended,
             next_position: Some(update.next_position),
-            messages: Some(GmsEvents(&update.messages)),
+            messages: Some(Events::gms(&update.messages)),
             user_data: update.details.as_ref().map(|d| &d.user_data),
         },
     ))
