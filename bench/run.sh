@@ -133,7 +133,7 @@ open_chats "$pb" "$work/chats-b.txt"
 pc=""
 if [ -x "$bin/chat-server" ]; then
   ps=$(free_port)
-  "$bin/chat-server" --listen "127.0.0.1:$ps" --alias 117 >"$work/chat-server.log" 2>&1 & pids+=($!)
+  "$bin/chat-server" --listen "127.0.0.1:$ps" --alias 117 --session-limit 1000000 --disconnect-timeout-ms 3600000 >"$work/chat-server.log" 2>&1 & pids+=($!)
   wait_port "$ps"
   pc=$(free_port)
   pids+=("$(start_gateway "$pc" "$(printf '[[chat.instances]]\nalias = "117"\nkind = "tcp"\naddress = "127.0.0.1:%s"\n' "$ps")")")
@@ -171,6 +171,27 @@ ratio("b:gw-mock:SendMessage", "a:bare-hyper", "(b)/(a) SendMessage", 0.8)
 ratio("c:gw-tcp:SendMessage", "a:bare-hyper", "(c)/(a) SendMessage", "-")
 ratio("c:gw-tcp:SendMessage", "d:nginx->bare", "(c)/(d) SendMessage", 1.0)
 PY
+
+# E-mail: 10 MB uploads to a fresh gateway (mock e-mail backend); throughput and peak memory.
+pe=$(free_port); ge=$(start_gateway "$pe"); pids+=("$ge"); wait_port "$pe"
+head -c 10000000 /dev/urandom > "$work/upload.pdf"
+hwm_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status"; }
+curl -s -o /dev/null "http://127.0.0.1:$pe/api/v2/emails" -F firstName=J -F lastName=D \
+  -F tenantName=Environment -F fromAddress=j@d.com -F subject=warm -F text=t
+before=$(hwm_kb "$ge")
+best=""
+for _ in 1 2 3 4 5; do
+  t=$(curl -s -o "$work/email-reply.json" -w '%{time_total}' "http://127.0.0.1:$pe/api/v2/emails" \
+    -F firstName=John -F lastName=Doe -F tenantName=Environment -F fromAddress=john@doe.com \
+    -F subject=Upload -F text=Attached -F "files=@$work/upload.pdf")
+  grep -q interactionId "$work/email-reply.json" || { echo "upload refused: $(cat "$work/email-reply.json")" >&2; exit 1; }
+  best=$(python3 -c "import sys; a=float(sys.argv[1]); b=sys.argv[2]; print(a if not b else min(a,float(b)))" "$t" "$best")
+done
+after=$(hwm_kb "$ge")
+echo
+printf '%-48s %10s\n' "e-mail (10 MB attachment, best of 5)" ""
+printf '%-48s %10.0f   (target >= 100)\n' "upload throughput MB/s" "$(echo "10 / $best" | bc -l)"
+printf '%-48s %10.1f   (target <= 16)\n' "peak resident growth MB" "$(echo "($after-$before)/1024" | bc -l)"
 
 [ "${SKIP_MEMORY:-0}" = 1 ] && exit 0
 

@@ -128,7 +128,7 @@ fn encoding(c: &mut Criterion) {
                     chat_id: &chat.chat_id,
                     chat_ended: false,
                     next_position: update.next_position,
-                    messages: Some(Events(black_box(&update.messages))),
+                    messages: Some(Events::web_api(black_box(&update.messages))),
                     state: None,
                     participants: None,
                     user_data: None,

@@ -13,6 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::Json;
 use backend_email::{EmailService, Intake, IntakeError, TextField};
+use http_body_util::BodyExt;
 use serde::Serialize;
 
 use super::Failure;
@@ -34,39 +35,102 @@ pub async fn send_email(
     State(gw): State<Arc<Gateway>>,
     req: Request,
 ) -> Result<Json<EmailAccepted>, Failure> {
+    let id = accept(&gw, req, None).await?;
+    Ok(Json(EmailAccepted {
+        interaction_id: id.to_string(),
+    }))
+}
+
+/// Reads one e-mail into the spool and answers its id once it is durable. `tenant` is set
+/// by the GMS dialect, whose tenant comes from the service's configuration: a `tenantName`
+/// field is then ignored. The GMS dialect also allows a form-encoded body (no files).
+pub(super) async fn accept(
+    gw: &Gateway,
+    req: Request,
+    tenant: Option<&str>,
+) -> Result<backend_email::InteractionId, Error> {
     let email = gw.email();
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let boundary = multer::parse_boundary(content_type)
-        .map_err(|_| Error::NotMultipart(content_type.to_owned()))?;
+        .unwrap_or("")
+        .to_owned();
     let stream_limit = email.limits().max_size.saturating_add(FRAMING_ALLOWANCE);
     let announced = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > stream_limit) {
-        // Refused before a byte is read or written.
-        return Err(Error::Email(IntakeError::TooLarge {
+    let too_large = || {
+        Error::Email(IntakeError::TooLarge {
             max: email.limits().max_size,
         })
-        .into());
+    };
+    if announced.is_some_and(|n| n > stream_limit) {
+        // Refused before a byte is read or written.
+        return Err(too_large());
     }
-    let constraints =
-        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(stream_limit));
-    let multipart = multer::Multipart::with_constraints(
-        req.into_body().into_data_stream(),
-        boundary,
-        constraints,
-    );
-    let id = receive(&gw, email, multipart).await?;
+    let id = if tenant.is_some() && is_form_urlencoded(&content_type) {
+        let limit = usize::try_from(stream_limit).unwrap_or(usize::MAX);
+        let body = http_body_util::Limited::new(req.into_body(), limit)
+            .collect()
+            .await
+            .map_err(|_| too_large())?
+            .to_bytes();
+        receive_form(gw, email, &body, tenant).await?
+    } else {
+        let boundary = multer::parse_boundary(&content_type)
+            .map_err(|_| Error::NotMultipart(content_type.clone()))?;
+        let constraints = multer::Constraints::new()
+            .size_limit(multer::SizeLimit::new().whole_stream(stream_limit));
+        let multipart = multer::Multipart::with_constraints(
+            req.into_body().into_data_stream(),
+            boundary,
+            constraints,
+        );
+        receive(gw, email, multipart, tenant).await?
+    };
     tracing::info!(interaction_id = %id, "e-mail accepted");
-    Ok(Json(EmailAccepted {
-        interaction_id: id.to_string(),
-    }))
+    Ok(id)
+}
+
+fn is_form_urlencoded(content_type: &str) -> bool {
+    content_type.split(';').next().is_some_and(|e| {
+        e.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
+}
+
+/// A form-encoded e-mail (GMS dialect): text fields only.
+async fn receive_form(
+    gw: &Gateway,
+    email: &EmailService,
+    body: &[u8],
+    tenant: Option<&str>,
+) -> Result<backend_email::InteractionId, Error> {
+    let mut intake = email.intake().await?;
+    if let Some(tenant) = tenant {
+        intake.set_text(TextField::TenantName, tenant.as_bytes().to_vec())?;
+    }
+    for (name, value) in form_urlencoded::parse(body) {
+        match text_field(&name).filter(|_| !(tenant.is_some() && name == "tenantName")) {
+            Some(tf) => {
+                let mut buf = Vec::new();
+                intake.text_chunk(tf, &mut buf, value.as_bytes())?;
+                intake.set_text(tf, buf)?;
+            }
+            None if name == "files" || name == "files[]" => {
+                return Err(Error::Email(IntakeError::InvalidField {
+                    field: "files",
+                    reason: "attachments need a multipart/form-data body",
+                }))
+            }
+            None => intake.ignored_chunk(value.as_bytes())?,
+        }
+    }
+    check_tenant(gw, &intake)?;
+    Ok(intake.commit().await?)
 }
 
 /// Streams every part into the intake. On any error the intake is dropped, which removes
@@ -75,8 +139,12 @@ async fn receive(
     gw: &Gateway,
     email: &EmailService,
     mut multipart: multer::Multipart<'static>,
+    tenant: Option<&str>,
 ) -> Result<backend_email::InteractionId, Error> {
     let mut intake = email.intake().await?;
+    if let Some(tenant) = tenant {
+        intake.set_text(TextField::TenantName, tenant.as_bytes().to_vec())?;
+    }
     let limit = email.limits().max_size;
     while let Some(mut field) = multipart
         .next_field()
@@ -94,7 +162,7 @@ async fn receive(
             sink.finish().await?;
             continue;
         }
-        let text_field = text_field(&name);
+        let text_field = text_field(&name).filter(|_| !(tenant.is_some() && name == "tenantName"));
         if text_field.is_none() && file_name.as_deref().is_some_and(|f| !f.is_empty()) {
             // A file under another name would otherwise be dropped without the customer
             // knowing.

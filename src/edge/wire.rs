@@ -2,7 +2,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use backend_api::{ChatState, Event, EventType, Participant};
+use backend_api::{ChatState, Event, EventType, Participant, UserData};
 use serde::{Serialize, Serializer};
 
 /// A JSON reply. Encoding a plain struct cannot fail; if it ever did, the client still gets
@@ -20,12 +20,46 @@ pub fn json(status: StatusCode, value: &impl Serialize) -> Response {
     response
 }
 
-/// Transcript events as the Web API dialect shows them.
-pub struct Events<'a>(pub &'a [Event]);
+/// Which front-end dialect a transcript is shown in: the two differ only in event type names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    WebApi,
+    Gms,
+}
+
+/// Transcript events as a dialect shows them.
+pub struct Events<'a> {
+    pub events: &'a [Event],
+    pub dialect: Dialect,
+}
+
+impl<'a> Events<'a> {
+    pub fn web_api(events: &'a [Event]) -> Self {
+        Events {
+            events,
+            dialect: Dialect::WebApi,
+        }
+    }
+
+    pub fn gms(events: &'a [Event]) -> Self {
+        Events {
+            events,
+            dialect: Dialect::Gms,
+        }
+    }
+}
 
 impl Serialize for Events<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(WireEvent::from))
+        s.collect_seq(self.events.iter().map(|e| WireEvent {
+            from: &e.from,
+            index: e.index,
+            kind: event_type(e.kind, self.dialect),
+            text: e.text.as_deref(),
+            message_type: e.message_type.as_deref(),
+            utc_time: e.utc_time,
+            user_data: &e.user_data,
+        }))
     }
 }
 
@@ -41,30 +75,23 @@ struct WireEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     message_type: Option<&'a str>,
     utc_time: u64,
+    #[serde(skip_serializing_if = "UserData::is_empty")]
+    user_data: &'a UserData,
 }
 
-impl<'a> From<&'a Event> for WireEvent<'a> {
-    fn from(e: &'a Event) -> Self {
-        WireEvent {
-            from: &e.from,
-            index: e.index,
-            kind: event_type(e.kind),
-            text: e.text.as_deref(),
-            message_type: e.message_type.as_deref(),
-            utc_time: e.utc_time,
-        }
-    }
-}
-
-/// The Web API has no `PushUrl` or `NicknameUpdated`: both are `Notice` there.
-fn event_type(kind: EventType) -> &'static str {
+/// GMS names every event type as the backends record it; the Web API has no `PushUrl` or
+/// `NicknameUpdated`: both are `Notice` there.
+fn event_type(kind: EventType, dialect: Dialect) -> &'static str {
     match kind {
+        EventType::PushUrl | EventType::NicknameUpdated if dialect == Dialect::WebApi => "Notice",
         EventType::ParticipantJoined => "ParticipantJoined",
         EventType::ParticipantLeft => "ParticipantLeft",
         EventType::Message => "Message",
         EventType::TypingStarted => "TypingStarted",
         EventType::TypingStopped => "TypingStopped",
-        EventType::Notice | EventType::PushUrl | EventType::NicknameUpdated => "Notice",
+        EventType::Notice => "Notice",
+        EventType::PushUrl => "PushUrl",
+        EventType::NicknameUpdated => "NicknameUpdated",
         EventType::CustomNotice => "CustomNotice",
         EventType::IdleAlert => "IdleAlert",
         EventType::IdleClose => "IdleClose",

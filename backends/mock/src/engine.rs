@@ -137,37 +137,24 @@ impl Engine {
         request: Refresh,
         after: impl FnOnce(&ChatRecord) -> T,
     ) -> Result<(ChatUpdate, T), BackendError> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let entry = self
-            .chats
-            .get(chat.chat_id.as_str())
-            .map(|e| Arc::clone(e.value()))
-            .ok_or(BackendError::UnknownChat)?;
-        let mut record = entry.lock();
-        record.check_credentials(chat)?;
-        let now = now_ms();
-        let mut ended = record.advance(now, &self.behaviour);
-        let result = record.act(request.action, &self.behaviour, now);
-        if let Ok(true) = result {
-            ended = true;
-        }
-        if ended {
-            self.active.fetch_sub(1, Ordering::Relaxed);
-        }
-        result?;
-        let update = ChatUpdate {
-            messages: record.events(request.transcript),
-            next_position: record.next_position(),
-            chat_ended: record.is_ended(),
-            details: request.details.then(|| record.details()),
-            secure_key: None,
-        };
-        let extra = after(&record);
-        Ok((update, extra))
+        self.on_record(chat, |record, behaviour, now| {
+            if record.act(request.action, behaviour, now)? {
+                self.active.fetch_sub(1, Ordering::Relaxed);
+            }
+            let update = ChatUpdate {
+                messages: record.events(request.transcript),
+                next_position: record.next_position(),
+                chat_ended: record.is_ended(),
+                details: request.details.then(|| record.details()),
+                secure_key: None,
+            };
+            let extra = after(record);
+            Ok((update, extra))
+        })
     }
 
     /// Runs `f` on a chat after checking its credentials and bringing it up to now: the
-    /// common part of the file operations. A file operation is customer activity.
+    /// common part of every operation on a chat. Any request is customer activity.
     fn on_record<T>(
         &self,
         chat: &ChatRef,

@@ -18,9 +18,9 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 use self::body::GmsBody;
-use self::wire::{limits_user_data, GmsEvents, GmsReply};
+use self::wire::{limits_user_data, GmsReply};
 use super::error::GmsFailure;
-use super::wire::json;
+use super::wire::{json, Events};
 use crate::config::GmsServiceConfig;
 use crate::error::Error;
 use crate::operation::{self, gms_credentials, ClientCredentials};
@@ -42,7 +42,8 @@ pub fn routes() -> Router<Arc<Gateway>> {
             &format!("{CHAT}/file/{{file_id}}/delete"),
             post(file_delete),
         )
-        // GmsBody applies gms.max_upload_bytes itself.
+        .route("/genesys/2/email/{service}", post(send_email))
+        // GmsBody applies gms.max_upload_bytes itself; e-mail applies email.max_size.
         .layer(DefaultBodyLimit::disable())
 }
 
@@ -71,6 +72,21 @@ fn service<'a>(
     Ok(service)
 }
 
+/// `POST /genesys/2/email/{serviceName}`: an e-mail for the service's tenant, with the Send
+/// Email fields less `tenantName` (multipart, or form-encoded without files).
+async fn send_email(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    req: axum::extract::Request,
+) -> Result<Response, GmsFailure> {
+    let tenant = service(&gw, &name, req.headers())?.tenant.clone();
+    let id = super::email::accept(&gw, req, Some(&tenant)).await?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({"statusCode": 0, "interactionId": id.to_string()}),
+    ))
+}
+
 /// `POST /genesys/2/chat/{serviceName}`: request chat.
 async fn request_chat(
     State(gw): State<Arc<Gateway>>,
@@ -92,7 +108,7 @@ async fn request_chat(
             chat_id: &c.chat_id,
             chat_ended: false,
             next_position: Some(c.next_position),
-            messages: Some(GmsEvents(&c.messages)),
+            messages: Some(Events::gms(&c.messages)),
             user_data: None,
         },
     ))
@@ -123,7 +139,7 @@ async fn chat_operation(
             chat_id: &chat_id,
             chat_ended: update.chat_ended,
             next_position: Some(update.next_position),
-            messages: Some(GmsEvents(&update.messages)),
+            messages: Some(Events::gms(&update.messages)),
             user_data: update.details.as_ref().map(|d| &d.user_data),
         },
     ))
