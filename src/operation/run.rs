@@ -135,7 +135,9 @@ pub async fn on_chat(gw: &Gateway, chat_id: &str, mut req: OnChat) -> Result<Cha
     let (instance, update) = gw
         .within(async {
             let mut instance = settle(&opened, tenant).await?;
-            for attempt in 1.. {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
                 let result = instance
                     .backend
                     .refresh(&opened.chat, refresh.clone())
@@ -153,7 +155,7 @@ pub async fn on_chat(gw: &Gateway, chat_id: &str, mut req: OnChat) -> Result<Cha
                     BackendError::Interrupted(_) => refresh.action.is_idempotent(),
                     _ => false,
                 };
-                if !movable || attempt >= MAX_ATTEMPTS {
+                if !movable || attempts >= MAX_ATTEMPTS {
                     return Err(Error::Backend(e));
                 }
                 tracing::info!(chat_id, alias = %instance.alias, error = %e,
@@ -166,7 +168,6 @@ pub async fn on_chat(gw: &Gateway, chat_id: &str, mut req: OnChat) -> Result<Cha
                         Err(other) => return Err(other),
                     };
             }
-            unreachable!("the loop returns")
         })
         .await?;
     if let Some(new_key) = &update.secure_key {

@@ -16,7 +16,7 @@ pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
 /// Quick checks and reconnects, so tests see failures and recoveries within a second.
 pub const FAST: &str = "[tcp]\nstatus_interval_ms = 100\nbackoff_min_ms = 20\n\
     backoff_max_ms = 200\nrequest_timeout_ms = 3000\n\
-    [chat.health]\ninterval_ms = 100\ntimeout_ms = 1000\nrise = 2\nfall = 2\n\
+    [chat.health]\ninterval_ms = 100\ntimeout_ms = 1000\nrise = 2\nfall = 2\neject_ms = 1000\n\
     [admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"admin-token-0123456789\"\n";
 
 /// Chat servers sharing a store: what N+1 restoration needs.
