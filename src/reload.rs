@@ -14,6 +14,9 @@ use crate::{Config, Gateway};
 /// How often the config file is compared with what was last loaded.
 pub const POLL: Duration = Duration::from_secs(2);
 
+/// How long a changed file must stay the same before it is loaded.
+const SETTLE: Duration = Duration::from_millis(200);
+
 /// Runs until the runtime stops: reloads on SIGHUP, and whenever the file's contents differ
 /// from those seen when `watch` was called (checked every `poll`; a half-written file is
 /// refused and tried again at the next change).
@@ -31,6 +34,14 @@ pub fn watch(gw: Arc<Gateway>, path: PathBuf, poll: Duration) -> impl Future<Out
             let now = tokio::fs::read(&path).await.ok();
             if !forced && now == seen {
                 continue;
+            }
+            if !forced {
+                // A file being written now may be cut short, and still valid: wait until
+                // it stays the same for a moment.
+                tokio::time::sleep(SETTLE.min(poll)).await;
+                if tokio::fs::read(&path).await.ok() != now {
+                    continue;
+                }
             }
             seen = now;
             tracing::info!(path = %path.display(), signal = forced, "reloading the configuration");

@@ -344,7 +344,7 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
         })
         .collect();
 
-    std::fs::write(&path, text.replace(&three, &cluster.instances(&[]))).unwrap();
+    cluster::replace_file(&path, &text.replace(&three, &cluster.instances(&[])));
     eventually(PATIENCE, "the reload", || async {
         (gw.gateway.router().instances().len() == 4).then_some(())
     })
@@ -356,11 +356,10 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
     assert_eq!(gw.gateway.router().instances().len(), 4);
 
     // Removing "1", still under load: its chats move on their next request.
-    std::fs::write(
+    cluster::replace_file(
         &path,
-        text.replace(&three, &cluster.instances(&["2", "3", "4"])),
-    )
-    .unwrap();
+        &text.replace(&three, &cluster.instances(&["2", "3", "4"])),
+    );
     eventually(PATIENCE, "the removal", || async {
         gw.gateway.router().get("1").is_none().then_some(())
     })
@@ -534,17 +533,16 @@ async fn the_binary_reloads_on_sighup() {
         http: reqwest::Client::new(),
     };
     assert_eq!(c.request_chat("Ann").await.alias, "117");
-    std::fs::write(
+    cluster::replace_file(
         &config,
-        format!(
+        &format!(
             "{base}[[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\nstate = \"drain\"\n\
              [[chat.instances]]\nalias = \"118\"\nkind = \"mock\"\n"
         ),
-    )
-    .unwrap();
+    );
     gw.signal("HUP");
     eventually(PATIENCE, "new chats on the added instance", || async {
-        (c.request_chat("Bob").await.alias == "118").then_some(())
+        (new_chat(&c, "Bob").await.alias == "118").then_some(())
     })
     .await;
     assert!(gw.is_running());
