@@ -5,10 +5,8 @@
 //! module is told their outcomes and must not do any I/O of its own. Each transition is
 //! logged once.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use parking_lot::Mutex;
 
 use crate::config::HealthConfig;
 
@@ -21,8 +19,10 @@ pub struct Health {
     streak: AtomicU32,
     /// Consecutive client requests that got no answer.
     request_failures: AtomicU32,
-    /// Set while ejected by the passive check: until when.
-    ejected_until: Mutex<Option<Instant>>,
+    /// While ejected by the passive check: until when, in milliseconds after `born` (0: not
+    /// ejected). An atomic, since placement reads it for every new chat.
+    ejected_until: AtomicU64,
+    born: Instant,
     rise: u32,
     fall: u32,
     eject_after: u32,
@@ -49,7 +49,8 @@ impl Health {
             healthy: AtomicBool::new(true),
             streak: AtomicU32::new(0),
             request_failures: AtomicU32::new(0),
-            ejected_until: Mutex::new(None),
+            ejected_until: AtomicU64::new(0),
+            born: Instant::now(),
             rise: config.rise,
             fall: config.fall,
             eject_after: config.eject_after,
@@ -61,16 +62,27 @@ impl Health {
         if !self.healthy.load(Ordering::Acquire) {
             return HealthState::Down;
         }
-        let mut ejected = self.ejected_until.lock();
-        match *ejected {
-            Some(until) if Instant::now() < until => HealthState::Ejected,
-            Some(_) => {
-                *ejected = None;
-                tracing::info!(alias = %self.alias, "instance back from ejection");
-                HealthState::Healthy
-            }
-            None => HealthState::Healthy,
+        let until = self.ejected_until.load(Ordering::Acquire);
+        if until == 0 {
+            return HealthState::Healthy;
         }
+        if self.now_ms() < until {
+            return HealthState::Ejected;
+        }
+        // Whoever clears it says so, once.
+        if self
+            .ejected_until
+            .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            tracing::info!(alias = %self.alias, "instance back from ejection");
+        }
+        HealthState::Healthy
+    }
+
+    /// Milliseconds since `born`, at least 1 (0 means "not ejected").
+    fn now_ms(&self) -> u64 {
+        (self.born.elapsed().as_millis() as u64).max(1)
     }
 
     /// Whether requests may go there.
@@ -127,12 +139,11 @@ impl Health {
         let n = self.request_failures.fetch_add(1, Ordering::AcqRel) + 1;
         if n >= self.eject_after {
             self.request_failures.store(0, Ordering::Release);
-            let mut ejected = self.ejected_until.lock();
-            if ejected.is_none() {
+            let until = self.now_ms() + self.eject_for.as_millis() as u64;
+            if self.ejected_until.swap(until, Ordering::AcqRel) == 0 {
                 tracing::warn!(alias = %self.alias, failures = n, reason = %why,
                     eject_ms = self.eject_for.as_millis() as u64, "instance ejected");
             }
-            *ejected = Some(Instant::now() + self.eject_for);
         }
     }
 }
