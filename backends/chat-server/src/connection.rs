@@ -131,8 +131,17 @@ async fn run(
     let (replies, mut outgoing) = mpsc::channel::<Bytes>(limits.max_in_flight);
     let write_timeout = limits.write_timeout;
     let mut writer = tokio::spawn(async move {
-        while let Some(frame) = outgoing.recv().await {
-            match tokio::time::timeout(write_timeout, sink.send(frame)).await {
+        while let Some(first) = outgoing.recv().await {
+            // Queue every reply already waiting, then flush once: under load one write
+            // carries many replies instead of one syscall each.
+            let batch = async {
+                sink.feed(first).await?;
+                while let Ok(frame) = outgoing.try_recv() {
+                    sink.feed(frame).await?;
+                }
+                sink.flush().await
+            };
+            match tokio::time::timeout(write_timeout, batch).await {
                 Err(_) => return Err(Close::WriteTimeout(write_timeout)),
                 Ok(Err(e)) => return Err(Close::Write(e)),
                 Ok(Ok(())) => {}

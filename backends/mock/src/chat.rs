@@ -3,6 +3,7 @@
 //! All times are milliseconds since the Unix epoch so a [`ChatRecord`] means the same thing
 //! in another process (a chat server restoring it from a shared store).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use backend_api::{
@@ -53,7 +54,8 @@ pub struct ChatRecord {
     participants: Vec<Slot>,
     transcript: Vec<Event>,
     user_data: UserData,
-    pending: Vec<Pending>,
+    /// Ordered by time; taken from the front as they fall due.
+    pending: VecDeque<Pending>,
     replies_sent: u64,
     /// Last request from the customer: the disconnect timeout counts from here.
     pub last_activity: u64,
@@ -90,7 +92,7 @@ impl ChatRecord {
             participants: Vec::with_capacity(3),
             transcript: Vec::with_capacity(8),
             user_data: chat.user_data,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             replies_sent: 0,
             last_activity: now,
             ended_at: None,
@@ -137,11 +139,13 @@ impl ChatRecord {
             return false;
         }
         let idle_deadline = self.last_activity + ms(behaviour.disconnect_timeout);
-        while let Some(first) = self.pending.first() {
+        while let Some(first) = self.pending.front() {
             if first.at > now || first.at > idle_deadline {
                 break;
             }
-            let item = self.pending.remove(0);
+            let Some(item) = self.pending.pop_front() else {
+                break;
+            };
             self.apply(item, behaviour);
         }
         if now >= idle_deadline {
@@ -203,10 +207,12 @@ impl ChatRecord {
                     message_type.as_deref(),
                     now,
                 );
+                // A pending join is always first: replies are scheduled no earlier than it,
+                // and after it at equal times. So only the front needs looking at.
                 let join_at = self
                     .pending
-                    .iter()
-                    .find(|p| p.what == Scheduled::AgentJoins)
+                    .front()
+                    .filter(|p| p.what == Scheduled::AgentJoins)
                     .map_or(0, |p| p.at);
                 let at = (now + ms(behaviour.agent_reply_delay)).max(join_at);
                 self.schedule(at, Scheduled::AgentReplies);
