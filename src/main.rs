@@ -62,12 +62,14 @@ fn main() -> ExitCode {
         };
         // The admin listener is off the public port; failing to bind it is not fatal to
         // serving chats, but the operator must hear about it.
-        match admin::bind(&gw.config).await {
-            Ok(l) => {
-                tokio::spawn(admin::serve(l, Arc::clone(&gw)));
+        if gw.config.admin.enabled {
+            match admin::bind(&gw.config).await {
+                Ok(l) => {
+                    tokio::spawn(admin::serve(l, Arc::clone(&gw)));
+                }
+                Err(e) => tracing::error!(listen = %gw.config.admin.listen, error = %e,
+                    "cannot start the admin listener"),
             }
-            Err(e) => tracing::error!(listen = %gw.config.admin.listen, error = %e,
-                "cannot start the admin listener"),
         }
         tokio::spawn(reload::watch(
             Arc::clone(&gw),

@@ -82,6 +82,8 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
+    /// Whether the admin listener runs.
+    pub enabled: bool,
     /// Address and port of the admin listener; keep it on a private interface.
     pub listen: SocketAddr,
     /// The bearer token every admin request must carry (`Authorization: Bearer …`, at least
@@ -92,6 +94,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
+            enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             token: None,
         }
