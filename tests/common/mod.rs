@@ -142,6 +142,25 @@ impl GatewayBuilder {
                 (a.clone(), backend)
             })
             .collect();
+        self.serve(config, backends, engines).await
+    }
+
+    /// Starts the gateway with the given adapters behind its aliases (fakes that script a
+    /// backend's failures).
+    pub async fn start_over(
+        self,
+        backends: Vec<(String, Arc<dyn backend_api::ChatBackend>)>,
+    ) -> TestGateway {
+        let config = self.config();
+        self.serve(config, backends, Vec::new()).await
+    }
+
+    async fn serve(
+        &self,
+        config: Config,
+        backends: Vec<(String, Arc<dyn backend_api::ChatBackend>)>,
+        engines: Vec<(String, Arc<Engine>)>,
+    ) -> TestGateway {
         let gateway = Gateway::with_backends(config, backends).expect("gateway starts");
         let listener = webapi_gateway::server::bind(&gateway.config).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
