@@ -13,6 +13,7 @@ use backend_mock::{Engine, MockBackend};
 use crate::config::{Config, InstanceConfig, InstanceKind};
 use crate::credentials::Credentials;
 use crate::router::{Instance, Router};
+use crate::telemetry::MeteredBackend;
 
 /// Everything a request needs, shared by all requests.
 pub struct Gateway {
@@ -21,6 +22,11 @@ pub struct Gateway {
     /// Replaced whole on reload, so a request sees one consistent table.
     router: ArcSwap<Router>,
     pub(crate) request_timeout: Duration,
+    /// Cancelled when shutdown starts: background work (the e-mail deliverer) watches it
+    /// and heads for a safe point.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Background work that shutdown waits for (within `server.shutdown_deadline_ms`).
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Gateway {
@@ -52,10 +58,13 @@ impl Gateway {
             .iter()
             .map(|inst| Instance {
                 alias: Arc::from(inst.alias.as_str()),
-                backend: match given.iter().position(|(alias, _)| *alias == inst.alias) {
-                    Some(i) => given.swap_remove(i).1,
-                    None => build_backend(inst, &config),
-                },
+                backend: MeteredBackend::wrap(
+                    &inst.alias,
+                    match given.iter().position(|(alias, _)| *alias == inst.alias) {
+                        Some(i) => given.swap_remove(i).1,
+                        None => build_backend(inst, &config),
+                    },
+                ),
                 weight: inst.weight,
                 tenants: inst.tenants.clone(),
             })
@@ -66,7 +75,37 @@ impl Gateway {
             config: Arc::new(config),
             credentials,
             router: ArcSwap::from_pointee(router),
+            shutdown: Default::default(),
+            tasks: Default::default(),
         })
+    }
+
+    /// Whether the gateway should get new traffic: not shutting down, and some instance
+    /// accepts new chats. The error says why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.shutdown.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        let router = self.router();
+        if router
+            .instances()
+            .iter()
+            .any(|i| i.backend.load().accepting)
+        {
+            return Ok(());
+        }
+        let states: Vec<String> = router
+            .instances()
+            .iter()
+            .map(|i| {
+                let load = i.backend.load();
+                format!("{} ({}/{} chats)", i.alias, load.active, load.limit)
+            })
+            .collect();
+        Err(format!(
+            "no chat server instance accepts new chats: {}",
+            states.join(", ")
+        ))
     }
 
     /// The current router table.

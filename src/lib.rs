@@ -11,8 +11,10 @@
 //!   config in `gateway`.
 //!
 //! Beside the path: `config` (load and validate), `error` (the error type and code table),
-//! `server` (listener, shutdown).
+//! `server` (listeners, connection limits, shutdown), `telemetry` (metrics), `admin` (the
+//! admin listener's routes). The middleware every route gets is in `edge::layers`.
 
+pub mod admin;
 pub mod config;
 pub mod credentials;
 pub mod edge;
@@ -21,6 +23,7 @@ mod gateway;
 pub mod operation;
 pub mod router;
 pub mod server;
+pub mod telemetry;
 
 pub use config::Config;
 pub use gateway::Gateway;

@@ -52,8 +52,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin = match server::bind_admin(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", config.admin.listen);
+                return ExitCode::FAILURE;
+            }
+        };
         let gw = Gateway::new(config);
-        match server::serve(listener, gw).await {
+        match server::serve_with(listener, admin, gw, server::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -63,6 +63,7 @@ fn starts_on_the_default_config_with_an_env_override() {
     let mut child = bin()
         .args(["--config", &repo_config()])
         .env("GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
+        .env("GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .spawn()

@@ -11,6 +11,12 @@ use super::Failure;
 use crate::error::Error;
 use crate::Gateway;
 
+/// A route's own body limit, in bytes, as a request extension: add it to a route with
+/// `.layer(axum::Extension(BodyLimit(n)))`. Body readers honour it; without it a JSON body
+/// gets `server.max_body_bytes`.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
 /// A chat request's raw body: within the size limit and of an acceptable content type. It is
 /// parsed as JSON by `operation`, which names the fields.
 pub struct JsonBody(pub Bytes);
@@ -20,7 +26,10 @@ impl FromRequest<Arc<Gateway>> for JsonBody {
 
     async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Failure> {
         let form = check_content_type(&req)?;
-        let limit = gw.config.server.max_body_bytes;
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(gw.config.server.max_body_bytes, |l| l.0);
         // Refuse an announced oversize body before reading any of it.
         let announced = req
             .headers()

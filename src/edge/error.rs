@@ -80,6 +80,21 @@ impl IntoResponse for Failure {
             chat_ended,
             next_position,
         };
-        json(wire.http, &reply)
+        let mut response = json(wire.http, &reply);
+        response.extensions_mut().insert(Outcome {
+            status_code: wire.status_code,
+            code: wire.code,
+        });
+        response
     }
+}
+
+/// What a refusal said, left on the response for the request metrics (the layers see the
+/// response, not its JSON).
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    /// The Web API statusCode (1 or 2).
+    pub status_code: u8,
+    /// The error code.
+    pub code: u16,
 }

@@ -5,27 +5,42 @@
 //! error reply (`error`). It knows nothing about backends: it hands typed operations to
 //! `operation` and renders what comes back.
 
-mod body;
+pub mod body;
 mod chat;
+pub mod cors;
 pub mod error;
+pub mod health;
+pub mod layers;
+pub mod limits;
 mod wire;
 
 use std::sync::Arc;
 
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::Error;
 use crate::Gateway;
 pub use error::Failure;
 
-/// The public HTTP application.
+/// The public HTTP application. A route whose path carries a chat id names it `chat_id`
+/// (see `limits::CHAT_ID_PARAM`); the shared middleware is added by `layers::apply`.
 pub fn routes(gw: Arc<Gateway>) -> Router {
-    Router::new()
+    let router = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/api/v2/chats", post(chat::request_chat))
         .route("/api/v2/chats/{chat_id}", post(chat::operation))
-        .route("/api/v2/chats/{chat_id}/messages", post(chat::messages))
+        .route("/api/v2/chats/{chat_id}/messages", post(chat::messages));
+    // Without an admin listener, its token-protected routes (/metrics) are served here.
+    let router = if gw.config.admin.enabled {
+        router
+    } else {
+        router.merge(crate::admin::protected(Arc::clone(&gw)))
+    };
+    let router = router
         .fallback(|| async { Failure::from(Error::NotFound) })
         .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })
-        .with_state(gw)
+        .with_state(Arc::clone(&gw));
+    layers::apply(router, &gw)
 }

@@ -27,13 +27,22 @@ pub fn gateway() -> GatewayBuilder {
             ..Behaviour::default()
         },
         aliases: vec!["117".into(), "118".into()],
-        env: Vec::new(),
+        // Rate limits off unless a test turns them on: they have tests of their own.
+        env: [
+            ("GATEWAY__LIMITS__PER_IP_PER_SECOND", "0"),
+            ("GATEWAY__LIMITS__PER_CHAT_PER_SECOND", "0"),
+            ("GATEWAY__LIMITS__BAD_CREDENTIALS_BURST", "1000"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
     }
 }
 
 /// A running gateway: its address and the engines behind its aliases.
 pub struct TestGateway {
     pub base: String,
+    /// The admin listener (`/metrics`).
+    pub admin: String,
     pub engines: Vec<(String, Arc<Engine>)>,
     pub gateway: Arc<Gateway>,
     task: tokio::task::JoinHandle<()>,
@@ -58,6 +67,7 @@ impl GatewayBuilder {
         self
     }
 
+    /// An environment override (a later one for the same key wins).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -65,7 +75,7 @@ impl GatewayBuilder {
 
     pub fn config(&self) -> Config {
         let mut toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[credentials]\nsecret = \"{SECRET}\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[credentials]\nsecret = \"{SECRET}\"\n\
              [[tenants]]\nname = \"Environment\"\n[[tenants]]\nname = \"Other\"\n"
         );
         for alias in &self.aliases {
@@ -107,13 +117,20 @@ impl GatewayBuilder {
             .collect();
         let gateway = Gateway::with_backends(config, backends);
         let listener = webapi_gateway::server::bind(&gateway.config).await.unwrap();
+        let admin = webapi_gateway::server::bind_admin(&gateway.config)
+            .await
+            .unwrap()
+            .expect("the admin listener");
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let admin_base = format!("http://{}", admin.local_addr().unwrap());
         let gw = Arc::clone(&gateway);
         let task = tokio::spawn(async move {
-            let _ = webapi_gateway::server::serve(listener, gw).await;
+            let never = std::future::pending();
+            let _ = webapi_gateway::server::serve_with(listener, Some(admin), gw, never).await;
         });
         TestGateway {
             base,
+            admin: admin_base,
             engines,
             gateway,
             task,

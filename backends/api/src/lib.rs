@@ -11,6 +11,7 @@
 
 mod chat;
 mod error;
+pub mod request_id;
 
 pub use chat::*;
 pub use error::BackendError;

@@ -1,0 +1,62 @@
+//! The admin listener's application: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
+//!
+//! A small router that later operator endpoints (instance management, drain) join; every
+//! route but the health probes is behind `admin.token` when one is set. It must stay off
+//! the public listener (unless the admin listener is disabled, when `/metrics` moves there)
+//! and must not reach into request handling.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use subtle::ConstantTimeEq;
+
+use crate::edge::{health, Failure};
+use crate::error::Error;
+use crate::Gateway;
+
+/// The whole admin application.
+pub fn app(gw: Arc<Gateway>) -> Router {
+    protected(Arc::clone(&gw))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { Failure::from(Error::NotFound) })
+        .with_state(gw)
+}
+
+/// The routes behind the token; served on the public listener when there is no admin one.
+pub fn protected(gw: Arc<Gateway>) -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(from_fn_with_state(gw, require_token))
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut response = (StatusCode::OK, crate::telemetry::render(&gw)).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// `Authorization: Bearer <admin.token>`, compared in constant time.
+async fn require_token(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &gw.config.admin.token {
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return Failure::from(Error::AdminUnauthorized).into_response();
+        }
+    }
+    next.run(req).await
+}

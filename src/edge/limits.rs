@@ -1,0 +1,242 @@
+//! Limits against abuse that apply per request: header size, rate limits per client address
+//! and per chat, and the throttle on repeated bad credentials.
+//!
+//! Owns the limiters (governor's keyed GCRA limiters) and their memory bound: every keyed
+//! map is swept of quiet keys periodically and when it reaches `limits.max_tracked_keys`.
+//! Each refusal is an [`Error`] rendered by the edge's one error conversion. Connection-level
+//! limits (connection count, timeouts, the hard header cap) belong to `server`.
+//!
+//! The bad-credentials throttle is keyed on chat *and* client address: keyed on the chat
+//! alone, anyone who saw a chat id could lock its customer out with a few wrong keys.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, RawPathParams, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use parking_lot::Mutex;
+
+use super::error::Outcome;
+use super::Failure;
+use crate::config::LimitsConfig;
+use crate::error::Error;
+use crate::telemetry::REFUSALS;
+
+/// The name of the path parameter that carries a chat id, on every route that has one.
+pub const CHAT_ID_PARAM: &str = "chat_id";
+
+/// The request-level limiters of one gateway.
+pub struct Guards {
+    max_header_bytes: usize,
+    per_ip: Option<Keyed<IpAddr>>,
+    per_chat: Option<Keyed<Box<str>>>,
+    bad_credentials: Keyed<(Box<str>, IpAddr)>,
+    /// Chat and address pairs refused until the given instant (bounded like the limiters).
+    blocked: Mutex<HashMap<(Box<str>, IpAddr), Instant>>,
+    max_tracked: usize,
+}
+
+/// A keyed limiter with a bound on the keys it remembers.
+struct Keyed<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    max_tracked: usize,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    fn new(quota: Quota, max_tracked: usize) -> Self {
+        Keyed {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            max_tracked,
+        }
+    }
+
+    /// Whether `key` may go on. A key never seen while the map is full of active keys is let
+    /// through (and counted): refusing it would let a flood of new keys lock everyone out.
+    fn allow(&self, key: &K) -> Result<(), Duration> {
+        if self.limiter.len() >= self.max_tracked {
+            self.sweep();
+            if self.limiter.len() >= self.max_tracked {
+                metrics::counter!(REFUSALS, "reason" => "limiter_full").increment(1);
+                return Ok(());
+            }
+        }
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+fn quota(per_second: u32, burst: u32) -> Option<Quota> {
+    let rate = NonZeroU32::new(per_second)?;
+    let burst = NonZeroU32::new(burst).unwrap_or(rate);
+    Some(Quota::per_second(rate).allow_burst(burst))
+}
+
+impl Guards {
+    /// Builds the limiters and starts their sweeper, which stops when the guards are dropped.
+    pub fn new(limits: &LimitsConfig) -> Arc<Guards> {
+        let max = limits.max_tracked_keys;
+        let bad_period = Duration::from_secs(limits.bad_credentials_period_secs);
+        let bad_quota = Quota::with_period(bad_period)
+            .expect("validated: period > 0")
+            .allow_burst(NonZeroU32::new(limits.bad_credentials_burst).expect("validated: > 0"));
+        let guards = Arc::new(Guards {
+            max_header_bytes: limits.max_header_bytes,
+            per_ip: quota(limits.per_ip_per_second, limits.per_ip_burst)
+                .map(|q| Keyed::new(q, max)),
+            per_chat: quota(limits.per_chat_per_second, limits.per_chat_burst)
+                .map(|q| Keyed::new(q, max)),
+            bad_credentials: Keyed::new(bad_quota, max),
+            blocked: Mutex::new(HashMap::new()),
+            max_tracked: max,
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&guards);
+            rt.spawn(sweeper(weak));
+        }
+        guards
+    }
+
+    fn sweep(&self) {
+        if let Some(k) = &self.per_ip {
+            k.sweep();
+        }
+        if let Some(k) = &self.per_chat {
+            k.sweep();
+        }
+        self.bad_credentials.sweep();
+        let now = Instant::now();
+        self.blocked.lock().retain(|_, until| *until > now);
+    }
+
+    fn is_blocked(&self, key: &(Box<str>, IpAddr)) -> bool {
+        let mut blocked = self.blocked.lock();
+        match blocked.get(key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                blocked.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn failed_check(&self, key: (Box<str>, IpAddr)) {
+        if let Err(wait) = self.bad_credentials.allow(&key) {
+            let mut blocked = self.blocked.lock();
+            if blocked.len() >= self.max_tracked {
+                let now = Instant::now();
+                blocked.retain(|_, until| *until > now);
+            }
+            if blocked.len() < self.max_tracked {
+                blocked.insert(key, Instant::now() + wait);
+            }
+        }
+    }
+}
+
+async fn sweeper(guards: Weak<Guards>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match guards.upgrade() {
+            Some(g) => g.sweep(),
+            None => return,
+        }
+    }
+}
+
+/// The client address a limit is keyed on: IPv6 clients by their /64, since one host
+/// usually has a whole /64 to pick addresses from.
+fn client_key(req: &Request) -> Option<IpAddr> {
+    let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    Some(match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    })
+}
+
+fn refuse(reason: &'static str, error: Error) -> Response {
+    metrics::counter!(REFUSALS, "reason" => reason).increment(1);
+    Failure::from(error).into_response()
+}
+
+/// Every request: header size, then the per-address rate limit.
+pub async fn per_request(State(guards): State<Arc<Guards>>, req: Request, next: Next) -> Response {
+    let head: usize = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > guards.max_header_bytes {
+        return refuse(
+            "header_size",
+            Error::HeaderTooLarge(guards.max_header_bytes),
+        );
+    }
+    if let (Some(limiter), Some(ip)) = (&guards.per_ip, client_key(&req)) {
+        if limiter.allow(&ip).is_err() {
+            return refuse("rate_ip", Error::RateLimitedClient);
+        }
+    }
+    next.run(req).await
+}
+
+/// Requests on a chat (routes with a `chat_id` parameter): the bad-credentials throttle,
+/// then the per-chat rate limit. Runs after routing (a route layer).
+pub async fn per_chat(
+    State(guards): State<Arc<Guards>>,
+    params: RawPathParams,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(chat_id) = params
+        .iter()
+        .find(|(name, _)| *name == CHAT_ID_PARAM)
+        .map(|(_, v)| v)
+    else {
+        return next.run(req).await;
+    };
+    // Chat ids are short; a longer one is refused later anyway and must not grow the maps.
+    let chat: Box<str> = chat_id.chars().take(64).collect::<String>().into();
+    let ip = client_key(&req);
+    if let Some(ip) = ip {
+        if guards.is_blocked(&(chat.clone(), ip)) {
+            return refuse("bad_credentials", Error::CredentialsThrottled);
+        }
+    }
+    if let Some(limiter) = &guards.per_chat {
+        if limiter.allow(&chat).is_err() {
+            return refuse("rate_chat", Error::RateLimitedChat);
+        }
+    }
+    let response = next.run(req).await;
+    let bad_credentials = response
+        .extensions()
+        .get::<Outcome>()
+        .is_some_and(|o| o.code == Error::BadCredentials.wire().code);
+    if let (true, Some(ip)) = (bad_credentials, ip) {
+        guards.failed_check((chat, ip));
+    }
+    response
+}
