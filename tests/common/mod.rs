@@ -16,6 +16,7 @@ pub struct GatewayBuilder {
     behaviour: Behaviour,
     aliases: Vec<String>,
     env: Vec<(String, String)>,
+    cors_origins: Vec<String>,
 }
 
 pub fn gateway() -> GatewayBuilder {
@@ -35,6 +36,7 @@ pub fn gateway() -> GatewayBuilder {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .to_vec(),
+        cors_origins: Vec::new(),
     }
 }
 
@@ -67,6 +69,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// The `cors_origins` of tenant "Environment".
+    pub fn cors_origins(mut self, origins: &[&str]) -> Self {
+        self.cors_origins = origins.iter().map(|o| o.to_string()).collect();
+        self
+    }
+
     /// An environment override (a later one for the same key wins).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
@@ -76,7 +84,9 @@ impl GatewayBuilder {
     pub fn config(&self) -> Config {
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[credentials]\nsecret = \"{SECRET}\"\n\
-             [[tenants]]\nname = \"Environment\"\n[[tenants]]\nname = \"Other\"\n"
+             [[tenants]]\nname = \"Environment\"\ncors_origins = {:?}\n\
+             [[tenants]]\nname = \"Other\"\n",
+            self.cors_origins
         );
         for alias in &self.aliases {
             toml.push_str(&format!(
