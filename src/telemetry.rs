@@ -1,7 +1,7 @@
 //! Metrics: the process-wide Prometheus recorder, the metric names, and the metering wrapper
 //! around every chat adapter.
 //!
-//! Owns what is counted and under which names (listed in `docs/metrics.md`). It renders the
+//! Owns what is counted and under which names (listed in `docs/operations.md`). It renders the
 //! text format for the admin listener; it must not serve HTTP itself or decide anything about
 //! a request. Request metrics are recorded by the edge's layer stack, backend metrics by
 //! [`MeteredBackend`], gauges (open chats, health) are read from the adapters' cached
