@@ -2,7 +2,7 @@
 # Contract check: starts the gateway (debug build) on a free port and runs schemathesis
 # against docs/openapi.yaml: no server errors, no reply that breaks the document (schema,
 # status code, content type), across at least MIN_REQUESTS generated requests.
-# Needs `schemathesis` (4.x) on PATH as `st`; .ci/run installs it.
+# Needs the `schemathesis` (4.x) Python package; .ci/run installs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +43,7 @@ done
 [ -n "$ADDR" ] || { cat "$LOG"; echo "gateway did not start"; exit 1; }
 echo "gateway on $ADDR"
 
-st run docs/openapi.yaml \
+python3 -m schemathesis.cli run docs/openapi.yaml \
     --url "http://$ADDR" \
     --checks not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
     --max-examples "$EXAMPLES" \
