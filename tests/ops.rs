@@ -485,3 +485,56 @@ async fn repeated_bad_credentials_are_throttled_per_chat_and_client() {
     let other = c.request_chat("other").await;
     assert_eq!(c.messages(&other, Some(0)).await.status_code(), 0);
 }
+
+/// An adapter that remembers the request id it was called under.
+struct SeesRequestId(parking_lot::Mutex<Vec<Option<String>>>);
+
+#[async_trait::async_trait]
+impl backend_api::ChatBackend for SeesRequestId {
+    async fn create(
+        &self,
+        _chat: backend_api::NewChat,
+    ) -> Result<backend_api::ChatCreated, backend_api::BackendError> {
+        let id = backend_api::request_id::current().map(|id| id.to_string());
+        self.0.lock().push(id);
+        Err(backend_api::BackendError::Unreachable("test".into()))
+    }
+
+    async fn refresh(
+        &self,
+        _chat: &backend_api::ChatRef,
+        _request: backend_api::Refresh,
+    ) -> Result<backend_api::ChatUpdate, backend_api::BackendError> {
+        Err(backend_api::BackendError::Unreachable("test".into()))
+    }
+
+    fn load(&self) -> backend_api::Load {
+        backend_api::Load {
+            active: 0,
+            limit: 10,
+            accepting: true,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_request_id_reaches_the_adapter() {
+    use tower::ServiceExt;
+    let seen = std::sync::Arc::new(SeesRequestId(Default::default()));
+    let backend: std::sync::Arc<dyn backend_api::ChatBackend> = seen.clone();
+    let config = gateway().config();
+    let gw = webapi_gateway::Gateway::with_backends(
+        config,
+        vec![("117".into(), backend.clone()), ("118".into(), backend)],
+    );
+    let request = axum::http::Request::post("/api/v2/chats")
+        .header("x-request-id", "trace-me-42")
+        .body(axum::body::Body::from(
+            r#"{"tenantName":"Environment","nickname":"n"}"#,
+        ))
+        .unwrap();
+    let response = webapi_gateway::app(gw).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    assert_eq!(*seen.0.lock(), [Some("trace-me-42".to_string())]);
+}

@@ -561,6 +561,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("credentials.secret"), "{e}");
+        for (env, key) in [
+            ("GATEWAY__LIMITS__IDLE_TIMEOUT_MS", "limits.idle_timeout_ms"),
+            ("GATEWAY__LIMITS__MAX_CONNECTIONS", "limits.max_connections"),
+            (
+                "GATEWAY__LIMITS__MAX_HEADER_BYTES",
+                "limits.max_header_bytes",
+            ),
+            ("GATEWAY__ADMIN__TOKEN", "admin.token"),
+            (
+                "GATEWAY__SERVER__SHUTDOWN_DEADLINE_MS",
+                "server.shutdown_deadline_ms",
+            ),
+        ] {
+            let e = load(MINIMAL, &[(env, "0")]).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let cors = MINIMAL.replace(
+            "name = \"Environment\"",
+            "name = \"Environment\"\ncors_origins = [\"https://shop.example.com/\"]",
+        );
+        let e = load(&cors, &[]).unwrap_err();
+        assert!(e.to_string().contains("tenants[0].cors_origins"), "{e}");
+        let e = load(
+            MINIMAL,
+            &[
+                ("GATEWAY__SERVER__LISTEN", "127.0.0.1:9000"),
+                ("GATEWAY__ADMIN__LISTEN", "127.0.0.1:9000"),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("admin.listen"), "{e}");
         let dup = format!("{MINIMAL}\n[[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\n");
         let e = load(&dup, &[]).unwrap_err();
         assert!(e.to_string().contains("chat.instances[1].alias"), "{e}");
