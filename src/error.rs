@@ -49,6 +49,8 @@ pub enum Error {
     RateLimitedChat,
     #[error("too many failed credential checks on this chat")]
     CredentialsThrottled,
+    #[error("the body did not arrive within {0} ms")]
+    BodyTimeout(u64),
     #[error("the request headers are larger than {0} bytes")]
     HeaderTooLarge(usize),
     #[error("too many open connections")]
@@ -104,6 +106,7 @@ impl Error {
             RateLimitedClient => (400, StatusCode::TOO_MANY_REQUESTS, Some("slow down and retry later")),
             RateLimitedChat => (401, StatusCode::TOO_MANY_REQUESTS, Some("poll this chat less often")),
             CredentialsThrottled => (402, StatusCode::TOO_MANY_REQUESTS, Some("retry later with the credentials of the chat's latest reply")),
+            BodyTimeout(_) => (412, StatusCode::REQUEST_TIMEOUT, Some("send the whole body at once")),
             HeaderTooLarge(_) => (410, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None),
             TooManyConnections => (411, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
             OriginNotAllowed(_) => (420, StatusCode::FORBIDDEN, Some("the page's origin is not in the tenant's cors_origins")),

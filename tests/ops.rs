@@ -538,3 +538,33 @@ async fn the_request_id_reaches_the_adapter() {
     assert_eq!(response.headers()["x-request-id"], "trace-me-42");
     assert_eq!(*seen.0.lock(), [Some("trace-me-42".to_string())]);
 }
+
+#[tokio::test]
+async fn a_trickled_body_gets_408_and_others_are_still_served() {
+    let gw = gateway()
+        .env("GATEWAY__LIMITS__BODY_READ_TIMEOUT_MS", "300")
+        .start()
+        .await;
+    let mut slow = TcpStream::connect(addr(&gw)).await.unwrap();
+    slow.write_all(
+        b"POST /api/v2/chats HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"tenantName\":",
+    )
+    .await
+    .unwrap();
+    gw.client().request_chat("other").await;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 1024];
+    let reply = tokio::time::timeout(LONG, async {
+        while !String::from_utf8_lossy(&reply).contains(r#""code":"#) {
+            let n = slow.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed without a reply");
+            reply.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&reply).to_string()
+    })
+    .await
+    .expect("a reply");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(reply.contains(r#""code":412"#), "{reply}");
+}

@@ -274,6 +274,9 @@ pub struct LimitsConfig {
     /// (a stalled body upload, a client that stops reading). Greater than
     /// `server.request_timeout_ms`.
     pub idle_timeout_ms: u64,
+    /// Milliseconds a client has to send a whole JSON request body; past it 408. (A route
+    /// with large bodies, e-mail, has its own rule.)
+    pub body_read_timeout_ms: u64,
     /// Requests per second one client IP address may make (sustained); 0 turns it off.
     pub per_ip_per_second: u32,
     /// Requests one client IP address may make in a burst.
@@ -298,6 +301,7 @@ impl Default for LimitsConfig {
             max_header_bytes: 16 * 1024,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            body_read_timeout_ms: 10_000,
             per_ip_per_second: 50,
             per_ip_burst: 100,
             per_chat_per_second: 10,
@@ -414,6 +418,9 @@ impl Config {
                 "limits.idle_timeout_ms",
                 "must be greater than server.request_timeout_ms",
             );
+        }
+        if l.body_read_timeout_ms == 0 {
+            return bad("limits.body_read_timeout_ms", "must be greater than 0");
         }
         if l.per_ip_per_second > 0 && l.per_ip_burst == 0 {
             return bad("limits.per_ip_burst", "must be greater than 0");

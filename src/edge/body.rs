@@ -1,6 +1,7 @@
 //! Reading a JSON request body: content-type leniency and the size limit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -39,7 +40,13 @@ impl FromRequest<Arc<Gateway>> for JsonBody {
         if announced.is_some_and(|n| n > limit as u64) {
             return Err(Error::BodyTooLarge(limit).into());
         }
-        match Limited::new(req.into_body(), limit).collect().await {
+        // A whole-body deadline: a client trickling bytes cannot hold the request open.
+        let deadline = Duration::from_millis(gw.config.limits.body_read_timeout_ms);
+        let read = tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect());
+        let Ok(read) = read.await else {
+            return Err(Error::BodyTimeout(gw.config.limits.body_read_timeout_ms).into());
+        };
+        match read {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
                 if form && bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
