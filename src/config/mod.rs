@@ -281,7 +281,7 @@ pub struct LimitsConfig {
     pub per_ip_per_second: u32,
     /// Requests one client IP address may make in a burst.
     pub per_ip_burst: u32,
-    /// Requests per second on one chat (sustained); 0 turns it off.
+    /// Requests per second on one chat from one client address (sustained); 0 turns it off.
     pub per_chat_per_second: u32,
     /// Requests on one chat in a burst.
     pub per_chat_burst: u32,

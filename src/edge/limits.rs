@@ -6,8 +6,11 @@
 //! Each refusal is an [`Error`] rendered by the edge's one error conversion. Connection-level
 //! limits (connection count, timeouts, the hard header cap) belong to `server`.
 //!
-//! The bad-credentials throttle is keyed on chat *and* client address: keyed on the chat
-//! alone, anyone who saw a chat id could lock its customer out with a few wrong keys.
+//! The per-chat limit and the bad-credentials throttle are keyed on chat *and* client
+//! address: keyed on the chat alone, anyone who saw a chat id (it is in URLs, not a secret)
+//! could starve or lock out its customer. Only the customer holds the chat's credentials,
+//! so a chat's real traffic comes from its customer's address; requests from elsewhere
+//! stop at the credentials check, which costs no backend I/O, and are throttled there.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -36,7 +39,7 @@ pub const CHAT_ID_PARAM: &str = "chat_id";
 pub struct Guards {
     max_header_bytes: usize,
     per_ip: Option<Keyed<IpAddr>>,
-    per_chat: Option<Keyed<Box<str>>>,
+    per_chat: Option<Keyed<(Box<str>, IpAddr)>>,
     bad_credentials: Keyed<(Box<str>, IpAddr)>,
     /// Chat and address pairs refused until the given instant (bounded like the limiters).
     blocked: Mutex<HashMap<(Box<str>, IpAddr), Instant>>,
@@ -221,13 +224,14 @@ pub async fn per_chat(
     let chat: Box<str> = chat_id.chars().take(64).collect::<String>().into();
     let ip = client_key(&req);
     if let Some(ip) = ip {
-        if guards.is_blocked(&(chat.clone(), ip)) {
+        let key = (chat.clone(), ip);
+        if guards.is_blocked(&key) {
             return refuse("bad_credentials", Error::CredentialsThrottled);
         }
-    }
-    if let Some(limiter) = &guards.per_chat {
-        if limiter.allow(&chat).is_err() {
-            return refuse("rate_chat", Error::RateLimitedChat);
+        if let Some(limiter) = &guards.per_chat {
+            if limiter.allow(&key).is_err() {
+                return refuse("rate_chat", Error::RateLimitedChat);
+            }
         }
     }
     let response = next.run(req).await;
