@@ -568,3 +568,26 @@ async fn a_trickled_body_gets_408_and_others_are_still_served() {
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains(r#""code":412"#), "{reply}");
 }
+
+#[tokio::test]
+async fn without_an_admin_listener_metrics_are_public_behind_the_token() {
+    let gw = gateway()
+        .env("GATEWAY__ADMIN__ENABLED", "false")
+        .env("GATEWAY__ADMIN__TOKEN", "0123456789abcdef-token")
+        .start()
+        .await;
+    assert!(gw.admin.is_empty());
+    assert_eq!(get(&format!("{}/metrics", gw.base)).await.0, 401);
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", gw.base))
+        .bearer_auth("0123456789abcdef-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("gateway_http_requests_total"));
+}

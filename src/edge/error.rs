@@ -57,7 +57,8 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let wire = self.error.wire();
         let message = self.error.client_message();
-        if wire.status_code == 1 {
+        // Limits (codes 400-449) refuse floods: counted in metrics, not logged one by one.
+        if wire.status_code == 1 && wire.code < 400 {
             // The cause (a backend's own words) is for operators only.
             tracing::warn!(code = wire.code, cause = %self.error, "request failed, retryable");
         } else {
