@@ -30,7 +30,15 @@ pub use gateway::Gateway;
 
 use std::sync::Arc;
 
-/// The whole HTTP application for a gateway (used by the server and by tests).
+/// The whole public HTTP application for a gateway (used by the server and by tests): the
+/// routes inside the shared middleware stack.
 pub fn app(gw: Arc<Gateway>) -> axum::Router {
-    edge::routes(gw)
+    let routes = edge::routes(Arc::clone(&gw));
+    // Without an admin listener, its token-protected routes (/metrics) are served here.
+    let routes = if gw.config.admin.enabled {
+        routes
+    } else {
+        routes.merge(admin::protected(Arc::clone(&gw)).with_state(Arc::clone(&gw)))
+    };
+    edge::layers::apply(routes, &gw)
 }

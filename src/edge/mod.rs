@@ -23,24 +23,16 @@ use crate::error::Error;
 use crate::Gateway;
 pub use error::Failure;
 
-/// The public HTTP application. A route whose path carries a chat id names it `chat_id`
-/// (see `limits::CHAT_ID_PARAM`); the shared middleware is added by `layers::apply`.
+/// The public route table. A route whose path carries a chat id names it `chat_id` (see
+/// `limits::CHAT_ID_PARAM`); the shared middleware is added around it by `layers::apply`.
 pub fn routes(gw: Arc<Gateway>) -> Router {
-    let router = Router::new()
+    Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/api/v2/chats", post(chat::request_chat))
         .route("/api/v2/chats/{chat_id}", post(chat::operation))
-        .route("/api/v2/chats/{chat_id}/messages", post(chat::messages));
-    // Without an admin listener, its token-protected routes (/metrics) are served here.
-    let router = if gw.config.admin.enabled {
-        router
-    } else {
-        router.merge(crate::admin::protected(Arc::clone(&gw)))
-    };
-    let router = router
+        .route("/api/v2/chats/{chat_id}/messages", post(chat::messages))
         .fallback(|| async { Failure::from(Error::NotFound) })
         .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })
-        .with_state(Arc::clone(&gw));
-    layers::apply(router, &gw)
+        .with_state(gw)
 }
