@@ -63,3 +63,4 @@ if grep -q "panicked" "$LOG"; then
     exit 1
 fi
 rm -rf "$WORK"
+echo "contract: $COUNT passed, 0 failed"
