@@ -591,3 +591,91 @@ async fn without_an_admin_listener_metrics_are_public_behind_the_token() {
         .unwrap()
         .contains("gateway_http_requests_total"));
 }
+
+/// An adapter whose `create` waits until released.
+struct Gate {
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl backend_api::ChatBackend for Gate {
+    async fn create(
+        &self,
+        _chat: backend_api::NewChat,
+    ) -> Result<backend_api::ChatCreated, backend_api::BackendError> {
+        self.entered.notify_one();
+        self.release.notified().await;
+        Err(backend_api::BackendError::Overloaded("released".into()))
+    }
+
+    async fn refresh(
+        &self,
+        _chat: &backend_api::ChatRef,
+        _request: backend_api::Refresh,
+    ) -> Result<backend_api::ChatUpdate, backend_api::BackendError> {
+        Err(backend_api::BackendError::Unreachable("test".into()))
+    }
+
+    fn load(&self) -> backend_api::Load {
+        backend_api::Load {
+            active: 0,
+            limit: 10,
+            accepting: true,
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_request_in_flight() {
+    let gate = std::sync::Arc::new(Gate {
+        entered: Default::default(),
+        release: Default::default(),
+    });
+    let backend: std::sync::Arc<dyn backend_api::ChatBackend> = gate.clone();
+    let config = gateway().config();
+    let gw = webapi_gateway::Gateway::with_backends(
+        config,
+        vec![("117".into(), backend.clone()), ("118".into(), backend)],
+    );
+    let listener = webapi_gateway::server::bind(&gw.config).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(webapi_gateway::server::serve_with(
+        listener,
+        None,
+        std::sync::Arc::clone(&gw),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let client = Client {
+        base,
+        http: reqwest::Client::new(),
+    };
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(
+                "/api/v2/chats",
+                json!({"tenantName": "Environment", "nickname": "n"}),
+            )
+            .await
+    });
+    gate.entered.notified().await;
+    stop.send(()).unwrap();
+    // Shutdown has begun (readiness says so) while the request is still at the backend.
+    eventually(LONG, "shutdown to start", || async {
+        gw.readiness()
+            .err()
+            .filter(|why| why.contains("shutting down"))
+    })
+    .await;
+    gate.release.notify_one();
+    let reply = in_flight.await.unwrap();
+    reply.assert_error(503, 1, 304);
+    tokio::time::timeout(LONG, server)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+}
