@@ -289,8 +289,9 @@ pub struct LimitsConfig {
     pub bad_credentials_burst: u32,
     /// Seconds for one failed-check allowance to come back (the throttle's period).
     pub bad_credentials_period_secs: u64,
-    /// Most clients (addresses, chats) a rate limiter remembers at once; beyond it the
-    /// oldest quiet ones are forgotten first.
+    /// Most clients (addresses, chats) a rate limiter remembers at once. Quiet ones are
+    /// forgotten; a new one that finds no room is judged as fresh and not remembered, while
+    /// remembered ones stay limited.
     pub max_tracked_keys: usize,
 }
 

@@ -23,7 +23,10 @@ use axum::extract::{ConnectInfo, RawPathParams, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::StateStore;
+use governor::{Quota, RateLimiter};
 use parking_lot::Mutex;
 
 use super::error::Outcome;
@@ -48,26 +51,34 @@ pub struct Guards {
 
 /// A keyed limiter with a bound on the keys it remembers.
 struct Keyed<K: Hash + Eq + Clone> {
-    limiter: DefaultKeyedRateLimiter<K>,
+    limiter: RateLimiter<K, BoundedStore<K>, DefaultClock>,
     max_tracked: usize,
+    /// When the store was last swept because it was full: a sweep walks the whole map, so a
+    /// flood of new keys must not cause one per request.
+    last_full_sweep: Mutex<Option<Instant>>,
 }
 
 impl<K: Hash + Eq + Clone> Keyed<K> {
     fn new(quota: Quota, max_tracked: usize) -> Self {
+        let store = BoundedStore {
+            map: Mutex::new(HashMap::new()),
+            max: max_tracked,
+        };
         Keyed {
-            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            limiter: RateLimiter::new(quota, store, DefaultClock::default()),
             max_tracked,
+            last_full_sweep: Mutex::new(None),
         }
     }
 
-    /// Whether `key` may go on. A key never seen while the map is full of active keys is let
-    /// through (and counted): refusing it would let a flood of new keys lock everyone out.
+    /// Whether `key` may go on, or how long until it may.
     fn allow(&self, key: &K) -> Result<(), Duration> {
         if self.limiter.len() >= self.max_tracked {
-            self.sweep();
-            if self.limiter.len() >= self.max_tracked {
-                metrics::counter!(REFUSALS, "reason" => "limiter_full").increment(1);
-                return Ok(());
+            if let Some(mut last) = self.last_full_sweep.try_lock() {
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    *last = Some(Instant::now());
+                    self.sweep();
+                }
             }
         }
         self.limiter
@@ -78,6 +89,56 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
     fn sweep(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+    }
+}
+
+/// governor's keyed state with a bound: a key it has no room for is judged as a fresh one
+/// (its first requests pass) but not remembered, while every remembered key stays limited.
+/// So a flood of new keys can neither grow memory nor switch the limit off for known ones.
+struct BoundedStore<K> {
+    map: Mutex<HashMap<K, u64>>,
+    max: usize,
+}
+
+impl<K: Hash + Eq + Clone> StateStore for BoundedStore<K> {
+    type Key = K;
+
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut map = self.map.lock();
+        if let Some(state) = map.get_mut(key) {
+            let (outcome, next) = f(Some(Nanos::from(*state)))?;
+            *state = next.into();
+            return Ok(outcome);
+        }
+        let (outcome, next) = f(None)?;
+        if map.len() < self.max {
+            map.insert(key.clone(), next.into());
+        } else {
+            metrics::counter!(REFUSALS, "reason" => "limiter_full").increment(1);
+        }
+        Ok(outcome)
+    }
+}
+
+impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for BoundedStore<K> {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let drop_below = u64::from(drop_below);
+        self.map.lock().retain(|_, state| *state > drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.map.lock().shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.lock().is_empty()
     }
 }
 
@@ -243,4 +304,39 @@ pub async fn per_chat(
         guards.failed_check((chat, ip));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keyed_limiter_never_remembers_more_than_its_bound() {
+        let quota = Quota::per_hour(NonZeroU32::new(1).unwrap());
+        let keyed = Keyed::new(quota, 100);
+        for i in 0..1000u32 {
+            let _ = keyed.allow(&i);
+            assert!(keyed.limiter.len() <= 100, "{} keys", keyed.limiter.len());
+        }
+        // A remembered key is still limited; one there is no room for is let through.
+        assert!(keyed.allow(&5).is_err());
+        assert!(keyed.allow(&5000).is_ok());
+    }
+
+    #[test]
+    fn the_bad_credentials_throttle_blocks_after_the_burst() {
+        let guards = Guards::new(&LimitsConfig {
+            bad_credentials_burst: 2,
+            ..LimitsConfig::default()
+        });
+        let key = || (Box::<str>::from("chat"), IpAddr::from([10, 0, 0, 1]));
+        for _ in 0..2 {
+            guards.failed_check(key());
+            assert!(!guards.is_blocked(&key()));
+        }
+        guards.failed_check(key());
+        assert!(guards.is_blocked(&key()));
+        let elsewhere = (Box::<str>::from("chat"), IpAddr::from([10, 0, 0, 2]));
+        assert!(!guards.is_blocked(&elsewhere));
+    }
 }
