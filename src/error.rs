@@ -54,6 +54,24 @@ pub enum Error {
     UnknownService(String),
     #[error("a valid API key is required for this service")]
     BadApiKey,
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("too many requests from this client address")]
+    RateLimitedClient,
+    #[error("too many requests on this chat")]
+    RateLimitedChat,
+    #[error("too many failed credential checks on this chat")]
+    CredentialsThrottled,
+    #[error("the body did not arrive within {0} ms")]
+    BodyTimeout(u64),
+    #[error("the request headers are larger than {0} bytes")]
+    HeaderTooLarge(usize),
+    #[error("too many open connections")]
+    TooManyConnections,
+    #[error("this admin request needs `Authorization: Bearer <admin.token>`")]
+    AdminUnauthorized,
+    #[error("origin `{0}` is not allowed")]
+    OriginNotAllowed(String),
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("an e-mail must be sent as multipart/form-data with a boundary, not `{0}`")]
@@ -98,6 +116,7 @@ impl Error {
             MethodNotAllowed => (121, StatusCode::METHOD_NOT_ALLOWED, Some("Chat API v2 requests are POST")),
             UnknownTenant(_) => (130, StatusCode::BAD_REQUEST, None),
             BadCredentials => (200, StatusCode::UNAUTHORIZED, Some("send the userId, secureKey and tenantName of the chat's latest reply")),
+            AdminUnauthorized => (203, StatusCode::UNAUTHORIZED, None),
             UnknownAlias(_) => (201, StatusCode::BAD_REQUEST, Some("send the alias of the chat's latest reply")),
             Backend(e) => return backend_wire(e),
             NotMultipart(_) => (
@@ -114,12 +133,21 @@ impl Error {
             MalformedForm(_) => (500, StatusCode::BAD_REQUEST, Some("send application/x-www-form-urlencoded or multipart/form-data")),
             UnknownService(_) => (501, StatusCode::NOT_FOUND, Some("the service name is one of gms.services")),
             BadApiKey => (502, StatusCode::UNAUTHORIZED, Some("send the service's key in the apikey or x-api-key header")),
+            NotReady(_) => (305, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
+            RateLimitedClient => (400, StatusCode::TOO_MANY_REQUESTS, Some("slow down and retry later")),
+            RateLimitedChat => (401, StatusCode::TOO_MANY_REQUESTS, Some("poll this chat less often")),
+            CredentialsThrottled => (402, StatusCode::TOO_MANY_REQUESTS, Some("retry later with the credentials of the chat's latest reply")),
+            BodyTimeout(_) => (412, StatusCode::REQUEST_TIMEOUT, Some("send the whole body at once")),
+            HeaderTooLarge(_) => (410, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None),
+            TooManyConnections => (411, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
+            OriginNotAllowed(_) => (420, StatusCode::FORBIDDEN, Some("the page's origin is not in the tenant's cors_origins")),
         };
-        let status_code = if http == StatusCode::SERVICE_UNAVAILABLE {
-            1
-        } else {
-            2
-        };
+        let status_code =
+            if http == StatusCode::SERVICE_UNAVAILABLE || http == StatusCode::TOO_MANY_REQUESTS {
+                1
+            } else {
+                2
+            };
         Wire {
             code,
             status_code,
@@ -146,6 +174,7 @@ impl Error {
             Error::Email(IntakeError::Spool(_)) => {
                 "the e-mail could not be stored; retry later".into()
             }
+            Error::OriginNotAllowed(_) => "this origin is not allowed".into(),
             other => other.to_string(),
         }
     }

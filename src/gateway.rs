@@ -17,6 +17,7 @@ use backend_tcp::TcpBackend;
 use crate::config::{ChatConfig, Config, HealthConfig, InstanceConfig, InstanceKind};
 use crate::credentials::Credentials;
 use crate::router::{Health, Instance, Router};
+use crate::telemetry::MeteredBackend;
 
 /// Everything a request needs, shared by all requests.
 pub struct Gateway {
@@ -30,6 +31,11 @@ pub struct Gateway {
     pub(crate) request_timeout: Duration,
     /// The e-mail spool and the handle of its deliverer.
     email: EmailService,
+    /// Cancelled when shutdown starts: background work (the e-mail deliverer) watches it
+    /// and heads for a safe point.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Background work that shutdown waits for (within `server.shutdown_deadline_ms`).
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 /// Why a gateway could not be built from a valid configuration (the environment refused
@@ -52,10 +58,16 @@ impl Gateway {
         config: Config,
         mut given: Vec<(String, Arc<dyn ChatBackend>)>,
     ) -> Result<Arc<Gateway>, StartError> {
-        // The deliverer runs as long as the runtime: stopping it early gains nothing, since
-        // whatever it has not delivered stays in the spool for the next start.
-        let (email, _deliverer) =
-            EmailService::start(&config.email, std::future::pending()).map_err(StartError)?;
+        // On shutdown the deliverer finishes the delivery under way and stops; whatever it
+        // has not delivered stays in the spool for the next start.
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let (email, deliverer) =
+            EmailService::start(&config.email, shutdown.clone().cancelled_owned())
+                .map_err(StartError)?;
+        tasks.spawn(async move {
+            let _ = deliverer.await;
+        });
         let credentials = match &config.credentials.secret {
             Some(secret) => Credentials::new(secret.as_bytes()),
             None => {
@@ -68,10 +80,13 @@ impl Gateway {
         };
         let mut instances = Vec::with_capacity(config.chat.instances.len());
         for inst in &config.chat.instances {
-            let backend = match given.iter().position(|(alias, _)| *alias == inst.alias) {
-                Some(i) => given.swap_remove(i).1,
-                None => build_backend(inst, &config)?,
-            };
+            let backend = MeteredBackend::wrap(
+                &inst.alias,
+                match given.iter().position(|(alias, _)| *alias == inst.alias) {
+                    Some(i) => given.swap_remove(i).1,
+                    None => build_backend(inst, &config)?,
+                },
+            );
             instances.push(start_instance(inst, backend, &config.chat.health));
         }
         let router = Router::from_shared(instances, config.chat.placement, None);
@@ -82,6 +97,8 @@ impl Gateway {
             credentials,
             router: ArcSwap::from_pointee(router),
             email,
+            shutdown,
+            tasks,
         }))
     }
 
@@ -113,7 +130,8 @@ impl Gateway {
                     kept += 1;
                 }
                 _ => {
-                    let backend = build_backend(inst, &self.config)?;
+                    let backend =
+                        MeteredBackend::wrap(&inst.alias, build_backend(inst, &self.config)?);
                     instances.push(start_instance(inst, backend, &self.config.chat.health));
                     added += 1;
                 }
@@ -143,6 +161,37 @@ impl Gateway {
     /// The e-mail side: where `POST /api/v2/emails` puts what it receives.
     pub fn email(&self) -> &EmailService {
         &self.email
+    }
+
+    /// Whether the gateway should get new traffic: not shutting down, and some instance
+    /// takes new chats (ready, up, accepting). The error says why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.shutdown.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        let router = self.router();
+        if router.instances().iter().any(|i| i.takes_new_chats()) {
+            return Ok(());
+        }
+        let states: Vec<String> = router
+            .instances()
+            .iter()
+            .map(|i| {
+                let load = i.backend.load();
+                format!(
+                    "{} ({:?}, {}, {}/{} chats)",
+                    i.alias,
+                    i.state(),
+                    if i.health.is_up() { "up" } else { "down" },
+                    load.active,
+                    load.limit
+                )
+            })
+            .collect();
+        Err(format!(
+            "no chat server instance takes new chats: {}",
+            states.join(", ")
+        ))
     }
 
     /// The current router table. A request holds the table it started with to its end.

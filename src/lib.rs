@@ -15,8 +15,10 @@
 //!   applies the intake rules, spools the e-mail durably and delivers it in the background.
 //!
 //! Beside the path: `config` (load and validate), `error` (the error type and code table),
-//! `server` (listener, shutdown), `reload` (SIGHUP and config file changes → a new router
-//! table), `admin` (the admin listener: instance list and states).
+//! `server` (listeners, connection limits, shutdown), `telemetry` (metrics), `reload`
+//! (SIGHUP and config file changes → a new router table), `admin` (the admin listener:
+//! metrics, health, instance list and states). The middleware every route gets is in
+//! `edge::layers`.
 
 pub mod admin;
 pub mod config;
@@ -28,13 +30,22 @@ pub mod operation;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod telemetry;
 
 pub use config::Config;
 pub use gateway::{Gateway, StartError};
 
 use std::sync::Arc;
 
-/// The whole HTTP application for a gateway (used by the server and by tests).
+/// The whole public HTTP application for a gateway (used by the server and by tests): the
+/// routes inside the shared middleware stack.
 pub fn app(gw: Arc<Gateway>) -> axum::Router {
-    edge::routes(gw)
+    let routes = edge::routes(Arc::clone(&gw));
+    // Without an admin listener, its token-protected routes (/metrics) are served here.
+    let routes = if gw.config.admin.enabled {
+        routes
+    } else {
+        routes.merge(admin::protected(Arc::clone(&gw)).with_state(Arc::clone(&gw)))
+    };
+    edge::layers::apply(routes, &gw)
 }

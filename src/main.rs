@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use webapi_gateway::config::LogFormat;
-use webapi_gateway::{admin, reload, server, Config, Gateway};
+use webapi_gateway::{reload, server, Config, Gateway};
 
 /// The Genesys Web API Server REST API in front of chat and e-mail backends.
 #[derive(Parser)]
@@ -53,6 +53,13 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let admin = match server::bind_admin(&config).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", config.admin.listen);
+                return ExitCode::FAILURE;
+            }
+        };
         let gw = match Gateway::new(config) {
             Ok(gw) => gw,
             Err(e) => {
@@ -60,23 +67,12 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        // The admin listener is off the public port; failing to bind it is not fatal to
-        // serving chats, but the operator must hear about it.
-        if gw.config.admin.enabled {
-            match admin::bind(&gw.config).await {
-                Ok(l) => {
-                    tokio::spawn(admin::serve(l, Arc::clone(&gw)));
-                }
-                Err(e) => tracing::error!(listen = %gw.config.admin.listen, error = %e,
-                    "cannot start the admin listener"),
-            }
-        }
         tokio::spawn(reload::watch(
             Arc::clone(&gw),
             args.config.clone(),
             reload::POLL,
         ));
-        match server::serve(listener, gw).await {
+        match server::serve_with(listener, admin, gw, server::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

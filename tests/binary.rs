@@ -60,23 +60,7 @@ fn check_config_accepts_the_default_and_names_bad_keys() {
 
 #[test]
 fn starts_on_the_default_config_with_an_env_override() {
-    let mut child = bin()
-        .args(["--config", &repo_config()])
-        .env("GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut addr = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        if let Some(i) = line.find("addr=") {
-            addr = Some(line[i + 5..].split_whitespace().next().unwrap().to_string());
-            break;
-        }
-    }
-    let addr = addr.expect("the listening line");
+    let (mut child, addr, _log) = start_binary(&[]);
     let body = r#"{"tenantName":"Environment","nickname":"n"}"#;
     let reply = http_post(&addr, "/api/v2/chats", body);
     let _ = child.kill();
@@ -98,4 +82,80 @@ fn http_post(addr: &str, path: &str, body: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+/// Starts the binary on free ports and returns it with its public address. Its stdout is
+/// drained in the background so logging never blocks it.
+fn start_binary(
+    envs: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    String,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut cmd = bin();
+    cmd.args(["--config", &repo_config()])
+        .env("GATEWAY__SERVER__LISTEN", "127.0.0.1:0")
+        .env("GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find_map(|line| {
+            let i = line.find("addr=")?;
+            Some(line[i + 5..].split_whitespace().next()?.to_string())
+        })
+        .expect("the listening line");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, addr, rx)
+}
+
+#[test]
+fn sigterm_with_an_idle_keep_alive_client_exits_within_the_deadline() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let deadline = Duration::from_millis(1000);
+    let (mut child, addr, log) = start_binary(&[("GATEWAY__SERVER__SHUTDOWN_DEADLINE_MS", "1000")]);
+    // A keep-alive client: one request answered, the connection left open and idle.
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = conn.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > deadline * 10 {
+            let _ = child.kill();
+            panic!("still running 10x the shutdown deadline after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    // It did not just wait out the deadline: the idle connection was closed at once.
+    let log: Vec<String> = log.iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("shut down cleanly")),
+        "{log:#?}"
+    );
+    // The idle connection was closed, not left hanging.
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(conn.read(&mut buf).unwrap_or(0), 0);
 }

@@ -34,6 +34,9 @@ impl Process {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
+            // Several gateways run at once: each takes its own admin port.
+            .env("GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
+            .env("GATEWAY__EMAIL__SPOOL_DIR", dir.join("spool"))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

@@ -1,29 +1,66 @@
-//! The admin listener: operations endpoints, off the public port.
+//! The admin listener's application: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
 //!
-//! Owns serving the admin routes on `admin.listen`. Each concern is a self-contained router
-//! fragment (`instances`); this module only mounts them.
+//! Operator endpoints join as self-contained fragments (`instances`: the instance list and
+//! admin states, which always need the token). Every route but the health probes is behind
+//! `admin.token` when one is set. It must stay off
+//! the public listener (unless the admin listener is disabled, when `/metrics` moves there)
+//! and must not reach into request handling.
 
 pub mod instances;
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use subtle::ConstantTimeEq;
 
+use crate::edge::{health, Failure};
+use crate::error::Error;
 use crate::Gateway;
 
-/// All admin routes.
-pub fn routes(gw: Arc<Gateway>) -> axum::Router {
-    instances::routes(gw)
+/// The whole admin application.
+pub fn app(gw: Arc<Gateway>) -> Router {
+    protected(Arc::clone(&gw))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { Failure::from(Error::NotFound) })
+        .with_state(Arc::clone(&gw))
+        .merge(instances::routes(gw))
 }
 
-/// Binds `admin.listen`.
-pub async fn bind(config: &crate::Config) -> std::io::Result<TcpListener> {
-    TcpListener::bind(config.admin.listen).await
+/// The routes behind the token; served on the public listener when there is no admin one.
+pub fn protected(gw: Arc<Gateway>) -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route_layer(from_fn_with_state(gw, require_token))
 }
 
-/// Serves the admin routes until the runtime stops.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
-    tracing::info!(listen = %addr, "admin listener up");
-    axum::serve(listener, routes(gw)).await
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let mut response = (StatusCode::OK, crate::telemetry::render(&gw)).into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// `Authorization: Bearer <admin.token>`, compared in constant time.
+async fn require_token(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &gw.config.admin.token {
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return Failure::from(Error::AdminUnauthorized).into_response();
+        }
+    }
+    next.run(req).await
 }

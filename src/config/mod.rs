@@ -44,9 +44,6 @@ pub struct Config {
     /// The GMS dialect front end (`/genesys/2/…`): service names and their tenants.
     #[serde(default)]
     pub gms: GmsConfig,
-    /// The admin listener: instance states, off the public port.
-    #[serde(default)]
-    pub admin: AdminConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -54,6 +51,15 @@ pub struct Config {
     /// live with the e-mail side, in `backend-email`).
     #[serde(default)]
     pub email: backend_email::EmailConfig,
+    /// The admin listener: metrics, health, instance list and states, off the public port.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Limits against abuse: connections, header size and timeouts, rate limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Cross-origin requests from web widgets (the allowed origins are per tenant).
+    #[serde(default)]
+    pub cors: CorsConfig,
 }
 
 /// The public HTTP listener.
@@ -66,6 +72,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a request may take end to end before it is answered with statusCode 1.
     pub request_timeout_ms: u64,
+    /// On SIGTERM/Ctrl-C: how long in-flight requests and background work (the e-mail
+    /// deliverer) get to finish before the process exits anyway.
+    pub shutdown_deadline_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,29 +83,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
-        }
-    }
-}
-
-/// The admin listener (instance list and states), kept off the public port.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// Whether the admin listener runs.
-    pub enabled: bool,
-    /// Address and port of the admin listener; keep it on a private interface.
-    pub listen: SocketAddr,
-    /// The bearer token every admin request must carry (`Authorization: Bearer …`, at least
-    /// 16 characters). Without one the instance endpoints refuse every request. Never logged.
-    pub token: Option<String>,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            enabled: true,
-            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
-            token: None,
+            shutdown_deadline_ms: 10_000,
         }
     }
 }
@@ -120,6 +107,10 @@ pub struct TenantConfig {
     /// The endpoint (queue) of chats that name none.
     #[serde(default = "default_endpoint")]
     pub default_endpoint: String,
+    /// Web origins whose pages may call the gateway (CORS): `https://shop.example.com`,
+    /// `https://*.example.com` (any sub-domain), or `*` (any origin, only when listed).
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 fn default_endpoint() -> String {
@@ -373,6 +364,101 @@ impl Default for LogConfig {
     }
 }
 
+/// The admin listener: `/metrics`, `/healthz`, `/readyz`, and the instance endpoints.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Whether the admin listener runs. Without it, `/metrics` is served on the public
+    /// listener (behind `token` when one is set).
+    pub enabled: bool,
+    /// Address and port of the admin listener; keep it off the internet.
+    pub listen: SocketAddr,
+    /// When set, admin requests other than `/healthz` and `/readyz` must carry
+    /// `Authorization: Bearer <token>` (at least 16 characters). The instance endpoints
+    /// (which change routing) refuse every request while it is unset. Never logged.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token: None,
+        }
+    }
+}
+
+/// Limits against abuse. Every refusal is a Web API JSON error.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most open client connections; past it a new connection gets one 503 reply and is
+    /// closed.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Milliseconds a client has to send a whole request head once the gateway waits for
+    /// one; this also bounds how long an idle keep-alive connection is kept.
+    pub header_read_timeout_ms: u64,
+    /// Milliseconds without a byte moving either way after which a connection is closed
+    /// (a stalled body upload, a client that stops reading). Greater than
+    /// `server.request_timeout_ms`.
+    pub idle_timeout_ms: u64,
+    /// Milliseconds a client has to send a whole JSON request body; past it 408. (A route
+    /// with large bodies, e-mail, has its own rule.)
+    pub body_read_timeout_ms: u64,
+    /// Requests per second one client IP address may make (sustained); 0 turns it off.
+    pub per_ip_per_second: u32,
+    /// Requests one client IP address may make in a burst.
+    pub per_ip_burst: u32,
+    /// Requests per second on one chat from one client address (sustained); 0 turns it off.
+    pub per_chat_per_second: u32,
+    /// Requests on one chat in a burst.
+    pub per_chat_burst: u32,
+    /// Failed credential checks on one chat before further requests on it are refused.
+    pub bad_credentials_burst: u32,
+    /// Seconds for one failed-check allowance to come back (the throttle's period).
+    pub bad_credentials_period_secs: u64,
+    /// Most clients (addresses, chats) a rate limiter remembers at once. Quiet ones are
+    /// forgotten; a new one that finds no room is judged as fresh and not remembered, while
+    /// remembered ones stay limited.
+    pub max_tracked_keys: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_read_timeout_ms: 10_000,
+            per_ip_per_second: 50,
+            per_ip_burst: 100,
+            per_chat_per_second: 10,
+            per_chat_burst: 20,
+            bad_credentials_burst: 5,
+            bad_credentials_period_secs: 60,
+            max_tracked_keys: 100_000,
+        }
+    }
+}
+
+/// Cross-origin requests. The allowed origins are the tenants' `cors_origins`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Seconds a browser may cache a preflight answer.
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig { max_age_secs: 600 }
+    }
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -433,6 +519,60 @@ impl Config {
         if self.server.request_timeout_ms == 0 {
             return bad("server.request_timeout_ms", "must be greater than 0");
         }
+        if self.server.shutdown_deadline_ms == 0 {
+            return bad("server.shutdown_deadline_ms", "must be greater than 0");
+        }
+        if let Some(token) = &self.admin.token {
+            if token.len() < 16 {
+                return bad("admin.token", "must be at least 16 characters");
+            }
+        }
+        if self.admin.enabled
+            && self.admin.listen == self.server.listen
+            && self.server.listen.port() != 0
+        {
+            return bad("admin.listen", "must differ from server.listen");
+        }
+        let l = &self.limits;
+        if l.max_connections == 0 {
+            return bad("limits.max_connections", "must be greater than 0");
+        }
+        if !(1024..=1024 * 1024).contains(&l.max_header_bytes) {
+            return bad(
+                "limits.max_header_bytes",
+                "must be between 1024 and 1048576",
+            );
+        }
+        if l.header_read_timeout_ms == 0 {
+            return bad("limits.header_read_timeout_ms", "must be greater than 0");
+        }
+        if l.idle_timeout_ms <= self.server.request_timeout_ms {
+            return bad(
+                "limits.idle_timeout_ms",
+                "must be greater than server.request_timeout_ms",
+            );
+        }
+        if l.body_read_timeout_ms == 0 {
+            return bad("limits.body_read_timeout_ms", "must be greater than 0");
+        }
+        if l.per_ip_per_second > 0 && l.per_ip_burst == 0 {
+            return bad("limits.per_ip_burst", "must be greater than 0");
+        }
+        if l.per_chat_per_second > 0 && l.per_chat_burst == 0 {
+            return bad("limits.per_chat_burst", "must be greater than 0");
+        }
+        if l.bad_credentials_burst == 0 {
+            return bad("limits.bad_credentials_burst", "must be greater than 0");
+        }
+        if l.bad_credentials_period_secs == 0 {
+            return bad(
+                "limits.bad_credentials_period_secs",
+                "must be greater than 0",
+            );
+        }
+        if l.max_tracked_keys < 100 {
+            return bad("limits.max_tracked_keys", "must be at least 100");
+        }
         if let Some(secret) = &self.credentials.secret {
             if secret.len() < 32 {
                 return bad(
@@ -451,6 +591,11 @@ impl Config {
             }
             if !names.insert(t.name.as_str()) {
                 return bad(&format!("tenants[{i}].name"), "duplicate tenant name");
+            }
+            for origin in &t.cors_origins {
+                if let Err(why) = crate::edge::cors::check_origin_pattern(origin) {
+                    return bad(&format!("tenants[{i}].cors_origins"), &why);
+                }
             }
         }
         if self.chat.instances.is_empty() {
@@ -516,11 +661,6 @@ impl Config {
         ] {
             if value == 0 {
                 return bad(name, "must be greater than 0");
-            }
-        }
-        if let Some(token) = &self.admin.token {
-            if token.len() < 16 {
-                return bad("admin.token", "must be at least 16 characters");
             }
         }
         let tcp = &self.tcp;
@@ -651,6 +791,37 @@ mod tests {
         assert!(e.to_string().contains("tcp.request_timeout_ms"), "{e}");
         let e = load(&format!("{MINIMAL}address = \"h:1\"\n"), &[]).unwrap_err();
         assert!(e.to_string().contains("chat.instances[0].address"), "{e}");
+        for (env, key) in [
+            ("GATEWAY__LIMITS__IDLE_TIMEOUT_MS", "limits.idle_timeout_ms"),
+            ("GATEWAY__LIMITS__MAX_CONNECTIONS", "limits.max_connections"),
+            (
+                "GATEWAY__LIMITS__MAX_HEADER_BYTES",
+                "limits.max_header_bytes",
+            ),
+            ("GATEWAY__ADMIN__TOKEN", "admin.token"),
+            (
+                "GATEWAY__SERVER__SHUTDOWN_DEADLINE_MS",
+                "server.shutdown_deadline_ms",
+            ),
+        ] {
+            let e = load(MINIMAL, &[(env, "0")]).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let cors = MINIMAL.replace(
+            "name = \"Environment\"",
+            "name = \"Environment\"\ncors_origins = [\"https://shop.example.com/\"]",
+        );
+        let e = load(&cors, &[]).unwrap_err();
+        assert!(e.to_string().contains("tenants[0].cors_origins"), "{e}");
+        let e = load(
+            MINIMAL,
+            &[
+                ("GATEWAY__SERVER__LISTEN", "127.0.0.1:9000"),
+                ("GATEWAY__ADMIN__LISTEN", "127.0.0.1:9000"),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("admin.listen"), "{e}");
         let dup = format!("{MINIMAL}\n[[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\n");
         let e = load(&dup, &[]).unwrap_err();
         assert!(e.to_string().contains("chat.instances[1].alias"), "{e}");

@@ -1,6 +1,7 @@
 //! Reading a JSON request body: content-type leniency and the size limit.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -11,6 +12,12 @@ use super::Failure;
 use crate::error::Error;
 use crate::Gateway;
 
+/// A route's own body limit, in bytes, as a request extension: add it to a route with
+/// `.layer(axum::Extension(BodyLimit(n)))`. Body readers honour it; without it a JSON body
+/// gets `server.max_body_bytes`.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimit(pub usize);
+
 /// A chat request's raw body: within the size limit and of an acceptable content type. It is
 /// parsed as JSON by `operation`, which names the fields.
 pub struct JsonBody(pub Bytes);
@@ -20,7 +27,10 @@ impl FromRequest<Arc<Gateway>> for JsonBody {
 
     async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Failure> {
         let form = check_content_type(&req)?;
-        let limit = gw.config.server.max_body_bytes;
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(gw.config.server.max_body_bytes, |l| l.0);
         // Refuse an announced oversize body before reading any of it.
         let announced = req
             .headers()
@@ -30,7 +40,13 @@ impl FromRequest<Arc<Gateway>> for JsonBody {
         if announced.is_some_and(|n| n > limit as u64) {
             return Err(Error::BodyTooLarge(limit).into());
         }
-        match Limited::new(req.into_body(), limit).collect().await {
+        // A whole-body deadline: a client trickling bytes cannot hold the request open.
+        let deadline = Duration::from_millis(gw.config.limits.body_read_timeout_ms);
+        let read = tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect());
+        let Ok(read) = read.await else {
+            return Err(Error::BodyTimeout(gw.config.limits.body_read_timeout_ms).into());
+        };
+        match read {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
                 if form && bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {

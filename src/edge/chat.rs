@@ -4,21 +4,30 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::body::JsonBody;
+use super::layers::OperationName;
 use super::wire::{chat_state, json, ChatReply, CreatedReply, Events};
 use super::Failure;
 use crate::operation::{self, ChatOperation, OnChat};
 use crate::Gateway;
 
 /// `POST /api/v2/chats`: Request Chat.
-pub async fn request_chat(
-    State(gw): State<Arc<Gateway>>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, Failure> {
-    let request = operation::parse_request_chat(&body)?;
-    let c = operation::request_chat(&gw, request).await?;
+pub async fn request_chat(State(gw): State<Arc<Gateway>>, JsonBody(body): JsonBody) -> Response {
+    tagged("RequestChat", create(&gw, &body).await)
+}
+
+/// Leaves the operation's name on the reply for the request metrics.
+fn tagged(name: &'static str, result: Result<Response, Failure>) -> Response {
+    let mut response = result.into_response();
+    response.extensions_mut().insert(OperationName(name));
+    response
+}
+
+async fn create(gw: &Gateway, body: &[u8]) -> Result<Response, Failure> {
+    let request = operation::parse_request_chat(body)?;
+    let c = operation::request_chat(gw, request).await?;
     Ok(json(
         StatusCode::OK,
         &CreatedReply {
@@ -41,10 +50,11 @@ pub async fn operation(
     State(gw): State<Arc<Gateway>>,
     Path(chat_id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Response, Failure> {
-    let request =
-        operation::parse_chat_operation(&body).map_err(|e| Failure::on_chat(e, &chat_id))?;
-    run(&gw, &chat_id, request).await
+) -> Response {
+    match operation::parse_chat_operation(&body) {
+        Ok(request) => tagged(request.operation.name(), run(&gw, &chat_id, request).await),
+        Err(e) => tagged("invalid", Err(Failure::on_chat(e, &chat_id))),
+    }
 }
 
 /// `POST /api/v2/chats/{chatId}/messages`: Get Messages.
@@ -52,10 +62,12 @@ pub async fn messages(
     State(gw): State<Arc<Gateway>>,
     Path(chat_id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Response, Failure> {
-    let request =
-        operation::parse_get_messages(&body).map_err(|e| Failure::on_chat(e, &chat_id))?;
-    run(&gw, &chat_id, request).await
+) -> Response {
+    let result = match operation::parse_get_messages(&body) {
+        Ok(request) => run(&gw, &chat_id, request).await,
+        Err(e) => Err(Failure::on_chat(e, &chat_id)),
+    };
+    tagged("GetMessages", result)
 }
 
 async fn run(gw: &Gateway, chat_id: &str, request: OnChat) -> Result<Response, Failure> {

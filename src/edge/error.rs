@@ -87,7 +87,8 @@ impl Failure {
     fn render(self, gms: bool) -> Response {
         let wire = self.error.wire();
         let message = self.error.client_message();
-        if wire.status_code == 1 {
+        // Limits (codes 400-449) refuse floods: counted in metrics, not logged one by one.
+        if wire.status_code == 1 && wire.code < 400 {
             // The cause (a backend's own words) is for operators only.
             tracing::warn!(code = wire.code, cause = %self.error, "request failed, retryable");
         } else {
@@ -114,6 +115,21 @@ impl Failure {
             chat_ended,
             next_position,
         };
-        json(wire.http, &reply)
+        let mut response = json(wire.http, &reply);
+        response.extensions_mut().insert(Outcome {
+            status_code: wire.status_code,
+            code: wire.code,
+        });
+        response
     }
+}
+
+/// What a refusal said, left on the response for the request metrics (the layers see the
+/// response, not its JSON).
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    /// The Web API statusCode (1 or 2).
+    pub status_code: u8,
+    /// The error code.
+    pub code: u16,
 }

@@ -54,6 +54,28 @@ pub enum ChatOperation {
     Refresh(Refresh),
 }
 
+impl ChatOperation {
+    /// The Web API's name for it (`operationName`, or `GetMessages`), for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChatOperation::GetChat => "GetChat",
+            ChatOperation::GetMessages(_) => "GetMessages",
+            ChatOperation::Refresh(_) => "Refresh",
+            ChatOperation::Act(action) => match action {
+                Action::Poll => "Poll",
+                Action::SendMessage { .. } => "SendMessage",
+                Action::StartTyping { .. } => "SendStartTypingNotification",
+                Action::StopTyping { .. } => "SendStopTypingNotification",
+                Action::UpdateNickname { .. } => "UpdateUserNickname",
+                Action::PushUrl { .. } => "SendUrl",
+                Action::UpdateUserData { .. } => "UpdateUserData",
+                Action::CustomNotice { .. } => "CustomNotice",
+                Action::Complete => "Complete",
+            },
+        }
+    }
+}
+
 /// A request on an existing chat.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OnChat {

@@ -103,6 +103,11 @@ impl Instance {
         self.state() != AdminState::Maint && self.health.is_up()
     }
 
+    /// Whether it may take a new chat now: ready, up, and accepting.
+    pub fn takes_new_chats(&self) -> bool {
+        self.relative_load().is_some()
+    }
+
     /// Open chats relative to weight, when it may take a new chat: ready, up, accepting.
     fn relative_load(&self) -> Option<f64> {
         if self.state() != AdminState::Ready || !self.health.is_up() {

@@ -81,7 +81,7 @@ impl Cluster {
 pub async fn serve_admin(gw: Arc<Gateway>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(webapi_gateway::admin::serve(listener, gw));
+    tokio::spawn(async move { axum::serve(listener, webapi_gateway::admin::app(gw)).await });
     base
 }
 

@@ -23,6 +23,7 @@ pub struct GatewayBuilder {
     email: String,
     /// This gateway's own e-mail spool (and mock outbox), so tests never share one.
     email_dir: std::path::PathBuf,
+    cors_origins: Vec<String>,
 }
 
 pub fn gateway() -> GatewayBuilder {
@@ -34,15 +35,27 @@ pub fn gateway() -> GatewayBuilder {
             ..Behaviour::default()
         },
         aliases: vec!["117".into(), "118".into()],
-        env: Vec::new(),
         email: String::new(),
         email_dir: std::env::temp_dir().join(format!("gwmail-{}", rand::random::<u64>())),
+        // Rate limits off unless a test turns them on: they have tests of their own.
+        env: [
+            // Several gateways run at once: each takes its own admin port.
+            ("GATEWAY__ADMIN__LISTEN", "127.0.0.1:0"),
+            ("GATEWAY__LIMITS__PER_IP_PER_SECOND", "0"),
+            ("GATEWAY__LIMITS__PER_CHAT_PER_SECOND", "0"),
+            ("GATEWAY__LIMITS__BAD_CREDENTIALS_BURST", "1000"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
+        cors_origins: Vec::new(),
     }
 }
 
 /// A running gateway: its address and the engines behind its aliases.
 pub struct TestGateway {
     pub base: String,
+    /// The admin listener (`/metrics`); empty when `admin.enabled = false`.
+    pub admin: String,
     pub engines: Vec<(String, Arc<Engine>)>,
     pub gateway: Arc<Gateway>,
     /// Holds `spool/` (email.spool_dir) and, for the mock backend, `spool/mock-outbox/`.
@@ -84,6 +97,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// The `cors_origins` of tenant "Environment".
+    pub fn cors_origins(mut self, origins: &[&str]) -> Self {
+        self.cors_origins = origins.iter().map(|o| o.to_string()).collect();
+        self
+    }
+
+    /// An environment override (a later one for the same key wins).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -104,7 +124,9 @@ impl GatewayBuilder {
     pub fn toml_text(&self) -> String {
         let mut toml = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[credentials]\nsecret = \"{SECRET}\"\n\
-             [[tenants]]\nname = \"Environment\"\n[[tenants]]\nname = \"Other\"\n"
+             [[tenants]]\nname = \"Environment\"\ncors_origins = {:?}\n\
+             [[tenants]]\nname = \"Other\"\n",
+            self.cors_origins
         );
         for alias in &self.aliases {
             toml.push_str(&format!(
@@ -163,13 +185,21 @@ impl GatewayBuilder {
     ) -> TestGateway {
         let gateway = Gateway::with_backends(config, backends).expect("gateway starts");
         let listener = webapi_gateway::server::bind(&gateway.config).await.unwrap();
+        let admin = webapi_gateway::server::bind_admin(&gateway.config)
+            .await
+            .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let admin_base = admin.as_ref().map_or(String::new(), |a| {
+            format!("http://{}", a.local_addr().unwrap())
+        });
         let gw = Arc::clone(&gateway);
         let task = tokio::spawn(async move {
-            let _ = webapi_gateway::server::serve(listener, gw).await;
+            let never = std::future::pending();
+            let _ = webapi_gateway::server::serve_with(listener, admin, gw, never).await;
         });
         TestGateway {
             base,
+            admin: admin_base,
             engines,
             gateway,
             email_dir: self.email_dir.clone(),

@@ -12,6 +12,7 @@
 mod chat;
 mod error;
 mod file;
+pub mod request_id;
 
 pub use chat::*;
 pub use error::BackendError;

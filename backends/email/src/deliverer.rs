@@ -124,10 +124,10 @@ impl Deliverer {
                 Some(id) = rx.recv() => self.schedule(id, Instant::now()),
                 _ = sleep_until(next), if next.is_some() => {
                     let Some(Reverse((_, _, id))) = self.schedule.pop() else { continue };
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = self.attempt(id) => {}
-                    }
+                    // A delivery under way is the one thing worth finishing on shutdown: cut
+                    // off after the backend took the e-mail, it would be sent again on the
+                    // next start. The process's shutdown deadline still bounds the wait.
+                    self.attempt(id).await;
                 }
             }
         }
@@ -140,6 +140,13 @@ impl Deliverer {
         }
         self.failures.insert(id.clone(), 0);
         self.enqueue(id, at);
+        self.publish_depth();
+    }
+
+    /// Every e-mail the deliverer holds is in `failures` (from scheduling to delivery or
+    /// dead letter): that is the spool's depth.
+    fn publish_depth(&self) {
+        metrics::gauge!(crate::SPOOL_DEPTH_METRIC).set(self.failures.len() as f64);
     }
 
     fn enqueue(&mut self, id: InteractionId, at: Instant) {
@@ -148,6 +155,11 @@ impl Deliverer {
     }
 
     async fn attempt(&mut self, id: InteractionId) {
+        self.try_delivery(id).await;
+        self.publish_depth();
+    }
+
+    async fn try_delivery(&mut self, id: InteractionId) {
         let result = match self.spool.load(&id).await {
             Ok(envelope) => {
                 let dir = self.spool.queued_dir(&id);
@@ -187,6 +199,7 @@ impl Deliverer {
                 }
             }
             Err(e) => {
+                metrics::counter!(crate::DELIVERY_FAILURES_METRIC).increment(1);
                 let failures = {
                     let count = self.failures.entry(id.clone()).or_insert(0);
                     *count += 1;

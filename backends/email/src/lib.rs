@@ -44,6 +44,12 @@ pub use id::InteractionId;
 pub use intake::{sanitize_file_name, AttachmentSink, Intake, IntakeError, Limits, TextField};
 pub use spool::{Draft, Spool};
 
+/// Gauge: e-mails accepted and not yet delivered or dead-lettered (the `metrics` facade; the
+/// gateway's exporter publishes it).
+pub const SPOOL_DEPTH_METRIC: &str = "gateway_email_spool_depth";
+/// Counter: failed delivery attempts.
+pub const DELIVERY_FAILURES_METRIC: &str = "gateway_email_delivery_failures_total";
+
 /// The running e-mail side: what the edge needs to accept e-mails. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct EmailService {

@@ -1,0 +1,129 @@
+//! The middleware every route gets, present and future, in one place.
+//!
+//! From the outside in: the request id (taken from `x-request-id` or made, returned, in the
+//! request's tracing span and task-local for adapters), the tracing span and access log, the
+//! request metrics, CORS, then the per-request limits; after routing, the per-chat limits.
+//! A new route is covered by adding it to the router that [`apply`] wraps; a route whose
+//! path carries a chat id names that parameter `chat_id` to get the per-chat limits.
+//! Handlers must not repeat any of this.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::response::Response;
+use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use super::error::Outcome;
+use super::{cors, limits};
+use crate::telemetry::{HTTP_DURATION, HTTP_REQUESTS};
+use crate::Gateway;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being served, as a request extension for handlers.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub Arc<str>);
+
+/// The operation a handler ran (`RequestChat`, `SendMessage`…), left on its response for
+/// the request metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct OperationName(pub &'static str);
+
+/// Wraps the public routes in the shared stack.
+pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
+    let guards = limits::Guards::new(&gw.config.limits);
+    let routes = routes.route_layer(from_fn_with_state(Arc::clone(&guards), limits::per_chat));
+    let per_request = from_fn_with_state(guards, limits::per_request);
+    let routes = match cors::layers(&gw.config) {
+        Some((origins, cors)) => routes.layer(
+            ServiceBuilder::new()
+                .layer(from_fn_with_state(origins, cors::refuse_other_origins))
+                .layer(cors)
+                .layer(per_request),
+        ),
+        None => routes.layer(per_request),
+    };
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(from_fn(request_id))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|req: &Request| {
+                        let id = req
+                            .extensions()
+                            .get::<RequestId>()
+                            .map(|r| Arc::clone(&r.0))
+                            .unwrap_or_else(|| Arc::from(""));
+                        tracing::info_span!(
+                            "request",
+                            request_id = %id,
+                            method = %req.method(),
+                            path = %req.uri().path(),
+                        )
+                    })
+                    .on_request(())
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+            .layer(from_fn(record)),
+    )
+}
+
+/// A client's id is kept when it is short printable ASCII (it goes into logs and to
+/// backends); otherwise a new one is made.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id: Arc<str> = req
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Arc::from)
+        .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()));
+    req.extensions_mut().insert(RequestId(Arc::clone(&id)));
+    let mut response = backend_api::request_id::scope(Arc::clone(&id), next.run(req)).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    response
+}
+
+/// Counts and times every request by route, operation and statusCode.
+async fn record(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let operation = response
+        .extensions()
+        .get::<OperationName>()
+        .map_or("none", |o| o.0);
+    let status = response.status();
+    let status_code = match response.extensions().get::<Outcome>() {
+        Some(o) => o.status_code,
+        None if status.is_success() => 0,
+        None if status == StatusCode::SERVICE_UNAVAILABLE
+            || status == StatusCode::TOO_MANY_REQUESTS =>
+        {
+            1
+        }
+        None => 2,
+    };
+    metrics::counter!(
+        HTTP_REQUESTS,
+        "route" => route.clone(),
+        "operation" => operation,
+        "status_code" => status_code.to_string(),
+        "http_status" => status.as_u16().to_string(),
+    )
+    .increment(1);
+    metrics::histogram!(HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,342 @@
+//! Limits against abuse that apply per request: header size, rate limits per client address
+//! and per chat, and the throttle on repeated bad credentials.
+//!
+//! Owns the limiters (governor's keyed GCRA limiters) and their memory bound: every keyed
+//! map is swept of quiet keys periodically and when it reaches `limits.max_tracked_keys`.
+//! Each refusal is an [`Error`] rendered by the edge's one error conversion. Connection-level
+//! limits (connection count, timeouts, the hard header cap) belong to `server`.
+//!
+//! The per-chat limit and the bad-credentials throttle are keyed on chat *and* client
+//! address: keyed on the chat alone, anyone who saw a chat id (it is in URLs, not a secret)
+//! could starve or lock out its customer. Only the customer holds the chat's credentials,
+//! so a chat's real traffic comes from its customer's address; requests from elsewhere
+//! stop at the credentials check, which costs no backend I/O, and are throttled there.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, RawPathParams, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::nanos::Nanos;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::state::StateStore;
+use governor::{Quota, RateLimiter};
+use parking_lot::Mutex;
+
+use super::error::Outcome;
+use super::Failure;
+use crate::config::LimitsConfig;
+use crate::error::Error;
+use crate::telemetry::REFUSALS;
+
+/// The name of the path parameter that carries a chat id, on every route that has one.
+pub const CHAT_ID_PARAM: &str = "chat_id";
+
+/// The request-level limiters of one gateway.
+pub struct Guards {
+    max_header_bytes: usize,
+    per_ip: Option<Keyed<IpAddr>>,
+    per_chat: Option<Keyed<(Box<str>, IpAddr)>>,
+    bad_credentials: Keyed<(Box<str>, IpAddr)>,
+    /// Chat and address pairs refused until the given instant (bounded like the limiters).
+    blocked: Mutex<HashMap<(Box<str>, IpAddr), Instant>>,
+    max_tracked: usize,
+}
+
+/// A keyed limiter with a bound on the keys it remembers.
+struct Keyed<K: Hash + Eq + Clone> {
+    limiter: RateLimiter<K, BoundedStore<K>, DefaultClock>,
+    max_tracked: usize,
+    /// When the store was last swept because it was full: a sweep walks the whole map, so a
+    /// flood of new keys must not cause one per request.
+    last_full_sweep: Mutex<Option<Instant>>,
+}
+
+impl<K: Hash + Eq + Clone> Keyed<K> {
+    fn new(quota: Quota, max_tracked: usize) -> Self {
+        let store = BoundedStore {
+            map: Mutex::new(HashMap::new()),
+            max: max_tracked,
+        };
+        Keyed {
+            limiter: RateLimiter::new(quota, store, DefaultClock::default()),
+            max_tracked,
+            last_full_sweep: Mutex::new(None),
+        }
+    }
+
+    /// Whether `key` may go on, or how long until it may.
+    fn allow(&self, key: &K) -> Result<(), Duration> {
+        if self.limiter.len() >= self.max_tracked {
+            if let Some(mut last) = self.last_full_sweep.try_lock() {
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    *last = Some(Instant::now());
+                    self.sweep();
+                }
+            }
+        }
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+/// governor's keyed state with a bound: a key it has no room for is judged as a fresh one
+/// (its first requests pass) but not remembered, while every remembered key stays limited.
+/// So a flood of new keys can neither grow memory nor switch the limit off for known ones.
+struct BoundedStore<K> {
+    map: Mutex<HashMap<K, u64>>,
+    max: usize,
+}
+
+impl<K: Hash + Eq + Clone> StateStore for BoundedStore<K> {
+    type Key = K;
+
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut map = self.map.lock();
+        if let Some(state) = map.get_mut(key) {
+            let (outcome, next) = f(Some(Nanos::from(*state)))?;
+            *state = next.into();
+            return Ok(outcome);
+        }
+        let (outcome, next) = f(None)?;
+        if map.len() < self.max {
+            map.insert(key.clone(), next.into());
+        } else {
+            metrics::counter!(REFUSALS, "reason" => "limiter_full").increment(1);
+        }
+        Ok(outcome)
+    }
+}
+
+impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for BoundedStore<K> {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let drop_below = u64::from(drop_below);
+        self.map.lock().retain(|_, state| *state > drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.map.lock().shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.lock().is_empty()
+    }
+}
+
+fn quota(per_second: u32, burst: u32) -> Option<Quota> {
+    let rate = NonZeroU32::new(per_second)?;
+    let burst = NonZeroU32::new(burst).unwrap_or(rate);
+    Some(Quota::per_second(rate).allow_burst(burst))
+}
+
+impl Guards {
+    /// Builds the limiters and starts their sweeper, which stops when the guards are dropped.
+    pub fn new(limits: &LimitsConfig) -> Arc<Guards> {
+        let max = limits.max_tracked_keys;
+        let bad_period = Duration::from_secs(limits.bad_credentials_period_secs);
+        let bad_quota = Quota::with_period(bad_period)
+            .expect("validated: period > 0")
+            .allow_burst(NonZeroU32::new(limits.bad_credentials_burst).expect("validated: > 0"));
+        let guards = Arc::new(Guards {
+            max_header_bytes: limits.max_header_bytes,
+            per_ip: quota(limits.per_ip_per_second, limits.per_ip_burst)
+                .map(|q| Keyed::new(q, max)),
+            per_chat: quota(limits.per_chat_per_second, limits.per_chat_burst)
+                .map(|q| Keyed::new(q, max)),
+            bad_credentials: Keyed::new(bad_quota, max),
+            blocked: Mutex::new(HashMap::new()),
+            max_tracked: max,
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&guards);
+            rt.spawn(sweeper(weak));
+        }
+        guards
+    }
+
+    fn sweep(&self) {
+        if let Some(k) = &self.per_ip {
+            k.sweep();
+        }
+        if let Some(k) = &self.per_chat {
+            k.sweep();
+        }
+        self.bad_credentials.sweep();
+        let now = Instant::now();
+        self.blocked.lock().retain(|_, until| *until > now);
+    }
+
+    fn is_blocked(&self, key: &(Box<str>, IpAddr)) -> bool {
+        let mut blocked = self.blocked.lock();
+        match blocked.get(key) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                blocked.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn failed_check(&self, key: (Box<str>, IpAddr)) {
+        if let Err(wait) = self.bad_credentials.allow(&key) {
+            let mut blocked = self.blocked.lock();
+            if blocked.len() >= self.max_tracked {
+                let now = Instant::now();
+                blocked.retain(|_, until| *until > now);
+            }
+            if blocked.len() < self.max_tracked {
+                blocked.insert(key, Instant::now() + wait);
+            }
+        }
+    }
+}
+
+async fn sweeper(guards: Weak<Guards>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match guards.upgrade() {
+            Some(g) => g.sweep(),
+            None => return,
+        }
+    }
+}
+
+/// The client address a limit is keyed on: IPv6 clients by their /64, since one host
+/// usually has a whole /64 to pick addresses from.
+fn client_key(req: &Request) -> Option<IpAddr> {
+    let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    Some(match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    })
+}
+
+fn refuse(reason: &'static str, error: Error) -> Response {
+    metrics::counter!(REFUSALS, "reason" => reason).increment(1);
+    Failure::from(error).into_response()
+}
+
+/// Every request: header size, then the per-address rate limit.
+pub async fn per_request(State(guards): State<Arc<Guards>>, req: Request, next: Next) -> Response {
+    let head: usize = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > guards.max_header_bytes {
+        return refuse(
+            "header_size",
+            Error::HeaderTooLarge(guards.max_header_bytes),
+        );
+    }
+    if let (Some(limiter), Some(ip)) = (&guards.per_ip, client_key(&req)) {
+        if limiter.allow(&ip).is_err() {
+            return refuse("rate_ip", Error::RateLimitedClient);
+        }
+    }
+    next.run(req).await
+}
+
+/// Requests on a chat (routes with a `chat_id` parameter): the bad-credentials throttle,
+/// then the per-chat rate limit. Runs after routing (a route layer).
+pub async fn per_chat(
+    State(guards): State<Arc<Guards>>,
+    params: RawPathParams,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(chat_id) = params
+        .iter()
+        .find(|(name, _)| *name == CHAT_ID_PARAM)
+        .map(|(_, v)| v)
+    else {
+        return next.run(req).await;
+    };
+    // Chat ids are short; a longer one is refused later anyway and must not grow the maps.
+    let chat: Box<str> = chat_id.chars().take(64).collect::<String>().into();
+    let ip = client_key(&req);
+    if let Some(ip) = ip {
+        let key = (chat.clone(), ip);
+        if guards.is_blocked(&key) {
+            return refuse("bad_credentials", Error::CredentialsThrottled);
+        }
+        if let Some(limiter) = &guards.per_chat {
+            if limiter.allow(&key).is_err() {
+                return refuse("rate_chat", Error::RateLimitedChat);
+            }
+        }
+    }
+    let response = next.run(req).await;
+    let bad_credentials = response
+        .extensions()
+        .get::<Outcome>()
+        .is_some_and(|o| o.code == Error::BadCredentials.wire().code);
+    if let (true, Some(ip)) = (bad_credentials, ip) {
+        guards.failed_check((chat, ip));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keyed_limiter_never_remembers_more_than_its_bound() {
+        let quota = Quota::per_hour(NonZeroU32::new(1).unwrap());
+        let keyed = Keyed::new(quota, 100);
+        for i in 0..1000u32 {
+            let _ = keyed.allow(&i);
+            assert!(keyed.limiter.len() <= 100, "{} keys", keyed.limiter.len());
+        }
+        // A remembered key is still limited; one there is no room for is let through.
+        assert!(keyed.allow(&5).is_err());
+        assert!(keyed.allow(&5000).is_ok());
+    }
+
+    #[test]
+    fn the_bad_credentials_throttle_blocks_after_the_burst() {
+        let guards = Guards::new(&LimitsConfig {
+            bad_credentials_burst: 2,
+            ..LimitsConfig::default()
+        });
+        let key = || (Box::<str>::from("chat"), IpAddr::from([10, 0, 0, 1]));
+        for _ in 0..2 {
+            guards.failed_check(key());
+            assert!(!guards.is_blocked(&key()));
+        }
+        guards.failed_check(key());
+        assert!(guards.is_blocked(&key()));
+        let elsewhere = (Box::<str>::from("chat"), IpAddr::from([10, 0, 0, 2]));
+        assert!(!guards.is_blocked(&elsewhere));
+    }
+}

@@ -1,0 +1,266 @@
+//! docs/openapi.yaml stays true to the code: every public route is described, and every
+//! described operation is answered by the gateway (CI also runs schemathesis against it).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::gateway;
+use serde_json::{json, Value};
+
+const METHODS: [&str; 6] = ["get", "post", "put", "delete", "patch", "options"];
+
+fn document() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid YAML")
+}
+
+fn documented() -> BTreeSet<(String, String)> {
+    let doc = document();
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            if item.get(method).is_some() {
+                ops.insert((path.clone(), method.to_string()));
+            }
+        }
+    }
+    ops
+}
+
+/// `.route("PATH", get(..).post(..))` calls in the public edge's source (the admin
+/// listener's routes are not public).
+fn routes_in_source() -> BTreeSet<(String, String)> {
+    let mut found = BTreeSet::new();
+    let mut files = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")];
+    let edge = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/edge");
+    for entry in std::fs::read_dir(edge).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+    {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find(".route(") {
+            rest = &rest[i + ".route(".len()..];
+            let Some(start) = rest.find('"') else { break };
+            let Some(len) = rest[start + 1..].find('"') else {
+                break;
+            };
+            let path = rest[start + 1..start + 1 + len].to_string();
+            // The handlers: up to the parenthesis that closes `.route(`.
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(rest.len(), |(j, _)| j);
+            let args = &rest[start + 1 + len..end];
+            for method in METHODS {
+                let call = format!("{method}(");
+                let mut at = 0;
+                while let Some(k) = args[at..].find(&call) {
+                    let before = args[..at + k].chars().last().unwrap_or(' ');
+                    if !before.is_alphanumeric() && before != '_' {
+                        found.insert((path.clone(), method.to_string()));
+                    }
+                    at += k + call.len();
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_public_route_is_described() {
+    let documented = documented();
+    let routes = routes_in_source();
+    assert!(
+        routes.len() >= 5,
+        "the route scan found too little: {routes:?}"
+    );
+    let missing: Vec<_> = routes.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from docs/openapi.yaml: {missing:?}"
+    );
+}
+
+#[test]
+fn every_refusal_shares_the_error_shape() {
+    let doc = document();
+    let error = &doc["components"]["schemas"]["Error"];
+    assert_eq!(error["required"], json!(["statusCode", "errors"]));
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in METHODS {
+            let Some(op) = item.get(method) else { continue };
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if !status.starts_with('2') {
+                    assert_eq!(
+                        response["$ref"], "#/components/responses/Refused",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_described_operation_is_served() {
+    let gw = gateway().start().await;
+    let http = reqwest::Client::new();
+    for (path, method) in documented() {
+        let url = format!("{}{}", gw.base, path.replace("{chat_id}", "0001abc"));
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let resp = http
+            .request(method.clone(), &url)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.expect("a JSON reply");
+        let code = body["errors"][0]["code"].as_i64();
+        assert!(
+            !matches!(code, Some(120 | 121)),
+            "{method} {path}: not served ({status} {body})"
+        );
+    }
+}
+
+/// Checks `value` against an OpenAPI schema, for the subset of the vocabulary the document
+/// uses; the error names the JSON path.
+fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return check(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        return all.iter().try_for_each(|s| check(doc, s, value, at));
+    }
+    let fail = |why: &str| Err(format!("{at}: {why} in {value}"));
+    let type_ok = match schema["type"].as_str() {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("boolean") => value.is_boolean(),
+        Some("number") => value.is_number(),
+        _ => true,
+    };
+    if !type_ok {
+        return fail(&format!("not of type {}", schema["type"]));
+    }
+    if let Some(options) = schema["enum"].as_array() {
+        if !options.contains(value) {
+            return fail(&format!("not one of {}", schema["enum"]));
+        }
+    }
+    if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), value.as_f64()) {
+        if n < min {
+            return fail(&format!("below {min}"));
+        }
+    }
+    if let Some(items) = value.as_array() {
+        if let Some(min) = schema["minItems"].as_u64() {
+            if (items.len() as u64) < min {
+                return fail("too few items");
+            }
+        }
+        for (i, item) in items.iter().enumerate() {
+            check(doc, &schema["items"], item, &format!("{at}[{i}]"))?;
+        }
+    }
+    if let Some(object) = value.as_object() {
+        for key in schema["required"].as_array().into_iter().flatten() {
+            if !object.contains_key(key.as_str().unwrap()) {
+                return fail(&format!("missing {key}"));
+            }
+        }
+        for (key, v) in object {
+            let sub = &schema["properties"][key];
+            let sub = if sub.is_null() {
+                &schema["additionalProperties"]
+            } else {
+                sub
+            };
+            if sub.is_object() {
+                check(doc, sub, v, &format!("{at}.{key}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn real_replies_match_the_document() {
+    let doc = document();
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    let conform = |name: &str, v: &Value| {
+        if let Err(e) = check(&doc, &schema(name), v, name) {
+            panic!("{e}");
+        }
+    };
+    let gw = gateway().behaviour(|b| b.session_limit = 1).start().await;
+    let c = gw.client();
+    let created = c
+        .post(
+            "/api/v2/chats",
+            json!({"tenantName": "Environment", "nickname": "Ann",
+                               "userData": {"k": "v"}}),
+        )
+        .await;
+    conform("ChatCreated", &created.body);
+    let chat = common::Chat {
+        chat_id: created.body["chatId"].as_str().unwrap().into(),
+        user_id: created.body["userId"].as_str().unwrap().into(),
+        secure_key: created.body["secureKey"].as_str().unwrap().into(),
+        alias: created.body["alias"].as_str().unwrap().into(),
+        tenant: "Environment".into(),
+    };
+
+    for (op, extra) in [
+        ("SendMessage", json!({"text": "hi", "messageType": "t"})),
+        ("SendStartTypingNotification", json!({})),
+        ("SendStopTypingNotification", json!({})),
+        ("UpdateUserNickname", json!({"nickname": "Bo"})),
+        ("SendUrl", json!({"pushUrl": "https://example.com"})),
+        ("UpdateUserData", json!({"userData": {"a": "b"}})),
+        ("GetChat", json!({})),
+    ] {
+        let r = c.op(&chat, op, extra).await;
+        assert_eq!(r.http, 200, "{op}: {}", r.body);
+        conform("ChatReply", &r.body);
+    }
+    conform("ChatReply", &c.messages(&chat, Some(1)).await.body);
+    let other = c.request_chat("second").await;
+    let (_, ready) = {
+        let r = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    conform("Error", &ready);
+    conform("ChatReply", &c.op(&chat, "Complete", json!({})).await.body);
+    conform(
+        "Error",
+        &c.op(&chat, "SendMessage", json!({"text": "x"})).await.body,
+    );
+    let mut wrong = other.clone();
+    wrong.secure_key.push('0');
+    conform("Error", &c.messages(&wrong, None).await.body);
+    conform("Error", &c.post("/api/v2/chats", json!([])).await.body);
+    for probe in ["/healthz"] {
+        let r = reqwest::get(format!("{}{probe}", gw.base)).await.unwrap();
+        conform("Status", &r.json().await.unwrap());
+    }
+}
