@@ -7,7 +7,15 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::gateway;
+use common::gms::GmsClient;
 use serde_json::{json, Value};
+
+/// The service the GMS examples of the document name.
+const GMS_SERVICE: &str = r#"
+[[gms.services]]
+name = "customer-support"
+tenant = "Environment"
+"#;
 
 const METHODS: [&str; 6] = ["get", "post", "put", "delete", "patch", "options"];
 
@@ -29,28 +37,69 @@ fn documented() -> BTreeSet<(String, String)> {
     ops
 }
 
-/// `.route("PATH", get(..).post(..))` calls in the public edge's source (the admin
-/// listener's routes are not public).
+/// The `.rs` files under `dir`, in every subfolder.
+fn sources(dir: &Path, into: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, into);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push(path);
+        }
+    }
+}
+
+/// A route's path as written in the source: a literal, or `&format!("{PREFIX}/…")` over
+/// `const PREFIX: &str = "…";` declared in the same file (the GMS routes), with `{{`/`}}`
+/// unescaped. Anything else fails the test rather than being skipped.
+fn route_path(literal: &str, formatted: bool, file: &str) -> String {
+    if !formatted {
+        return literal.to_string();
+    }
+    let mut path = String::new();
+    let mut rest = literal;
+    while let Some(i) = rest.find('{') {
+        path.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if let Some(after) = rest.strip_prefix("{{") {
+            path.push('{');
+            rest = after;
+            continue;
+        }
+        let end = rest.find('}').expect("a closed format argument");
+        let name = &rest[1..end];
+        let decl = format!("const {name}: &str = \"");
+        let at = file
+            .find(&decl)
+            .unwrap_or_else(|| panic!("route prefix `{name}` is not a const in its file"));
+        let value = &file[at + decl.len()..];
+        path.push_str(&value[..value.find('"').unwrap()]);
+        rest = &rest[end + 1..];
+    }
+    path.push_str(rest);
+    path.replace("}}", "}")
+}
+
+/// `.route(PATH, get(..).post(..))` calls in the public edge's source (the admin
+/// listener's routes are not public), PATH a literal or a `format!` over a const.
 fn routes_in_source() -> BTreeSet<(String, String)> {
     let mut found = BTreeSet::new();
     let mut files = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")];
-    let edge = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/edge");
-    for entry in std::fs::read_dir(edge).unwrap() {
-        files.push(entry.unwrap().path());
-    }
-    for file in files
-        .iter()
-        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
-    {
+    sources(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/edge"),
+        &mut files,
+    );
+    for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         let mut rest = text.as_str();
         while let Some(i) = rest.find(".route(") {
             rest = &rest[i + ".route(".len()..];
             let Some(start) = rest.find('"') else { break };
+            let formatted = rest[..start].contains("format!(");
             let Some(len) = rest[start + 1..].find('"') else {
                 break;
             };
-            let path = rest[start + 1..start + 1 + len].to_string();
+            let path = route_path(&rest[start + 1..start + 1 + len], formatted, &text);
             // The handlers: up to the parenthesis that closes `.route(`.
             let mut depth = 1;
             let end = rest
@@ -89,6 +138,23 @@ fn every_public_route_is_described() {
         routes.len() >= 5,
         "the route scan found too little: {routes:?}"
     );
+    // The GMS dialect's routes are built with `format!` in a subfolder: the scan must see
+    // them, or a new one could go undescribed.
+    for gms in [
+        "/genesys/2/chat/{service}",
+        "/genesys/2/chat/{service}/{chat_id}/{op}",
+        "/genesys/2/chat/{service}/{chat_id}/file/{file_id}/download",
+        "/genesys/2/email/{service}",
+    ] {
+        assert!(
+            routes.contains(&(gms.to_string(), "post".to_string())),
+            "the route scan missed {gms}: {routes:?}"
+        );
+    }
+    assert!(routes.contains(&(
+        "/genesys/2/chat/{service}/{chat_id}/file/{file_id}/download".to_string(),
+        "get".to_string()
+    )));
     let missing: Vec<_> = routes.difference(&documented).collect();
     assert!(
         missing.is_empty(),
@@ -118,10 +184,15 @@ fn every_refusal_shares_the_error_shape() {
 
 #[tokio::test]
 async fn every_described_operation_is_served() {
-    let gw = gateway().start().await;
+    let gw = gateway().toml(GMS_SERVICE).start().await;
     let http = reqwest::Client::new();
     for (path, method) in documented() {
-        let url = format!("{}{}", gw.base, path.replace("{chat_id}", "0001abc"));
+        let path_here = path
+            .replace("{chat_id}", "0001abc")
+            .replace("{service}", "customer-support")
+            .replace("{op}", "refresh")
+            .replace("{file_id}", "f1");
+        let url = format!("{}{path_here}", gw.base);
         let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let resp = http
             .request(method.clone(), &url)
@@ -212,7 +283,11 @@ async fn real_replies_match_the_document() {
             panic!("{e}");
         }
     };
-    let gw = gateway().behaviour(|b| b.session_limit = 1).start().await;
+    let gw = gateway()
+        .toml(GMS_SERVICE)
+        .behaviour(|b| b.session_limit = 2)
+        .start()
+        .await;
     let c = gw.client();
     let created = c
         .post(
@@ -244,12 +319,78 @@ async fn real_replies_match_the_document() {
         conform("ChatReply", &r.body);
     }
     conform("ChatReply", &c.messages(&chat, Some(1)).await.body);
+
+    // The GMS dialect: request chat, its operations, refresh with the chat's userData, file
+    // limits, and its refusals (always with chatEnded).
+    let g = GmsClient::new(&gw.base, "customer-support");
+    let r = g
+        .post("", &[("nickname", "Gus"), ("userData[k]", "v")])
+        .await;
+    assert_eq!(r.http, 200, "{}", r.body);
+    conform("GmsReply", &r.body);
+    let mut gms_chat = g
+        .request_chat(&[("firstName", "A"), ("lastName", "B")])
+        .await;
+    for (op, extra) in [
+        (
+            "send",
+            &[("message", "hi"), ("transcriptPosition", "1")][..],
+        ),
+        ("startTyping", &[]),
+        ("stopTyping", &[("message", "x")]),
+        ("pushUrl", &[("pushUrl", "https://example.com")]),
+        ("updateNickname", &[("nickname", "Cy")]),
+        ("updateData", &[("userData[a]", "b")]),
+        ("customNotice", &[("message", "n")]),
+    ] {
+        let r = g.op(&gms_chat, op, extra).await;
+        assert_eq!(r.http, 200, "{op}: {}", r.body);
+        conform("GmsReply", &r.body);
+    }
+    let r = g.refresh(&mut gms_chat).await;
+    assert_eq!(r.http, 200, "{}", r.body);
+    assert!(r.body["userData"].is_object(), "{}", r.body);
+    conform("GmsReply", &r.body);
+    let types: Vec<_> = r.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(types.iter().any(|t| t == "PushUrl"), "{types:?}");
+    let r = g
+        .post(
+            &format!("/{}/file/limits", gms_chat.chat_id),
+            &[
+                ("userId", &gms_chat.user_id),
+                ("secureKey", &gms_chat.secure_key),
+                ("alias", &gms_chat.alias),
+            ],
+        )
+        .await;
+    assert_eq!(r.http, 200, "{}", r.body);
+    conform("GmsReply", &r.body);
+    for refused in [
+        g.op(&gms_chat, "send", &[]).await,
+        g.post(&format!("/{}/refresh", gms_chat.chat_id), &[]).await,
+        GmsClient::new(&gw.base, "no-such-service")
+            .post("", &[("nickname", "x")])
+            .await,
+    ] {
+        assert!(refused.http >= 400, "{}", refused.body);
+        conform("Error", &refused.body);
+        assert_eq!(refused.body["chatEnded"], json!(false), "{}", refused.body);
+    }
+
     let other = c.request_chat("second").await;
     let (_, ready) = {
         let r = reqwest::get(format!("{}/readyz", gw.base)).await.unwrap();
         (r.status(), r.json::<Value>().await.unwrap())
     };
     conform("Error", &ready);
+    let r = g.op(&gms_chat, "disconnect", &[]).await;
+    assert_eq!(r.body["chatEnded"], json!(true), "{}", r.body);
+    conform("GmsReply", &r.body);
     conform("ChatReply", &c.op(&chat, "Complete", json!({})).await.body);
     conform(
         "Error",
