@@ -370,6 +370,26 @@ async fn real_replies_match_the_document() {
         .await;
     assert_eq!(r.http, 200, "{}", r.body);
     conform("GmsReply", &r.body);
+    let r = g
+        .upload(&gms_chat, "note.txt", "text/plain", b"hello".to_vec())
+        .await;
+    assert_eq!(r.http, 200, "{}", r.body);
+    conform("GmsReply", &r.body);
+    assert!(r.body["userData"]["file-id"].is_string(), "{}", r.body);
+    let email = reqwest::Client::new()
+        .post(format!("{}/genesys/2/email/customer-support", gw.base))
+        .form(&[
+            ("firstName", "John"),
+            ("lastName", "Doe"),
+            ("fromAddress", "jdoe@example.com"),
+            ("subject", "Order 1234"),
+            ("text", "Where is my parcel?"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(email.status(), 200);
+    conform("GmsEmailAccepted", &email.json().await.unwrap());
     for refused in [
         g.op(&gms_chat, "send", &[]).await,
         g.post(&format!("/{}/refresh", gms_chat.chat_id), &[]).await,
