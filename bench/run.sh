@@ -7,7 +7,8 @@
 #   (d) nginx (proxy_pass, upstream keep-alive, one worker) in front of (a)
 # then the memory figures (100,000 open chats; 10,000 idle keep-alive connections).
 #
-# Environment: DURATION (wrk duration, default 10s), CONNS (default 64), CHATS_FOR_MEMORY
+# Environment: DURATION (wrk duration, default 10s), CONNS (default 64), OPEN_CHATS (chats
+# the SendMessage workload spreads over, default 2000), CHATS_FOR_MEMORY
 # (default 100000), IDLE_CONNS (default 10000), SKIP_MEMORY=1 to skip the memory part.
 # Needs wrk, nginx, curl, jq, python3 (Debian: apt-get install wrk nginx-light curl jq).
 set -euo pipefail
@@ -17,6 +18,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 CHATS_FOR_MEMORY=${CHATS_FOR_MEMORY:-100000}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+OPEN_CHATS=${OPEN_CHATS:-2000}
 SECRET=bench-secret-0123456789abcdef0123456789
 
 for tool in wrk nginx curl jq python3; do
@@ -57,7 +59,13 @@ start_gateway() {
   else
     cp "$root/gateway.toml" "$conf"
   fi
+  # Rate limits lifted (wrk is one client address); everything else as configured.
   GATEWAY__SERVER__LISTEN=127.0.0.1:$port \
+  GATEWAY__ADMIN__LISTEN=127.0.0.1:0 \
+  GATEWAY__LIMITS__PER_IP_PER_SECOND=0 \
+  GATEWAY__LIMITS__PER_CHAT_PER_SECOND=0 \
+  GATEWAY__LIMITS__MAX_CONNECTIONS=20000 \
+  GATEWAY__EMAIL__SPOOL_DIR=$work/spool-$port \
   GATEWAY__CREDENTIALS__SECRET=$SECRET \
   GATEWAY__MOCK__SESSION_LIMIT=1000000 \
   GATEWAY__MOCK__DISCONNECT_TIMEOUT_SECS=3600 \
@@ -66,15 +74,10 @@ start_gateway() {
   echo $!
 }
 
-# Opens CONNS chats on a gateway and writes "chatId userId secureKey alias" lines.
+# Opens OPEN_CHATS chats on a gateway and writes "chatId userId secureKey alias" lines.
+# Many more chats than connections, so that no transcript grows unlike a real chat's.
 open_chats() {
-  local port=$1 out=$2
-  : > "$out"
-  for _ in $(seq "$CONNS"); do
-    curl -sf "http://127.0.0.1:$port/api/v2/chats" -H 'content-type: application/json' \
-      -d '{"tenantName":"Environment","nickname":"bench"}' \
-      | jq -r '[.chatId,.userId,.secureKey,.alias] | join(" ")' >> "$out"
-  done
+  python3 "$root/bench/open_chats.py" 127.0.0.1 "$1" "$OPEN_CHATS" > "$2"
 }
 
 results=()

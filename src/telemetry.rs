@@ -7,6 +7,8 @@
 //! [`MeteredBackend`], gauges (open chats, health) are read from the adapters' cached
 //! `load()` when scraped.
 
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -15,8 +17,12 @@ use backend_api::{
     BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, FileContent, FileLimits, Load,
     NewChat, NewFile, Refresh,
 };
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 
 use crate::Gateway;
 
@@ -111,10 +117,66 @@ pub fn render(gw: &Gateway) -> String {
     handle.render()
 }
 
+/// Metric handles resolved once per label set. The `metrics` macros build, hash and look up
+/// a key on every call; on the request path that costs more than the request's own work, so
+/// each label set is resolved the first time it is seen and its handle reused. Label sets
+/// are few (routes, operations, status codes, calls, error kinds), so the table stays small.
+pub struct Handles<K, H> {
+    map: RwLock<HashMap<K, H>>,
+}
+
+impl<K: Hash + Eq + Copy, H: Clone> Handles<K, H> {
+    pub fn new() -> Self {
+        Handles {
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, key: K, make: impl FnOnce() -> H) -> H {
+        if let Some(h) = self.map.read().get(&key) {
+            return h.clone();
+        }
+        self.map.write().entry(key).or_insert_with(make).clone()
+    }
+}
+
+impl<K: Hash + Eq + Copy, H: Clone> Default for Handles<K, H> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A `&'static str` for a route template (an axum `MatchedPath`), so it can label metrics
+/// without an allocation per request. Route templates are a fixed, small set; anything else
+/// is not interned.
+pub fn route_label(route: Option<&str>) -> &'static str {
+    static ROUTES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    const MAX_ROUTES: usize = 256;
+    let Some(route) = route else {
+        return "unmatched";
+    };
+    let routes = ROUTES.get_or_init(Default::default);
+    if let Some(r) = routes.read().get(route) {
+        return r;
+    }
+    let mut routes = routes.write();
+    if let Some(r) = routes.get(route) {
+        return r;
+    }
+    if routes.len() >= MAX_ROUTES {
+        return "other";
+    }
+    let interned: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    routes.insert(interned);
+    interned
+}
+
 /// Counts and times every call to one instance's adapter.
 pub struct MeteredBackend {
     alias: Arc<str>,
     inner: Arc<dyn ChatBackend>,
+    calls: Handles<&'static str, (Counter, Histogram)>,
+    errors: Handles<(&'static str, &'static str), Counter>,
 }
 
 impl MeteredBackend {
@@ -123,16 +185,28 @@ impl MeteredBackend {
         Arc::new(MeteredBackend {
             alias: Arc::from(alias),
             inner,
+            calls: Handles::new(),
+            errors: Handles::new(),
         })
     }
 
     fn record<T>(&self, call: &'static str, started: Instant, result: &Result<T, BackendError>) {
-        let alias = self.alias.to_string();
-        counter!(BACKEND_REQUESTS, "alias" => alias.clone(), "call" => call).increment(1);
-        histogram!(BACKEND_DURATION, "alias" => alias.clone(), "call" => call)
-            .record(started.elapsed().as_secs_f64());
+        let (requests, duration) = self.calls.get(call, || {
+            let alias = self.alias.to_string();
+            (
+                counter!(BACKEND_REQUESTS, "alias" => alias.clone(), "call" => call),
+                histogram!(BACKEND_DURATION, "alias" => alias, "call" => call),
+            )
+        });
+        requests.increment(1);
+        duration.record(started.elapsed().as_secs_f64());
         if let Err(e) = result {
-            counter!(BACKEND_ERRORS, "alias" => alias, "call" => call, "kind" => error_kind(e))
+            let kind = error_kind(e);
+            self.errors
+                .get((call, kind), || {
+                    let alias = self.alias.to_string();
+                    counter!(BACKEND_ERRORS, "alias" => alias, "call" => call, "kind" => kind)
+                })
                 .increment(1);
         }
     }

@@ -252,6 +252,8 @@ async fn the_gateway_binary_serves_chats_from_a_chat_server() {
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "info")
+        // Test gateways run side by side: each takes its own admin port.
+        .env("GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -29,6 +29,8 @@ impl GatewayProcess {
             .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
+            // Test gateways run side by side: each takes its own admin port.
+            .env("GATEWAY__ADMIN__LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();

@@ -309,9 +309,14 @@ async fn scripted_gms() -> (String, Calls) {
     async fn create(
         State(calls): State<Calls>,
         Path(svc): Path<String>,
+        headers: axum::http::HeaderMap,
         body: String,
     ) -> axum::Json<Value> {
-        calls.lock().unwrap().push((svc, pairs(&body)));
+        let mut fields = pairs(&body);
+        if let Some(id) = headers.get("x-request-id") {
+            fields.push(("header:x-request-id".into(), id.to_str().unwrap().into()));
+        }
+        calls.lock().unwrap().push((svc, fields));
         axum::Json(
             json!({"statusCode":0,"alias":"117","userId":"007555677B20000A",
             "secureKey":"4ee15d7e1c343c8e","chatId":"00048aAPEQJ8000U","chatEnded":false,
@@ -374,6 +379,8 @@ async fn gms_calls_are_form_encoded_and_the_gms_alias_is_carried() {
     {
         let calls = calls.lock().unwrap();
         assert_eq!(calls[0].0, "customer-support");
+        // The gateway's request id went along to GMS.
+        assert!(field(&calls[0], "header:x-request-id").is_some_and(|id| !id.is_empty()));
         assert_eq!(field(&calls[0], "nickname").as_deref(), Some("First Last"));
         assert_eq!(
             field(&calls[0], "userData[key1]").as_deref(),

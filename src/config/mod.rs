@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod gms;
-pub use gms::{GmsConfig, GmsServiceConfig, HttpInstanceConfig, MockFilesConfig};
+pub use gms::{GmsConfig, GmsServiceConfig, HttpInstanceConfig};
 
 /// The environment prefix: `GATEWAY__SERVER__LISTEN` overrides `server.listen`.
 pub const ENV_PREFIX: &str = "GATEWAY";
@@ -305,7 +305,7 @@ pub struct MockConfig {
     /// Seconds an ended chat stays readable before it is forgotten.
     pub ended_retention_secs: u64,
     /// File-transfer rules (GMS dialect `file/…` operations).
-    pub files: MockFilesConfig,
+    pub files: backend_mock::FileRules,
 }
 
 impl Default for MockConfig {
@@ -322,7 +322,7 @@ impl Default for MockConfig {
             disconnect_timeout_secs: b.disconnect_timeout.as_secs(),
             session_limit: b.session_limit,
             ended_retention_secs: b.ended_retention.as_secs(),
-            files: MockFilesConfig::default(),
+            files: backend_mock::FileRules::default(),
         }
     }
 }
@@ -340,7 +340,15 @@ impl MockConfig {
             disconnect_timeout: Duration::from_secs(self.disconnect_timeout_secs),
             session_limit: self.session_limit,
             ended_retention: Duration::from_secs(self.ended_retention_secs),
-            files: self.files.rules(),
+            files: backend_mock::FileRules {
+                file_types: self
+                    .files
+                    .file_types
+                    .iter()
+                    .map(|t| t.to_lowercase())
+                    .collect(),
+                ..self.files.clone()
+            },
         }
     }
 }
@@ -690,7 +698,12 @@ impl Config {
             );
         }
         self.gms.validate(&self.tenants)?;
-        self.mock.files.validate()?;
+        if self.mock.files.max_file_size > self.mock.files.max_total_size {
+            return bad(
+                "mock.files.max_file_size",
+                "must not exceed mock.files.max_total_size",
+            );
+        }
         if self.mock.disconnect_timeout_secs == 0 {
             return bad("mock.disconnect_timeout_secs", "must be greater than 0");
         }

@@ -7,7 +7,7 @@
 //! path carries a chat id names that parameter `chat_id` to get the per-chat limits.
 //! Handlers must not repeat any of this.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -15,13 +15,14 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::Response;
 use axum::Router;
+use metrics::{Counter, Histogram};
 use tower::ServiceBuilder;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use super::error::Outcome;
 use super::{cors, limits};
-use crate::telemetry::{HTTP_DURATION, HTTP_REQUESTS};
+use crate::telemetry::{route_label, Handles, HTTP_DURATION, HTTP_REQUESTS};
 use crate::Gateway;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -92,13 +93,16 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// Route, operation, statusCode, HTTP status.
+type RequestLabels = (&'static str, &'static str, u8, u16);
+
 /// Counts and times every request by route, operation and statusCode.
 async fn record(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
+    let route = route_label(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
     let started = Instant::now();
     let response = next.run(req).await;
     let operation = response
@@ -106,7 +110,7 @@ async fn record(req: Request, next: Next) -> Response {
         .get::<OperationName>()
         .map_or("none", |o| o.0);
     let status = response.status();
-    let status_code = match response.extensions().get::<Outcome>() {
+    let status_code: u8 = match response.extensions().get::<Outcome>() {
         Some(o) => o.status_code,
         None if status.is_success() => 0,
         None if status == StatusCode::SERVICE_UNAVAILABLE
@@ -116,14 +120,26 @@ async fn record(req: Request, next: Next) -> Response {
         }
         None => 2,
     };
-    metrics::counter!(
-        HTTP_REQUESTS,
-        "route" => route.clone(),
-        "operation" => operation,
-        "status_code" => status_code.to_string(),
-        "http_status" => status.as_u16().to_string(),
-    )
-    .increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
+    static REQUESTS: OnceLock<Handles<RequestLabels, Counter>> = OnceLock::new();
+    static DURATIONS: OnceLock<Handles<&str, Histogram>> = OnceLock::new();
+    REQUESTS
+        .get_or_init(Handles::new)
+        .get((route, operation, status_code, status.as_u16()), || {
+            metrics::counter!(
+                HTTP_REQUESTS,
+                "route" => route,
+                "operation" => operation,
+                "status_code" => status_code.to_string(),
+                "http_status" => status.as_u16().to_string(),
+            )
+        })
+        .increment(1);
+    DURATIONS
+        .get_or_init(Handles::new)
+        .get(
+            route,
+            || metrics::histogram!(HTTP_DURATION, "route" => route),
+        )
+        .record(started.elapsed().as_secs_f64());
     response
 }

@@ -194,15 +194,19 @@ async fn run(
         };
         let server = Arc::clone(server);
         let replies = replies.clone();
-        calls.spawn(async move {
-            let reply = match server.handle(request.call).await {
-                Ok(answer) => Reply::ok(request.id, answer),
-                Err(error) => Reply::error(request.id, error),
-            };
-            // The writer is gone only when the connection is closing; the reply is lost with it.
-            let _ = replies.send(encode(&reply)).await;
-            drop(permit);
-        });
+        let span = tracing::debug_span!("call", id = request.id, trace_id = request.trace_id);
+        calls.spawn(tracing::Instrument::instrument(
+            async move {
+                let reply = match server.handle(request.call).await {
+                    Ok(answer) => Reply::ok(request.id, answer),
+                    Err(error) => Reply::error(request.id, error),
+                };
+                // The writer is gone only when the connection is closing; the reply is lost with it.
+                let _ = replies.send(encode(&reply)).await;
+                drop(permit);
+            },
+            span,
+        ));
     };
 
     match ended {

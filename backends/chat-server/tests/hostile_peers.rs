@@ -50,7 +50,11 @@ impl Client {
         let id = self.next_id;
         self.next_id += 1;
         self.framed
-            .send(encode(&Request { id, call }))
+            .send(encode(&Request {
+                id,
+                call,
+                trace_id: None,
+            }))
             .await
             .unwrap();
         let reply: Reply = decode(&self.framed.next().await.unwrap().unwrap()).unwrap();
@@ -239,6 +243,7 @@ async fn a_peer_that_never_reads_its_replies_is_closed() {
     let request = encode(&Request {
         id: 1,
         call: Call::Status {},
+        trace_id: None,
     });
     let mut frame = (request.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&request);
@@ -305,7 +310,11 @@ async fn many_chats_share_one_connection() {
         let call = Call::LoginJoin(new_chat());
         client
             .framed
-            .send(encode(&Request { id, call }))
+            .send(encode(&Request {
+                id,
+                call,
+                trace_id: None,
+            }))
             .await
             .unwrap();
     }

@@ -88,6 +88,11 @@ impl HttpBackend {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(reqwest::StatusCode, Bytes), BackendError> {
+        // The client request's id, so GMS's logs can be matched with the gateway's.
+        let request = match backend_api::request_id::current() {
+            Some(id) => request.header("x-request-id", &*id),
+            None => request,
+        };
         let response = request.send().await.map_err(|e| transport_error(&e))?;
         let status = response.status();
         let body = response

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use backend_api::{BackendError, FileContent, FileLimits, FileRefusal, NewFile, UserData};
 use serde::{Deserialize, Serialize};
 
-/// File-transfer rules of an instance. Plain data, validated by whoever builds it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// File-transfer rules of an instance, like the Chat Server's options. Plain data,
+/// validated by whoever builds it; the gateway reads it as `[mock.files]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FileRules {
     /// Most files the customer may upload on one chat (0 turns uploads off).
     pub max_files: u32,

@@ -57,6 +57,7 @@ mod tests {
                 transcript_position: 3,
                 details: false,
             },
+            trace_id: None,
         };
         let json: serde_json::Value = serde_json::from_slice(&encode(&request)).unwrap();
         assert_eq!(

@@ -58,6 +58,10 @@ pub struct Refused {
 pub struct Request {
     pub id: RequestId,
     pub call: Call,
+    /// The id of the client request that caused this call (the gateway's `x-request-id`),
+    /// for following one request across logs. Optional; servers only log it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// What a client can ask. Externally tagged: `{"refresh": {...}}`.

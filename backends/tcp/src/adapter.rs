@@ -140,9 +140,10 @@ async fn call(
             pool.pick().map_err(BackendError::Unreachable)?
         }
     };
+    let trace_id = backend_api::request_id::current().map(|id| id.to_string());
     let sent = tokio::time::timeout(
         config.request_timeout,
-        link.send(|id| encode(&Request { id, call })),
+        link.send(|id| encode(&Request { id, call, trace_id })),
     )
     .await;
     let (id, reply) = match sent {
