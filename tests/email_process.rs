@@ -70,13 +70,11 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// Every listener on a free port: these tests run at once, and so do other suites.
 fn write_config(dir: &Path, email: &str) -> PathBuf {
     let path = dir.join("gateway.toml");
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[[tenants]]\nname = \"Environment\"\n\
          [[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\n[log]\nlevel = \"info\"\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n\
          [email]\nspool_dir = \"{}\"\n{email}\n",
         dir.join("spool").display()
     );
