@@ -5,21 +5,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{eventually, gateway, Chat};
+use common::{assert_contiguous, eventually, gateway, Chat};
 use serde_json::{json, Value};
-
-fn types(messages: &[Value]) -> Vec<&str> {
-    messages
-        .iter()
-        .map(|m| m["type"].as_str().unwrap())
-        .collect()
-}
-
-fn assert_contiguous(messages: &[Value], from: u64) {
-    for (i, m) in messages.iter().enumerate() {
-        assert_eq!(m["index"].as_u64(), Some(from + i as u64), "{messages:#?}");
-    }
-}
 
 #[tokio::test]
 async fn request_chat_reference_example() {
@@ -65,98 +52,7 @@ async fn every_operation_end_to_end() {
     let c = gw.client();
     let chat = c.request_chat("Ann").await;
 
-    let r = c.op(&chat, "GetChat", json!({})).await;
-    assert_eq!((r.http, r.status_code()), (200, 0));
-    assert_eq!(r.body["state"], "WaitingForAgent");
-    assert_eq!(r.body["chatEnded"], false);
-    assert_eq!(r.body["alias"], chat.alias.as_str());
-    assert_eq!(r.body["secureKey"], chat.secure_key.as_str());
-    assert_eq!(r.body["userId"], chat.user_id.as_str());
-    assert_eq!(r.body["tenantName"], "Environment");
-    assert_eq!(r.body["chatId"], chat.chat_id.as_str());
-    assert_eq!(
-        r.body["participants"],
-        json!([{"nickname":"Ann","participantId":1,"type":"Client"},
-               {"nickname":"system","participantId":2,"type":"External"}])
-    );
-    let start = r.body["nextPosition"].as_u64().unwrap();
-    assert_eq!(start, 4);
-
-    for (op, extra) in [
-        (
-            "SendMessage",
-            json!({"text": "hello", "messageType": "text"}),
-        ),
-        ("SendStartTypingNotification", json!({"text": "typing"})),
-        ("SendStopTypingNotification", json!({})),
-        ("UpdateUserNickname", json!({"nickname": "Annie"})),
-        ("SendUrl", json!({"pushUrl": "https://example.com/page"})),
-        (
-            "UpdateUserData",
-            json!({"userData": {"key1": "new", "key3": "v3"}}),
-        ),
-    ] {
-        let r = c.op(&chat, op, extra).await;
-        assert_eq!((r.http, r.status_code()), (200, 0), "{op}: {:#}", r.body);
-        assert_eq!(r.body["alias"], chat.alias.as_str());
-        assert_eq!(r.body["chatEnded"], false);
-        assert!(r.body["nextPosition"].as_u64().is_some());
-    }
-    let r = c.messages(&chat, Some(start)).await;
-    let msgs = r.messages();
-    assert_contiguous(msgs, start);
-    assert_eq!(
-        types(msgs),
-        [
-            "Message",
-            "TypingStarted",
-            "TypingStopped",
-            "Notice",
-            "Notice"
-        ]
-    );
-    assert_eq!(msgs[0]["text"], "hello");
-    assert_eq!(msgs[0]["messageType"], "text");
-    assert_eq!(msgs[0]["from"]["type"], "Client");
-    assert_eq!(msgs[1]["text"], "typing");
-    assert_eq!(msgs[3]["text"], "Annie");
-    assert_eq!(msgs[3]["from"]["nickname"], "Annie");
-    assert_eq!(
-        msgs[0]["from"]["nickname"], "Ann",
-        "earlier events keep the old nickname"
-    );
-    assert_eq!(msgs[4]["text"], "https://example.com/page");
-
-    let r = c.op(&chat, "GetChat", json!({})).await;
-    assert_eq!(r.body["participants"][0]["nickname"], "Annie");
-    assert_eq!(
-        r.body["userData"],
-        json!({"key1":"new","key3":"v3"}),
-        "given keys overwritten, others kept"
-    );
-
-    let r = c.op(&chat, "Complete", json!({})).await;
-    assert_eq!((r.http, r.status_code()), (200, 0));
-    assert_eq!(r.body["chatEnded"], true);
-    let r = c.messages(&chat, Some(start + 5)).await;
-    assert_eq!(types(r.messages()), ["ParticipantLeft"]);
-    assert_eq!(r.body["chatEnded"], true);
-
-    // After Complete: writes refused with chatEnded, reads still work.
-    for (op, extra) in [
-        ("SendMessage", json!({"text": "late"})),
-        ("Complete", json!({})),
-        ("SendUrl", json!({"pushUrl": "u"})),
-    ] {
-        let r = c.op(&chat, op, extra).await;
-        r.assert_error(409, 2, 211);
-        assert_eq!(r.body["chatEnded"], true);
-        assert_eq!(r.body["chatId"], chat.chat_id.as_str());
-        assert_eq!(r.body["nextPosition"].as_u64(), Some(start + 6));
-    }
-    let r = c.op(&chat, "GetChat", json!({})).await;
-    assert_eq!((r.status_code(), &r.body["chatEnded"]), (0, &json!(true)));
-    assert_eq!(r.body["participants"].as_array().unwrap().len(), 1);
+    common::every_operation(&c, &chat).await;
 }
 
 #[tokio::test]

@@ -9,23 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chat_testkit::{chat_server_bin, ChatServer};
-use common::{eventually, gateway, Chat, Client, TestGateway};
-use serde_json::{json, Value};
+use common::{assert_contiguous, eventually, gateway, types, Chat, Client, TestGateway};
+use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(15);
-
-fn types(messages: &[Value]) -> Vec<&str> {
-    messages
-        .iter()
-        .map(|m| m["type"].as_str().unwrap())
-        .collect()
-}
-
-fn assert_contiguous(messages: &[Value], from: u64) {
-    for (i, m) in messages.iter().enumerate() {
-        assert_eq!(m["index"].as_u64(), Some(from + i as u64), "{messages:#?}");
-    }
-}
 
 fn tcp_instance(alias: &str, server: &ChatServer) -> String {
     format!(
@@ -80,42 +67,7 @@ async fn every_operation_through_the_gateway_over_tcp() {
     let chat = request_chat(&c, "Ann").await;
     assert_eq!(chat.alias, "117");
 
-    let r = c.op(&chat, "GetChat", json!({})).await;
-    assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
-    assert_eq!(r.body["state"], "WaitingForAgent");
-    assert_eq!(r.body["chatEnded"], false);
-    assert_eq!(r.body["alias"], "117");
-    assert_eq!(r.body["chatId"], chat.chat_id.as_str());
-    assert_eq!(
-        r.body["participants"],
-        json!([{"nickname":"Ann","participantId":1,"type":"Client"},
-               {"nickname":"system","participantId":2,"type":"External"}])
-    );
-    let start = r.body["nextPosition"].as_u64().unwrap();
-    assert_eq!(start, 4);
-
-    for (op, extra) in [
-        (
-            "SendMessage",
-            json!({"text": "hello", "messageType": "text"}),
-        ),
-        ("SendStartTypingNotification", json!({"text": "typing"})),
-        ("SendStopTypingNotification", json!({})),
-        ("UpdateUserNickname", json!({"nickname": "Annie"})),
-        ("SendUrl", json!({"pushUrl": "https://example.com/page"})),
-        (
-            "UpdateUserData",
-            json!({"userData": {"key1": "new", "key3": "v3"}}),
-        ),
-    ] {
-        let r = c.op(&chat, op, extra).await;
-        assert_eq!((r.http, r.status_code()), (200, 0), "{op}: {:#}", r.body);
-        assert_eq!(r.body["alias"], "117");
-        assert_eq!(r.body["chatEnded"], false);
-        assert!(r.body["nextPosition"].as_u64().is_some());
-    }
-
-    // Get Messages: everything, nothing, and from a position.
+    // Get Messages: everything, and nothing.
     let all = c.messages(&chat, None).await;
     assert_eq!((all.http, all.status_code()), (200, 0));
     assert_contiguous(all.messages(), 1);
@@ -126,27 +78,6 @@ async fn every_operation_through_the_gateway_over_tcp() {
     let none = c.messages(&chat, Some(0)).await;
     assert!(none.messages().is_empty());
     assert_eq!(none.body["nextPosition"], all.body["nextPosition"]);
-    let r = c.messages(&chat, Some(start)).await;
-    let msgs = r.messages();
-    assert_contiguous(msgs, start);
-    assert_eq!(
-        types(msgs),
-        [
-            "Message",
-            "TypingStarted",
-            "TypingStopped",
-            "Notice",
-            "Notice"
-        ]
-    );
-    assert_eq!(msgs[0]["text"], "hello");
-    assert_eq!(msgs[0]["messageType"], "text");
-    assert_eq!(msgs[3]["text"], "Annie");
-    assert_eq!(msgs[4]["text"], "https://example.com/page");
-
-    let r = c.op(&chat, "GetChat", json!({})).await;
-    assert_eq!(r.body["participants"][0]["nickname"], "Annie");
-    assert_eq!(r.body["userData"], json!({"key1":"new","key3":"v3"}));
 
     // A wrong key stops at the gateway and never reaches the chat server.
     let mut forged = chat.clone();
@@ -157,24 +88,8 @@ async fn every_operation_through_the_gateway_over_tcp() {
     assert_eq!(r.status_code(), 2);
     assert_eq!(r.http, 401);
 
-    let r = c.op(&chat, "Complete", json!({})).await;
-    assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
-    assert_eq!(r.body["chatEnded"], true);
-    let r = c.messages(&chat, Some(start + 5)).await;
-    assert_eq!(types(r.messages()), ["ParticipantLeft"]);
-    assert_eq!(r.body["chatEnded"], true);
-
-    for (op, extra) in [
-        ("SendMessage", json!({"text": "late"})),
-        ("Complete", json!({})),
-    ] {
-        let r = c.op(&chat, op, extra).await;
-        r.assert_error(409, 2, 211);
-        assert_eq!(r.body["chatEnded"], true);
-        assert_eq!(r.body["nextPosition"].as_u64(), Some(start + 6));
-    }
-    let r = c.op(&chat, "GetChat", json!({})).await;
-    assert_eq!((r.status_code(), &r.body["chatEnded"]), (0, &json!(true)));
+    // Then the same scenario as on the embedded mock, to the chat's end.
+    common::every_operation(&c, &chat).await;
     assert!(
         !server.log().contains(&chat.secure_key),
         "keys are never logged"

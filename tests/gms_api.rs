@@ -5,7 +5,7 @@ mod common;
 
 use backend_mock::FileRules;
 use common::gms::{GmsChat, GmsClient};
-use common::{gateway, Chat, TestGateway};
+use common::{gateway, types, Chat, TestGateway};
 use serde_json::{json, Value};
 
 const SERVICES: &str = r#"
@@ -38,13 +38,6 @@ async fn start() -> TestGateway {
         })
         .start()
         .await
-}
-
-fn types(messages: &[Value]) -> Vec<&str> {
-    messages
-        .iter()
-        .map(|m| m["type"].as_str().unwrap())
-        .collect()
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::gms::GmsClient;
-use common::{eventually, Chat, Client};
+use common::{eventually, types, Chat, Client};
 use serde_json::{json, Value};
 
 /// A `webapi-gateway` process and the address it listens on.
@@ -137,13 +137,6 @@ fn client(p: &Process) -> Client {
         base: p.base(),
         http: reqwest::Client::new(),
     }
-}
-
-fn types(messages: &[Value]) -> Vec<&str> {
-    messages
-        .iter()
-        .map(|m| m["type"].as_str().unwrap())
-        .collect()
 }
 
 #[tokio::test]

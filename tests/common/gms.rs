@@ -51,22 +51,7 @@ impl GmsClient {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        let resp = req.send().await.expect("request");
-        let http = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string());
-        let bytes = resp.bytes().await.unwrap();
-        assert_eq!(
-            ct.as_deref(),
-            Some("application/json"),
-            "reply {http} {bytes:?}"
-        );
-        Reply {
-            http,
-            body: serde_json::from_slice(&bytes).expect("a JSON body"),
-        }
+        Reply::read(req.send().await.expect("request")).await
     }
 
     /// A form-encoded POST to `/genesys/2/chat/{service}{tail}`.

@@ -238,6 +238,25 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a reply, asserting it is JSON (as every gateway reply must be).
+    pub async fn read(resp: reqwest::Response) -> Reply {
+        let http = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = resp.bytes().await.unwrap();
+        assert_eq!(
+            ct.as_deref(),
+            Some("application/json"),
+            "reply {http} {bytes:?}"
+        );
+        Reply {
+            http,
+            body: serde_json::from_slice(&bytes).expect("a JSON body"),
+        }
+    }
+
     pub fn status_code(&self) -> i64 {
         self.body["statusCode"].as_i64().expect("statusCode")
     }
@@ -294,22 +313,7 @@ impl Client {
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
         }
-        let resp = req.send().await.expect("request");
-        let http = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string());
-        let bytes = resp.bytes().await.unwrap();
-        assert_eq!(
-            ct.as_deref(),
-            Some("application/json"),
-            "reply {http} {bytes:?}"
-        );
-        Reply {
-            http,
-            body: serde_json::from_slice(&bytes).expect("a JSON body"),
-        }
+        Reply::read(req.send().await.expect("request")).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
@@ -373,4 +377,118 @@ where
         assert!(start.elapsed() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The `type` of each event, for comparing a transcript with a list.
+pub fn types(messages: &[Value]) -> Vec<&str> {
+    messages
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect()
+}
+
+/// Transcript indexes run from `from` by one, without gaps.
+#[track_caller]
+pub fn assert_contiguous(messages: &[Value], from: u64) {
+    for (i, m) in messages.iter().enumerate() {
+        assert_eq!(m["index"].as_u64(), Some(from + i as u64), "{messages:#?}");
+    }
+}
+
+/// Every Chat API v2 operation on a fresh chat (created by `Ann`, no agent yet), with what
+/// the client must see after each, through Complete and the refusals that follow. The same
+/// scenario runs against every kind of backend, so they are held to one behaviour.
+pub async fn every_operation(c: &Client, chat: &Chat) {
+    let r = c.op(chat, "GetChat", json!({})).await;
+    assert_eq!((r.http, r.status_code()), (200, 0));
+    assert_eq!(r.body["state"], "WaitingForAgent");
+    assert_eq!(r.body["chatEnded"], false);
+    assert_eq!(r.body["alias"], chat.alias.as_str());
+    assert_eq!(r.body["secureKey"], chat.secure_key.as_str());
+    assert_eq!(r.body["userId"], chat.user_id.as_str());
+    assert_eq!(r.body["tenantName"], "Environment");
+    assert_eq!(r.body["chatId"], chat.chat_id.as_str());
+    assert_eq!(
+        r.body["participants"],
+        json!([{"nickname":"Ann","participantId":1,"type":"Client"},
+               {"nickname":"system","participantId":2,"type":"External"}])
+    );
+    let start = r.body["nextPosition"].as_u64().unwrap();
+    assert_eq!(start, 4);
+
+    for (op, extra) in [
+        (
+            "SendMessage",
+            json!({"text": "hello", "messageType": "text"}),
+        ),
+        ("SendStartTypingNotification", json!({"text": "typing"})),
+        ("SendStopTypingNotification", json!({})),
+        ("UpdateUserNickname", json!({"nickname": "Annie"})),
+        ("SendUrl", json!({"pushUrl": "https://example.com/page"})),
+        (
+            "UpdateUserData",
+            json!({"userData": {"key1": "new", "key3": "v3"}}),
+        ),
+    ] {
+        let r = c.op(chat, op, extra).await;
+        assert_eq!((r.http, r.status_code()), (200, 0), "{op}: {:#}", r.body);
+        assert_eq!(r.body["alias"], chat.alias.as_str());
+        assert_eq!(r.body["chatEnded"], false);
+        assert!(r.body["nextPosition"].as_u64().is_some());
+    }
+    let r = c.messages(chat, Some(start)).await;
+    let msgs = r.messages();
+    assert_contiguous(msgs, start);
+    assert_eq!(
+        types(msgs),
+        [
+            "Message",
+            "TypingStarted",
+            "TypingStopped",
+            "Notice",
+            "Notice"
+        ]
+    );
+    assert_eq!(msgs[0]["text"], "hello");
+    assert_eq!(msgs[0]["messageType"], "text");
+    assert_eq!(msgs[0]["from"]["type"], "Client");
+    assert_eq!(msgs[1]["text"], "typing");
+    assert_eq!(msgs[3]["text"], "Annie");
+    assert_eq!(msgs[3]["from"]["nickname"], "Annie");
+    assert_eq!(
+        msgs[0]["from"]["nickname"], "Ann",
+        "earlier events keep the old nickname"
+    );
+    assert_eq!(msgs[4]["text"], "https://example.com/page");
+
+    let r = c.op(chat, "GetChat", json!({})).await;
+    assert_eq!(r.body["participants"][0]["nickname"], "Annie");
+    assert_eq!(
+        r.body["userData"],
+        json!({"key1":"new","key3":"v3"}),
+        "given keys overwritten, others kept"
+    );
+
+    let r = c.op(chat, "Complete", json!({})).await;
+    assert_eq!((r.http, r.status_code()), (200, 0));
+    assert_eq!(r.body["chatEnded"], true);
+    let r = c.messages(chat, Some(start + 5)).await;
+    assert_eq!(types(r.messages()), ["ParticipantLeft"]);
+    assert_eq!(r.body["chatEnded"], true);
+
+    // After Complete: writes refused with chatEnded, reads still work.
+    for (op, extra) in [
+        ("SendMessage", json!({"text": "late"})),
+        ("Complete", json!({})),
+        ("SendUrl", json!({"pushUrl": "u"})),
+    ] {
+        let r = c.op(chat, op, extra).await;
+        r.assert_error(409, 2, 211);
+        assert_eq!(r.body["chatEnded"], true);
+        assert_eq!(r.body["chatId"], chat.chat_id.as_str());
+        assert_eq!(r.body["nextPosition"].as_u64(), Some(start + 6));
+    }
+    let r = c.op(chat, "GetChat", json!({})).await;
+    assert_eq!((r.status_code(), &r.body["chatEnded"]), (0, &json!(true)));
+    assert_eq!(r.body["participants"].as_array().unwrap().len(), 1);
 }
