@@ -26,18 +26,14 @@ impl FromRequest<Arc<Gateway>> for JsonBody {
     type Rejection = Failure;
 
     async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Failure> {
-        let form = check_content_type(&req)?;
+        let head = BodyHead::of(&req);
+        let form = check_content_type(&head)?;
         let limit = req
             .extensions()
             .get::<BodyLimit>()
             .map_or(gw.config.server.max_body_bytes, |l| l.0);
         // Refuse an announced oversize body before reading any of it.
-        let announced = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|n| n > limit as u64) {
+        if head.length.is_some_and(|n| n > limit as u64) {
             return Err(Error::BodyTooLarge(limit).into());
         }
         // A whole-body deadline: a client trickling bytes cannot hold the request open.
@@ -65,20 +61,53 @@ impl FromRequest<Arc<Gateway>> for JsonBody {
     }
 }
 
+/// What a request's headers say of its body. Every body reader starts here.
+pub(super) struct BodyHead {
+    /// `Content-Type` as sent (empty when absent or not text), for error messages.
+    pub raw_type: String,
+    /// Its media type, lower case, without parameters (empty when absent).
+    pub media_type: String,
+    /// `Content-Length`, when present and a number.
+    pub length: Option<u64>,
+}
+
+impl BodyHead {
+    pub fn of(req: &Request) -> BodyHead {
+        let raw_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let media_type = raw_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let length = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        BodyHead {
+            raw_type,
+            media_type,
+            length,
+        }
+    }
+
+    /// The content type for an error message, bounded.
+    pub fn shown_type(&self) -> String {
+        self.raw_type.chars().take(100).collect()
+    }
+}
+
 /// Browsers that avoid a CORS preflight send `text/plain`; some clients send none; old
 /// jQuery widgets send a JSON string labelled as a form (returns true then: the body must
 /// still be a JSON object). Anything else (multipart, XML, binary) is refused.
-fn check_content_type(req: &Request) -> Result<bool, Error> {
-    let Some(value) = req.headers().get(CONTENT_TYPE) else {
-        return Ok(false);
-    };
-    let raw = value.to_str().unwrap_or("");
-    let essence = raw
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+fn check_content_type(head: &BodyHead) -> Result<bool, Error> {
+    let essence = &head.media_type;
     let ok = essence.is_empty()
         || essence == "application/json"
         || essence == "text/plain"
@@ -89,8 +118,6 @@ fn check_content_type(req: &Request) -> Result<bool, Error> {
     } else if ok {
         Ok(false)
     } else {
-        Err(Error::UnsupportedMediaType(
-            raw.chars().take(100).collect::<String>(),
-        ))
+        Err(Error::UnsupportedMediaType(head.shown_type()))
     }
 }

@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
+use super::body::BodyHead;
 use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::Json;
 use backend_email::{EmailService, Intake, IntakeError, TextField};
 use http_body_util::BodyExt;
@@ -50,28 +50,18 @@ pub(super) async fn accept(
     tenant: Option<&str>,
 ) -> Result<backend_email::InteractionId, Error> {
     let email = gw.email();
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let head = BodyHead::of(&req);
     let stream_limit = email.limits().max_size.saturating_add(FRAMING_ALLOWANCE);
-    let announced = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
         Error::Email(IntakeError::TooLarge {
             max: email.limits().max_size,
         })
     };
-    if announced.is_some_and(|n| n > stream_limit) {
+    if head.length.is_some_and(|n| n > stream_limit) {
         // Refused before a byte is read or written.
         return Err(too_large());
     }
-    let id = if tenant.is_some() && is_form_urlencoded(&content_type) {
+    let id = if tenant.is_some() && head.media_type == "application/x-www-form-urlencoded" {
         let limit = usize::try_from(stream_limit).unwrap_or(usize::MAX);
         let body = http_body_util::Limited::new(req.into_body(), limit)
             .collect()
@@ -80,8 +70,8 @@ pub(super) async fn accept(
             .to_bytes();
         receive_form(gw, email, &body, tenant).await?
     } else {
-        let boundary = multer::parse_boundary(&content_type)
-            .map_err(|_| Error::NotMultipart(content_type.clone()))?;
+        let boundary = multer::parse_boundary(&head.raw_type)
+            .map_err(|_| Error::NotMultipart(head.raw_type.clone()))?;
         let constraints = multer::Constraints::new()
             .size_limit(multer::SizeLimit::new().whole_stream(stream_limit));
         let multipart = multer::Multipart::with_constraints(
@@ -93,13 +83,6 @@ pub(super) async fn accept(
     };
     tracing::info!(interaction_id = %id, "e-mail accepted");
     Ok(id)
-}
-
-fn is_form_urlencoded(content_type: &str) -> bool {
-    content_type.split(';').next().is_some_and(|e| {
-        e.trim()
-            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    })
 }
 
 /// A form-encoded e-mail (GMS dialect): text fields only.

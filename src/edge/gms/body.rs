@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::edge::body::BodyHead;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::StatusCode;
 use backend_api::NewFile;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -32,26 +32,11 @@ impl FromRequest<Arc<Gateway>> for GmsBody {
                 .map(|q| parse_pairs(q.as_bytes()))
                 .unwrap_or_default(),
         );
-        let announced = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|n| n > limit as u64) {
+        let head = BodyHead::of(&req);
+        if head.length.is_some_and(|n| n > limit as u64) {
             return Err(Error::BodyTooLarge(limit).into());
         }
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let essence = content_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let essence = head.media_type.as_str();
         if essence == "multipart/form-data" {
             let req = req.map(|b| Body::new(Limited::new(b, limit)));
             let mut multipart = Multipart::from_request(req, gw)
@@ -97,9 +82,7 @@ impl FromRequest<Arc<Gateway>> for GmsBody {
             || essence == "application/x-www-form-urlencoded"
             || essence == "text/plain")
         {
-            return Err(
-                Error::UnsupportedMediaType(content_type.chars().take(100).collect()).into(),
-            );
+            return Err(Error::UnsupportedMediaType(head.shown_type()).into());
         }
         match Limited::new(req.into_body(), limit).collect().await {
             Ok(collected) => {
