@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use backend_api::{Action, ChatRef, NewChat, Refresh, Transcript};
-use backend_mock::{Behaviour, Engine};
+use chat_engine::{Behaviour, Engine};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use webapi_gateway::credentials::{Claim, Credentials};
 use webapi_gateway::edge::wire::{json, ChatReply, Events};

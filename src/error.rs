@@ -7,7 +7,7 @@
 
 use axum::http::StatusCode;
 use backend_api::{BackendError, FileRefusal};
-use backend_email::IntakeError;
+use email::IntakeError;
 
 /// Everything that can refuse a request.
 #[derive(Debug, thiserror::Error)]

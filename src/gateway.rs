@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use backend_api::{BackendError, ChatBackend};
-use backend_email::EmailService;
-use backend_mock::{Engine, MockBackend};
+use email::EmailService;
+use chat_engine::{Engine, MockBackend};
 use backend_tcp::TcpBackend;
 
 use crate::config::{ChatConfig, Config, HealthConfig, InstanceConfig, InstanceKind};

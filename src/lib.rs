@@ -11,7 +11,7 @@
 //! - `router`: alias → chat server instance, and placement of new chats (no I/O);
 //! - the adapters, in the `backends/` crates (`backend-api` holds their trait), built from
 //!   config in `gateway`;
-//! - for `POST /api/v2/emails`, `edge` streams the multipart body into `backend-email`, which
+//! - for `POST /api/v2/emails`, `edge` streams the multipart body into `email`, which
 //!   applies the intake rules, spools the e-mail durably and delivers it in the background.
 //!
 //! Beside the path: `config` (load and validate), `error` (the error type and code table),

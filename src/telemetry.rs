@@ -36,10 +36,10 @@ pub const BACKEND_DURATION: &str = "gateway_backend_request_duration_seconds";
 pub const BACKEND_UP: &str = "gateway_backend_accepting";
 pub const OPEN_CHATS: &str = "gateway_open_chats";
 pub const CHAT_LIMIT: &str = "gateway_chat_session_limit";
-/// E-mail metrics: set by the deliverer (`backend-email`), described and registered at zero
+/// E-mail metrics: set by the deliverer (`email`), described and registered at zero
 /// here so they show before the first e-mail.
-pub const EMAIL_SPOOL_DEPTH: &str = backend_email::SPOOL_DEPTH_METRIC;
-pub const EMAIL_DELIVERY_FAILURES: &str = backend_email::DELIVERY_FAILURES_METRIC;
+pub const EMAIL_SPOOL_DEPTH: &str = email::SPOOL_DEPTH_METRIC;
+pub const EMAIL_DELIVERY_FAILURES: &str = email::DELIVERY_FAILURES_METRIC;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chat_testkit::{chat_server_bin, ChatServer};
+use testkit::{chat_server_bin, ChatServer};
 use common::{assert_contiguous, eventually, gateway, types, Chat, Client, TestGateway};
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use backend_mock::FileRules;
+use chat_engine::FileRules;
 use common::gms::{GmsChat, GmsClient};
 use common::{gateway, types, Chat, TestGateway};
 use serde_json::{json, Value};

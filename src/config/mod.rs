@@ -48,9 +48,9 @@ pub struct Config {
     #[serde(default)]
     pub log: LogConfig,
     /// `POST /api/v2/emails`: limits, the spool, delivery and the e-mail backend (the types
-    /// live with the e-mail side, in `backend-email`).
+    /// live with the e-mail side, in `email`).
     #[serde(default)]
-    pub email: backend_email::EmailConfig,
+    pub email: email::EmailConfig,
     /// The admin listener: metrics, health, instance list and states, off the public port.
     #[serde(default)]
     pub admin: AdminConfig,
@@ -305,12 +305,12 @@ pub struct MockConfig {
     /// Seconds an ended chat stays readable before it is forgotten.
     pub ended_retention_secs: u64,
     /// File-transfer rules (GMS dialect `file/…` operations).
-    pub files: backend_mock::FileRules,
+    pub files: chat_engine::FileRules,
 }
 
 impl Default for MockConfig {
     fn default() -> Self {
-        let b = backend_mock::Behaviour::default();
+        let b = chat_engine::Behaviour::default();
         MockConfig {
             system_nickname: b.system_nickname,
             greeting: b.greeting,
@@ -322,14 +322,14 @@ impl Default for MockConfig {
             disconnect_timeout_secs: b.disconnect_timeout.as_secs(),
             session_limit: b.session_limit,
             ended_retention_secs: b.ended_retention.as_secs(),
-            files: backend_mock::FileRules::default(),
+            files: chat_engine::FileRules::default(),
         }
     }
 }
 
 impl MockConfig {
-    pub fn behaviour(&self) -> backend_mock::Behaviour {
-        backend_mock::Behaviour {
+    pub fn behaviour(&self) -> chat_engine::Behaviour {
+        chat_engine::Behaviour {
             system_nickname: self.system_nickname.clone(),
             greeting: self.greeting.clone(),
             agent_nickname: self.agent_nickname.clone(),
@@ -340,7 +340,7 @@ impl MockConfig {
             disconnect_timeout: Duration::from_secs(self.disconnect_timeout_secs),
             session_limit: self.session_limit,
             ended_retention: Duration::from_secs(self.ended_retention_secs),
-            files: backend_mock::FileRules {
+            files: chat_engine::FileRules {
                 file_types: self
                     .files
                     .file_types

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::body::BodyHead;
 use axum::extract::{Request, State};
 use axum::Json;
-use backend_email::{EmailService, Intake, IntakeError, TextField};
+use email::{EmailService, Intake, IntakeError, TextField};
 use http_body_util::BodyExt;
 use serde::Serialize;
 
@@ -48,7 +48,7 @@ pub(super) async fn accept(
     gw: &Gateway,
     req: Request,
     tenant: Option<&str>,
-) -> Result<backend_email::InteractionId, Error> {
+) -> Result<email::InteractionId, Error> {
     let email = gw.email();
     let head = BodyHead::of(&req);
     let stream_limit = email.limits().max_size.saturating_add(FRAMING_ALLOWANCE);
@@ -91,7 +91,7 @@ async fn receive_form(
     email: &EmailService,
     body: &[u8],
     tenant: Option<&str>,
-) -> Result<backend_email::InteractionId, Error> {
+) -> Result<email::InteractionId, Error> {
     let mut intake = email.intake().await?;
     if let Some(tenant) = tenant {
         intake.set_text(TextField::TenantName, tenant.as_bytes().to_vec())?;
@@ -123,7 +123,7 @@ async fn receive(
     email: &EmailService,
     mut multipart: multer::Multipart<'static>,
     tenant: Option<&str>,
-) -> Result<backend_email::InteractionId, Error> {
+) -> Result<email::InteractionId, Error> {
     let mut intake = email.intake().await?;
     if let Some(tenant) = tenant {
         intake.set_text(TextField::TenantName, tenant.as_bytes().to_vec())?;

@@ -232,7 +232,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use backend_mock::{Behaviour, Engine, MockBackend};
+    use chat_engine::{Behaviour, Engine, MockBackend};
 
     fn instance(alias: &str, weight: u32, tenants: &[&str], limit: u64) -> Instance {
         Instance::new(

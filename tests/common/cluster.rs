@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use chat_testkit::{chat_server_bin, ChatServer, Redis};
+use testkit::{chat_server_bin, ChatServer, Redis};
 use serde_json::Value;
 use webapi_gateway::Gateway;
 
@@ -39,7 +39,7 @@ impl Cluster {
         Some(cluster)
     }
 
-    fn builder(&self, alias: &str) -> chat_testkit::ChatServerBuilder {
+    fn builder(&self, alias: &str) -> testkit::ChatServerBuilder {
         ChatServer::builder(chat_server_bin())
             .alias(alias)
             .store(&self.redis.url())

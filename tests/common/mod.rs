@@ -7,7 +7,7 @@ pub mod gms;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backend_mock::{Behaviour, Engine, MockBackend};
+use chat_engine::{Behaviour, Engine, MockBackend};
 use serde_json::{json, Value};
 use webapi_gateway::{Config, Gateway};
 

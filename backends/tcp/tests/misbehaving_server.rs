@@ -10,7 +10,7 @@ use backend_tcp::{TcpBackend, TcpConfig};
 use chat_protocol::{
     codec, decode, encode, Hello, HelloReply, Status, Welcome, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
 };
-use chat_testkit::eventually;
+use testkit::eventually;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;

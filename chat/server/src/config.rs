@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use backend_mock::Behaviour;
+use chat_engine::Behaviour;
 use clap::Parser;
 use serde::Deserialize;
 use thiserror::Error;

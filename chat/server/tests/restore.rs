@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use backend_api::{Action, BackendError, ChatBackend, ChatRef, NewChat, Refresh, Transcript};
 use backend_tcp::{TcpBackend, TcpConfig};
-use chat_testkit::{eventually, ChatServer, Redis};
+use testkit::{eventually, ChatServer, Redis};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 

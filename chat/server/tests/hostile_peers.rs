@@ -9,7 +9,7 @@ use chat_protocol::{
     codec, decode, encode, Answer, Call, ErrorCode, Hello, HelloReply, Reply, Request,
     PROTOCOL_VERSION,
 };
-use chat_testkit::{eventually, ChatServer};
+use testkit::{eventually, ChatServer};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

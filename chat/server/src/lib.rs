@@ -1,7 +1,7 @@
 //! A standalone chat server speaking the chat-server protocol (`docs/chat-protocol.md`).
 //!
 //! It hosts chats with the same behaviour as the gateway's mock backend because it runs the
-//! same `backend_mock::Engine`; this crate adds only the network and the shared store.
+//! same `chat_engine::Engine`; this crate adds only the network and the shared store.
 //!
 //! Layout, in the order a call travels:
 //! - `config`: flags, environment and config file merged and validated once;
@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_mock::Engine;
+use chat_engine::Engine;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;

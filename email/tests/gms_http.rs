@@ -9,8 +9,8 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use backend_email::config::BackendKind;
-use backend_email::{EmailConfig, EmailService, InteractionId, TextField};
+use email::config::BackendKind;
+use email::{EmailConfig, EmailService, InteractionId, TextField};
 
 /// One form part: field name, file name, content type, bytes.
 type Part = (String, Option<String>, Option<String>, Vec<u8>);

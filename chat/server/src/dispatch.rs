@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use backend_api::{Action, BackendError, ChatRef, Refresh};
-use backend_mock::Engine;
+use chat_engine::Engine;
 use chat_protocol::{
     transcript_from_position, Answer, Call, ErrorCode, Restored, Status, WireError,
 };

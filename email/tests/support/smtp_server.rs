@@ -1,7 +1,7 @@
 //! A real SMTP server for tests: aiosmtpd (Python) in its own process, saving every message it
 //! accepts as a file, refusing recipients whose local part starts with `reject` with a 550.
 //!
-//! Shared by the backend-email tests and the gateway's crash test (included with `#[path]`).
+//! Shared by the email tests and the gateway's crash test (included with `#[path]`).
 
 #![allow(dead_code)]
 

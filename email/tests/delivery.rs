@@ -7,8 +7,8 @@ mod smtp_server;
 use std::path::Path;
 use std::time::Duration;
 
-use backend_email::config::{BackendKind, SmtpSecurity};
-use backend_email::{EmailConfig, EmailService, InteractionId, TextField};
+use email::config::{BackendKind, SmtpSecurity};
+use email::{EmailConfig, EmailService, InteractionId, TextField};
 use mailparse::{MailHeaderMap, ParsedMail};
 use smtp_server::{aiosmtpd_available, free_port, wait_for_async, SmtpServer};
 

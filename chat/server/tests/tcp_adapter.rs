@@ -9,7 +9,7 @@ use backend_api::{
     Refresh, Transcript,
 };
 use backend_tcp::{TcpBackend, TcpConfig};
-use chat_testkit::{eventually, free_port, ChatServer};
+use testkit::{eventually, free_port, ChatServer};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 

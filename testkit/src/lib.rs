@@ -38,7 +38,7 @@ pub fn free_port() -> u16 {
 
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
-        "chat-testkit-{}-{}-{}",
+        "testkit-{}-{}-{}",
         name,
         std::process::id(),
         free_port()

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use backend_mock::ChatRecord;
+use chat_engine::ChatRecord;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use thiserror::Error;
