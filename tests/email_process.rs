@@ -1,7 +1,7 @@
 //! The `webapi-gateway` binary as a process, for what only a process can show: an e-mail that
 //! got an interactionId survives `kill -9`, and what a 10 MB upload costs in memory.
 
-#[path = "../email/tests/support/smtp_server.rs"]
+#[path = "../crates/email/tests/support/smtp_server.rs"]
 mod smtp_server;
 
 use std::collections::HashMap;
