@@ -5,7 +5,7 @@
 //! current router table and its replacement on reload, and the running e-mail side (spool
 //! and deliverer). It composes the narrow states the handlers take (`FromRef`): the chat
 //! operations' [`Chats`], the e-mail intake's [`Emails`], the GMS service table, readiness
-//! and the body read limits; a handler must take one of those, not the whole gateway.
+//! and the body read limits; a public edge handler takes one of those, not the whole gateway.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
