@@ -7,8 +7,9 @@ use backend_api::{Action, ChatRef, NewChat, Refresh, Transcript};
 use chat_engine::{Behaviour, Engine};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use webapi_gateway::credentials::{Claim, Credentials};
-use webapi_gateway::edge::wire::{json, ChatReply, Events};
-use webapi_gateway::operation::{parse_chat_operation, parse_get_messages};
+use webapi_gateway::edge::webapi::wire::ChatReply;
+use webapi_gateway::edge::webapi::{parse_chat_operation, parse_get_messages};
+use webapi_gateway::edge::wire::{json, Events};
 
 const SEND: &[u8] = br#"{"operationName":"SendMessage","userId":"007553ADB4D9001A","secureKey":"E1A17B94F802C33032D2E33366F42CFB5F9D98033A81AC42","alias":"117","tenantName":"Environment","text":"Hello, I have a question about my order"}"#;
 const POLL: &[u8] = br#"{"userId":"007553ADB4D9001A","secureKey":"E1A17B94F802C33032D2E33366F42CFB5F9D98033A81AC42","alias":"117","tenantName":"Environment","transcriptPosition":12}"#;

@@ -3,34 +3,45 @@
 //! Owns the construction of adapters from instance configs (the only code that names the
 //! concrete backend crates), each instance's active health check (a task per instance), the
 //! current router table and its replacement on reload, and the running e-mail side (spool
-//! and deliverer).
+//! and deliverer). It composes the narrow states the handlers take (`FromRef`): the chat
+//! operations' [`Chats`], the e-mail intake's [`Emails`], the GMS service table, readiness
+//! and the body read limits; a public edge handler takes one of those, not the whole gateway.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use axum::extract::FromRef;
 use backend_api::{BackendError, ChatBackend};
-use email::EmailService;
-use chat_engine::{Engine, MockBackend};
 use backend_tcp::TcpBackend;
+use chat_engine::{Engine, MockBackend};
+use email::EmailService;
 
 use crate::config::{ChatConfig, Config, HealthConfig, InstanceConfig, InstanceKind};
 use crate::credentials::Credentials;
+use crate::edge::body::ReadLimits;
+use crate::edge::email::Emails;
+use crate::edge::gms::Services;
+use crate::edge::health::Readiness;
+use crate::operation::Chats;
 use crate::router::{Health, Instance, Router};
 use crate::telemetry::MeteredBackend;
 
 /// Everything a request needs, shared by all requests.
 pub struct Gateway {
     pub config: Arc<Config>,
-    pub credentials: Credentials,
-    /// Replaced whole on reload, so a request sees one consistent table.
-    router: ArcSwap<Router>,
+    /// Replaced whole on reload, so a request sees one consistent table. [`Chats`] and
+    /// [`Readiness`] share this handle.
+    router: Arc<ArcSwap<Router>>,
     /// The `[chat]` section the current table was built from; held while a reload runs, so
     /// two reloads never interleave.
     applied: tokio::sync::Mutex<ChatConfig>,
-    pub(crate) request_timeout: Duration,
-    /// The e-mail spool and the handle of its deliverer.
-    email: EmailService,
+    /// What the chat operations read.
+    chats: Chats,
+    /// The e-mail spool and the handle of its deliverer, with the tenants e-mails may name.
+    email: Emails,
+    /// The GMS dialect's services.
+    gms: Services,
     /// Cancelled when shutdown starts: background work (the e-mail deliverer) watches it
     /// and heads for a safe point.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -90,13 +101,21 @@ impl Gateway {
             instances.push(start_instance(inst, backend, &config.chat.health));
         }
         let router = Router::from_shared(instances, config.chat.placement, None);
-        Ok(Arc::new(Gateway {
-            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
-            applied: tokio::sync::Mutex::new(config.chat.clone()),
-            config: Arc::new(config),
+        let router = Arc::new(ArcSwap::from_pointee(router));
+        let chats = Chats::new(
+            config.tenants.clone(),
             credentials,
-            router: ArcSwap::from_pointee(router),
-            email,
+            Arc::clone(&router),
+            Duration::from_millis(config.server.request_timeout_ms),
+        );
+        let tenants = config.tenants.iter().map(|t| t.name.clone()).collect();
+        Ok(Arc::new(Gateway {
+            applied: tokio::sync::Mutex::new(config.chat.clone()),
+            chats,
+            email: Emails::new(email, tenants),
+            gms: Services::new(config.gms.clone()),
+            config: Arc::new(config),
+            router,
             shutdown,
             tasks,
         }))
@@ -160,43 +179,59 @@ impl Gateway {
 
     /// The e-mail side: where `POST /api/v2/emails` puts what it receives.
     pub fn email(&self) -> &EmailService {
-        &self.email
+        self.email.service()
     }
 
-    /// Whether the gateway should get new traffic: not shutting down, and some instance
-    /// takes new chats (ready, up, accepting). The error says why not.
+    /// What the chat operations read (tests run operations on it directly).
+    pub fn chats(&self) -> &Chats {
+        &self.chats
+    }
+
+    /// Whether the gateway should get new traffic (see [`Readiness::check`]).
     pub fn readiness(&self) -> Result<(), String> {
-        if self.shutdown.is_cancelled() {
-            return Err("shutting down".into());
-        }
-        let router = self.router();
-        if router.instances().iter().any(|i| i.takes_new_chats()) {
-            return Ok(());
-        }
-        let states: Vec<String> = router
-            .instances()
-            .iter()
-            .map(|i| {
-                let load = i.backend.load();
-                format!(
-                    "{} ({:?}, {}, {}/{} chats)",
-                    i.alias,
-                    i.state(),
-                    if i.health.is_up() { "up" } else { "down" },
-                    load.active,
-                    load.limit
-                )
-            })
-            .collect();
-        Err(format!(
-            "no chat server instance takes new chats: {}",
-            states.join(", ")
-        ))
+        self.readiness_state().check()
+    }
+
+    fn readiness_state(&self) -> Readiness {
+        Readiness::new(self.shutdown.clone(), Arc::clone(&self.router))
     }
 
     /// The current router table. A request holds the table it started with to its end.
     pub fn router(&self) -> Arc<Router> {
         self.router.load_full()
+    }
+}
+
+impl FromRef<Arc<Gateway>> for Chats {
+    fn from_ref(gw: &Arc<Gateway>) -> Chats {
+        gw.chats.clone()
+    }
+}
+
+impl FromRef<Arc<Gateway>> for Emails {
+    fn from_ref(gw: &Arc<Gateway>) -> Emails {
+        gw.email.clone()
+    }
+}
+
+impl FromRef<Arc<Gateway>> for Services {
+    fn from_ref(gw: &Arc<Gateway>) -> Services {
+        gw.gms.clone()
+    }
+}
+
+impl FromRef<Arc<Gateway>> for Readiness {
+    fn from_ref(gw: &Arc<Gateway>) -> Readiness {
+        gw.readiness_state()
+    }
+}
+
+impl FromRef<Arc<Gateway>> for ReadLimits {
+    fn from_ref(gw: &Arc<Gateway>) -> ReadLimits {
+        ReadLimits {
+            max_body_bytes: gw.config.server.max_body_bytes,
+            body_read_timeout_ms: gw.config.limits.body_read_timeout_ms,
+        }
     }
 }
 

@@ -3,15 +3,15 @@
 //!
 //! # Layout
 //! A request travels down this list, and each step lives in one module:
-//! - `edge`: HTTP routes, body reading, Web API JSON shapes and the GMS dialect (`edge::gms`),
-//!   errors → replies;
-//! - `operation`: the typed operation parsed from the body (either dialect), and the code that
-//!   runs it;
+//! - `edge`: HTTP; one folder per dialect (`edge::webapi`, `edge::gms`: routes, body parsing,
+//!   reply shapes) and what both share (middleware, errors → replies, body reading);
+//! - `operation`: the typed operation both dialects parse to (`NewChat`, `OnChat`), and the
+//!   code that runs it on the narrow `Chats` state;
 //! - `credentials`: the sealed `secureKey` scheme, checked before anything reaches a backend;
 //! - `router`: alias → chat server instance, and placement of new chats (no I/O);
 //! - the adapters, in the `backends/` crates (`backend-api` holds their trait), built from
 //!   config in `gateway`;
-//! - for `POST /api/v2/emails`, `edge` streams the multipart body into `email`, which
+//! - for Send Email (either dialect), `edge::email` streams the body into `email`, which
 //!   applies the intake rules, spools the e-mail durably and delivers it in the background.
 //!
 //! Beside the path: `config` (load and validate), `error` (the error type and code table),

@@ -548,63 +548,6 @@ async fn the_binary_reloads_on_sighup() {
     assert!(gw.is_running());
 }
 
-/// A backend whose answers the test scripts: what reached it, and what it fails with.
-#[derive(Default)]
-struct Scripted {
-    fail: std::sync::Mutex<Option<backend_api::BackendError>>,
-    refreshes: AtomicUsize,
-    restores: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl backend_api::ChatBackend for Scripted {
-    async fn create(
-        &self,
-        _: backend_api::NewChat,
-    ) -> Result<backend_api::ChatCreated, backend_api::BackendError> {
-        Ok(backend_api::ChatCreated {
-            chat: backend_api::ChatRef {
-                chat_id: "C1".into(),
-                user_id: "U1".into(),
-                secure_key: "K1".into(),
-            },
-            messages: Vec::new(),
-            next_position: 1,
-        })
-    }
-
-    async fn refresh(
-        &self,
-        _: &backend_api::ChatRef,
-        _: backend_api::Refresh,
-    ) -> Result<backend_api::ChatUpdate, backend_api::BackendError> {
-        self.refreshes.fetch_add(1, Ordering::SeqCst);
-        match self.fail.lock().unwrap().clone() {
-            Some(e) => Err(e),
-            None => Ok(backend_api::ChatUpdate {
-                messages: Vec::new(),
-                next_position: 1,
-                chat_ended: false,
-                details: None,
-                secure_key: None,
-            }),
-        }
-    }
-
-    async fn restore(&self, _: &backend_api::ChatRef) -> Result<(), backend_api::BackendError> {
-        self.restores.fetch_add(1, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn load(&self) -> backend_api::Load {
-        backend_api::Load {
-            active: 0,
-            limit: 100,
-            accepting: true,
-        }
-    }
-}
-
 /// The failover rules, request by request: a message that may have arrived is never sent
 /// again (statusCode 1); a poll is moved at once; anything refused at connect is moved at
 /// once, and the refusing instance is not asked again.
@@ -612,7 +555,10 @@ impl backend_api::ChatBackend for Scripted {
 async fn what_is_moved_after_a_failure_and_what_is_not() {
     use backend_api::BackendError;
     use webapi_gateway::config::AdminState;
-    let (a, b) = (Arc::new(Scripted::default()), Arc::new(Scripted::default()));
+    let (a, b) = (
+        testkit::ScriptedBackend::new(),
+        testkit::ScriptedBackend::new(),
+    );
     let gw = gateway()
         .aliases(&["A", "B"])
         // No active checks during the test: only requests change health.
@@ -628,15 +574,11 @@ async fn what_is_moved_after_a_failure_and_what_is_not() {
     let chat = c.request_chat("Ann").await;
     assert_eq!(chat.alias, "A");
     router.get("B").unwrap().set_state(AdminState::Ready);
-    let count = |s: &Scripted| {
-        (
-            s.refreshes.load(Ordering::SeqCst),
-            s.restores.load(Ordering::SeqCst),
-        )
-    };
+    let count = |s: &testkit::ScriptedBackend| (s.refreshes(), s.restores());
 
     // May have arrived: a message is not sent again; the client retries.
-    *a.fail.lock().unwrap() = Some(BackendError::Interrupted("lost".into()));
+    a.refresh
+        .always(Some(Err(BackendError::Interrupted("lost".into()))));
     c.op(&chat, "SendMessage", json!({"text": "once"}))
         .await
         .assert_error(503, 1, 302);
@@ -647,7 +589,8 @@ async fn what_is_moved_after_a_failure_and_what_is_not() {
     assert_eq!((count(&a), count(&b)), ((2, 0), (1, 1)));
 
     // Refused at connect: cannot have arrived, so even a message moves at once.
-    *a.fail.lock().unwrap() = Some(BackendError::Unreachable("refused".into()));
+    a.refresh
+        .always(Some(Err(BackendError::Unreachable("refused".into()))));
     let r = c.op(&chat, "SendMessage", json!({"text": "moved"})).await;
     assert_eq!((r.status_code(), alias_of(&r)), (0, "B".to_string()));
     assert_eq!((count(&a), count(&b)), ((3, 0), (2, 2)));

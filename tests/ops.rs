@@ -486,41 +486,14 @@ async fn repeated_bad_credentials_are_throttled_per_chat_and_client() {
     assert_eq!(c.messages(&other, Some(0)).await.status_code(), 0);
 }
 
-/// An adapter that remembers the request id it was called under.
-struct SeesRequestId(parking_lot::Mutex<Vec<Option<String>>>);
-
-#[async_trait::async_trait]
-impl backend_api::ChatBackend for SeesRequestId {
-    async fn create(
-        &self,
-        _chat: backend_api::NewChat,
-    ) -> Result<backend_api::ChatCreated, backend_api::BackendError> {
-        let id = backend_api::request_id::current().map(|id| id.to_string());
-        self.0.lock().push(id);
-        Err(backend_api::BackendError::Unreachable("test".into()))
-    }
-
-    async fn refresh(
-        &self,
-        _chat: &backend_api::ChatRef,
-        _request: backend_api::Refresh,
-    ) -> Result<backend_api::ChatUpdate, backend_api::BackendError> {
-        Err(backend_api::BackendError::Unreachable("test".into()))
-    }
-
-    fn load(&self) -> backend_api::Load {
-        backend_api::Load {
-            active: 0,
-            limit: 10,
-            accepting: true,
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_request_id_reaches_the_adapter() {
     use tower::ServiceExt;
-    let seen = std::sync::Arc::new(SeesRequestId(Default::default()));
+    let seen = testkit::ScriptedBackend::new();
+    seen.create
+        .always(Some(Err(backend_api::BackendError::Unreachable(
+            "test".into(),
+        ))));
     let backend: std::sync::Arc<dyn backend_api::ChatBackend> = seen.clone();
     let config = gateway().config();
     let gw = webapi_gateway::Gateway::with_backends(
@@ -538,7 +511,7 @@ async fn the_request_id_reaches_the_adapter() {
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["x-request-id"], "trace-me-42");
     // The chat is offered to each instance in turn (both refuse): every call carries the id.
-    let seen = seen.0.lock();
+    let seen: Vec<Option<String>> = seen.received().into_iter().map(|r| r.request_id).collect();
     assert!(!seen.is_empty(), "the adapter was called");
     assert!(
         seen.iter().all(|id| id.as_deref() == Some("trace-me-42")),
@@ -599,50 +572,15 @@ async fn without_an_admin_listener_metrics_are_public_behind_the_token() {
         .contains("gateway_http_requests_total"));
 }
 
-/// An adapter whose `create` waits until released (later calls pass at once).
-struct Gate {
-    entered: tokio::sync::Notify,
-    release: tokio::sync::Notify,
-    open: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl backend_api::ChatBackend for Gate {
-    async fn create(
-        &self,
-        _chat: backend_api::NewChat,
-    ) -> Result<backend_api::ChatCreated, backend_api::BackendError> {
-        if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
-            self.entered.notify_one();
-            self.release.notified().await;
-        }
-        Err(backend_api::BackendError::Overloaded("released".into()))
-    }
-
-    async fn refresh(
-        &self,
-        _chat: &backend_api::ChatRef,
-        _request: backend_api::Refresh,
-    ) -> Result<backend_api::ChatUpdate, backend_api::BackendError> {
-        Err(backend_api::BackendError::Unreachable("test".into()))
-    }
-
-    fn load(&self) -> backend_api::Load {
-        backend_api::Load {
-            active: 0,
-            limit: 10,
-            accepting: true,
-        }
-    }
-}
-
 #[tokio::test]
 async fn shutdown_finishes_the_request_in_flight() {
-    let gate = std::sync::Arc::new(Gate {
-        entered: Default::default(),
-        release: Default::default(),
-        open: Default::default(),
-    });
+    // The first `create` waits until released (later calls pass at once).
+    let gate = testkit::ScriptedBackend::new();
+    gate.create
+        .always(Some(Err(backend_api::BackendError::Overloaded(
+            "released".into(),
+        ))));
+    gate.pause_creates();
     let backend: std::sync::Arc<dyn backend_api::ChatBackend> = gate.clone();
     let config = gateway().config();
     let gw = webapi_gateway::Gateway::with_backends(
@@ -673,7 +611,7 @@ async fn shutdown_finishes_the_request_in_flight() {
             )
             .await
     });
-    gate.entered.notified().await;
+    gate.paused_call().await;
     stop.send(()).unwrap();
     // Shutdown has begun (readiness says so) while the request is still at the backend.
     eventually(LONG, "shutdown to start", || async {
@@ -682,8 +620,7 @@ async fn shutdown_finishes_the_request_in_flight() {
             .filter(|why| why.contains("shutting down"))
     })
     .await;
-    gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    gate.release.notify_one();
+    gate.resume();
     let reply = in_flight.await.unwrap();
     reply.assert_error(503, 1, 304);
     tokio::time::timeout(LONG, server)

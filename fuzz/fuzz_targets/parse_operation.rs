@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use webapi_gateway::operation::{parse_chat_operation, parse_get_messages, parse_request_chat};
+use webapi_gateway::edge::webapi::{parse_chat_operation, parse_get_messages, parse_request_chat};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, body)) = data.split_first() else {

@@ -1,16 +1,11 @@
-//! Reading a JSON request body: content-type leniency and the size limit.
+//! What every body reader of both dialects shares: the declared body ([`BodyHead`]) and
+//! the limits a read is held to ([`BodyLimit`], [`ReadLimits`]).
+//!
+//! Each dialect reads its own bodies (`webapi::body`, `gms::body`, the e-mail stream in
+//! `email`); none of them may parse the headers again or pick its limits elsewhere.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-
-use super::Failure;
-use crate::error::Error;
-use crate::Gateway;
 
 /// A route's own body limit, in bytes, as a request extension: add it to a route with
 /// `.layer(axum::Extension(BodyLimit(n)))`. Body readers honour it; without it a JSON body
@@ -18,51 +13,18 @@ use crate::Gateway;
 #[derive(Clone, Copy, Debug)]
 pub struct BodyLimit(pub usize);
 
-/// A chat request's raw body: within the size limit and of an acceptable content type. It is
-/// parsed as JSON by `operation`, which names the fields.
-pub struct JsonBody(pub Bytes);
-
-impl FromRequest<Arc<Gateway>> for JsonBody {
-    type Rejection = Failure;
-
-    async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, Failure> {
-        let head = BodyHead::of(&req);
-        let form = check_content_type(&head)?;
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map_or(gw.config.server.max_body_bytes, |l| l.0);
-        // Refuse an announced oversize body before reading any of it.
-        if head.length.is_some_and(|n| n > limit as u64) {
-            return Err(Error::BodyTooLarge(limit).into());
-        }
-        // A whole-body deadline: a client trickling bytes cannot hold the request open.
-        let deadline = Duration::from_millis(gw.config.limits.body_read_timeout_ms);
-        let read = tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect());
-        let Ok(read) = read.await else {
-            return Err(Error::BodyTimeout(gw.config.limits.body_read_timeout_ms).into());
-        };
-        match read {
-            Ok(collected) => {
-                let bytes = collected.to_bytes();
-                if form && bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                    return Err(Error::UnsupportedMediaType(
-                        "application/x-www-form-urlencoded".into(),
-                    )
-                    .into());
-                }
-                Ok(JsonBody(bytes))
-            }
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                Err(Error::BodyTooLarge(limit).into())
-            }
-            Err(e) => Err(Error::MalformedJson(format!("the body could not be read: {e}")).into()),
-        }
-    }
+/// The read limits of a request body that has no route limit of its own (an axum sub-state
+/// of the gateway).
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    /// `server.max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// `limits.body_read_timeout_ms`: the whole body must arrive within it.
+    pub body_read_timeout_ms: u64,
 }
 
 /// What a request's headers say of its body. Every body reader starts here.
-pub(super) struct BodyHead {
+pub(crate) struct BodyHead {
     /// `Content-Type` as sent (empty when absent or not text), for error messages.
     pub raw_type: String,
     /// Its media type, lower case, without parameters (empty when absent).
@@ -100,24 +62,5 @@ impl BodyHead {
     /// The content type for an error message, bounded.
     pub fn shown_type(&self) -> String {
         self.raw_type.chars().take(100).collect()
-    }
-}
-
-/// Browsers that avoid a CORS preflight send `text/plain`; some clients send none; old
-/// jQuery widgets send a JSON string labelled as a form (returns true then: the body must
-/// still be a JSON object). Anything else (multipart, XML, binary) is refused.
-fn check_content_type(head: &BodyHead) -> Result<bool, Error> {
-    let essence = &head.media_type;
-    let ok = essence.is_empty()
-        || essence == "application/json"
-        || essence == "text/plain"
-        || essence == "text/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"));
-    if essence == "application/x-www-form-urlencoded" {
-        Ok(true)
-    } else if ok {
-        Ok(false)
-    } else {
-        Err(Error::UnsupportedMediaType(head.shown_type()))
     }
 }

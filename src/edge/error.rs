@@ -120,6 +120,13 @@ impl Failure {
             status_code: wire.status_code,
             code: wire.code,
         });
+        // Ours (the MAC) or the backend's own check: both are a wrong key for this chat.
+        if matches!(
+            self.error,
+            Error::BadCredentials | Error::Backend(BackendError::BadCredentials)
+        ) {
+            response.extensions_mut().insert(BadCredentials);
+        }
         response
     }
 }
@@ -133,3 +140,8 @@ pub struct Outcome {
     /// The error code.
     pub code: u16,
 }
+
+/// Left on a response that refused a request for bad credentials (the MAC did not check),
+/// for the bad-credentials throttle in `limits`.
+#[derive(Clone, Copy, Debug)]
+pub struct BadCredentials;

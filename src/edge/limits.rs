@@ -29,7 +29,7 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use parking_lot::Mutex;
 
-use super::error::Outcome;
+use super::error::BadCredentials;
 use super::Failure;
 use crate::config::LimitsConfig;
 use crate::error::Error;
@@ -296,10 +296,7 @@ pub async fn per_chat(
         }
     }
     let response = next.run(req).await;
-    let bad_credentials = response
-        .extensions()
-        .get::<Outcome>()
-        .is_some_and(|o| o.code == Error::BadCredentials.wire().code);
+    let bad_credentials = response.extensions().get::<BadCredentials>().is_some();
     if let (true, Some(ip)) = (bad_credentials, ip) {
         guards.failed_check((chat, ip));
     }

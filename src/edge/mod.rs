@@ -1,24 +1,27 @@
-//! The HTTP edge: routes, request bodies and the Web API JSON reply shapes.
+//! The HTTP edge: the route table, one folder per dialect, and what both dialects share.
 //!
-//! Owns everything that knows HTTP and the wire JSON: the route table, reading and limiting
-//! bodies, content types, the reply shapes and the one conversion of errors into the Web API
-//! error reply (`error`); the GMS dialect's routes and shapes are in `gms`. It knows nothing about backends: it hands typed operations to
-//! `operation` and renders what comes back.
+//! Owns everything that knows HTTP and the wire shapes. Each dialect lives in its own folder
+//! with its routes, body parsing and reply shapes: `webapi` (the Web API v2, JSON) and `gms`
+//! (GMS Chat API v2, forms and multipart). Shared by both: the middleware (`layers`,
+//! `limits`, `cors`), `health`, the one conversion of errors into replies (`error`), body
+//! reading helpers (`body`), the e-mail stream into the intake (`email`) and the JSON reply
+//! and transcript shapes (`wire`). It knows nothing about backends: it hands typed
+//! operations to `operation` and renders what comes back.
 
 pub mod body;
-mod chat;
 pub mod cors;
-mod email;
+pub mod email;
 pub mod error;
-mod gms;
+pub mod gms;
 pub mod health;
 pub mod layers;
 pub mod limits;
+pub mod webapi;
 pub mod wire;
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 
 use crate::error::Error;
@@ -31,12 +34,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/api/v2/chats", post(chat::request_chat))
-        .route("/api/v2/chats/{chat_id}", post(chat::operation))
-        .route("/api/v2/chats/{chat_id}/messages", post(chat::messages))
-        // Reads its body as a stream with its own limit (email.max_size), not through the
-        // chat routes' JsonBody.
-        .route("/api/v2/emails", post(email::send_email))
+        .merge(webapi::routes())
         .merge(gms::routes())
         .fallback(|| async { Failure::from(Error::NotFound) })
         .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })

@@ -1,8 +1,11 @@
-//! The Web API v2 reply shapes.
+//! What the reply shapes of both dialects share: a JSON reply, and transcript events as each
+//! dialect shows them (they differ only in event type names).
+//!
+//! Each dialect's own reply structs are in `webapi::wire` and `gms::wire`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use backend_api::{ChatState, Event, EventType, Participant, UserData};
+use backend_api::{Event, EventType, Participant, UserData};
 use serde::{Serialize, Serializer};
 
 /// A JSON reply. Encoding a plain struct cannot fail; if it ever did, the client still gets
@@ -98,50 +101,4 @@ fn event_type(kind: EventType, dialect: Dialect) -> &'static str {
         EventType::FileUploaded => "FileUploaded",
         EventType::FileDeleted => "FileDeleted",
     }
-}
-
-pub fn chat_state(state: ChatState) -> &'static str {
-    match state {
-        ChatState::WaitingForAgent => "WaitingForAgent",
-        ChatState::Chatting => "Chatting",
-        ChatState::Idle => "Idle",
-    }
-}
-
-/// Request Chat's reply.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreatedReply<'a> {
-    pub chat_id: &'a str,
-    pub path: String,
-    pub user_id: &'a str,
-    pub secure_key: &'a str,
-    pub alias: &'a str,
-    pub tenant_name: &'a str,
-    pub messages: Events<'a>,
-    pub chat_ended: bool,
-    pub next_position: u64,
-    pub status_code: u8,
-}
-
-/// The reply to every operation on an existing chat.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ChatReply<'a> {
-    pub status_code: u8,
-    pub alias: &'a str,
-    pub secure_key: &'a str,
-    pub user_id: &'a str,
-    pub tenant_name: &'a str,
-    pub chat_id: &'a str,
-    pub chat_ended: bool,
-    pub next_position: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub messages: Option<Events<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub participants: Option<&'a [Participant]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_data: Option<&'a backend_api::UserData>,
 }

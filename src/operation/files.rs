@@ -6,9 +6,8 @@ use std::sync::Arc;
 use backend_api::{FileContent, FileLimits, NewFile};
 
 use super::run::open_chat;
-use super::ClientCredentials;
+use super::{Chats, ClientCredentials};
 use crate::error::Error;
-use crate::Gateway;
 
 /// The alias that served a file operation, and its outcome.
 pub struct Served<T> {
@@ -17,7 +16,7 @@ pub struct Served<T> {
 }
 
 pub async fn file_limits(
-    gw: &Gateway,
+    gw: &Chats,
     chat_id: &str,
     creds: &ClientCredentials,
 ) -> Result<Served<FileLimits>, Error> {
@@ -31,7 +30,7 @@ pub async fn file_limits(
 
 /// Returns the new file's id.
 pub async fn upload_file(
-    gw: &Gateway,
+    gw: &Chats,
     chat_id: &str,
     creds: &ClientCredentials,
     file: NewFile,
@@ -47,7 +46,7 @@ pub async fn upload_file(
 }
 
 pub async fn download_file(
-    gw: &Gateway,
+    gw: &Chats,
     chat_id: &str,
     creds: &ClientCredentials,
     file_id: &str,
@@ -58,7 +57,7 @@ pub async fn download_file(
 }
 
 pub async fn delete_file(
-    gw: &Gateway,
+    gw: &Chats,
     chat_id: &str,
     creds: &ClientCredentials,
     file_id: &str,

@@ -3,17 +3,15 @@
 //! Invariant: nothing reaches a backend before the tenant, the alias and the credentials'
 //! MAC have been checked.
 
-use std::future::Future;
 use std::sync::Arc;
 
-use backend_api::{BackendError, ChatRef, ChatUpdate, Event, NewChat, Refresh, Transcript};
+use backend_api::{BackendError, ChatRef, ChatUpdate, Event, NewChat};
 
-use super::{ChatOperation, ClientCredentials, OnChat, RequestChat};
+use super::{Chats, ClientCredentials, OnChat};
 use crate::config::AdminState;
 use crate::credentials::Claim;
 use crate::error::Error;
 use crate::router::{Instance, Route, Router};
-use crate::Gateway;
 
 /// A new chat, as the client will see it.
 pub struct Created {
@@ -37,26 +35,16 @@ pub struct ChatReply {
 }
 
 /// Request Chat: place the chat on an instance and start it there. A chat the chosen
-/// instance certainly never received (connection refused, full) is tried on another one.
-pub async fn request_chat(gw: &Gateway, req: RequestChat) -> Result<Created, Error> {
+/// instance certainly never received (connection refused, full) is tried on another one. An
+/// empty `endpoint` (the client named none) becomes the tenant's default.
+pub async fn request_chat(gw: &Chats, mut chat: NewChat) -> Result<Created, Error> {
     let tenant = gw
-        .config
-        .tenant(&req.tenant_name)
-        .ok_or_else(|| Error::UnknownTenant(req.tenant_name.clone()))?;
+        .tenant(&chat.tenant_name)
+        .ok_or_else(|| Error::UnknownTenant(chat.tenant_name.clone()))?;
     let router = gw.router();
-    let endpoint = req
-        .endpoint
-        .unwrap_or_else(|| tenant.default_endpoint.clone());
-    let chat = NewChat {
-        tenant_name: req.tenant_name,
-        nickname: req.nickname,
-        first_name: req.first_name,
-        last_name: req.last_name,
-        email_address: req.email_address,
-        subject: req.subject,
-        endpoint,
-        user_data: req.user_data,
-    };
+    if chat.endpoint.is_empty() {
+        chat.endpoint = tenant.default_endpoint.clone();
+    }
     let tenant_name = chat.tenant_name.clone();
     let (instance, created) = gw
         .within(async {
@@ -90,7 +78,7 @@ pub async fn request_chat(gw: &Gateway, req: RequestChat) -> Result<Created, Err
         user_id: &created.chat.user_id,
         tenant_name: &tenant_name,
     };
-    let secure_key = gw.credentials.seal(claim, &created.chat.secure_key);
+    let secure_key = gw.credentials().seal(claim, &created.chat.secure_key);
     tracing::debug!(chat_id = %created.chat.chat_id, alias = %instance.alias, "chat created");
     Ok(Created {
         secure_key,
@@ -104,33 +92,16 @@ pub async fn request_chat(gw: &Gateway, req: RequestChat) -> Result<Created, Err
 }
 
 /// Most instances one request tries (placement or failover) before it gives up.
-const MAX_ATTEMPTS: usize = 3;
+pub(super) const MAX_ATTEMPTS: usize = 3;
 
 /// Any operation on an existing chat. When the chat's instance is down, in maint or removed,
 /// the chat is restored on another instance first. When the instance fails the request, the
 /// request moves too if that is safe: always when it cannot have arrived (connection
 /// refused), and for idempotent actions when it may have; otherwise the client gets
 /// statusCode 1 and its retry finds the chat moved.
-pub async fn on_chat(gw: &Gateway, chat_id: &str, mut req: OnChat) -> Result<ChatReply, Error> {
+pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatReply, Error> {
     let opened = check_chat(gw, chat_id, &req.credentials)?;
-    let refresh = match req.operation {
-        ChatOperation::Act(action) => Refresh {
-            action,
-            transcript: Transcript::None,
-            details: false,
-        },
-        ChatOperation::GetChat => Refresh {
-            action: backend_api::Action::Poll,
-            transcript: Transcript::None,
-            details: true,
-        },
-        ChatOperation::GetMessages(transcript) => Refresh {
-            action: backend_api::Action::Poll,
-            transcript,
-            details: false,
-        },
-        ChatOperation::Refresh(refresh) => refresh,
-    };
+    let refresh = &req.operation;
     let tenant = req.credentials.tenant_name.as_str();
     let (instance, update) = gw
         .within(async {
@@ -177,7 +148,7 @@ pub async fn on_chat(gw: &Gateway, chat_id: &str, mut req: OnChat) -> Result<Cha
             user_id: &opened.chat.user_id,
             tenant_name: &req.credentials.tenant_name,
         };
-        req.credentials.secure_key = gw.credentials.seal(claim, new_key);
+        req.credentials.secure_key = gw.credentials().seal(claim, new_key);
     }
     Ok(ChatReply {
         alias: Arc::clone(&instance.alias),
@@ -197,8 +168,8 @@ pub(super) struct Opened {
 
 /// The check every request on a chat passes before any backend sees it: tenant, the
 /// credentials' MAC, the alias.
-fn check_chat(gw: &Gateway, chat_id: &str, creds: &ClientCredentials) -> Result<Opened, Error> {
-    if gw.config.tenant(&creds.tenant_name).is_none() {
+fn check_chat(gw: &Chats, chat_id: &str, creds: &ClientCredentials) -> Result<Opened, Error> {
+    if gw.tenant(&creds.tenant_name).is_none() {
         return Err(Error::UnknownTenant(creds.tenant_name.clone()));
     }
     let claim = Claim {
@@ -207,7 +178,7 @@ fn check_chat(gw: &Gateway, chat_id: &str, creds: &ClientCredentials) -> Result<
         tenant_name: &creds.tenant_name,
     };
     let backend_key = gw
-        .credentials
+        .credentials()
         .open(claim, &creds.secure_key)
         .ok_or(Error::BadCredentials)?;
     let router = gw.router();
@@ -232,7 +203,7 @@ fn check_chat(gw: &Gateway, chat_id: &str, creds: &ClientCredentials) -> Result<
 /// The checks of [`check_chat`], then the instance that serves the chat now (moving it
 /// there if its own instance cannot). For the file operations, which are never retried.
 pub(super) async fn open_chat(
-    gw: &Gateway,
+    gw: &Chats,
     chat_id: &str,
     creds: &ClientCredentials,
 ) -> Result<(Arc<Instance>, ChatRef), Error> {
@@ -298,29 +269,5 @@ fn note_failure(instance: &Instance, e: &BackendError) {
         BackendError::Interrupted(why) => instance.health.request_failed(why),
         // It answered: busy, or a refusal of this request.
         _ => instance.health.request_ok(),
-    }
-}
-
-impl Gateway {
-    /// Bounds a backend call by the configured request timeout. A call cut off may have
-    /// reached the backend, so it is `Interrupted`, never `Unreachable`.
-    pub(super) async fn deadline<T>(
-        &self,
-        call: impl Future<Output = Result<T, BackendError>>,
-    ) -> Result<T, Error> {
-        self.within(async { call.await.map_err(Error::Backend) })
-            .await
-    }
-
-    /// Bounds a whole request (failover and second attempts included) by the configured
-    /// request timeout.
-    pub(super) async fn within<T>(
-        &self,
-        work: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        match tokio::time::timeout(self.request_timeout, work).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout),
-        }
     }
 }

@@ -63,6 +63,20 @@ pub struct TestGateway {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A gateway's application in this process (see [`GatewayBuilder::in_process`]).
+pub struct InProcess {
+    pub app: axum::Router,
+    pub gateway: Arc<Gateway>,
+    pub engines: Vec<(String, Arc<Engine>)>,
+    email_dir: std::path::PathBuf,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.email_dir);
+    }
+}
+
 impl Drop for TestGateway {
     fn drop(&mut self) {
         self.task.abort();
@@ -146,6 +160,19 @@ impl GatewayBuilder {
     /// servers) or making new ones.
     pub async fn start_with(self, engines: Option<Vec<(String, Arc<Engine>)>>) -> TestGateway {
         let config = self.config();
+        let (engines, backends) = self.mock_backends(engines);
+        self.serve(config, backends, engines).await
+    }
+
+    /// The embedded mock instances' engines (given, or new ones) and their adapters.
+    #[allow(clippy::type_complexity)]
+    fn mock_backends(
+        &self,
+        engines: Option<Vec<(String, Arc<Engine>)>>,
+    ) -> (
+        Vec<(String, Arc<Engine>)>,
+        Vec<(String, Arc<dyn backend_api::ChatBackend>)>,
+    ) {
         let engines = engines.unwrap_or_else(|| {
             self.aliases
                 .iter()
@@ -164,7 +191,21 @@ impl GatewayBuilder {
                 (a.clone(), backend)
             })
             .collect();
-        self.serve(config, backends, engines).await
+        (engines, backends)
+    }
+
+    /// The whole application in this process, without a socket, for
+    /// `tower::ServiceExt::oneshot` (needs a tokio runtime: the gateway starts its tasks).
+    pub fn in_process(self) -> InProcess {
+        let config = self.config();
+        let (engines, backends) = self.mock_backends(None);
+        let gateway = Gateway::with_backends(config, backends).expect("gateway starts");
+        InProcess {
+            app: webapi_gateway::app(Arc::clone(&gateway)),
+            gateway,
+            engines,
+            email_dir: self.email_dir.clone(),
+        }
     }
 
     /// Starts the gateway with the given adapters behind its aliases (fakes that script a

@@ -1,9 +1,15 @@
-//! Test fixtures for tests that cross a network with real processes: a private `redis-server`,
-//! `chat-server` processes, and polling with a deadline.
+//! Test fixtures: for tests that cross a network with real processes, a private
+//! `redis-server`, `chat-server` processes, and polling with a deadline; for tests that need
+//! none, [`ScriptedBackend`] (`backend`), the one fake chat backend whose answers a test
+//! scripts and whose received calls it reads back.
 //!
-//! Owns starting and stopping those processes and nothing else: assertions belong to the
-//! tests. Every fixture picks its own free port on 127.0.0.1 and kills its process on drop, so
+//! Owns starting and stopping those processes and the fake, nothing else: assertions belong
+//! to the tests. Every fixture picks its own free port on 127.0.0.1 and kills its process on drop, so
 //! tests can run in parallel and never assume a service already running.
+
+pub mod backend;
+
+pub use backend::{Call, Received, ScriptedBackend};
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,18 +1,19 @@
 //! Reading a GMS request body: form-encoded or multipart, within `gms.max_upload_bytes`.
+//! The fields are turned into operations by `parse`.
 
 use std::sync::Arc;
 
-use crate::edge::body::BodyHead;
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart, Request};
+use axum::extract::{FromRef, FromRequest, Multipart, Request};
 use axum::http::StatusCode;
 use backend_api::NewFile;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use super::parse::FormFields;
+use super::Services;
+use crate::edge::body::BodyHead;
 use crate::edge::error::GmsFailure;
 use crate::error::Error;
-use crate::operation::FormFields;
-use crate::Gateway;
 
 /// A GMS body: its text fields, plus the multipart part `file` when there is one. A query
 /// string's fields come first (GET downloads carry the credentials there).
@@ -21,11 +22,15 @@ pub struct GmsBody {
     pub file: Option<NewFile>,
 }
 
-impl FromRequest<Arc<Gateway>> for GmsBody {
+impl<S> FromRequest<S> for GmsBody
+where
+    Services: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = GmsFailure;
 
-    async fn from_request(req: Request, gw: &Arc<Gateway>) -> Result<Self, GmsFailure> {
-        let limit = gw.config.gms.max_upload_bytes;
+    async fn from_request(req: Request, state: &S) -> Result<Self, GmsFailure> {
+        let limit = Services::from_ref(state).max_upload_bytes();
         let mut fields = FormFields(
             req.uri()
                 .query()
@@ -39,7 +44,7 @@ impl FromRequest<Arc<Gateway>> for GmsBody {
         let essence = head.media_type.as_str();
         if essence == "multipart/form-data" {
             let req = req.map(|b| Body::new(Limited::new(b, limit)));
-            let mut multipart = Multipart::from_request(req, gw)
+            let mut multipart = Multipart::from_request(req, state)
                 .await
                 .map_err(|e| Error::MalformedForm(e.body_text()))?;
             let mut file = None;

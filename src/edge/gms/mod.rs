@@ -1,16 +1,20 @@
 //! The GMS Chat API v2 dialect: `/genesys/2/chat/{serviceName}/…`, form-encoded or
 //! multipart bodies, GMS reply shapes and event names.
 //!
-//! Owns the GMS routes, the service name → tenant mapping and its optional API key check,
-//! and the GMS shapes. Runs the same operations as the Web API dialect (`operation`), so a
-//! chat started in one dialect carries on in the other. Knows nothing about backends.
+//! Owns the GMS routes, the service name → tenant mapping and its optional API key check
+//! ([`Services`]), reading its bodies (`body`), turning their fields into operations
+//! (`parse`) and the GMS reply shape (`wire`). Runs the same operations as the Web API
+//! dialect (`operation`), so a chat started in one dialect carries on in the other. Chat
+//! handlers take [`Chats`] and [`Services`], the e-mail handler the e-mail intake's state
+//! and [`Services`]. Knows nothing about backends.
 
 mod body;
+pub mod parse;
 mod wire;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -18,16 +22,61 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 use self::body::GmsBody;
+use self::parse::{gms_credentials, parse_gms_operation, parse_gms_request_chat};
 use self::wire::{limits_user_data, GmsReply};
+use super::email::Emails;
 use super::error::GmsFailure;
 use super::wire::{json, Events};
-use crate::config::GmsServiceConfig;
+use crate::config::{GmsConfig, GmsServiceConfig};
 use crate::error::Error;
-use crate::operation::{self, gms_credentials, ClientCredentials};
-use crate::Gateway;
+use crate::operation::{self, Chats, ClientCredentials};
+
+pub use parse::FormFields;
+
+/// The GMS services the dialect serves (an axum sub-state of the gateway): `[gms]`, fixed
+/// at start-up. Cheap to clone.
+#[derive(Clone)]
+pub struct Services(Arc<GmsConfig>);
+
+impl Services {
+    pub fn new(config: GmsConfig) -> Services {
+        Services(Arc::new(config))
+    }
+
+    /// `gms.max_upload_bytes`: the most a GMS chat request's body may hold.
+    pub fn max_upload_bytes(&self) -> usize {
+        self.0.max_upload_bytes
+    }
+
+    /// The configured service a URL names, after its API key check (the service's key,
+    /// else its tenant's).
+    fn service(&self, name: &str, headers: &HeaderMap) -> Result<&GmsServiceConfig, Error> {
+        let service = self
+            .0
+            .service(name)
+            .ok_or_else(|| Error::UnknownService(name.chars().take(64).collect()))?;
+        if let Some(expected) = self.0.api_key(service) {
+            let given = headers
+                .get("apikey")
+                .or_else(|| headers.get("x-api-key"))
+                .map(HeaderValue::as_bytes)
+                .unwrap_or(b"");
+            if !bool::from(given.ct_eq(expected.as_bytes())) {
+                return Err(Error::BadApiKey);
+            }
+        }
+        Ok(service)
+    }
+}
 
 /// The GMS routes (merged into the public application by `edge::routes`).
-pub fn routes() -> Router<Arc<Gateway>> {
+pub fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Chats: FromRef<S>,
+    Emails: FromRef<S>,
+    Services: FromRef<S>,
+{
     const CHAT: &str = "/genesys/2/chat/{service}/{chat_id}";
     Router::new()
         .route("/genesys/2/chat/{service}", post(request_chat))
@@ -47,40 +96,16 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .layer(DefaultBodyLimit::disable())
 }
 
-/// The configured service a URL names, after its API key check (the service's key, else its
-/// tenant's).
-fn service<'a>(
-    gw: &'a Gateway,
-    name: &str,
-    headers: &HeaderMap,
-) -> Result<&'a GmsServiceConfig, Error> {
-    let service = gw
-        .config
-        .gms
-        .service(name)
-        .ok_or_else(|| Error::UnknownService(name.chars().take(64).collect()))?;
-    if let Some(expected) = gw.config.gms.api_key(service) {
-        let given = headers
-            .get("apikey")
-            .or_else(|| headers.get("x-api-key"))
-            .map(HeaderValue::as_bytes)
-            .unwrap_or(b"");
-        if !bool::from(given.ct_eq(expected.as_bytes())) {
-            return Err(Error::BadApiKey);
-        }
-    }
-    Ok(service)
-}
-
 /// `POST /genesys/2/email/{serviceName}`: an e-mail for the service's tenant, with the Send
 /// Email fields less `tenantName` (multipart, or form-encoded without files).
 async fn send_email(
-    State(gw): State<Arc<Gateway>>,
+    State(services): State<Services>,
+    State(emails): State<Emails>,
     Path(name): Path<String>,
     req: axum::extract::Request,
 ) -> Result<Response, GmsFailure> {
-    let tenant = service(&gw, &name, req.headers())?.tenant.clone();
-    let id = super::email::accept(&gw, req, Some(&tenant)).await?;
+    let tenant = services.service(&name, req.headers())?.tenant.clone();
+    let id = emails.accept(req, Some(&tenant)).await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({"statusCode": 0, "interactionId": id.to_string()}),
@@ -89,15 +114,15 @@ async fn send_email(
 
 /// `POST /genesys/2/chat/{serviceName}`: request chat.
 async fn request_chat(
-    State(gw): State<Arc<Gateway>>,
+    State(chats): State<Chats>,
+    State(services): State<Services>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: GmsBody,
 ) -> Result<Response, GmsFailure> {
-    let svc = service(&gw, &name, &headers)?;
-    let request =
-        operation::parse_gms_request_chat(&body.fields, &svc.tenant, svc.endpoint.as_deref())?;
-    let c = operation::request_chat(&gw, request).await?;
+    let svc = services.service(&name, &headers)?;
+    let request = parse_gms_request_chat(&body.fields, &svc.tenant, svc.endpoint.as_deref())?;
+    let c = operation::request_chat(&chats, request).await?;
     Ok(json(
         StatusCode::OK,
         &GmsReply {
@@ -116,16 +141,16 @@ async fn request_chat(
 
 /// `POST /genesys/2/chat/{serviceName}/{chatId}/{operation}`.
 async fn chat_operation(
-    State(gw): State<Arc<Gateway>>,
+    State(chats): State<Chats>,
+    State(services): State<Services>,
     Path((name, chat_id, op)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: GmsBody,
 ) -> Result<Response, GmsFailure> {
     let on_chat = |e| GmsFailure::on_chat(e, &chat_id);
-    let svc = service(&gw, &name, &headers).map_err(on_chat)?;
-    let request =
-        operation::parse_gms_operation(&op, &body.fields, &svc.tenant).map_err(on_chat)?;
-    let reply = operation::on_chat(&gw, &chat_id, request)
+    let svc = services.service(&name, &headers).map_err(on_chat)?;
+    let request = parse_gms_operation(&op, &body.fields, &svc.tenant).map_err(on_chat)?;
+    let reply = operation::on_chat(&chats, &chat_id, request)
         .await
         .map_err(on_chat)?;
     let update = &reply.update;
@@ -147,13 +172,15 @@ async fn chat_operation(
 
 /// The service check and credentials of a file operation.
 fn file_request(
-    gw: &Gateway,
+    services: &Services,
     name: &str,
     chat_id: &str,
     headers: &HeaderMap,
     body: &GmsBody,
 ) -> Result<ClientCredentials, GmsFailure> {
-    let svc = service(gw, name, headers).map_err(|e| GmsFailure::on_chat(e, chat_id))?;
+    let svc = services
+        .service(name, headers)
+        .map_err(|e| GmsFailure::on_chat(e, chat_id))?;
     gms_credentials(&body.fields, &svc.tenant).map_err(|e| GmsFailure::on_chat(e, chat_id))
 }
 
@@ -181,13 +208,14 @@ fn file_reply(
 }
 
 async fn file_limits(
-    State(gw): State<Arc<Gateway>>,
+    State(chats): State<Chats>,
+    State(services): State<Services>,
     Path((name, chat_id)): Path<(String, String)>,
     headers: HeaderMap,
     body: GmsBody,
 ) -> Result<Response, GmsFailure> {
-    let creds = file_request(&gw, &name, &chat_id, &headers, &body)?;
-    let served = operation::file_limits(&gw, &chat_id, &creds)
+    let creds = file_request(&services, &name, &chat_id, &headers, &body)?;
+    let served = operation::file_limits(&chats, &chat_id, &creds)
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
     Ok(file_reply(
@@ -199,17 +227,18 @@ async fn file_limits(
 }
 
 async fn file_upload(
-    State(gw): State<Arc<Gateway>>,
+    State(chats): State<Chats>,
+    State(services): State<Services>,
     Path((name, chat_id)): Path<(String, String)>,
     headers: HeaderMap,
     mut body: GmsBody,
 ) -> Result<Response, GmsFailure> {
-    let creds = file_request(&gw, &name, &chat_id, &headers, &body)?;
+    let creds = file_request(&services, &name, &chat_id, &headers, &body)?;
     let file = body
         .file
         .take()
         .ok_or_else(|| GmsFailure::on_chat(Error::MissingField("file"), &chat_id))?;
-    let served = operation::upload_file(&gw, &chat_id, &creds, file)
+    let served = operation::upload_file(&chats, &chat_id, &creds, file)
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
     let data = [("file-id".to_owned(), served.value)].into();
@@ -217,13 +246,14 @@ async fn file_upload(
 }
 
 async fn file_download(
-    State(gw): State<Arc<Gateway>>,
+    State(chats): State<Chats>,
+    State(services): State<Services>,
     Path((name, chat_id, file_id)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: GmsBody,
 ) -> Result<Response, GmsFailure> {
-    let creds = file_request(&gw, &name, &chat_id, &headers, &body)?;
-    let file = operation::download_file(&gw, &chat_id, &creds, &file_id)
+    let creds = file_request(&services, &name, &chat_id, &headers, &body)?;
+    let file = operation::download_file(&chats, &chat_id, &creds, &file_id)
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
     let content_type = file
@@ -257,13 +287,14 @@ async fn file_download(
 }
 
 async fn file_delete(
-    State(gw): State<Arc<Gateway>>,
+    State(chats): State<Chats>,
+    State(services): State<Services>,
     Path((name, chat_id, file_id)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: GmsBody,
 ) -> Result<Response, GmsFailure> {
-    let creds = file_request(&gw, &name, &chat_id, &headers, &body)?;
-    let served = operation::delete_file(&gw, &chat_id, &creds, &file_id)
+    let creds = file_request(&services, &name, &chat_id, &headers, &body)?;
+    let served = operation::delete_file(&chats, &chat_id, &creds, &file_id)
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
     let data = [("file-id".to_owned(), file_id)].into();

@@ -1,11 +1,12 @@
-//! GMS dialect form fields → operations. The GMS Chat API v2 names its fields differently
-//! from the Web API (`message` for `text`, `userData[key]=value`, the tenant from the service
-//! name) but asks for the same operations, so both dialects run through `run`.
+//! GMS dialect form fields → operations (`NewChat`, `OnChat`). The GMS Chat API v2 names its
+//! fields differently from the Web API (`message` for `text`, `userData[key]=value`,
+//! `firstName` + `lastName` for a nickname, the tenant from the service name) but asks for
+//! the same operations, so both dialects run through `operation`. Knows nothing of HTTP.
 
-use backend_api::{Action, Refresh, Transcript, UserData};
+use backend_api::{Action, NewChat, Refresh, Transcript, UserData};
 
-use super::{ChatOperation, ClientCredentials, OnChat, RequestChat};
 use crate::error::Error;
+use crate::operation::{ClientCredentials, OnChat};
 
 /// The text fields of a form-encoded or multipart GMS body, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,7 +60,7 @@ pub fn parse_gms_request_chat(
     fields: &FormFields,
     tenant: &str,
     endpoint: Option<&str>,
-) -> Result<RequestChat, Error> {
+) -> Result<NewChat, Error> {
     let first_name = fields.owned("firstName");
     let last_name = fields.owned("lastName");
     // GMS accepts firstName + lastName instead of a nickname.
@@ -77,14 +78,15 @@ pub fn parse_gms_request_chat(
             joined
         }
     };
-    Ok(RequestChat {
+    Ok(NewChat {
         tenant_name: tenant.to_owned(),
         nickname,
         first_name,
         last_name,
         email_address: fields.owned("emailAddress"),
         subject: fields.owned("subject"),
-        endpoint: endpoint.map(str::to_owned),
+        // Empty: the tenant's default endpoint.
+        endpoint: endpoint.unwrap_or_default().to_owned(),
         user_data: fields.user_data(),
     })
 }
@@ -131,12 +133,12 @@ pub fn parse_gms_operation(op: &str, fields: &FormFields, tenant: &str) -> Resul
     };
     Ok(OnChat {
         credentials: gms_credentials(fields, tenant)?,
-        operation: ChatOperation::Refresh(Refresh {
+        operation: Refresh {
             // A refresh also reports the chat's user data, as GMS does.
             details: action == Action::Poll,
             action,
             transcript: fields.transcript()?,
-        }),
+        },
     })
 }
 
@@ -161,7 +163,7 @@ mod tests {
         assert_eq!(r.nickname, "First Last");
         assert_eq!(r.user_data.get("TimeZone").map(String::as_str), Some("120"));
         assert_eq!(r.user_data.len(), 2);
-        assert_eq!(r.endpoint.as_deref(), Some("sales"));
+        assert_eq!(r.endpoint, "sales");
         assert!(matches!(
             parse_gms_request_chat(&form("subject=s"), "E", None),
             Err(Error::MissingField("nickname"))
@@ -180,14 +182,14 @@ mod tests {
         assert_eq!(o.credentials.tenant_name, "E");
         assert_eq!(
             o.operation,
-            ChatOperation::Refresh(Refresh {
+            Refresh {
                 action: Action::SendMessage {
                     text: "hi".into(),
                     message_type: None
                 },
                 transcript: Transcript::From(3),
                 details: false,
-            })
+            }
         );
         assert!(matches!(
             parse_gms_operation("send", &form(creds), "E"),

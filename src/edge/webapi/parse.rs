@@ -1,11 +1,14 @@
-//! JSON bodies → operations. Lenient about unknown fields, strict about types: a field of
-//! the wrong JSON type is refused with its name.
+//! Web API JSON bodies → operations (`NewChat`, `OnChat`). Lenient about unknown fields,
+//! strict about types: a field of the wrong JSON type is refused with its name.
+//!
+//! Owns the Web API's field names and rules (required fields, types, transcript positions)
+//! and its operation names; knows nothing of HTTP or of running an operation.
 
-use backend_api::{Action, Transcript, UserData};
+use backend_api::{Action, NewChat, Refresh, Transcript, UserData};
 use serde::Deserialize;
 
-use super::{ChatOperation, ClientCredentials, OnChat, RequestChat};
 use crate::error::Error;
+use crate::operation::{ClientCredentials, OnChat};
 
 /// Every field any chat request may carry. Absent and `null` are the same.
 #[derive(Deserialize, Default)]
@@ -96,16 +99,17 @@ fn credentials(body: &mut Body) -> Result<ClientCredentials, Error> {
 }
 
 /// `POST /api/v2/chats`.
-pub fn parse_request_chat(bytes: &[u8]) -> Result<RequestChat, Error> {
+pub fn parse_request_chat(bytes: &[u8]) -> Result<NewChat, Error> {
     let b = body(bytes)?;
-    Ok(RequestChat {
+    Ok(NewChat {
         tenant_name: required(b.tenant_name, "tenantName")?,
         nickname: non_empty(b.nickname, "nickname")?,
         first_name: b.first_name,
         last_name: b.last_name,
         email_address: b.email_address,
         subject: b.subject,
-        endpoint: b.endpoint.filter(|e| !e.is_empty()),
+        // Empty: the tenant's default endpoint.
+        endpoint: b.endpoint.unwrap_or_default(),
         user_data: b.user_data.unwrap_or_default(),
     })
 }
@@ -116,24 +120,28 @@ pub fn parse_chat_operation(bytes: &[u8]) -> Result<OnChat, Error> {
     let name = required(b.operation_name.take(), "operationName")?;
     let credentials = credentials(&mut b)?;
     let operation = match name.as_str() {
-        "SendMessage" => ChatOperation::Act(Action::SendMessage {
+        "SendMessage" => act(Action::SendMessage {
             text: required(b.text, "text")?,
             message_type: b.message_type,
         }),
-        "SendStartTypingNotification" => ChatOperation::Act(Action::StartTyping { text: b.text }),
-        "SendStopTypingNotification" => ChatOperation::Act(Action::StopTyping { text: b.text }),
-        "UpdateUserNickname" => ChatOperation::Act(Action::UpdateNickname {
+        "SendStartTypingNotification" => act(Action::StartTyping { text: b.text }),
+        "SendStopTypingNotification" => act(Action::StopTyping { text: b.text }),
+        "UpdateUserNickname" => act(Action::UpdateNickname {
             nickname: non_empty(b.nickname, "nickname")?,
         }),
-        "SendUrl" => ChatOperation::Act(Action::PushUrl {
+        "SendUrl" => act(Action::PushUrl {
             url: non_empty(b.push_url, "pushUrl")?,
         }),
-        "UpdateUserData" => ChatOperation::Act(Action::UpdateUserData {
+        "UpdateUserData" => act(Action::UpdateUserData {
             data: b.user_data.ok_or(Error::MissingField("userData"))?,
             text: b.text,
         }),
-        "Complete" => ChatOperation::Act(Action::Complete),
-        "GetChat" => ChatOperation::GetChat,
+        "Complete" => act(Action::Complete),
+        "GetChat" => Refresh {
+            action: Action::Poll,
+            transcript: Transcript::None,
+            details: true,
+        },
         _ => return Err(Error::UnknownOperation(name)),
     };
     Ok(OnChat {
@@ -153,8 +161,42 @@ pub fn parse_get_messages(bytes: &[u8]) -> Result<OnChat, Error> {
     };
     Ok(OnChat {
         credentials,
-        operation: ChatOperation::GetMessages(transcript),
+        operation: get_messages(transcript),
     })
+}
+
+/// A Web API action: it asks for no transcript (only Get Messages does) and no details.
+fn act(action: Action) -> Refresh {
+    Refresh {
+        action,
+        transcript: Transcript::None,
+        details: false,
+    }
+}
+
+fn get_messages(transcript: Transcript) -> Refresh {
+    Refresh {
+        action: Action::Poll,
+        transcript,
+        details: false,
+    }
+}
+
+/// The Web API's name for a request on a chat (`operationName`, or `GetMessages`), for
+/// metrics and logs.
+pub fn operation_name(operation: &Refresh) -> &'static str {
+    match &operation.action {
+        Action::Poll if operation.details => "GetChat",
+        Action::Poll => "GetMessages",
+        Action::SendMessage { .. } => "SendMessage",
+        Action::StartTyping { .. } => "SendStartTypingNotification",
+        Action::StopTyping { .. } => "SendStopTypingNotification",
+        Action::UpdateNickname { .. } => "UpdateUserNickname",
+        Action::PushUrl { .. } => "SendUrl",
+        Action::UpdateUserData { .. } => "UpdateUserData",
+        Action::CustomNotice { .. } => "CustomNotice",
+        Action::Complete => "Complete",
+    }
 }
 
 #[cfg(test)]
@@ -181,7 +223,7 @@ mod tests {
         let o = op(r#","operationName":"SendMessage","text":"hello","messageType":"x""#).unwrap();
         assert_eq!(
             o.operation,
-            ChatOperation::Act(Action::SendMessage {
+            act(Action::SendMessage {
                 text: "hello".into(),
                 message_type: Some("x".into())
             })
@@ -190,11 +232,19 @@ mod tests {
         let o = op(r#","operationName":"UpdateUserData","userData":{"a":"b"}"#).unwrap();
         assert!(matches!(
             o.operation,
-            ChatOperation::Act(Action::UpdateUserData { .. })
+            Refresh {
+                action: Action::UpdateUserData { .. },
+                transcript: Transcript::None,
+                details: false
+            }
         ));
         assert_eq!(
             op(r#","operationName":"GetChat""#).unwrap().operation,
-            ChatOperation::GetChat
+            Refresh {
+                action: Action::Poll,
+                transcript: Transcript::None,
+                details: true,
+            }
         );
     }
 
@@ -205,18 +255,18 @@ mod tests {
                 .unwrap()
                 .operation
         };
-        assert_eq!(get(""), ChatOperation::GetMessages(Transcript::From(1)));
+        assert_eq!(get(""), get_messages(Transcript::From(1)));
         assert_eq!(
             get(r#","transcriptPosition":0"#),
-            ChatOperation::GetMessages(Transcript::None)
+            get_messages(Transcript::None)
         );
         assert_eq!(
             get(r#","transcriptPosition":1"#),
-            ChatOperation::GetMessages(Transcript::From(1))
+            get_messages(Transcript::From(1))
         );
         assert_eq!(
             get(r#","transcriptPosition":7"#),
-            ChatOperation::GetMessages(Transcript::From(7))
+            get_messages(Transcript::From(7))
         );
     }
 

@@ -1,0 +1,85 @@
+//! [`Chats`]: everything the chat operations read, and nothing else.
+//!
+//! Owns the request deadline and holds the tenants, the credentials scheme and a handle on
+//! the current router table. Building one opens nothing and starts no task, so the rules in
+//! `run` can be tested against scripted backends without a spool, a socket or a process. It
+//! must not grow e-mail, HTTP or config-file concerns: those belong to the gateway that
+//! composes it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use backend_api::BackendError;
+
+use crate::config::TenantConfig;
+use crate::credentials::Credentials;
+use crate::error::Error;
+use crate::router::Router;
+
+/// The shared state of the chat operations (an axum sub-state of the gateway). Cheap to
+/// clone: handlers get their own copy per request.
+#[derive(Clone)]
+pub struct Chats {
+    /// The tenants clients may name; fixed at start-up (a reload does not change them).
+    tenants: Arc<[TenantConfig]>,
+    credentials: Credentials,
+    /// The gateway's current table: a reload replaces it whole, and each request loads it
+    /// once and holds it to its end.
+    router: Arc<ArcSwap<Router>>,
+    /// Bounds every request, failover and second attempts included.
+    request_timeout: Duration,
+}
+
+impl Chats {
+    pub fn new(
+        tenants: Vec<TenantConfig>,
+        credentials: Credentials,
+        router: Arc<ArcSwap<Router>>,
+        request_timeout: Duration,
+    ) -> Chats {
+        Chats {
+            tenants: tenants.into(),
+            credentials,
+            router,
+            request_timeout,
+        }
+    }
+
+    /// The configured tenant of that name.
+    pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    pub(super) fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The current router table. A request holds the table it started with to its end.
+    pub fn router(&self) -> Arc<Router> {
+        self.router.load_full()
+    }
+
+    /// Bounds a backend call by the configured request timeout. A call cut off may have
+    /// reached the backend, so it is `Interrupted`, never `Unreachable`.
+    pub(super) async fn deadline<T>(
+        &self,
+        call: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, Error> {
+        self.within(async { call.await.map_err(Error::Backend) })
+            .await
+    }
+
+    /// Bounds a whole request (failover and second attempts included) by the configured
+    /// request timeout.
+    pub(super) async fn within<T>(
+        &self,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.request_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The chat rules of `run`, on [`Chats`] built by hand over scripted backends: no spool, no
+//! socket, no process. Each test asserts what reached which backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use backend_api::{Action, BackendError, ChatBackend, ChatRef, NewChat, Refresh, Transcript};
+use testkit::{Call, ScriptedBackend};
+
+use super::run::MAX_ATTEMPTS;
+use super::*;
+use crate::config::{AdminState, HealthConfig, Placement, TenantConfig};
+use crate::credentials::{Claim, Credentials};
+use crate::error::Error;
+use crate::router::{Health, Instance, Router};
+
+const TENANT: &str = "Environment";
+
+/// Chats over one scripted backend per alias, placed round robin (so the first new chat
+/// goes to the first alias).
+struct Rig {
+    chats: Chats,
+    table: Arc<ArcSwap<Router>>,
+    backends: Vec<(&'static str, Arc<ScriptedBackend>)>,
+}
+
+fn rig(aliases: &[&'static str]) -> Rig {
+    let backends: Vec<_> = aliases
+        .iter()
+        .map(|a| (*a, ScriptedBackend::new()))
+        .collect();
+    let instances = backends
+        .iter()
+        .map(|(alias, b)| instance(alias, b))
+        .collect();
+    let table = Arc::new(ArcSwap::from_pointee(Router::from_shared(
+        instances,
+        Placement::RoundRobin,
+        None,
+    )));
+    let tenants = vec![TenantConfig {
+        name: TENANT.into(),
+        default_endpoint: "default".into(),
+        cors_origins: Vec::new(),
+    }];
+    let chats = Chats::new(
+        tenants,
+        Credentials::new(b"test secret of the operation rules"),
+        Arc::clone(&table),
+        Duration::from_secs(5),
+    );
+    Rig {
+        chats,
+        table,
+        backends,
+    }
+}
+
+fn instance(alias: &str, backend: &Arc<ScriptedBackend>) -> Arc<Instance> {
+    let backend: Arc<dyn ChatBackend> = backend.clone();
+    Arc::new(Instance::new(
+        alias,
+        backend,
+        1,
+        Vec::new(),
+        AdminState::Ready,
+        Health::new(alias, &HealthConfig::default()),
+    ))
+}
+
+impl Rig {
+    fn backend(&self, alias: &str) -> &ScriptedBackend {
+        &self.backends.iter().find(|(a, _)| *a == alias).unwrap().1
+    }
+
+    fn instance(&self, alias: &str) -> Arc<Instance> {
+        Arc::clone(self.table.load().get(alias).unwrap())
+    }
+
+    /// What each backend received, by alias.
+    fn calls(&self) -> Vec<(&'static str, Vec<Call>)> {
+        self.backends.iter().map(|(a, b)| (*a, b.calls())).collect()
+    }
+
+    /// The credentials of chat C1 (backend key K1) as a client on `alias` holds them.
+    fn client(&self, alias: &str) -> ClientCredentials {
+        let claim = Claim {
+            chat_id: "C1",
+            user_id: "U1",
+            tenant_name: TENANT,
+        };
+        ClientCredentials {
+            user_id: "U1".into(),
+            secure_key: self.chats.credentials().seal(claim, "K1"),
+            alias: alias.into(),
+            tenant_name: TENANT.into(),
+        }
+    }
+
+    async fn on(&self, alias: &str, action: Action) -> Result<ChatReply, Error> {
+        let request = OnChat {
+            credentials: self.client(alias),
+            operation: refresh(action),
+        };
+        on_chat(&self.chats, "C1", request).await
+    }
+}
+
+fn refresh(action: Action) -> Refresh {
+    Refresh {
+        action,
+        transcript: Transcript::None,
+        details: false,
+    }
+}
+
+fn send() -> Action {
+    Action::SendMessage {
+        text: "hello".into(),
+        message_type: None,
+    }
+}
+
+fn chat_ref() -> ChatRef {
+    ChatRef {
+        chat_id: "C1".into(),
+        user_id: "U1".into(),
+        secure_key: "K1".into(),
+    }
+}
+
+fn sent(action: Action) -> Call {
+    Call::Refresh(chat_ref(), refresh(action))
+}
+
+fn new_chat() -> NewChat {
+    NewChat {
+        tenant_name: TENANT.into(),
+        nickname: "Ann".into(),
+        ..NewChat::default()
+    }
+}
+
+#[tokio::test]
+async fn a_chat_stays_on_an_instance_that_serves_it() {
+    let r = rig(&["A", "B"]);
+    let reply = r.on("A", send()).await.unwrap();
+    assert_eq!(&*reply.alias, "A");
+    assert_eq!(r.calls(), vec![("A", vec![sent(send())]), ("B", vec![])]);
+}
+
+#[tokio::test]
+async fn a_message_that_may_have_arrived_is_never_sent_again() {
+    let r = rig(&["A", "B"]);
+    r.backend("A")
+        .refresh
+        .always(Some(Err(BackendError::Interrupted("lost".into()))));
+    let e = r.on("A", send()).await.err().unwrap();
+    assert!(
+        matches!(e, Error::Backend(BackendError::Interrupted(_))),
+        "{e:?}"
+    );
+    assert_eq!(e.wire().status_code, 1, "the client retries");
+    // Not sent again anywhere, and the chat did not move.
+    assert_eq!(r.calls(), vec![("A", vec![sent(send())]), ("B", vec![])]);
+}
+
+#[tokio::test]
+async fn an_idempotent_action_moves_after_an_interruption() {
+    let r = rig(&["A", "B"]);
+    r.backend("A")
+        .refresh
+        .then(Err(BackendError::Interrupted("lost".into())));
+    let reply = r.on("A", Action::Poll).await.unwrap();
+    assert_eq!(&*reply.alias, "B");
+    assert_eq!(
+        r.calls(),
+        vec![
+            ("A", vec![sent(Action::Poll)]),
+            ("B", vec![Call::Restore(chat_ref()), sent(Action::Poll)])
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_request_moves_even_a_message_and_the_instance_is_left_alone() {
+    let r = rig(&["A", "B"]);
+    r.backend("A")
+        .refresh
+        .always(Some(Err(BackendError::Unreachable("refused".into()))));
+    assert_eq!(&*r.on("A", send()).await.unwrap().alias, "B");
+    // A is down now: the next request with its alias goes straight to B.
+    assert_eq!(&*r.on("A", send()).await.unwrap().alias, "B");
+    assert_eq!(
+        r.calls(),
+        vec![
+            ("A", vec![sent(send())]),
+            (
+                "B",
+                vec![
+                    Call::Restore(chat_ref()),
+                    sent(send()),
+                    Call::Restore(chat_ref()),
+                    sent(send())
+                ]
+            )
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_answer_that_refuses_the_request_does_not_move_the_chat() {
+    let r = rig(&["A", "B"]);
+    for refusal in [
+        BackendError::ChatEnded { next_position: 3 },
+        BackendError::UnknownChat,
+        BackendError::Overloaded("busy".into()),
+    ] {
+        r.backend("A").refresh.then(Err(refusal.clone()));
+        let e = r.on("A", Action::Poll).await.err().unwrap();
+        assert!(matches!(&e, Error::Backend(b) if *b == refusal), "{e:?}");
+    }
+    assert_eq!(r.backend("A").refreshes(), 3);
+    assert_eq!(r.backend("B").calls(), vec![]);
+}
+
+#[tokio::test]
+async fn a_chat_moves_before_any_call_when_its_instance_cannot_serve_it() {
+    // maint
+    let r = rig(&["A", "B"]);
+    r.instance("A").set_state(AdminState::Maint);
+    assert_eq!(&*r.on("A", send()).await.unwrap().alias, "B");
+    assert_eq!(
+        r.calls(),
+        vec![
+            ("A", vec![]),
+            ("B", vec![Call::Restore(chat_ref()), sent(send())])
+        ]
+    );
+    // down
+    let r = rig(&["A", "B"]);
+    r.instance("A").health.refused("test");
+    assert_eq!(&*r.on("A", send()).await.unwrap().alias, "B");
+    assert_eq!(r.backend("A").calls(), vec![]);
+    // ejected
+    let r = rig(&["A", "B"]);
+    for _ in 0..HealthConfig::default().eject_after {
+        r.instance("A").health.request_failed("test");
+    }
+    assert_eq!(&*r.on("A", send()).await.unwrap().alias, "B");
+    assert_eq!(r.backend("A").calls(), vec![]);
+    // drained: still serves its chats
+    let r = rig(&["A", "B"]);
+    r.instance("A").set_state(AdminState::Drain);
+    assert_eq!(&*r.on("A", send()).await.unwrap().alias, "A");
+    assert_eq!(r.backend("B").calls(), vec![]);
+}
+
+#[tokio::test]
+async fn a_chat_on_an_alias_a_reload_removed_moves() {
+    let r = rig(&["A", "B"]);
+    let old = r.table.load_full();
+    let kept = vec![r.instance("B")];
+    r.table.store(Arc::new(Router::from_shared(
+        kept,
+        Placement::RoundRobin,
+        Some(&old),
+    )));
+    assert_eq!(&*r.on("A", send()).await.unwrap().alias, "B");
+    assert_eq!(
+        r.calls(),
+        vec![
+            ("A", vec![]),
+            ("B", vec![Call::Restore(chat_ref()), sent(send())])
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_down_instance_with_nowhere_to_move_is_still_tried_but_one_in_maint_is_not() {
+    let r = rig(&["A"]);
+    r.instance("A").health.refused("test");
+    assert_eq!(&*r.on("A", send()).await.unwrap().alias, "A");
+    assert_eq!(r.calls(), vec![("A", vec![sent(send())])]);
+
+    let r = rig(&["A"]);
+    r.instance("A").set_state(AdminState::Maint);
+    let e = r.on("A", send()).await.err().unwrap();
+    assert!(matches!(e, Error::InstanceDown(_)), "{e:?}");
+    assert_eq!(r.calls(), vec![("A", vec![])]);
+}
+
+#[tokio::test]
+async fn a_restore_the_target_cannot_do_is_cannot_move() {
+    let r = rig(&["A", "B"]);
+    r.instance("A").set_state(AdminState::Maint);
+    r.backend("B")
+        .restore
+        .always(Some(Err(BackendError::Unsupported("restore"))));
+    let e = r.on("A", send()).await.err().unwrap();
+    assert!(
+        matches!(&e, Error::CannotMove(from) if from == "A"),
+        "{e:?}"
+    );
+    assert_eq!(
+        r.calls(),
+        vec![("A", vec![]), ("B", vec![Call::Restore(chat_ref())])]
+    );
+}
+
+#[tokio::test]
+async fn failover_gives_up_after_max_attempts() {
+    let r = rig(&["A", "B", "C", "D", "E"]);
+    for (_, b) in &r.backends {
+        b.refresh
+            .always(Some(Err(BackendError::Unreachable("refused".into()))));
+    }
+    let e = r.on("A", Action::Poll).await.err().unwrap();
+    assert!(
+        matches!(e, Error::Backend(BackendError::Unreachable(_))),
+        "{e:?}"
+    );
+    let refreshes: usize = r.backends.iter().map(|(_, b)| b.refreshes()).sum();
+    assert_eq!(refreshes, MAX_ATTEMPTS);
+}
+
+#[tokio::test]
+async fn request_chat_tries_another_instance_only_when_it_never_arrived() {
+    // Refused: placed on the next instance.
+    let r = rig(&["A", "B"]);
+    r.backend("A")
+        .create
+        .then(Err(BackendError::Unreachable("refused".into())));
+    let created = request_chat(&r.chats, new_chat()).await.unwrap();
+    assert_eq!(&*created.alias, "B");
+    let mut placed = new_chat();
+    placed.endpoint = "default".into();
+    assert_eq!(
+        r.calls(),
+        vec![
+            ("A", vec![Call::Create(placed.clone())]),
+            ("B", vec![Call::Create(placed.clone())])
+        ]
+    );
+
+    // May have arrived: not offered elsewhere.
+    let r = rig(&["A", "B"]);
+    r.backend("A")
+        .create
+        .then(Err(BackendError::Interrupted("lost".into())));
+    let e = request_chat(&r.chats, new_chat()).await.err().unwrap();
+    assert!(
+        matches!(e, Error::Backend(BackendError::Interrupted(_))),
+        "{e:?}"
+    );
+    assert_eq!(
+        r.calls(),
+        vec![("A", vec![Call::Create(placed)]), ("B", vec![])]
+    );
+
+    // Everyone refuses: the first placement, then MAX_ATTEMPTS more, then the error.
+    let r = rig(&["A", "B", "C", "D", "E", "F"]);
+    for (_, b) in &r.backends {
+        b.create
+            .always(Some(Err(BackendError::Unreachable("refused".into()))));
+    }
+    let e = request_chat(&r.chats, new_chat()).await.err().unwrap();
+    assert!(
+        matches!(e, Error::Backend(BackendError::Unreachable(_))),
+        "{e:?}"
+    );
+    let creates: usize = r.backends.iter().map(|(_, b)| b.creates()).sum();
+    assert_eq!(creates, MAX_ATTEMPTS + 1);
+}
+
+#[tokio::test]
+async fn nothing_reaches_a_backend_when_tenant_key_or_alias_is_bad() {
+    let r = rig(&["A", "B"]);
+    let mut wrong_tenant = r.client("A");
+    wrong_tenant.tenant_name = "Nobody".into();
+    let mut wrong_key = r.client("A");
+    wrong_key.secure_key.push('0');
+    let mut forged = r.client("A");
+    forged.user_id = "U2".into();
+    let mut wrong_alias = r.client("A");
+    wrong_alias.alias = "Z".into();
+    for (credentials, expected) in [
+        (wrong_tenant, "UnknownTenant"),
+        (wrong_key, "BadCredentials"),
+        (forged, "BadCredentials"),
+        (wrong_alias, "UnknownAlias"),
+    ] {
+        let request = OnChat {
+            credentials,
+            operation: refresh(send()),
+        };
+        let e = on_chat(&r.chats, "C1", request).await.err().unwrap();
+        assert!(format!("{e:?}").starts_with(expected), "{e:?}");
+    }
+    let e = file_limits(&r.chats, "C2", &r.client("A"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(e, Error::BadCredentials), "{e:?}");
+    let mut nobody = new_chat();
+    nobody.tenant_name = "Nobody".into();
+    let e = request_chat(&r.chats, nobody).await.err().unwrap();
+    assert!(matches!(e, Error::UnknownTenant(_)), "{e:?}");
+    assert_eq!(r.calls(), vec![("A", vec![]), ("B", vec![])]);
+}
