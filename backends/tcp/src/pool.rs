@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backoff::Backoff;
 use chat_protocol::Status;
 use parking_lot::Mutex;
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -124,7 +124,11 @@ impl Pool {
 
     /// Runs forever: connect, serve until the connection fails, wait, again.
     async fn keep_connected(&self, slot: usize, config: &TcpConfig) {
-        let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        // Jittered, so the gateways of a fleet do not reconnect in lockstep after a chat server
+        // restarts.
+        let mut backoff = Backoff::new(config.backoff_min, config.backoff_max)
+            .with_jitter()
+            .failures();
         loop {
             match link::connect(&config.address, &config.peer_name, config.connect_timeout).await {
                 Ok(greeted) => {
@@ -149,50 +153,5 @@ impl Pool {
             }
             tokio::time::sleep(backoff.next()).await;
         }
-    }
-}
-
-/// Exponential backoff with jitter, so the gateways of a fleet do not reconnect in lockstep
-/// after a chat server restarts.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max: max.max(min),
-            current: min,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.current = self.min;
-    }
-
-    /// A delay between half the current step and the step; the step then doubles.
-    fn next(&mut self) -> Duration {
-        let step = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let half = step / 2;
-        half + rand::thread_rng().gen_range(Duration::ZERO..=half)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let delays: Vec<Duration> = (0..6).map(|_| b.next()).collect();
-        assert!(delays[0] <= Duration::from_millis(100));
-        assert!(delays[5] >= Duration::from_millis(400) && delays[5] <= Duration::from_millis(800));
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
     }
 }
