@@ -139,7 +139,8 @@ async fn call(
         Err(_) => {
             // Just started: the first connection may be on its way.
             pool.settled(config.connect_timeout).await;
-            pool.pick().map_err(BackendError::Unreachable)?
+            pool.pick()
+                .map_err(|e| BackendError::Unreachable(e.to_string()))?
         }
     };
     let trace_id = backend_api::request_id::current().map(|id| id.to_string());

@@ -14,8 +14,27 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::link::{self, Link};
+use crate::link::{self, ConnectError, Link, LinkEnded};
 use crate::TcpConfig;
+
+/// No connection is up: what a request made now is told (as `BackendError::Unreachable`).
+#[derive(Debug, thiserror::Error)]
+#[error("no connection to {address}: {why}")]
+pub struct NoConnection {
+    address: String,
+    why: Arc<Disconnected>,
+}
+
+/// Why no connection is up.
+#[derive(Debug, thiserror::Error)]
+enum Disconnected {
+    #[error("not connected yet")]
+    NotYet,
+    #[error(transparent)]
+    Connect(ConnectError),
+    #[error(transparent)]
+    Lost(LinkEnded),
+}
 
 pub struct Pool {
     address: String,
@@ -24,7 +43,7 @@ pub struct Pool {
     /// Round-robin cursor over the slots.
     next: AtomicUsize,
     /// Why the last connection attempt failed: what an `Unreachable` error reports.
-    last_error: Mutex<String>,
+    last_error: Mutex<Arc<Disconnected>>,
     /// The newest status the instance reported (in a handshake or a status reply).
     status: Mutex<Option<Status>>,
     /// Set once the first connection attempt has ended either way. Until then "no
@@ -42,7 +61,7 @@ impl Pool {
                 .map(|_| Mutex::new(None))
                 .collect(),
             next: AtomicUsize::new(0),
-            last_error: Mutex::new("not connected yet".into()),
+            last_error: Mutex::new(Arc::new(Disconnected::NotYet)),
             status: Mutex::new(None),
             tried: AtomicBool::new(false),
             tried_notify: Notify::new(),
@@ -62,7 +81,7 @@ impl Pool {
     }
 
     /// A live connection, taking turns among them; the reason none is up otherwise.
-    pub fn pick(&self) -> Result<Arc<Link>, String> {
+    pub fn pick(&self) -> Result<Arc<Link>, NoConnection> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for offset in 0..self.slots.len() {
             let slot = &self.slots[(start + offset) % self.slots.len()];
@@ -70,11 +89,10 @@ impl Pool {
                 return Ok(Arc::clone(link));
             }
         }
-        Err(format!(
-            "no connection to {}: {}",
-            self.address,
-            self.last_error.lock()
-        ))
+        Err(NoConnection {
+            address: self.address.clone(),
+            why: Arc::clone(&self.last_error.lock()),
+        })
     }
 
     /// Waits (at most `within`) until the first connection attempt has ended, so a request
@@ -143,15 +161,44 @@ impl Pool {
                     *self.slots[slot].lock() = None;
                     tracing::warn!(address = %config.address, slot, %reason,
                         "connection to chat server lost");
-                    *self.last_error.lock() = reason;
+                    *self.last_error.lock() = Arc::new(Disconnected::Lost(reason));
                 }
                 Err(reason) => {
                     tracing::debug!(address = %config.address, slot, %reason, "connect failed");
-                    *self.last_error.lock() = reason;
+                    *self.last_error.lock() = Arc::new(Disconnected::Connect(reason));
                     self.attempt_ended();
                 }
             }
             tokio::time::sleep(backoff.next()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reason reads as it did when it was a string: operators grep logs for it.
+    #[test]
+    fn the_reason_reads_as_before() {
+        let error = |why| NoConnection {
+            address: "127.0.0.1:1".into(),
+            why: Arc::new(why),
+        };
+        assert_eq!(
+            error(Disconnected::NotYet).to_string(),
+            "no connection to 127.0.0.1:1: not connected yet"
+        );
+        assert_eq!(
+            error(Disconnected::Lost(LinkEnded::Unresponsive)).to_string(),
+            "no connection to 127.0.0.1:1: 3 requests in a row got no answer"
+        );
+        let refused = ConnectError::ClosedInHandshake {
+            address: "127.0.0.1:1".into(),
+        };
+        assert_eq!(
+            error(Disconnected::Connect(refused)).to_string(),
+            "no connection to 127.0.0.1:1: 127.0.0.1:1 closed the connection in the handshake"
+        );
     }
 }
