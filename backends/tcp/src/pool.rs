@@ -169,7 +169,7 @@ impl Pool {
                     self.attempt_ended();
                 }
             }
-            tokio::time::sleep(backoff.next()).await;
+            tokio::time::sleep(backoff.failed()).await;
         }
     }
 }

@@ -68,7 +68,7 @@ impl Backoff {
     }
 }
 
-/// Failures in a row: each [`Failures::next`] counts one and returns the wait before the next
+/// Failures in a row: each [`Failures::failed`] counts one and returns the wait before the next
 /// try; a success [`Failures::reset`]s it.
 #[derive(Clone, Debug)]
 pub struct Failures {
@@ -78,7 +78,7 @@ pub struct Failures {
 
 impl Failures {
     /// Counts a failure and returns how long to wait before trying again.
-    pub fn next(&mut self) -> Duration {
+    pub fn failed(&mut self) -> Duration {
         self.in_a_row = self.in_a_row.saturating_add(1);
         self.backoff.delay(self.in_a_row)
     }
@@ -122,10 +122,10 @@ mod tests {
     #[test]
     fn failures_grow_to_the_cap_and_reset() {
         let mut failures = Backoff::new(100 * MS, 800 * MS).with_jitter().failures();
-        let delays: Vec<Duration> = (0..6).map(|_| failures.next()).collect();
+        let delays: Vec<Duration> = (0..6).map(|_| failures.failed()).collect();
         assert!(delays[0] <= 100 * MS);
         assert!(delays[5] >= 400 * MS && delays[5] <= 800 * MS);
         failures.reset();
-        assert!(failures.next() <= 100 * MS);
+        assert!(failures.failed() <= 100 * MS);
     }
 }
