@@ -3,24 +3,53 @@
 //! These mirror the adapter boundary's domain types (`backend_api`) field for field, but they
 //! are the protocol's own: their serde attributes are the wire format, pinned by
 //! `tests/protocol_v1.rs`, so a refactor of `backend-api` cannot change what a chat server
-//! reads or writes. It must not hold behaviour: `convert` turns them into domain values and back.
+//! reads or writes. It must not hold behaviour: `convert` turns them into domain values and
+//! back (the field-less enums convert here, declared by one macro with their conversions).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+/// Declares a wire enum whose variants carry nothing, with its `From` conversions to and from
+/// the domain enum of the same name and variants: one list of variants, so the two cannot
+/// disagree without failing to compile.
+macro_rules! unit_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            $($variant,)+
+        }
+
+        impl From<backend_api::$name> for $name {
+            fn from(value: backend_api::$name) -> $name {
+                match value {
+                    $(backend_api::$name::$variant => $name::$variant,)+
+                }
+            }
+        }
+
+        impl From<$name> for backend_api::$name {
+            fn from(value: $name) -> backend_api::$name {
+                match value {
+                    $($name::$variant => backend_api::$name::$variant,)+
+                }
+            }
+        }
+    };
+}
+
 /// User data: string keys to string values, sorted.
 pub type UserData = BTreeMap<String, String>;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ParticipantType {
+unit_enum!(ParticipantType {
     Client,
     Agent,
     Supervisor,
     External,
     System,
-}
+});
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -31,8 +60,7 @@ pub struct Participant {
     pub kind: ParticipantType,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventType {
+unit_enum!(EventType {
     ParticipantJoined,
     ParticipantLeft,
     Message,
@@ -46,7 +74,7 @@ pub enum EventType {
     NicknameUpdated,
     FileUploaded,
     FileDeleted,
-}
+});
 
 /// One transcript entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,12 +93,11 @@ pub struct Event {
     pub user_data: UserData,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ChatState {
+unit_enum!(ChatState {
     WaitingForAgent,
     Chatting,
     Idle,
-}
+});
 
 /// The `loginJoin` call's body. Absent optional fields are written as `null`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

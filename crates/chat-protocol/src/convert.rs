@@ -3,36 +3,15 @@
 //! Both ends convert here: the chat server turns calls into domain values for the engine and
 //! its answers back, the TCP adapter does the opposite. A field added to a domain type does not
 //! reach the wire until it is added to `chat` and here on purpose. It must not change values:
-//! every conversion is one-to-one.
+//! every conversion is one-to-one. (The enums whose variants carry nothing convert where they
+//! are declared, in `chat`, by the macro that declares them.)
 
 use backend_api as domain;
 use backend_api::Transcript;
 
 use crate::chat::{
-    Action, ChatCreated, ChatDetails, ChatRef, ChatState, ChatUpdate, Event, EventType, Load,
-    NewChat, Participant, ParticipantType,
+    Action, ChatCreated, ChatDetails, ChatRef, ChatUpdate, Event, Load, NewChat, Participant,
 };
-
-/// `From` both ways for enums whose variants carry nothing.
-macro_rules! unit_enum {
-    ($wire:ident { $($variant:ident),+ $(,)? }) => {
-        impl From<domain::$wire> for $wire {
-            fn from(value: domain::$wire) -> $wire {
-                match value {
-                    $(domain::$wire::$variant => $wire::$variant,)+
-                }
-            }
-        }
-
-        impl From<$wire> for domain::$wire {
-            fn from(value: $wire) -> domain::$wire {
-                match value {
-                    $($wire::$variant => domain::$wire::$variant,)+
-                }
-            }
-        }
-    };
-}
 
 /// `From` both ways for structs whose fields convert one by one with `Into` (`list` fields are
 /// `Vec`s, `option` fields `Option`s, of convertible values).
@@ -76,36 +55,6 @@ pub fn position_of(transcript: Transcript) -> u64 {
         Transcript::From(n) => n.max(1),
     }
 }
-
-unit_enum!(ParticipantType {
-    Client,
-    Agent,
-    Supervisor,
-    External,
-    System,
-});
-
-unit_enum!(EventType {
-    ParticipantJoined,
-    ParticipantLeft,
-    Message,
-    TypingStarted,
-    TypingStopped,
-    Notice,
-    CustomNotice,
-    IdleAlert,
-    IdleClose,
-    PushUrl,
-    NicknameUpdated,
-    FileUploaded,
-    FileDeleted,
-});
-
-unit_enum!(ChatState {
-    WaitingForAgent,
-    Chatting,
-    Idle,
-});
 
 fields!(Participant {
     nickname,
