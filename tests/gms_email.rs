@@ -206,7 +206,11 @@ async fn a_gateways_gms_email_backend_delivers_to_another_gateway() {
     let mail = eventually("delivery through B", Duration::from_secs(20), || {
         let outbox = outbox.clone();
         async move {
-            let entry = std::fs::read_dir(&outbox).ok()?.flatten().next()?;
+            // Only a finished message: the mock backend writes `.<id>.eml.tmp`, then renames.
+            let entry = std::fs::read_dir(&outbox)
+                .ok()?
+                .flatten()
+                .find(|e| e.path().extension().is_some_and(|x| x == "eml"))?;
             std::fs::read(entry.path()).ok()
         }
     })
