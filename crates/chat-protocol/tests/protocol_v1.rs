@@ -11,23 +11,27 @@ use chat_protocol::{
     chat, decode, encode, Answer, Call, HelloReply, Reply, Request, Restored, Status, Welcome,
 };
 
-/// The recorded JSON of one named message.
-fn recorded(name: &str) -> serde_json::Value {
-    let line = include_str!("protocol_v1.txt")
+/// The recorded payload of one named message, byte for byte.
+fn recorded(name: &str) -> &'static str {
+    include_str!("protocol_v1.txt")
         .lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix('\t'))
-        .unwrap_or_else(|| panic!("no recorded message {name}"));
-    serde_json::from_str(line).unwrap()
+        .unwrap_or_else(|| panic!("no recorded message {name}"))
 }
 
-/// Encodes `message`, compares with the recording, and returns the recording decoded.
+/// Encodes `message`, compares it with the recording byte for byte (field order included),
+/// and returns the recording decoded.
 fn pinned<T>(name: &str, message: &T) -> T
 where
     T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
 {
-    let sent: serde_json::Value = serde_json::from_slice(&encode(message)).unwrap();
-    assert_eq!(sent, recorded(name), "{name} changed on the wire");
-    let read: T = decode(recorded(name).to_string().as_bytes()).unwrap();
+    let sent = encode(message);
+    assert_eq!(
+        std::str::from_utf8(&sent).unwrap(),
+        recorded(name),
+        "{name} changed on the wire"
+    );
+    let read: T = decode(recorded(name).as_bytes()).unwrap();
     assert_eq!(&read, message, "{name} decodes differently");
     read
 }
