@@ -70,6 +70,12 @@ pub enum Error {
     TooManyConnections,
     #[error("this admin request needs `Authorization: Bearer <admin.token>`")]
     AdminUnauthorized,
+    #[error("admin.token is not set: the instance endpoints are off")]
+    AdminOff,
+    #[error("unknown alias `{0}`")]
+    UnknownInstance(String),
+    #[error("the body must be {{\"state\": \"ready\" | \"drain\" | \"maint\"}}: {0}")]
+    BadAdminState(String),
     #[error("origin `{0}` is not allowed")]
     OriginNotAllowed(String),
     #[error(transparent)]
@@ -117,6 +123,9 @@ impl Error {
             UnknownTenant(_) => (130, StatusCode::BAD_REQUEST, None),
             BadCredentials => (200, StatusCode::UNAUTHORIZED, Some("send the userId, secureKey and tenantName of the chat's latest reply")),
             AdminUnauthorized => (203, StatusCode::UNAUTHORIZED, None),
+            AdminOff => (204, StatusCode::FORBIDDEN, Some("set admin.token to use the instance endpoints")),
+            UnknownInstance(_) => (205, StatusCode::NOT_FOUND, Some("see GET /admin/instances")),
+            BadAdminState(_) => (206, StatusCode::BAD_REQUEST, None),
             UnknownAlias(_) => (201, StatusCode::BAD_REQUEST, Some("send the alias of the chat's latest reply")),
             Backend(e) => return backend_wire(e),
             NotMultipart(_) => (

@@ -138,16 +138,18 @@ fn sigterm_with_an_idle_keep_alive_client_exits_within_the_deadline() {
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > deadline * 10 {
-            let _ = child.kill();
-            panic!("still running 10x the shutdown deadline after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = testkit::eventually_blocking(
+        "the exit, within 10x the shutdown deadline after SIGTERM",
+        deadline * 10,
+        || {
+            let status = child.try_wait().unwrap();
+            if status.is_none() && started.elapsed() > deadline * 10 {
+                // Not left running after the test fails.
+                let _ = child.kill();
+            }
+            status
+        },
+    );
     assert!(status.success(), "{status:?}");
     // It did not just wait out the deadline: the idle connection was closed at once.
     let log: Vec<String> = log.iter().collect();

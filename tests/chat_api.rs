@@ -94,7 +94,7 @@ async fn agent_joins_and_answers() {
     let c = gw.client();
     let chat = c.request_chat("Ann").await;
     c.op(&chat, "SendMessage", json!({"text": "anyone?"})).await;
-    let msgs = eventually(Duration::from_secs(10), "the agent's answer", || async {
+    let msgs = eventually("the agent's answer", Duration::from_secs(10), || async {
         let r = c.messages(&chat, None).await;
         let answered = r
             .messages()
@@ -132,7 +132,7 @@ async fn idle_customer_is_disconnected() {
     let chat = c.request_chat("Ann").await;
     let engine = gw.engine(&chat.alias);
     // Watch the engine, not the API: a request would count as activity.
-    eventually(Duration::from_secs(10), "the idle chat to end", || async {
+    eventually("the idle chat to end", Duration::from_secs(10), || async {
         engine
             .snapshot(&chat.chat_id)
             .filter(|r| r.is_ended())

@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::{chat_server_bin, ChatServer};
 use common::{assert_contiguous, eventually, gateway, types, Chat, Client, TestGateway};
 use serde_json::json;
+use testkit::{chat_server_bin, ChatServer};
 
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -34,7 +34,7 @@ async fn gateway_over(server: &ChatServer) -> TestGateway {
 /// Requests a chat, retrying while the gateway's first connection is still being made
 /// (statusCode 1 until then).
 async fn request_chat(c: &Client, nickname: &str) -> Chat {
-    eventually(PATIENCE, "a chat over tcp", || async {
+    eventually("a chat over tcp", PATIENCE, || async {
         let r = c
             .post(
                 "/api/v2/chats",
@@ -104,7 +104,7 @@ async fn the_agent_answers_over_tcp() {
     let chat = request_chat(&c, "Ann").await;
     c.op(&chat, "SendMessage", json!({"text": "anyone there?"}))
         .await;
-    eventually(PATIENCE, "the agent's answer", || async {
+    eventually("the agent's answer", PATIENCE, || async {
         let r = c.messages(&chat, None).await;
         r.messages()
             .iter()
@@ -135,7 +135,7 @@ async fn a_full_or_dead_chat_server_is_retry_later() {
     assert_eq!((r.http, r.status_code()), (503, 1), "{:#}", r.body);
 
     server.kill9();
-    let r = eventually(PATIENCE, "the loss noticed", || async {
+    let r = eventually("the loss noticed", PATIENCE, || async {
         let r = c.messages(&chat, None).await;
         (r.status_code() != 0).then_some(r)
     })

@@ -84,7 +84,7 @@ async fn delivered(gw: &TestGateway, id: &str) -> Vec<u8> {
         .email_dir
         .join("spool/mock-outbox")
         .join(format!("{id}.eml"));
-    eventually(Duration::from_secs(20), "the .eml file", || {
+    eventually("the .eml file", Duration::from_secs(20), || {
         let path = path.clone();
         async move { std::fs::read(path).ok() }
     })
@@ -93,7 +93,7 @@ async fn delivered(gw: &TestGateway, id: &str) -> Vec<u8> {
 
 /// Waits until accepted e-mails have been delivered and have left the spool.
 async fn settle(gw: &TestGateway) {
-    eventually(Duration::from_secs(20), "the spool to empty", || async {
+    eventually("the spool to empty", Duration::from_secs(20), || async {
         gw.gateway
             .email()
             .spool()

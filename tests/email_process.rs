@@ -13,7 +13,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use mailparse::MailHeaderMap;
-use smtp_server::{aiosmtpd_available, free_port, received, wait_for, SmtpServer};
+use smtp_server::{free_port, received, require_aiosmtpd, SmtpServer};
+use testkit::eventually_blocking;
 
 const BOUNDARY: &str = "gatewaytestboundary";
 
@@ -133,9 +134,7 @@ fn entries(dir: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_email_survives_kill_9_and_arrives_once() {
-    if !aiosmtpd_available() {
-        return;
-    }
+    require_aiosmtpd();
     let dir = tempfile::tempdir().unwrap();
     let smtp_port = free_port();
     let config = write_config(
@@ -166,10 +165,10 @@ async fn every_accepted_email_survives_kill_9_and_arrives_once() {
     .unwrap();
     half.write_all(&body[..body.len() / 2]).unwrap();
     let spool = dir.path().join("spool");
-    wait_for(
+    eventually_blocking(
         "the cut-off upload to reach the spool",
         Duration::from_secs(20),
-        || entries(&spool.join("tmp")) == 1,
+        || (entries(&spool.join("tmp")) == 1).then_some(()),
     );
     assert_eq!(entries(&spool.join("queue")), N);
     gateway.kill9();
@@ -179,13 +178,14 @@ async fn every_accepted_email_survives_kill_9_and_arrives_once() {
     let _gateway = GatewayProcess::start(&config);
     // `tmp/` empty: the cut-off upload was cleared at start-up, and the last delivered
     // e-mail's folder (renamed out of `queue/` into `tmp/`) has been deleted.
-    wait_for(
+    eventually_blocking(
         "every e-mail to leave the spool",
         Duration::from_secs(60),
         || {
-            entries(&spool.join("queue")) == 0
+            (entries(&spool.join("queue")) == 0
                 && entries(&spool.join("tmp")) == 0
-                && server.messages().len() >= N
+                && server.messages().len() >= N)
+                .then_some(())
         },
     );
     assert_eq!(entries(&spool.join("dead")), 0);
@@ -217,9 +217,11 @@ fn memory_kb(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Prints how much a 10 MB upload grows the gateway (the figure in docs/email.md). No
-/// assertion: memory belongs in measurements, not in pass/fail. Delivery is pointed at a
-/// closed port of the HTTP backend, which streams, so only the upload path is measured.
+/// How much a 10 MB upload grows the gateway (printed: the figure in docs/email.md, about
+/// +1.3 MB). Asserts a generous bound, docs/benchmarks.md's e-mail target of at most 16 MB of
+/// peak growth: it catches an upload held whole in memory without turning timing noise into
+/// failures. Delivery is pointed at a closed port of the HTTP backend, which streams, so only
+/// the upload path is measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_of_a_10mb_upload() {
     let dir = tempfile::tempdir().unwrap();
@@ -258,5 +260,11 @@ async fn memory_of_a_10mb_upload() {
          peak before {peak_before} kB, after {peak_after} kB (+{} kB)",
         rss_after as i64 - rss_before as i64,
         peak_after as i64 - peak_before as i64,
+    );
+    const BOUND_KB: u64 = 16 * 1024;
+    assert!(
+        peak_after.saturating_sub(peak_before) <= BOUND_KB,
+        "a 10 MB upload grew the gateway's peak resident memory from {peak_before} kB to \
+         {peak_after} kB: more than {BOUND_KB} kB (is the upload held in memory?)"
     );
 }

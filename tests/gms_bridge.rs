@@ -170,7 +170,7 @@ async fn every_web_api_operation_through_gms() {
         assert_eq!(r.body["chatEnded"], false);
     }
     // The agent (on B's mock) answers; Get Messages polls for it.
-    let all = eventually(Duration::from_secs(10), "the agent's answer", || async {
+    let all = eventually("the agent's answer", Duration::from_secs(10), || async {
         let r = c.messages(&chat, Some(1)).await;
         assert_eq!(r.status_code(), 0, "{:#}", r.body);
         let msgs = r.messages().clone();

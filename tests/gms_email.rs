@@ -59,7 +59,7 @@ async fn delivered(gw: &TestGateway, id: &str) -> mailparse::ParsedMail<'static>
         .email_dir
         .join("spool/mock-outbox")
         .join(format!("{id}.eml"));
-    let bytes = eventually(Duration::from_secs(20), "the e-mail's delivery", || {
+    let bytes = eventually("the e-mail's delivery", Duration::from_secs(20), || {
         let path = path.clone();
         async move { std::fs::read(&path).ok() }
     })
@@ -203,10 +203,14 @@ async fn a_gateways_gms_email_backend_delivers_to_another_gateway() {
     .await;
     assert_eq!(status, 200, "{body}");
     let outbox = b.email_dir.join("spool/mock-outbox");
-    let mail = eventually(Duration::from_secs(20), "delivery through B", || {
+    let mail = eventually("delivery through B", Duration::from_secs(20), || {
         let outbox = outbox.clone();
         async move {
-            let entry = std::fs::read_dir(&outbox).ok()?.flatten().next()?;
+            // Only a finished message: the mock backend writes `.<id>.eml.tmp`, then renames.
+            let entry = std::fs::read_dir(&outbox)
+                .ok()?
+                .flatten()
+                .find(|e| e.path().extension().is_some_and(|x| x == "eml"))?;
             std::fs::read(entry.path()).ok()
         }
     })

@@ -30,7 +30,7 @@ async fn gateway_over(cluster: &Cluster, aliases: &[&str], extra: &str) -> TestG
 
 /// Waits until every instance of the table has connected and takes chats.
 async fn all_accepting(gw: &TestGateway) {
-    eventually(PATIENCE, "every instance accepting", || async {
+    eventually("every instance accepting", PATIENCE, || async {
         gw.gateway
             .router()
             .instances()
@@ -53,7 +53,7 @@ fn chat_of(r: &Reply, tenant: &str) -> Chat {
 
 /// Requests a chat, retrying statusCode 1 (instances still connecting).
 async fn new_chat(c: &Client, nickname: &str) -> Chat {
-    eventually(PATIENCE, "a new chat", || async {
+    eventually("a new chat", PATIENCE, || async {
         let r = c
             .post(
                 "/api/v2/chats",
@@ -86,9 +86,7 @@ fn alias_of(r: &Reply) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_chats_spread_evenly_over_three_instances() {
-    let Some(cluster) = Cluster::start(&["1", "2", "3"]) else {
-        return;
-    };
+    let cluster = Cluster::start(&["1", "2", "3"]);
     let gw = gateway_over(&cluster, &[], "").await;
     let c = gw.client();
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -151,9 +149,7 @@ async fn chatter(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chats_survive_a_kill_9_and_the_instance_comes_back() {
-    let Some(mut cluster) = Cluster::start(&["1", "2", "3"]) else {
-        return;
-    };
+    let mut cluster = Cluster::start(&["1", "2", "3"]);
     let gw = gateway_over(&cluster, &[], "").await;
     let c = gw.client();
     let mut chats = Vec::new();
@@ -170,7 +166,7 @@ async fn chats_survive_a_kill_9_and_the_instance_comes_back() {
         .map(|(n, chat)| tokio::spawn(chatter(c.clone(), chat, n, 10, Arc::clone(&acked))))
         .collect();
     // Kill it in the middle of the conversation.
-    eventually(PATIENCE, "chats under way", || async {
+    eventually("chats under way", PATIENCE, || async {
         (acked.load(Ordering::Relaxed) >= 150).then_some(())
     })
     .await;
@@ -193,7 +189,7 @@ async fn chats_survive_a_kill_9_and_the_instance_comes_back() {
 
     // Back: it receives new chats again.
     cluster.restart(&victim);
-    eventually(PATIENCE, "a new chat on the restarted instance", || async {
+    eventually("a new chat on the restarted instance", PATIENCE, || async {
         let chat = new_chat(&c, "again").await;
         (chat.alias == victim).then_some(())
     })
@@ -202,9 +198,7 @@ async fn chats_survive_a_kill_9_and_the_instance_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_keeps_existing_chats_and_maint_moves_them() {
-    let Some(cluster) = Cluster::start(&["1", "2", "3"]) else {
-        return;
-    };
+    let cluster = Cluster::start(&["1", "2", "3"]);
     let gw = gateway_over(&cluster, &[], "").await;
     let admin = cluster::serve_admin(Arc::clone(&gw.gateway)).await;
     let c = gw.client();
@@ -268,9 +262,7 @@ async fn drain_keeps_existing_chats_and_maint_moves_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_adds_a_fourth_instance_under_load() {
-    let Some(mut cluster) = Cluster::start(&["1", "2", "3"]) else {
-        return;
-    };
+    let mut cluster = Cluster::start(&["1", "2", "3"]);
     cluster.add("4");
     let three = cluster.instances(&["1", "2", "3"]);
     let builder = gateway().aliases(&[]).toml(&three).toml(FAST);
@@ -296,7 +288,7 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
 
     // A chat on "1", which the second reload removes.
     let c = gw.client();
-    let mut on_1 = eventually(PATIENCE, "a chat on 1", || async {
+    let mut on_1 = eventually("a chat on 1", PATIENCE, || async {
         let chat = new_chat(&c, "one").await;
         (chat.alias == "1").then_some(chat)
     })
@@ -345,11 +337,11 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
         .collect();
 
     cluster::replace_file(&path, &text.replace(&three, &cluster.instances(&[])));
-    eventually(PATIENCE, "the reload", || async {
+    eventually("the reload", PATIENCE, || async {
         (gw.gateway.router().instances().len() == 4).then_some(())
     })
     .await;
-    eventually(PATIENCE, "new chats on the added instance", || async {
+    eventually("new chats on the added instance", PATIENCE, || async {
         seen_4.load(Ordering::Relaxed).then_some(())
     })
     .await;
@@ -360,7 +352,7 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
         &path,
         &text.replace(&three, &cluster.instances(&["2", "3", "4"])),
     );
-    eventually(PATIENCE, "the removal", || async {
+    eventually("the removal", PATIENCE, || async {
         gw.gateway.router().get("1").is_none().then_some(())
     })
     .await;
@@ -382,9 +374,7 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
 /// created on one continues on the other, and on either after it restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateway_processes_serve_the_same_chats() {
-    let Some(cluster) = Cluster::start(&["1", "2"]) else {
-        return;
-    };
+    let cluster = Cluster::start(&["1", "2"]);
     let scratch = Scratch::new("gw-pair");
     let config = scratch.0.join("gateway.toml");
     std::fs::write(
@@ -412,7 +402,7 @@ async fn two_gateway_processes_serve_the_same_chats() {
 
     // The client keeps the newest alias, as the Web API asks.
     let send = |c: Client, chat: Chat, text: &'static str| async move {
-        eventually(PATIENCE, "a message accepted", || async {
+        eventually("a message accepted", PATIENCE, || async {
             let r = c.op(&chat, "SendMessage", json!({ "text": text })).await;
             match r.status_code() {
                 0 => Some(Chat {
@@ -541,7 +531,7 @@ async fn the_binary_reloads_on_sighup() {
         ),
     );
     gw.signal("HUP");
-    eventually(PATIENCE, "new chats on the added instance", || async {
+    eventually("new chats on the added instance", PATIENCE, || async {
         (new_chat(&c, "Bob").await.alias == "118").then_some(())
     })
     .await;

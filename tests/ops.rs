@@ -192,7 +192,7 @@ async fn readiness_flips_when_no_instance_can_take_chats() {
     assert_eq!(c.messages(&first, None).await.status_code(), 0);
     // A chat ends, its place frees up, and the gateway is ready again.
     c.op(&first, "Complete", json!({})).await;
-    eventually(LONG, "ready again", || async {
+    eventually("ready again", LONG, || async {
         (get(&format!("{}/readyz", gw.base)).await.0 == 200).then_some(())
     })
     .await;
@@ -395,7 +395,7 @@ async fn connections_past_the_cap_get_503_then_service_resumes() {
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
     assert!(reply.contains(r#""code":411"#), "{reply}");
     drop(held);
-    eventually(LONG, "a slot frees up", || async {
+    eventually("a slot frees up", LONG, || async {
         let resp = reqwest::get(format!("{}/healthz", gw.base)).await.ok()?;
         (resp.status() == 200).then_some(())
     })
@@ -614,7 +614,7 @@ async fn shutdown_finishes_the_request_in_flight() {
     gate.paused_call().await;
     stop.send(()).unwrap();
     // Shutdown has begun (readiness says so) while the request is still at the backend.
-    eventually(LONG, "shutdown to start", || async {
+    eventually("shutdown to start", LONG, || async {
         gw.readiness()
             .err()
             .filter(|why| why.contains("shutting down"))

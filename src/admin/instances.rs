@@ -1,22 +1,22 @@
 //! Instance management: list the chat server instances with their state, health and load,
 //! and set an instance's admin state (`ready`, `drain`, `maint`).
 //!
-//! A self-contained router fragment with its own bearer-token check. A state set here lives in
+//! A self-contained router fragment behind the admin token check. A state set here lives in
 //! this gateway process only: other replicas and a restart go by their config file (see
 //! `docs/failover.md`). It reads the router and never calls a backend.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
 use crate::config::{AdminState, InstanceKind};
+use crate::edge::Failure;
+use crate::error::Error;
 use crate::router::{HealthState, Instance};
 use crate::Gateway;
 
@@ -99,40 +99,26 @@ async fn set_state(
     let Json(SetState { state }) = match body {
         Ok(body) => body,
         Err(e) => {
-            let why =
-                format!("the body must be {{\"state\": \"ready\" | \"drain\" | \"maint\"}}: {e}");
-            return refuse(StatusCode::BAD_REQUEST, &why);
+            return Failure::from(Error::BadAdminState(e.to_string())).into_response();
         }
     };
     let router = gw.router();
     let Some(instance) = router.get(&alias) else {
-        return refuse(StatusCode::NOT_FOUND, &format!("unknown alias `{alias}`"));
+        return Failure::from(Error::UnknownInstance(alias)).into_response();
     };
     instance.set_state(state);
     Json(view(&gw, instance).await).into_response()
 }
 
-/// Every admin request carries `Authorization: Bearer <admin.token>`.
+/// Every instance request carries `Authorization: Bearer <admin.token>`; without a token
+/// configured the endpoints are off (unlike `/metrics`: they change routing).
 async fn require_token(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    let Some(token) = gw.config.admin.token.as_deref() else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "admin.token is not set: the instance endpoints are off",
-        );
+    let checked = match gw.config.admin.token.as_deref() {
+        None => Err(Error::AdminOff),
+        Some(token) => super::check_token(token, request.headers()),
     };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-        next.run(request).await
-    } else {
-        refuse(StatusCode::UNAUTHORIZED, "a valid admin token is required")
+    match checked {
+        Ok(()) => next.run(request).await,
+        Err(error) => Failure::from(error).into_response(),
     }
-}
-
-fn refuse(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": message }))).into_response()
 }

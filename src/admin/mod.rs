@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{from_fn_with_state, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -49,18 +49,55 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     response
 }
 
-/// `Authorization: Bearer <admin.token>`, compared in constant time.
+/// `/metrics` needs the token when one is set, and is open otherwise.
 async fn require_token(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     if let Some(token) = &gw.config.admin.token {
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            return Failure::from(Error::AdminUnauthorized).into_response();
+        if let Err(error) = check_token(token, req.headers()) {
+            return Failure::from(error).into_response();
         }
     }
     next.run(req).await
+}
+
+/// The one admin token check: the request carries `Authorization: Bearer <token>` with the
+/// configured token, compared in constant time.
+pub(crate) fn check_token(configured: &str, headers: &HeaderMap) -> Result<(), Error> {
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(configured.as_bytes())) {
+        Ok(())
+    } else {
+        Err(Error::AdminUnauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(authorization: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn only_the_configured_bearer_token_passes() {
+        let token = "admin-token-0123456789";
+        assert!(check_token(token, &headers(Some("Bearer admin-token-0123456789"))).is_ok());
+        for refused in [
+            None,
+            Some("Bearer wrong"),
+            Some("admin-token-0123456789"),
+            Some("Basic admin-token-0123456789"),
+        ] {
+            let error = check_token(token, &headers(refused)).unwrap_err();
+            assert!(matches!(error, Error::AdminUnauthorized), "{refused:?}");
+        }
+    }
 }

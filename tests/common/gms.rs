@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::Reply;
+use super::{eventually, Reply};
 
 #[derive(Clone)]
 pub struct GmsClient {
@@ -107,20 +107,23 @@ impl GmsClient {
     /// Polls (no faster than every 20 ms, for at most 10 s) until an event of `kind`
     /// arrives; returns every event seen on the way.
     pub async fn poll_until(&self, chat: &mut GmsChat, kind: &str) -> Vec<Value> {
-        let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = self.refresh(chat).await;
-            assert_eq!(r.status_code(), 0, "{:#}", r.body);
-            let msgs = r.messages().clone();
-            let found = msgs.iter().any(|m| m["type"] == kind);
-            seen.extend(msgs);
-            if found {
-                return seen;
-            }
-            assert!(std::time::Instant::now() < deadline, "no {kind} event");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Each poll's events are kept across polls; one poll at a time holds the lock.
+        let state = tokio::sync::Mutex::new((chat, Vec::new()));
+        eventually(
+            &format!("a {kind} event"),
+            Duration::from_secs(10),
+            || async {
+                let mut state = state.lock().await;
+                let (chat, seen) = &mut *state;
+                let r = self.refresh(chat).await;
+                assert_eq!(r.status_code(), 0, "{:#}", r.body);
+                let msgs = r.messages().clone();
+                let found = msgs.iter().any(|m| m["type"] == kind);
+                seen.extend(msgs);
+                found.then(|| std::mem::take(seen))
+            },
+        )
+        .await
     }
 
     /// Multipart upload: part `file` and `userData[file-description]`.

@@ -5,7 +5,7 @@ pub mod cluster;
 pub mod gms;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chat_engine::{Behaviour, Engine, MockBackend};
 use serde_json::{json, Value};
@@ -404,21 +404,8 @@ impl Client {
     }
 }
 
-/// Polls `check` until it returns Some, or panics after `deadline`.
-pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// The one polling helper, shared with the crates' tests.
+pub use testkit::eventually;
 
 /// The `type` of each event, for comparing a transcript with a list.
 pub fn types(messages: &[Value]) -> Vec<&str> {

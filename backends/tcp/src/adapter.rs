@@ -69,7 +69,9 @@ impl TcpBackend {
     /// `restore` with the server's full answer: the alias that now hosts the chat and where
     /// its transcript ends.
     pub async fn restore_chat(&self, chat: &ChatRef) -> Result<Restored, BackendError> {
-        let call_ = Call::Restore { chat: chat.clone() };
+        let call_ = Call::Restore {
+            chat: chat.clone().into(),
+        };
         match call(&self.pool, &self.in_flight, &self.config, call_).await? {
             Answer::Restored(restored) => {
                 tracing::info!(chat_id = %chat.chat_id, alias = %restored.alias, "chat restored");
@@ -137,7 +139,8 @@ async fn call(
         Err(_) => {
             // Just started: the first connection may be on its way.
             pool.settled(config.connect_timeout).await;
-            pool.pick().map_err(BackendError::Unreachable)?
+            pool.pick()
+                .map_err(|e| BackendError::Unreachable(e.to_string()))?
         }
     };
     let trace_id = backend_api::request_id::current().map(|id| id.to_string());
@@ -197,20 +200,20 @@ fn unexpected(call: &str, answer: &Answer) -> BackendError {
 #[async_trait]
 impl ChatBackend for TcpBackend {
     async fn create(&self, chat: NewChat) -> Result<ChatCreated, BackendError> {
-        let call_ = Call::LoginJoin(chat);
+        let call_ = Call::LoginJoin(chat.into());
         match call(&self.pool, &self.in_flight, &self.config, call_).await? {
             Answer::Created(created) => {
                 // Counted at once, not at the next status poll: placement between polls
                 // would otherwise see a stale figure and pile chats on this instance.
                 self.pool.note_created();
-                Ok(created)
+                Ok(created.into())
             }
             other => Err(unexpected("loginJoin", &other)),
         }
     }
 
     async fn refresh(&self, chat: &ChatRef, request: Refresh) -> Result<ChatUpdate, BackendError> {
-        let chat = chat.clone();
+        let chat = chat.clone().into();
         let transcript_position = position_of(request.transcript);
         // Complete is the flex flow's logout; logout answers without details, so a request
         // that wants them stays a refresh.
@@ -221,14 +224,14 @@ impl ChatBackend for TcpBackend {
             },
             action => Call::Refresh {
                 chat,
-                action,
+                action: action.into(),
                 transcript_position,
                 details: request.details,
             },
         };
         let name = call_.name();
         match call(&self.pool, &self.in_flight, &self.config, call_).await? {
-            Answer::Update(update) => Ok(update),
+            Answer::Update(update) => Ok(update.into()),
             other => Err(unexpected(name, &other)),
         }
     }
@@ -249,7 +252,7 @@ impl ChatBackend for TcpBackend {
         match self.pool.status() {
             Some(status) => Load {
                 accepting: status.load.accepting && connected,
-                ..status.load
+                ..status.load.into()
             },
             None => Load {
                 active: 0,

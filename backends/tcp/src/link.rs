@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chat_protocol::{
-    codec, decode, encode, Hello, HelloReply, Reply, RequestId, Welcome, PROTOCOL_VERSION,
+    codec, decode, encode, DecodeError, Hello, HelloReply, Reply, RequestId, Welcome,
+    PROTOCOL_VERSION,
 };
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
@@ -21,6 +22,54 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 type Frames = Framed<TcpStream, LengthDelimitedCodec>;
+
+/// Why a connection could not be made: what an `Unreachable` error reports until one is up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("handshake with {address}: {source}")]
+    Handshake {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("{address} closed the connection in the handshake")]
+    ClosedInHandshake { address: String },
+    #[error("{address} refused the handshake: {message} (speaks {supported:?})")]
+    Refused {
+        address: String,
+        message: String,
+        supported: Vec<u16>,
+    },
+    #[error("{address} broke the handshake: {source}")]
+    BadHandshake {
+        address: String,
+        source: DecodeError,
+    },
+    #[error("no handshake with {address} within {limit:?}")]
+    Timeout { address: String, limit: Duration },
+}
+
+/// Why a live connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkEnded {
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    /// Every sender of requests went away (the pool dropped the link).
+    #[error("closed")]
+    Closed,
+    #[error("closed by the server")]
+    ClosedByServer,
+    #[error("bad frame from the server: {0}")]
+    BadFrame(std::io::Error),
+    #[error("server broke the protocol: {0}")]
+    BrokenProtocol(DecodeError),
+    #[error("{TIMEOUTS_BEFORE_ABANDONING} requests in a row got no answer")]
+    Unresponsive,
+}
 
 /// The shared half of a live connection, used by callers.
 pub struct Link {
@@ -97,11 +146,19 @@ pub struct Greeted {
 }
 
 /// Connects and completes the handshake within `limit`.
-pub async fn connect(address: &str, peer_name: &str, limit: Duration) -> Result<Greeted, String> {
+pub async fn connect(
+    address: &str,
+    peer_name: &str,
+    limit: Duration,
+) -> Result<Greeted, ConnectError> {
+    let owned_address = || address.to_owned();
     let attempt = async {
         let stream = TcpStream::connect(address)
             .await
-            .map_err(|e| format!("connect to {address}: {e}"))?;
+            .map_err(|source| ConnectError::Connect {
+                address: owned_address(),
+                source,
+            })?;
         // Requests are small and each waits for its reply: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
         let mut frames = Framed::new(stream, codec());
@@ -112,24 +169,45 @@ pub async fn connect(address: &str, peer_name: &str, limit: Duration) -> Result<
         frames
             .send(encode(&hello))
             .await
-            .map_err(|e| format!("handshake with {address}: {e}"))?;
+            .map_err(|source| ConnectError::Handshake {
+                address: owned_address(),
+                source,
+            })?;
         let frame = match frames.next().await {
             Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(format!("handshake with {address}: {e}")),
-            None => return Err(format!("{address} closed the connection in the handshake")),
+            Some(Err(source)) => {
+                return Err(ConnectError::Handshake {
+                    address: owned_address(),
+                    source,
+                })
+            }
+            None => {
+                return Err(ConnectError::ClosedInHandshake {
+                    address: owned_address(),
+                })
+            }
         };
         match decode::<HelloReply>(&frame) {
             Ok(HelloReply::Welcome(welcome)) => Ok(Greeted { frames, welcome }),
-            Ok(HelloReply::Refused(refused)) => Err(format!(
-                "{address} refused the handshake: {} (speaks {:?})",
-                refused.error.message, refused.supported_versions
-            )),
-            Err(e) => Err(format!("{address} broke the handshake: {e}")),
+            Ok(HelloReply::Refused(refused)) => Err(ConnectError::Refused {
+                address: owned_address(),
+                message: refused.error.message,
+                supported: refused.supported_versions,
+            }),
+            Err(source) => Err(ConnectError::BadHandshake {
+                address: owned_address(),
+                source,
+            }),
         }
     };
     tokio::time::timeout(limit, attempt)
         .await
-        .unwrap_or_else(|_| Err(format!("no handshake with {address} within {limit:?}")))
+        .unwrap_or_else(|_| {
+            Err(ConnectError::Timeout {
+                address: owned_address(),
+                limit,
+            })
+        })
 }
 
 impl Greeted {
@@ -141,7 +219,7 @@ impl Greeted {
         queue: usize,
     ) -> (
         std::sync::Arc<Link>,
-        impl std::future::Future<Output = String>,
+        impl std::future::Future<Output = LinkEnded>,
     ) {
         let (out, outgoing) = mpsc::channel(queue);
         let link = std::sync::Arc::new(Link {
@@ -159,9 +237,7 @@ impl Greeted {
                 tokio::select! {
                     reason = write_loop(sink, outgoing) => reason,
                     reason = read_loop(stream, &link) => reason,
-                    _ = link.abandon.notified() => format!(
-                        "{TIMEOUTS_BEFORE_ABANDONING} requests in a row got no answer"
-                    ),
+                    _ = link.abandon.notified() => LinkEnded::Unresponsive,
                 }
             }
         };
@@ -180,33 +256,33 @@ impl Drop for CloseOnDrop<'_> {
 async fn write_loop(
     mut sink: SplitSink<Frames, Bytes>,
     mut outgoing: mpsc::Receiver<Bytes>,
-) -> String {
+) -> LinkEnded {
     while let Some(frame) = outgoing.recv().await {
         // Feed everything already queued, then flush once: fewer syscalls under load.
         let mut batch = Some(frame);
         while let Some(frame) = batch.take() {
             if let Err(e) = sink.feed(frame).await {
-                return format!("write failed: {e}");
+                return LinkEnded::Write(e);
             }
             batch = outgoing.try_recv().ok();
         }
         if let Err(e) = sink.flush().await {
-            return format!("write failed: {e}");
+            return LinkEnded::Write(e);
         }
     }
-    "closed".into()
+    LinkEnded::Closed
 }
 
-async fn read_loop(mut stream: SplitStream<Frames>, link: &Link) -> String {
+async fn read_loop(mut stream: SplitStream<Frames>, link: &Link) -> LinkEnded {
     loop {
         let frame = match stream.next().await {
-            None => return "closed by the server".into(),
-            Some(Err(e)) => return format!("bad frame from the server: {e}"),
+            None => return LinkEnded::ClosedByServer,
+            Some(Err(e)) => return LinkEnded::BadFrame(e),
             Some(Ok(frame)) => frame,
         };
         let reply: Reply = match decode(&frame) {
             Ok(reply) => reply,
-            Err(e) => return format!("server broke the protocol: {e}"),
+            Err(e) => return LinkEnded::BrokenProtocol(e),
         };
         link.timeouts_in_a_row.store(0, Ordering::Relaxed);
         let waiter = link

@@ -8,14 +8,33 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backoff::Backoff;
 use chat_protocol::Status;
 use parking_lot::Mutex;
-use rand::Rng;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::link::{self, Link};
+use crate::link::{self, ConnectError, Link, LinkEnded};
 use crate::TcpConfig;
+
+/// No connection is up: what a request made now is told (as `BackendError::Unreachable`).
+#[derive(Debug, thiserror::Error)]
+#[error("no connection to {address}: {why}")]
+pub struct NoConnection {
+    address: String,
+    why: Arc<Disconnected>,
+}
+
+/// Why no connection is up.
+#[derive(Debug, thiserror::Error)]
+enum Disconnected {
+    #[error("not connected yet")]
+    NotYet,
+    #[error(transparent)]
+    Connect(ConnectError),
+    #[error(transparent)]
+    Lost(LinkEnded),
+}
 
 pub struct Pool {
     address: String,
@@ -24,7 +43,7 @@ pub struct Pool {
     /// Round-robin cursor over the slots.
     next: AtomicUsize,
     /// Why the last connection attempt failed: what an `Unreachable` error reports.
-    last_error: Mutex<String>,
+    last_error: Mutex<Arc<Disconnected>>,
     /// The newest status the instance reported (in a handshake or a status reply).
     status: Mutex<Option<Status>>,
     /// Set once the first connection attempt has ended either way. Until then "no
@@ -42,7 +61,7 @@ impl Pool {
                 .map(|_| Mutex::new(None))
                 .collect(),
             next: AtomicUsize::new(0),
-            last_error: Mutex::new("not connected yet".into()),
+            last_error: Mutex::new(Arc::new(Disconnected::NotYet)),
             status: Mutex::new(None),
             tried: AtomicBool::new(false),
             tried_notify: Notify::new(),
@@ -62,7 +81,7 @@ impl Pool {
     }
 
     /// A live connection, taking turns among them; the reason none is up otherwise.
-    pub fn pick(&self) -> Result<Arc<Link>, String> {
+    pub fn pick(&self) -> Result<Arc<Link>, NoConnection> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for offset in 0..self.slots.len() {
             let slot = &self.slots[(start + offset) % self.slots.len()];
@@ -70,11 +89,10 @@ impl Pool {
                 return Ok(Arc::clone(link));
             }
         }
-        Err(format!(
-            "no connection to {}: {}",
-            self.address,
-            self.last_error.lock()
-        ))
+        Err(NoConnection {
+            address: self.address.clone(),
+            why: Arc::clone(&self.last_error.lock()),
+        })
     }
 
     /// Waits (at most `within`) until the first connection attempt has ended, so a request
@@ -124,7 +142,11 @@ impl Pool {
 
     /// Runs forever: connect, serve until the connection fails, wait, again.
     async fn keep_connected(&self, slot: usize, config: &TcpConfig) {
-        let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        // Jittered, so the gateways of a fleet do not reconnect in lockstep after a chat server
+        // restarts.
+        let mut backoff = Backoff::new(config.backoff_min, config.backoff_max)
+            .with_jitter()
+            .failures();
         loop {
             match link::connect(&config.address, &config.peer_name, config.connect_timeout).await {
                 Ok(greeted) => {
@@ -139,46 +161,16 @@ impl Pool {
                     *self.slots[slot].lock() = None;
                     tracing::warn!(address = %config.address, slot, %reason,
                         "connection to chat server lost");
-                    *self.last_error.lock() = reason;
+                    *self.last_error.lock() = Arc::new(Disconnected::Lost(reason));
                 }
                 Err(reason) => {
                     tracing::debug!(address = %config.address, slot, %reason, "connect failed");
-                    *self.last_error.lock() = reason;
+                    *self.last_error.lock() = Arc::new(Disconnected::Connect(reason));
                     self.attempt_ended();
                 }
             }
-            tokio::time::sleep(backoff.next()).await;
+            tokio::time::sleep(backoff.failed()).await;
         }
-    }
-}
-
-/// Exponential backoff with jitter, so the gateways of a fleet do not reconnect in lockstep
-/// after a chat server restarts.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max: max.max(min),
-            current: min,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.current = self.min;
-    }
-
-    /// A delay between half the current step and the step; the step then doubles.
-    fn next(&mut self) -> Duration {
-        let step = self.current;
-        self.current = (self.current * 2).min(self.max);
-        let half = step / 2;
-        half + rand::thread_rng().gen_range(Duration::ZERO..=half)
     }
 }
 
@@ -186,13 +178,27 @@ impl Backoff {
 mod tests {
     use super::*;
 
+    /// The reason reads as it did when it was a string: operators grep logs for it.
     #[test]
-    fn backoff_grows_to_its_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let delays: Vec<Duration> = (0..6).map(|_| b.next()).collect();
-        assert!(delays[0] <= Duration::from_millis(100));
-        assert!(delays[5] >= Duration::from_millis(400) && delays[5] <= Duration::from_millis(800));
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
+    fn the_reason_reads_as_before() {
+        let error = |why| NoConnection {
+            address: "127.0.0.1:1".into(),
+            why: Arc::new(why),
+        };
+        assert_eq!(
+            error(Disconnected::NotYet).to_string(),
+            "no connection to 127.0.0.1:1: not connected yet"
+        );
+        assert_eq!(
+            error(Disconnected::Lost(LinkEnded::Unresponsive)).to_string(),
+            "no connection to 127.0.0.1:1: 3 requests in a row got no answer"
+        );
+        let refused = ConnectError::ClosedInHandshake {
+            address: "127.0.0.1:1".into(),
+        };
+        assert_eq!(
+            error(Disconnected::Connect(refused)).to_string(),
+            "no connection to 127.0.0.1:1: 127.0.0.1:1 closed the connection in the handshake"
+        );
     }
 }

@@ -10,8 +10,8 @@ use backend_tcp::{TcpBackend, TcpConfig};
 use chat_protocol::{
     codec, decode, encode, Hello, HelloReply, Status, Welcome, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
 };
-use testkit::eventually;
 use futures::{SinkExt, StreamExt};
+use testkit::eventually;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -42,7 +42,7 @@ async fn silent_server() -> (String, mpsc::UnboundedReceiver<()>, Arc<AtomicUsiz
                     max_frame_length: MAX_FRAME_LENGTH as u64,
                     status: Status {
                         alias: "999".into(),
-                        load: backend_api::Load {
+                        load: chat_protocol::chat::Load {
                             active: 0,
                             limit: 10,
                             accepting: true,

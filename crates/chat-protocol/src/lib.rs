@@ -6,6 +6,10 @@
 //! Layout:
 //! - `frame`: length-prefixed framing (a `u32` big-endian length, then a JSON payload) and the
 //!   one place that turns payload bytes into messages and back;
+//! - `chat`: the chat values calls and answers carry (chat references, actions, events,
+//!   updates, load), as the protocol's own types: their serde attributes are protocol v1;
+//! - `convert`: the one conversion between those and the adapter boundary's domain types
+//!   (`backend_api`), used by both ends;
 //! - `message`: the handshake (`Hello` / `HelloReply`), the calls a client makes (`Request`,
 //!   `Call`) and what the server answers (`Reply`, `Answer`, `Status`);
 //! - `error`: the error codes of a reply, whether each is retryable, and their conversion from
@@ -14,15 +18,17 @@
 //! It owns no sockets and no tasks: the chat server and the TCP adapter do the I/O. It must not
 //! know about HTTP, the Web API JSON shapes, routing or the shared store.
 
+pub mod chat;
+mod convert;
 mod error;
 mod frame;
 mod message;
 
+pub use convert::{position_of, transcript_from_position};
 pub use error::{ErrorCode, WireError};
 pub use frame::{codec, decode, encode, DecodeError, MAX_FRAME_LENGTH};
 pub use message::{
-    position_of, transcript_from_position, Answer, Call, Hello, HelloReply, Refused, Reply,
-    Request, RequestId, Restored, Status, Welcome,
+    Answer, Call, Hello, HelloReply, Refused, Reply, Request, RequestId, Restored, Status, Welcome,
 };
 
 /// The protocol version this build speaks. A peer announcing another one is refused at the
@@ -33,7 +39,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use backend_api::{Action, BackendError, ChatRef};
+    use crate::chat::{Action, ChatRef};
+    use backend_api::BackendError;
 
     fn chat() -> ChatRef {
         ChatRef {

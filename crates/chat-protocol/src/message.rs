@@ -3,7 +3,7 @@
 //! Owns the shapes only: which message follows which, and what a server does with one, is
 //! up to the two ends (and written down in the spec).
 
-use backend_api::{Action, ChatCreated, ChatRef, ChatUpdate, Load, NewChat, Transcript};
+use crate::chat::{Action, ChatCreated, ChatRef, ChatUpdate, Load, NewChat};
 use serde::{Deserialize, Serialize};
 
 use crate::WireError;
@@ -108,22 +108,6 @@ impl Call {
             Call::Status {} => "status",
             Call::Restore { .. } => "restore",
         }
-    }
-}
-
-/// The transcript part of the wire's `transcriptPosition` (0 means none, as in the Web API).
-pub fn transcript_from_position(position: u64) -> Transcript {
-    match position {
-        0 => Transcript::None,
-        n => Transcript::From(n),
-    }
-}
-
-/// The wire's `transcriptPosition` for a transcript request.
-pub fn position_of(transcript: Transcript) -> u64 {
-    match transcript {
-        Transcript::None => 0,
-        Transcript::From(n) => n.max(1),
     }
 }
 

@@ -70,7 +70,7 @@ impl Server {
         load.accepting &= !self.shutting_down.load(Ordering::Acquire);
         Status {
             alias: self.alias.clone(),
-            load,
+            load: load.into(),
             chats: self.engine.len() as u64,
             connections: self.connections.load(Ordering::Relaxed),
             store: self.store.is_some(),
@@ -88,7 +88,7 @@ impl Server {
         }
         match call {
             Call::LoginJoin(new_chat) => {
-                let created = self.engine.create(new_chat)?;
+                let created = self.engine.create(new_chat.into())?;
                 let chat_id = &created.chat.chat_id;
                 if let Some(store) = &self.store {
                     let record = self
@@ -105,7 +105,7 @@ impl Server {
                         return Err(store_failed(e));
                     }
                 }
-                Ok(Answer::Created(created))
+                Ok(Answer::Created(created.into()))
             }
             Call::Refresh {
                 chat,
@@ -113,18 +113,18 @@ impl Server {
                 transcript_position,
                 details,
             } => {
-                self.refresh(&chat, action, transcript_position, details)
+                self.refresh(&chat.into(), action.into(), transcript_position, details)
                     .await
             }
             Call::Logout {
                 chat,
                 transcript_position,
             } => {
-                self.refresh(&chat, Action::Complete, transcript_position, false)
+                self.refresh(&chat.into(), Action::Complete, transcript_position, false)
                     .await
             }
             Call::Status {} => Ok(Answer::Status(self.status())),
-            Call::Restore { chat } => self.restore(&chat).await,
+            Call::Restore { chat } => self.restore(&chat.into()).await,
         }
     }
 
@@ -141,7 +141,7 @@ impl Server {
             details,
         };
         let Some(store) = &self.store else {
-            return Ok(Answer::Update(self.engine.refresh(chat, request)?));
+            return Ok(Answer::Update(self.engine.refresh(chat, request)?.into()));
         };
         let _in_order = self.save_lock(&chat.chat_id).await;
         let (update, json) = self
@@ -152,7 +152,7 @@ impl Server {
             .save(&chat.chat_id, json)
             .await
             .map_err(store_failed)?;
-        Ok(Answer::Update(update))
+        Ok(Answer::Update(update.into()))
     }
 
     /// The lock stripe of a chat: held from the engine call until its save is written.

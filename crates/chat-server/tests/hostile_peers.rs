@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use backend_api::{Action, NewChat};
 use bytes::Bytes;
+use chat_protocol::chat::{Action, ChatRef, NewChat};
 use chat_protocol::{
     codec, decode, encode, Answer, Call, ErrorCode, Hello, HelloReply, Reply, Request,
     PROTOCOL_VERSION,
 };
-use testkit::{eventually, ChatServer};
 use futures::{SinkExt, StreamExt};
+use testkit::{eventually, ChatServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -289,7 +289,7 @@ async fn unknown_calls_get_an_error_reply_and_the_connection_stays() {
     // Without a store, restore is refused as unsupported (final).
     let reply = client
         .call(Call::Restore {
-            chat: backend_api::ChatRef {
+            chat: ChatRef {
                 chat_id: "x".into(),
                 user_id: "y".into(),
                 secure_key: "z".into(),

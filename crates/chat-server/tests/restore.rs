@@ -46,7 +46,7 @@ async fn connected(backend: &TcpBackend) {
 
 #[tokio::test]
 async fn a_second_instance_restores_a_chat_after_kill_9() {
-    let Some(redis) = Redis::start() else { return };
+    let redis = Redis::start();
     let bin = env!("CARGO_BIN_EXE_chat-server");
     let mut first = ChatServer::builder(bin)
         .alias("117")
@@ -176,7 +176,7 @@ async fn a_second_instance_restores_a_chat_after_kill_9() {
 
 #[tokio::test]
 async fn restore_of_an_unknown_chat_is_final() {
-    let Some(redis) = Redis::start() else { return };
+    let redis = Redis::start();
     let server = ChatServer::builder(env!("CARGO_BIN_EXE_chat-server"))
         .store(&redis.url())
         .start();
@@ -194,7 +194,7 @@ async fn restore_of_an_unknown_chat_is_final() {
 
 #[tokio::test]
 async fn a_server_whose_store_is_down_fails_retryably() {
-    let Some(redis) = Redis::start() else { return };
+    let redis = Redis::start();
     let server = ChatServer::builder(env!("CARGO_BIN_EXE_chat-server"))
         .store(&redis.url())
         .arg("--store-timeout-ms", "500")

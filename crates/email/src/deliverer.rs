@@ -39,10 +39,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The wait after the `failures`-th failed attempt: initial, 2×initial, 4×… up to `max`.
     pub fn backoff(&self, failures: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(failures.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max)
+        backoff::Backoff::new(self.initial, self.max).delay(failures)
     }
 }
 

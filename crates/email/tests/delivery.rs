@@ -10,7 +10,8 @@ use std::time::Duration;
 use email::config::{BackendKind, SmtpSecurity};
 use email::{EmailConfig, EmailService, InteractionId, TextField};
 use mailparse::{MailHeaderMap, ParsedMail};
-use smtp_server::{aiosmtpd_available, free_port, wait_for_async, SmtpServer};
+use smtp_server::{free_port, require_aiosmtpd, SmtpServer};
+use testkit::eventually;
 
 const PDF: &[u8] = b"%PDF-1.4\n% not really a pdf, but bytes\n\x00\x01\x02\xff";
 
@@ -119,8 +120,8 @@ async fn mock_backend_writes_one_eml_per_interaction_id() {
 
     let outbox = dir.path().join("outbox");
     let eml = |id: &InteractionId| outbox.join(format!("{id}.eml"));
-    wait_for_async("both .eml files", Duration::from_secs(20), || {
-        eml(&with_request_mailbox).exists() && eml(&with_config_mailbox).exists()
+    eventually("both .eml files", Duration::from_secs(20), || async {
+        (eml(&with_request_mailbox).exists() && eml(&with_config_mailbox).exists()).then_some(())
     })
     .await;
     assert_message(
@@ -134,16 +135,12 @@ async fn mock_backend_writes_one_eml_per_interaction_id() {
         "configured@company.com",
     );
     let spool = service.spool().clone();
-    for _ in 0..1000 {
-        if spool.is_idle().await.unwrap() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        spool.is_idle().await.unwrap(),
-        "delivered e-mails leave the spool"
-    );
+    eventually(
+        "delivered e-mails to leave the spool",
+        Duration::from_secs(20),
+        || async { spool.is_idle().await.unwrap().then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +150,10 @@ async fn mock_backend_default_mailbox_applies_last() {
     let (service, _deliverer) = EmailService::start(&config, std::future::pending()).unwrap();
     let id = send(&service, None).await;
     let eml = dir.path().join("outbox").join(format!("{id}.eml"));
-    wait_for_async(".eml file", Duration::from_secs(20), || eml.exists()).await;
+    eventually(".eml file", Duration::from_secs(20), || async {
+        eml.exists().then_some(())
+    })
+    .await;
     assert_message(
         &std::fs::read(eml).unwrap(),
         &id,
@@ -163,9 +163,7 @@ async fn mock_backend_default_mailbox_applies_last() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_delivery_to_a_real_server() {
-    if !aiosmtpd_available() {
-        return;
-    }
+    require_aiosmtpd();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = SmtpServer::start(port, &dir.path().join("received"));
@@ -178,10 +176,10 @@ async fn smtp_delivery_to_a_real_server() {
     let (service, _deliverer) = EmailService::start(&config, std::future::pending()).unwrap();
 
     let id = send(&service, Some("support@company.com")).await;
-    wait_for_async(
+    eventually(
         "the SMTP server to receive it",
         Duration::from_secs(30),
-        || server.messages().len() == 1,
+        || async { (server.messages().len() == 1).then_some(()) },
     )
     .await;
     assert_message(&server.messages()[0], &id, "support@company.com");
@@ -200,8 +198,8 @@ async fn unreachable_server_dead_letters_after_max_attempts() {
     let id = send(&service, None).await;
 
     let reason = service.spool().dead_dir(&id).join("reason.txt");
-    wait_for_async("the dead letter", Duration::from_secs(30), || {
-        reason.exists()
+    eventually("the dead letter", Duration::from_secs(30), || async {
+        reason.exists().then_some(())
     })
     .await;
     let reason = std::fs::read_to_string(reason).unwrap();
@@ -215,9 +213,7 @@ async fn unreachable_server_dead_letters_after_max_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_refusal_dead_letters_at_once() {
-    if !aiosmtpd_available() {
-        return;
-    }
+    require_aiosmtpd();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = SmtpServer::start(port, &dir.path().join("received"));
@@ -231,8 +227,8 @@ async fn permanent_refusal_dead_letters_at_once() {
     let id = send(&service, Some("reject-me@company.com")).await;
 
     let reason = service.spool().dead_dir(&id).join("reason.txt");
-    wait_for_async("the dead letter", Duration::from_secs(30), || {
-        reason.exists()
+    eventually("the dead letter", Duration::from_secs(30), || async {
+        reason.exists().then_some(())
     })
     .await;
     let reason = std::fs::read_to_string(reason).unwrap();

@@ -11,6 +11,7 @@ use axum::routing::post;
 use axum::Router;
 use email::config::BackendKind;
 use email::{EmailConfig, EmailService, InteractionId, TextField};
+use testkit::eventually;
 
 /// One form part: field name, file name, content type, bytes.
 type Part = (String, Option<String>, Option<String>, Vec<u8>);
@@ -116,17 +117,6 @@ async fn send(service: &EmailService, attachment: &[u8]) -> InteractionId {
     intake.commit().await.unwrap()
 }
 
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posts_the_gms_form_and_retries_server_errors() {
     let (gms, base) = start_gms(vec![503, 500]).await;
@@ -136,15 +126,17 @@ async fn posts_the_gms_form_and_retries_server_errors() {
     let png: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
     let id = send(&service, &png).await;
 
-    until("the third attempt", || gms.seen.lock().unwrap().len() == 3).await;
+    eventually("the third attempt", Duration::from_secs(20), || async {
+        (gms.seen.lock().unwrap().len() == 3).then_some(())
+    })
+    .await;
     let spool = service.spool().clone();
-    for _ in 0..1000 {
-        if spool.is_idle().await.unwrap() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(spool.is_idle().await.unwrap(), "delivered after two 5xx");
+    eventually(
+        "delivery after two 5xx",
+        Duration::from_secs(20),
+        || async { spool.is_idle().await.unwrap().then_some(()) },
+    )
+    .await;
 
     let seen = gms.seen.lock().unwrap().clone();
     let last = &seen[2];
@@ -187,7 +179,10 @@ async fn a_client_error_is_dead_lettered_at_once() {
         EmailService::start(&config(dir.path(), &base), std::future::pending()).unwrap();
     let id = send(&service, b"x").await;
     let reason = service.spool().dead_dir(&id).join("reason.txt");
-    until("the dead letter", || reason.exists()).await;
+    eventually("the dead letter", Duration::from_secs(20), || async {
+        reason.exists().then_some(())
+    })
+    .await;
     let reason = std::fs::read_to_string(reason).unwrap();
     assert!(
         reason.contains("refused permanently at attempt 1"),

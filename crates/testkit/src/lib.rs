@@ -18,7 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Polls `check` until it yields a value, failing the test with `what` past `within`.
+/// How often the `eventually` helpers look again.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// The one way tests wait for something: polls `check` every 20 ms until it yields a value,
+/// failing the test with "timed out waiting for `what`" past `within`. Tests never sleep a
+/// fixed time instead.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -30,8 +35,40 @@ where
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_EVERY).await;
     }
+}
+
+/// [`eventually`] for code outside an async runtime (threads, process fixtures): blocks the
+/// thread between checks.
+pub fn eventually_blocking<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// Fails the test unless `probe` runs and exits 0, naming what is missing and how to install
+/// it. A test that needs a real part never skips itself and passes: it fails until the part
+/// is there (`.ci/run` installs them).
+pub fn require(what: &str, install: &str, mut probe: Command) {
+    let present = probe
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        present,
+        "this test needs {what}, which is not installed here: {install}"
+    );
 }
 
 /// A port nobody listens on right now (for programs that cannot be told to use port 0).
@@ -60,22 +97,11 @@ pub struct Redis {
 }
 
 impl Redis {
-    /// Starts one. Without `redis-server` installed this returns `None` and says why, so the
-    /// caller skips; under CI (`CI` set) a missing Redis fails the test instead.
-    pub fn start() -> Option<Redis> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is not installed, and CI is set: .ci/run must install it"
-            );
-            eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
-            return None;
-        }
+    /// Starts one. Without `redis-server` installed the test fails and says how to install it.
+    pub fn start() -> Redis {
+        let mut probe = Command::new("redis-server");
+        probe.arg("--version");
+        require("redis-server", "apt-get install redis-server", probe);
         // The port is picked before redis binds it, so another process can take it in
         // between: try a few.
         for _ in 0..5 {
@@ -93,12 +119,12 @@ impl Redis {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if redis_ping(port) {
-                    return Some(Redis { child, port });
+                    return Redis { child, port };
                 }
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(POLL_EVERY);
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -206,7 +232,7 @@ impl ChatServer {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status.success();
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(POLL_EVERY);
         }
         false
     }

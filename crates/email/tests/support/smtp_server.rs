@@ -8,7 +8,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const HANDLER: &str = r#"
 import os, uuid
@@ -38,25 +38,11 @@ class Saver:
         return '250 OK saved'
 "#;
 
-/// Whether python3 with aiosmtpd is available. Under CI its absence is a failure, elsewhere
-/// the caller skips with a message.
-pub fn aiosmtpd_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("python3 with aiosmtpd is required under CI (pip install aiosmtpd)");
-        }
-        eprintln!(
-            "SKIPPED: python3 with aiosmtpd not found; `pip install aiosmtpd` to run this test"
-        );
-    }
-    ok
+/// Fails the test unless python3 with aiosmtpd is installed, saying how to install it.
+pub fn require_aiosmtpd() {
+    let mut probe = Command::new("python3");
+    probe.args(["-c", "import aiosmtpd"]);
+    testkit::require("python3 with aiosmtpd", "pip install aiosmtpd", probe);
 }
 
 /// A free port on 127.0.0.1 (bound and released; the small race is acceptable in tests).
@@ -98,17 +84,13 @@ impl SmtpServer {
             port,
             outdir: outdir.to_owned(),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let listening = format!("aiosmtpd to listen on {port}");
+        testkit::eventually_blocking(&listening, Duration::from_secs(20), || {
             if let Some(status) = server.child.try_wait().unwrap() {
                 panic!("aiosmtpd exited early: {status}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            TcpStream::connect(("127.0.0.1", port)).ok()
+        });
         server
     }
 
@@ -136,23 +118,5 @@ impl Drop for SmtpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; panics with `what` then.
-pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// As [`wait_for`], without blocking the async runtime.
-pub async fn wait_for_async(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
