@@ -16,7 +16,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AdminState, InstanceKind};
+use crate::router::AdminState;
 use crate::router::{HealthState, Instance};
 use crate::Gateway;
 
@@ -40,7 +40,7 @@ pub fn routes(gw: Arc<Gateway>) -> axum::Router {
 #[serde(rename_all = "camelCase")]
 struct View {
     alias: String,
-    kind: Option<InstanceKind>,
+    kind: Option<&'static str>,
     address: Option<String>,
     weight: u32,
     state: AdminState,
@@ -61,8 +61,8 @@ async fn view(gw: &Gateway, instance: &Instance) -> View {
     let health = instance.health.state();
     View {
         alias: instance.alias.to_string(),
-        kind: config.as_ref().map(|c| c.kind),
-        address: config.and_then(|c| c.address),
+        kind: config.as_ref().map(|c| c.kind.name()),
+        address: config.and_then(|c| c.kind.address().map(str::to_owned)),
         weight: instance.weight,
         state,
         health,
@@ -114,7 +114,7 @@ async fn set_state(
 
 /// Every admin request carries `Authorization: Bearer <admin.token>`.
 async fn require_token(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    let Some(token) = gw.config.admin.token.as_deref() else {
+    let Some(token) = gw.config.admin.token.as_ref().map(|t| t.expose()) else {
         return refuse(
             StatusCode::FORBIDDEN,
             "admin.token is not set: the instance endpoints are off",

@@ -6,6 +6,7 @@
 //! the public listener (unless the admin listener is disabled, when `/metrics` moves there)
 //! and must not reach into request handling.
 
+mod config;
 pub mod instances;
 
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use subtle::ConstantTimeEq;
 use crate::edge::{health, Failure};
 use crate::error::Error;
 use crate::Gateway;
+
+pub use config::AdminConfig;
 
 /// The whole admin application.
 pub fn app(gw: Arc<Gateway>) -> Router {
@@ -58,7 +61,7 @@ async fn require_token(State(gw): State<Arc<Gateway>>, req: Request, next: Next)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
             return Failure::from(Error::AdminUnauthorized).into_response();
         }
     }

@@ -1,7 +1,6 @@
 //! Reading a JSON request body: content-type leniency and the size limit.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -37,10 +36,10 @@ impl FromRequest<Arc<Gateway>> for JsonBody {
             return Err(Error::BodyTooLarge(limit).into());
         }
         // A whole-body deadline: a client trickling bytes cannot hold the request open.
-        let deadline = Duration::from_millis(gw.config.limits.body_read_timeout_ms);
+        let deadline = gw.config.limits.body_read_timeout;
         let read = tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect());
         let Ok(read) = read.await else {
-            return Err(Error::BodyTimeout(gw.config.limits.body_read_timeout_ms).into());
+            return Err(Error::BodyTimeout(deadline.as_millis() as u64).into());
         };
         match read {
             Ok(collected) => {

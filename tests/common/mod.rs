@@ -184,8 +184,8 @@ impl GatewayBuilder {
         engines: Vec<(String, Arc<Engine>)>,
     ) -> TestGateway {
         let gateway = Gateway::with_backends(config, backends).expect("gateway starts");
-        let listener = webapi_gateway::server::bind(&gateway.config).await.unwrap();
-        let admin = webapi_gateway::server::bind_admin(&gateway.config)
+        let listener = webapi_gateway::server::bind(&gateway.config.server).await.unwrap();
+        let admin = webapi_gateway::server::bind_admin(&gateway.config.admin)
             .await
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -66,7 +66,7 @@ impl EmailService {
         config: &EmailConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(EmailService, JoinHandle<()>), String> {
-        config.validate()?;
+        config.validate().map_err(|e| e.to_string())?;
         let spool = Spool::open(&config.spool_dir)
             .map_err(|e| format!("email.spool_dir {}: {e}", config.spool_dir.display()))?;
         let policy = config.retry();

@@ -6,6 +6,7 @@
 //! chat started in one dialect carries on in the other. Knows nothing about backends.
 
 mod body;
+mod config;
 mod wire;
 
 use std::sync::Arc;
@@ -18,10 +19,10 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 use self::body::GmsBody;
+pub use self::config::{GmsConfig, GmsServiceConfig};
 use self::wire::{limits_user_data, GmsReply};
 use super::error::GmsFailure;
 use super::wire::{json, Events};
-use crate::config::GmsServiceConfig;
 use crate::error::Error;
 use crate::operation::{self, gms_credentials, ClientCredentials};
 use crate::Gateway;

@@ -22,7 +22,7 @@ use crate::envelope::Envelope;
 pub struct HttpBackend {
     client: reqwest::Client,
     url: String,
-    api_key: Option<String>,
+    api_key: Option<config_types::Secret>,
 }
 
 impl HttpBackend {
@@ -84,7 +84,7 @@ impl EmailBackend for HttpBackend {
             .header(INTERACTION_ID_HEADER, &email.interaction_id)
             .multipart(form);
         if let Some(key) = &self.api_key {
-            request = request.header("x-api-key", key);
+            request = request.header("x-api-key", key.expose());
         }
         let response = request
             .send()
