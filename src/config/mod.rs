@@ -435,3 +435,140 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod typed {
+    //! The typed reading: the instance kind with its data, durations, non-zero counts,
+    //! unknown keys, secrets.
+    use std::time::Duration;
+
+    use super::*;
+
+    const MINIMAL: &str = "[[tenants]]\nname = \"E\"\n[[chat.instances]]\nalias = \"a\"\n\
+                           kind = \"mock\"\n";
+
+    fn refusal(text: &str) -> String {
+        Config::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_instance_kind_carries_its_data() {
+        let c = Config::from_toml_str(&format!(
+            "{MINIMAL}[[chat.instances]]\nalias = \"t\"\nkind = \"tcp\"\naddress = \"h:7117\"\n\
+             [[chat.instances]]\nalias = \"g\"\nkind = \"http\"\nweight = 3\n\
+             [chat.instances.http]\nbase_url = \"https://gms.example\"\nrequest_timeout_ms = 500\n"
+        ))
+        .unwrap();
+        let kinds: Vec<_> = c.chat.instances.iter().map(|i| &i.kind).collect();
+        assert_eq!(kinds[0], &InstanceKind::Mock);
+        assert_eq!(kinds[1].address(), Some("h:7117"));
+        let InstanceKind::Http(http) = kinds[2] else {
+            panic!("{:?}", kinds[2])
+        };
+        assert_eq!(http.request_timeout, Duration::from_millis(500));
+        assert_eq!(http.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.chat.instances[2].weight, 3);
+        assert_eq!(kinds.iter().map(|k| k.name()).collect::<Vec<_>>(), ["mock", "tcp", "http"]);
+    }
+
+    #[test]
+    fn ms_and_secs_keys_are_durations() {
+        let c = Config::from_toml_str(&format!(
+            "{MINIMAL}[server]\nrequest_timeout_ms = 6500\n[mock]\ndisconnect_timeout_secs = 7\n\
+             agent_join_delay_ms = 5\n[tcp]\nconnect_timeout_ms = 250\n\
+             [limits]\nbad_credentials_period_secs = 9\n[cors]\nmax_age_secs = 30\n\
+             [chat.health]\neject_ms = 40\n"
+        ))
+        .unwrap();
+        assert_eq!(c.server.request_timeout, Duration::from_millis(6500));
+        assert_eq!(c.mock.disconnect_timeout, Duration::from_secs(7));
+        assert_eq!(c.mock.agent_join_delay, Duration::from_millis(5));
+        assert_eq!(c.tcp.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.limits.bad_credentials_period, Duration::from_secs(9));
+        assert_eq!(c.cors.max_age, Duration::from_secs(30));
+        assert_eq!(c.chat.health.eject_for, Duration::from_millis(40));
+        let e = refusal(&format!("{MINIMAL}[tcp]\nstatus_interval_ms = 0\n"));
+        assert!(e.contains("tcp.status_interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn zero_counts_are_refused_by_key() {
+        for (section, key) in [
+            ("limits", "max_connections"),
+            ("limits", "bad_credentials_burst"),
+            ("chat.health", "fall"),
+            ("chat.health", "eject_after"),
+        ] {
+            let e = refusal(&format!("{MINIMAL}[{section}]\n{key} = 0\n"));
+            assert!(e.contains(&format!("{section}.{key}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        for (extra, key) in [
+            ("adress = \"h:1\"\n", "adress"),
+            ("[tcp]\nconections = 2\n", "conections"),
+            ("[mock.files]\nmax_filez = 2\n", "max_filez"),
+            ("[limits]\nmax_connection = 2\n", "max_connection"),
+            ("[gms]\nmax_upload = 2\n", "max_upload"),
+        ] {
+            let e = refusal(&format!("{MINIMAL}{extra}"));
+            assert!(e.contains(key), "{key} not named in: {e}");
+        }
+        let e = refusal(&format!(
+            "{MINIMAL}[[chat.instances]]\nalias = \"g\"\nkind = \"http\"\n\
+             [chat.instances.http]\nbase_url = \"https://gms.example\"\napi_kee = \"k\"\n"
+        ));
+        assert!(e.contains("api_kee") && e.contains("chat.instances[1]"), "{e}");
+    }
+
+    #[test]
+    fn origins_and_file_types_are_read_once() {
+        let c = Config::from_toml_str(&format!(
+            "[[tenants]]\nname = \"E\"\ncors_origins = [\"https://*.shop.example\", \"*\"]\n\
+             [[chat.instances]]\nalias = \"a\"\nkind = \"mock\"\n\
+             [mock.files]\nfile_types = [\"PDF\", \"Txt\"]\n"
+        ))
+        .unwrap();
+        let wildcard = Origin::Wildcard {
+            scheme: "https://".into(),
+            suffix: ".shop.example".into(),
+        };
+        assert_eq!(c.tenants[0].cors_origins, [wildcard, Origin::Any]);
+        assert_eq!(c.mock.files.file_types, ["pdf", "txt"]);
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let secrets = [
+            "credentials-secret-0123456789abcdef",
+            "admin-token-0123456789",
+            "tenant-key-0123456789",
+            "service-key-0123456789",
+            "gms-instance-key-0123",
+            "smtp-password-0123",
+            "email-api-key-0123",
+        ];
+        let c = Config::from_toml_str(&format!(
+            "[credentials]\nsecret = \"{}\"\n[admin]\ntoken = \"{}\"\n\
+             [[tenants]]\nname = \"E\"\n[gms.tenant_api_keys]\nE = \"{}\"\n\
+             [[gms.services]]\nname = \"s\"\ntenant = \"E\"\napi_key = \"{}\"\n\
+             [[chat.instances]]\nalias = \"g\"\nkind = \"http\"\n[chat.instances.http]\n\
+             base_url = \"https://gms.example\"\napi_key = \"{}\"\n\
+             [email.backend.smtp]\nhost = \"h\"\nusername = \"u\"\npassword = \"{}\"\n\
+             [email.backend.http]\nbase_url = \"https://gms.example\"\napi_key = \"{}\"\n",
+            secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5], secrets[6]
+        ))
+        .unwrap();
+        let printed = format!("{c:?} {c:#?}");
+        for secret in secrets {
+            assert!(!printed.contains(secret), "{secret} printed");
+        }
+        assert_eq!(c.admin.token.as_ref().map(|t| t.expose()), Some(secrets[1]));
+        // A changed secret is a changed section (a reload names it).
+        let mut other = c.clone();
+        other.admin.token = Some("admin-token-9876543210".into());
+        assert_ne!(c.admin, other.admin);
+    }
+}

@@ -110,14 +110,7 @@ impl GatewayBuilder {
     }
 
     pub fn config(&self) -> Config {
-        let toml = self.toml_text();
-        let dir = std::env::temp_dir().join(format!("gwtest-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("gateway.toml");
-        std::fs::write(&path, toml).unwrap();
-        let config = Config::load_with_env(&path, self.env.clone()).expect("test config");
-        std::fs::remove_dir_all(&dir).unwrap();
-        config
+        Config::from_toml_str_with_env(&self.toml_text(), self.env.clone()).expect("test config")
     }
 
     /// The config file this builder makes (environment overrides aside).
