@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use backend_api::{BackendError, ChatBackend};
-use email::EmailService;
-use chat_engine::{Engine, MockBackend};
 use backend_tcp::TcpBackend;
+use chat_engine::{Engine, MockBackend};
+use email::EmailService;
 
 use crate::config::{ChatConfig, Config, HealthConfig, InstanceConfig, InstanceKind};
 use crate::credentials::Credentials;
@@ -293,12 +293,13 @@ fn build_backend(
         })),
         InstanceKind::Http(http) => {
             // Validation accepted the table, so only the TLS stack can fail here.
-            let backend = backend_http::HttpBackend::new(http.as_ref().clone()).map_err(|error| {
-                StartError::HttpBackend {
-                    alias: inst.alias.clone(),
-                    error,
-                }
-            })?;
+            let backend =
+                backend_http::HttpBackend::new(http.as_ref().clone()).map_err(|error| {
+                    StartError::HttpBackend {
+                        alias: inst.alias.clone(),
+                        error,
+                    }
+                })?;
             Arc::new(backend)
         }
     })

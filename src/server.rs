@@ -30,10 +30,10 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
+use crate::admin::AdminConfig;
 use crate::edge::Failure;
 use crate::error::Error;
 use crate::telemetry::{OPEN_CONNECTIONS, REFUSALS};
-use crate::admin::AdminConfig;
 use crate::{app, Gateway};
 
 mod config;

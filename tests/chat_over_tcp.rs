@@ -8,9 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::{chat_server_bin, ChatServer};
 use common::{assert_contiguous, eventually, gateway, types, Chat, Client, TestGateway};
 use serde_json::json;
+use testkit::{chat_server_bin, ChatServer};
 
 const PATIENCE: Duration = Duration::from_secs(15);
 

@@ -142,7 +142,10 @@ impl Entry {
         let kind = match (self.kind, self.address, self.http) {
             (Kind::Mock, ..) => InstanceKind::Mock,
             (Kind::Tcp, None, _) => {
-                return Err(Invalid::new("address", "required for kind = \"tcp\" (host:port)"))
+                return Err(Invalid::new(
+                    "address",
+                    "required for kind = \"tcp\" (host:port)",
+                ))
             }
             (Kind::Tcp, Some(address), _) => {
                 let host_port = address.rsplit_once(':');

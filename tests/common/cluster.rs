@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use testkit::{chat_server_bin, ChatServer, Redis};
 use serde_json::Value;
+use testkit::{chat_server_bin, ChatServer, Redis};
 use webapi_gateway::Gateway;
 
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789";

@@ -177,7 +177,9 @@ impl GatewayBuilder {
         engines: Vec<(String, Arc<Engine>)>,
     ) -> TestGateway {
         let gateway = Gateway::with_backends(config, backends).expect("gateway starts");
-        let listener = webapi_gateway::server::bind(&gateway.config.server).await.unwrap();
+        let listener = webapi_gateway::server::bind(&gateway.config.server)
+            .await
+            .unwrap();
         let admin = webapi_gateway::server::bind_admin(&gateway.config.admin)
             .await
             .unwrap();

@@ -46,7 +46,8 @@ impl HttpBackend {
     /// or when the TLS stack cannot start.
     pub fn new(config: HttpConfig) -> Result<HttpBackend, BuildError> {
         config.validate()?;
-        let base = Url::parse(&config.base_url).map_err(|e| Invalid::new("base_url", e.to_string()))?;
+        let base =
+            Url::parse(&config.base_url).map_err(|e| Invalid::new("base_url", e.to_string()))?;
         let mut headers = HeaderMap::new();
         if let Some(key) = &config.api_key {
             // Both were checked by `validate`.

@@ -77,7 +77,10 @@ impl HttpConfig {
         let url = reqwest::Url::parse(&self.base_url)
             .map_err(|e| Invalid::new("base_url", format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-            return Err(Invalid::new("base_url", "must be an http:// or https:// URL"));
+            return Err(Invalid::new(
+                "base_url",
+                "must be an http:// or https:// URL",
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(Invalid::new("base_url", "must have no query or fragment"));
@@ -97,8 +100,7 @@ impl HttpConfig {
             ));
         }
         if let Some(value) = &self.api_key {
-            if reqwest::header::HeaderValue::from_str(value.expose()).is_err() || value.is_empty()
-            {
+            if reqwest::header::HeaderValue::from_str(value.expose()).is_err() || value.is_empty() {
                 return Err(Invalid::new("api_key", "must be a non-empty header value"));
             }
         }

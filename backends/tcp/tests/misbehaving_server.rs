@@ -10,8 +10,8 @@ use backend_tcp::{TcpBackend, TcpConfig};
 use chat_protocol::{
     codec, decode, encode, Hello, HelloReply, Status, Welcome, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
 };
-use testkit::eventually;
 use futures::{SinkExt, StreamExt};
+use testkit::eventually;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;

@@ -9,8 +9,8 @@ use chat_protocol::{
     codec, decode, encode, Answer, Call, ErrorCode, Hello, HelloReply, Reply, Request,
     PROTOCOL_VERSION,
 };
-use testkit::{eventually, ChatServer};
 use futures::{SinkExt, StreamExt};
+use testkit::{eventually, ChatServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};

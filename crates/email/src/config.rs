@@ -75,7 +75,10 @@ impl EmailConfig {
             ));
         }
         if self.attempt_timeout_secs == 0 {
-            return Err(Invalid::new("email.attempt_timeout_secs", "must be above 0"));
+            return Err(Invalid::new(
+                "email.attempt_timeout_secs",
+                "must be above 0",
+            ));
         }
         for ext in &self.file_types {
             if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -86,11 +89,12 @@ impl EmailConfig {
             }
         }
         if let Some(mailbox) = &self.mailbox {
-            mailbox
-                .parse::<lettre::Address>()
-                .map_err(|e| {
-                    Invalid::new("email.mailbox", format!("{mailbox:?} is not an address: {e}"))
-                })?;
+            mailbox.parse::<lettre::Address>().map_err(|e| {
+                Invalid::new(
+                    "email.mailbox",
+                    format!("{mailbox:?} is not an address: {e}"),
+                )
+            })?;
         }
         self.backend.validate()
     }

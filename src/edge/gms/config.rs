@@ -99,7 +99,10 @@ impl GmsConfig {
                 return Err(Invalid::new(key("endpoint"), why));
             }
             if s.api_key.as_ref().is_some_and(|k| k.len() < 16) {
-                return Err(Invalid::new(key("api_key"), "must be at least 16 characters"));
+                return Err(Invalid::new(
+                    key("api_key"),
+                    "must be at least 16 characters",
+                ));
             }
         }
         Ok(())

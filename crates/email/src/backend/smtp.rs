@@ -41,7 +41,8 @@ impl SmtpBackend {
             .tls(tls)
             .timeout(Some(timeout));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
         Ok(SmtpBackend {
             transport: builder.build(),
