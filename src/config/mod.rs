@@ -254,3 +254,6 @@ fn dotted(error: &config::ConfigError) -> String {
     }
     format!("{message} for key `{dotted}`{rest}")
 }
+
+#[cfg(test)]
+mod tests;
