@@ -44,7 +44,7 @@ pub struct Gateway {
 pub enum StartError {
     /// The e-mail side could not start: its spool folder or its backend.
     #[error("{0}")]
-    Email(String),
+    Email(#[from] email::StartError),
     /// An HTTP instance's adapter could not be built (its TLS stack).
     #[error("chat.instances `{alias}`: {error}")]
     HttpBackend {

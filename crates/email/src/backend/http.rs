@@ -26,11 +26,11 @@ pub struct HttpBackend {
 }
 
 impl HttpBackend {
-    pub fn new(config: &HttpConfig, timeout: Duration) -> Result<Self, String> {
+    pub fn new(config: &HttpConfig, timeout: Duration) -> Result<Self, super::StartError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .map_err(|e| format!("email.backend.http client: {e}"))?;
+            .map_err(super::StartError::HttpClient)?;
         Ok(HttpBackend {
             client,
             url: format!(
