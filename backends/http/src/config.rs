@@ -93,13 +93,12 @@ impl HttpConfig {
                 ));
             }
         }
-        if reqwest::header::HeaderName::from_bytes(self.api_key_header.as_bytes()).is_err() {
-            return Err(Invalid::new(
-                "api_key_header",
-                format!("`{}` is not a header name", self.api_key_header),
-            ));
-        }
         if let Some(value) = &self.api_key {
+            let header = &self.api_key_header;
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                let why = format!("`{header}` is not a header name");
+                return Err(Invalid::new("api_key_header", why));
+            }
             if reqwest::header::HeaderValue::from_str(value.expose()).is_err() || value.is_empty() {
                 return Err(Invalid::new("api_key", "must be a non-empty header value"));
             }
