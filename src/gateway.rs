@@ -52,8 +52,17 @@ pub struct Gateway {
 /// Why a gateway could not be built from a valid configuration (the environment refused
 /// something: a spool folder that cannot be created, say).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(String);
+pub enum StartError {
+    /// The e-mail side could not start: its spool folder or its backend.
+    #[error("{0}")]
+    Email(#[from] email::StartError),
+    /// An HTTP instance's adapter could not be built (its TLS stack).
+    #[error("chat.instances `{alias}`: {error}")]
+    HttpBackend {
+        alias: String,
+        error: backend_http::BuildError,
+    },
+}
 
 impl Gateway {
     /// Builds adapters and the router, opens the e-mail spool and starts its deliverer. Must
@@ -75,12 +84,12 @@ impl Gateway {
         let tasks = tokio_util::task::TaskTracker::new();
         let (email, deliverer) =
             EmailService::start(&config.email, shutdown.clone().cancelled_owned())
-                .map_err(StartError)?;
+                .map_err(StartError::Email)?;
         tasks.spawn(async move {
             let _ = deliverer.await;
         });
         let credentials = match &config.credentials.secret {
-            Some(secret) => Credentials::new(secret.as_bytes()),
+            Some(secret) => Credentials::new(secret.expose().as_bytes()),
             None => {
                 tracing::warn!(
                     "credentials.secret is not set: using a random per-process secret; chats \
@@ -106,7 +115,7 @@ impl Gateway {
             config.tenants.clone(),
             credentials,
             Arc::clone(&router),
-            Duration::from_millis(config.server.request_timeout_ms),
+            config.server.request_timeout,
         );
         let tenants = config.tenants.iter().map(|t| t.name.clone()).collect();
         Ok(Arc::new(Gateway {
@@ -230,7 +239,7 @@ impl FromRef<Arc<Gateway>> for ReadLimits {
     fn from_ref(gw: &Arc<Gateway>) -> ReadLimits {
         ReadLimits {
             max_body_bytes: gw.config.server.max_body_bytes,
-            body_read_timeout_ms: gw.config.limits.body_read_timeout_ms,
+            body_read_timeout: gw.config.limits.body_read_timeout,
         }
     }
 }
@@ -253,13 +262,12 @@ fn start_instance(
     instance
 }
 
-/// The active health check of one instance: its `check` call every `interval_ms`. The task
+/// The active health check of one instance: its `check` call every `interval`. The task
 /// holds the instance weakly and ends once no table holds it (a reload removed it).
 fn spawn_checker(instance: &Arc<Instance>, config: HealthConfig) {
     let backend: Weak<dyn ChatBackend> = Arc::downgrade(&instance.backend);
     let health = Arc::downgrade(&instance.health);
-    let interval = Duration::from_millis(config.interval_ms);
-    let timeout = Duration::from_millis(config.timeout_ms);
+    let (interval, timeout) = (config.interval, config.timeout);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -279,29 +287,26 @@ fn spawn_checker(instance: &Arc<Instance>, config: HealthConfig) {
     });
 }
 
-/// Whether a reloaded entry can keep the running adapter.
+/// Whether a reloaded entry can keep the running adapter: same kind, with the same address
+/// or `http` table.
 fn same_backend(old: &InstanceConfig, new: &InstanceConfig) -> bool {
     old.kind == new.kind
-        && old.address == new.address
-        && format!("{:?}", old.http) == format!("{:?}", new.http)
 }
 
-/// The sections a reload cannot apply, and whether the new file changed each. Compared by
-/// their debug form; values are never logged (the secrets are among them).
+/// The sections a reload cannot apply, and whether the new file changed each. Values are
+/// never logged (the secrets are among them).
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     vec![
-        ("server", differs(&old.server, &new.server)),
-        ("credentials", differs(&old.credentials, &new.credentials)),
-        ("tenants", differs(&old.tenants, &new.tenants)),
-        ("chat.health", differs(&old.chat.health, &new.chat.health)),
-        ("mock", differs(&old.mock, &new.mock)),
-        ("tcp", differs(&old.tcp, &new.tcp)),
-        ("gms", differs(&old.gms, &new.gms)),
-        ("admin", differs(&old.admin, &new.admin)),
-        ("log", differs(&old.log, &new.log)),
-        ("email", differs(&old.email, &new.email)),
+        ("server", old.server != new.server),
+        ("credentials", old.credentials != new.credentials),
+        ("tenants", old.tenants != new.tenants),
+        ("chat.health", old.chat.health != new.chat.health),
+        ("mock", old.mock != new.mock),
+        ("tcp", old.tcp != new.tcp),
+        ("gms", old.gms != new.gms),
+        ("admin", old.admin != new.admin),
+        ("log", old.log != new.log),
+        ("email", old.email != new.email),
     ]
 }
 
@@ -310,26 +315,26 @@ fn build_backend(
     inst: &InstanceConfig,
     config: &Config,
 ) -> Result<Arc<dyn ChatBackend>, StartError> {
-    Ok(match inst.kind {
+    Ok(match &inst.kind {
         InstanceKind::Mock => {
-            let engine = Engine::new(config.mock.behaviour());
+            let engine = Engine::new(config.mock.clone());
             engine.spawn_sweeper(Duration::from_secs(1));
             Arc::new(MockBackend::new(engine))
         }
-        InstanceKind::Tcp => {
-            // Validation made sure a tcp instance has an address.
-            let address = inst.address.as_deref().unwrap_or_default();
-            Arc::new(TcpBackend::new(config.tcp.adapter_config(address)))
-        }
-        InstanceKind::Http => {
-            let http = inst.http.as_ref().expect("validated: kind http has [http]");
-            // Validation accepted the config, so only the TLS stack can fail here.
-            let backend = backend_http::HttpBackend::new(http.adapter_config()).map_err(|e| {
-                StartError(format!(
-                    "chat.instances `{}`: cannot build the HTTP client: {e}",
-                    inst.alias
-                ))
-            })?;
+        InstanceKind::Tcp { address } => Arc::new(TcpBackend::new(backend_tcp::TcpConfig {
+            address: address.clone(),
+            peer_name: format!("webapi-gateway {}", env!("CARGO_PKG_VERSION")),
+            ..config.tcp.clone()
+        })),
+        InstanceKind::Http(http) => {
+            // Validation accepted the table, so only the TLS stack can fail here.
+            let backend =
+                backend_http::HttpBackend::new(http.as_ref().clone()).map_err(|error| {
+                    StartError::HttpBackend {
+                        alias: inst.alias.clone(),
+                        error,
+                    }
+                })?;
             Arc::new(backend)
         }
     })

@@ -46,14 +46,14 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let listener = match server::bind(&config).await {
+        let listener = match server::bind(&config.server).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("error: cannot listen on {}: {e}", config.server.listen);
                 return ExitCode::FAILURE;
             }
         };
-        let admin = match server::bind_admin(&config).await {
+        let admin = match server::bind_admin(&config.admin).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("error: cannot listen on {}: {e}", config.admin.listen);

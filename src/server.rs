@@ -30,26 +30,30 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
+use crate::admin::AdminConfig;
 use crate::edge::Failure;
 use crate::error::Error;
 use crate::telemetry::{OPEN_CONNECTIONS, REFUSALS};
-use crate::{app, Config, Gateway};
+use crate::{app, Gateway};
+
+mod config;
+pub use config::ServerConfig;
 
 /// Connections past the cap that still get their JSON 503, at most at once; beyond these a
 /// connection is closed without a reply.
 const OVERFLOW_REPLIES: usize = 64;
 
 /// Binds the public address; separate from [`serve`] so callers learn the bound port.
-pub async fn bind(config: &Config) -> io::Result<TcpListener> {
-    TcpListener::bind(config.server.listen).await
+pub async fn bind(server: &ServerConfig) -> io::Result<TcpListener> {
+    TcpListener::bind(server.listen).await
 }
 
 /// Binds the admin address, when the admin listener is enabled.
-pub async fn bind_admin(config: &Config) -> io::Result<Option<TcpListener>> {
-    if !config.admin.enabled {
+pub async fn bind_admin(admin: &AdminConfig) -> io::Result<Option<TcpListener>> {
+    if !admin.enabled {
         return Ok(None);
     }
-    TcpListener::bind(config.admin.listen).await.map(Some)
+    TcpListener::bind(admin.listen).await.map(Some)
 }
 
 /// Serves the public listener until SIGINT/SIGTERM, then shuts down.
@@ -77,7 +81,7 @@ pub async fn serve_with(
     let limits = &gw.config.limits;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+        .header_read_timeout(limits.header_read_timeout)
         // The edge refuses heads over max_header_bytes with a JSON 431; this is the hard cap
         // past which hyper refuses them itself, before they are even parsed.
         .max_buf_size((limits.max_header_bytes * 2).max(8192))
@@ -85,11 +89,11 @@ pub async fn serve_with(
     let conns = Connections {
         http,
         graceful: GracefulShutdown::new(),
-        idle: Duration::from_millis(limits.idle_timeout_ms),
+        idle: limits.idle_timeout,
     };
     let public_app = app(Arc::clone(&gw));
     let admin_app = crate::admin::app(Arc::clone(&gw));
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = Arc::new(Semaphore::new(limits.max_connections.get()));
     let admin_permits = Arc::new(Semaphore::new(64));
     let overflow = Arc::new(Semaphore::new(OVERFLOW_REPLIES));
     tokio::pin!(signal);
@@ -117,7 +121,7 @@ pub async fn serve_with(
     tracing::info!("shutting down: finishing in-flight requests");
     gw.shutdown.cancel();
     gw.tasks.close();
-    let deadline = Duration::from_millis(gw.config.server.shutdown_deadline_ms);
+    let deadline = gw.config.server.shutdown_deadline;
     let drained = tokio::time::timeout(deadline, async {
         conns.graceful.shutdown().await;
         gw.tasks.wait().await;
@@ -126,7 +130,7 @@ pub async fn serve_with(
     match drained {
         Ok(()) => tracing::info!("shut down cleanly"),
         Err(_) => tracing::warn!(
-            deadline_ms = gw.config.server.shutdown_deadline_ms,
+            deadline_ms = deadline.as_millis() as u64,
             "shutdown deadline passed; exiting with work still open"
         ),
     }

@@ -26,6 +26,9 @@ use parking_lot::RwLock;
 
 use crate::Gateway;
 
+mod config;
+pub use config::{LogConfig, LogFormat};
+
 pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
 pub const HTTP_DURATION: &str = "gateway_http_request_duration_seconds";
 pub const REFUSALS: &str = "gateway_refusals_total";

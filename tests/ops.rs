@@ -588,7 +588,9 @@ async fn shutdown_finishes_the_request_in_flight() {
         vec![("117".into(), backend.clone()), ("118".into(), backend)],
     )
     .expect("gateway starts");
-    let listener = webapi_gateway::server::bind(&gw.config).await.unwrap();
+    let listener = webapi_gateway::server::bind(&gw.config.server)
+        .await
+        .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(webapi_gateway::server::serve_with(

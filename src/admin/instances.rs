@@ -14,9 +14,9 @@ use axum::routing::{get, put};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AdminState, InstanceKind};
 use crate::edge::Failure;
 use crate::error::Error;
+use crate::router::AdminState;
 use crate::router::{HealthState, Instance};
 use crate::Gateway;
 
@@ -40,7 +40,7 @@ pub fn routes(gw: Arc<Gateway>) -> axum::Router {
 #[serde(rename_all = "camelCase")]
 struct View {
     alias: String,
-    kind: Option<InstanceKind>,
+    kind: Option<&'static str>,
     address: Option<String>,
     weight: u32,
     state: AdminState,
@@ -61,8 +61,8 @@ async fn view(gw: &Gateway, instance: &Instance) -> View {
     let health = instance.health.state();
     View {
         alias: instance.alias.to_string(),
-        kind: config.as_ref().map(|c| c.kind),
-        address: config.and_then(|c| c.address),
+        kind: config.as_ref().map(|c| c.kind.name()),
+        address: config.and_then(|c| c.kind.address().map(str::to_owned)),
         weight: instance.weight,
         state,
         health,
@@ -113,9 +113,9 @@ async fn set_state(
 /// Every instance request carries `Authorization: Bearer <admin.token>`; without a token
 /// configured the endpoints are off (unlike `/metrics`: they change routing).
 async fn require_token(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    let checked = match gw.config.admin.token.as_deref() {
+    let checked = match gw.config.admin.token.as_ref() {
         None => Err(Error::AdminOff),
-        Some(token) => super::check_token(token, request.headers()),
+        Some(token) => super::check_token(token.expose(), request.headers()),
     };
     match checked {
         Ok(()) => next.run(request).await,

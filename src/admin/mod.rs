@@ -6,6 +6,7 @@
 //! the public listener (unless the admin listener is disabled, when `/metrics` moves there)
 //! and must not reach into request handling.
 
+mod config;
 pub mod instances;
 
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use subtle::ConstantTimeEq;
 use crate::edge::{health, Failure};
 use crate::error::Error;
 use crate::Gateway;
+
+pub use config::AdminConfig;
 
 /// The whole admin application.
 pub fn app(gw: Arc<Gateway>) -> Router {
@@ -52,7 +55,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
 /// `/metrics` needs the token when one is set, and is open otherwise.
 async fn require_token(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     if let Some(token) = &gw.config.admin.token {
-        if let Err(error) = check_token(token, req.headers()) {
+        if let Err(error) = check_token(token.expose(), req.headers()) {
             return Failure::from(error).into_response();
         }
     }

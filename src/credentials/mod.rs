@@ -16,6 +16,9 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
+mod config;
+pub use config::CredentialsConfig;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Bytes of MAC kept: 128 bits, hex-encoded to 32 characters.

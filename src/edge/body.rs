@@ -20,7 +20,7 @@ pub struct ReadLimits {
     /// `server.max_body_bytes`.
     pub max_body_bytes: usize,
     /// `limits.body_read_timeout_ms`: the whole body must arrive within it.
-    pub body_read_timeout_ms: u64,
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// What a request's headers say of its body. Every body reader starts here.

@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::header::{HeaderName, ORIGIN};
@@ -18,8 +17,10 @@ use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::Failure;
-use crate::config::Config;
 use crate::error::Error;
+
+mod config;
+pub use config::{CorsConfig, Origin};
 
 /// The headers widgets send.
 const ALLOWED_HEADERS: [&str; 5] = [
@@ -29,39 +30,6 @@ const ALLOWED_HEADERS: [&str; 5] = [
     "gms_user",
     "x-request-id",
 ];
-
-/// Checks one configured origin pattern; the error says what is wrong with it.
-pub fn check_origin_pattern(pattern: &str) -> Result<(), String> {
-    if pattern == "*" {
-        return Ok(());
-    }
-    let Some((scheme, rest)) = pattern.split_once("://") else {
-        return Err(format!(
-            "`{pattern}`: an origin is scheme://host[:port], or *"
-        ));
-    };
-    if scheme != "http" && scheme != "https" {
-        return Err(format!("`{pattern}`: the scheme must be http or https"));
-    }
-    let host = rest.strip_prefix("*.").unwrap_or(rest);
-    let (host, port) = match host.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (host, None),
-    };
-    let host_ok = !host.is_empty()
-        && host
-            .split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-    if !host_ok || host.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(format!(
-            "`{pattern}`: the host must be lowercase DNS labels, optionally after `*.` (no path)"
-        ));
-    }
-    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
-        return Err(format!("`{pattern}`: the port must be a number"));
-    }
-    Ok(())
-}
 
 /// The allowed origins.
 #[derive(Debug, Default)]
@@ -73,18 +41,18 @@ pub struct Origins {
 }
 
 impl Origins {
-    /// The union of every tenant's `cors_origins` (validated at load).
-    pub fn from_config(config: &Config) -> Origins {
+    /// The union of the given patterns (every tenant's `cors_origins`).
+    pub fn new<'a>(patterns: impl IntoIterator<Item = &'a Origin>) -> Origins {
         let mut origins = Origins::default();
-        for pattern in config.tenants.iter().flat_map(|t| &t.cors_origins) {
-            if pattern == "*" {
-                origins.any = true;
-            } else if let Some((scheme, rest)) = pattern.split_once("://*") {
-                origins
-                    .wildcard
-                    .push((format!("{scheme}://"), rest.to_owned()));
-            } else {
-                origins.exact.insert(pattern.clone());
+        for pattern in patterns {
+            match pattern {
+                Origin::Any => origins.any = true,
+                Origin::Exact(origin) => {
+                    origins.exact.insert(origin.clone());
+                }
+                Origin::Wildcard { scheme, suffix } => {
+                    origins.wildcard.push((scheme.clone(), suffix.clone()))
+                }
             }
         }
         origins
@@ -115,8 +83,11 @@ impl Origins {
 
 /// The CORS layers, or `None` when no tenant lists an origin (then no CORS headers are sent
 /// and browsers keep their same-origin rule).
-pub fn layers(config: &Config) -> Option<(Arc<Origins>, CorsLayer)> {
-    let origins = Arc::new(Origins::from_config(config));
+pub fn layers<'a>(
+    patterns: impl IntoIterator<Item = &'a Origin>,
+    config: &CorsConfig,
+) -> Option<(Arc<Origins>, CorsLayer)> {
+    let origins = Arc::new(Origins::new(patterns));
     if origins.is_empty() {
         return None;
     }
@@ -128,7 +99,7 @@ pub fn layers(config: &Config) -> Option<(Arc<Origins>, CorsLayer)> {
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(ALLOWED_HEADERS.map(HeaderName::from_static))
         .expose_headers([HeaderName::from_static("x-request-id")])
-        .max_age(Duration::from_secs(config.cors.max_age_secs));
+        .max_age(config.max_age);
     Some((origins, cors))
 }
 
@@ -155,18 +126,8 @@ mod tests {
     use super::*;
 
     fn origins(patterns: &[&str]) -> Origins {
-        let mut o = Origins::default();
-        for p in patterns {
-            check_origin_pattern(p).unwrap();
-            if *p == "*" {
-                o.any = true;
-            } else if let Some((s, r)) = p.split_once("://*") {
-                o.wildcard.push((format!("{s}://"), r.to_owned()));
-            } else {
-                o.exact.insert(p.to_string());
-            }
-        }
-        o
+        let parsed: Vec<Origin> = patterns.iter().map(|p| p.parse().unwrap()).collect();
+        Origins::new(&parsed)
     }
 
     #[test]
@@ -180,7 +141,7 @@ mod tests {
             "https://a.*.com",
             "https://example.com:port",
         ] {
-            assert!(check_origin_pattern(bad).is_err(), "{bad}");
+            assert!(bad.parse::<Origin>().is_err(), "{bad}");
         }
         let o = origins(&["https://shop.example.com", "https://*.widgets.net:8443"]);
         assert!(o.allows("https://shop.example.com"));

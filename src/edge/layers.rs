@@ -41,7 +41,8 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
     let guards = limits::Guards::new(&gw.config.limits);
     let routes = routes.route_layer(from_fn_with_state(Arc::clone(&guards), limits::per_chat));
     let per_request = from_fn_with_state(guards, limits::per_request);
-    let routes = match cors::layers(&gw.config) {
+    let origins = gw.config.tenants.iter().flat_map(|t| &t.cors_origins);
+    let routes = match cors::layers(origins, &gw.config.cors) {
         Some((origins, cors)) => routes.layer(
             ServiceBuilder::new()
                 .layer(from_fn_with_state(origins, cors::refuse_other_origins))

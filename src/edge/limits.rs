@@ -31,9 +31,11 @@ use parking_lot::Mutex;
 
 use super::error::BadCredentials;
 use super::Failure;
-use crate::config::LimitsConfig;
 use crate::error::Error;
 use crate::telemetry::REFUSALS;
+
+mod config;
+pub use config::LimitsConfig;
 
 /// The name of the path parameter that carries a chat id, on every route that has one.
 pub const CHAT_ID_PARAM: &str = "chat_id";
@@ -152,10 +154,9 @@ impl Guards {
     /// Builds the limiters and starts their sweeper, which stops when the guards are dropped.
     pub fn new(limits: &LimitsConfig) -> Arc<Guards> {
         let max = limits.max_tracked_keys;
-        let bad_period = Duration::from_secs(limits.bad_credentials_period_secs);
-        let bad_quota = Quota::with_period(bad_period)
+        let bad_quota = Quota::with_period(limits.bad_credentials_period)
             .expect("validated: period > 0")
-            .allow_burst(NonZeroU32::new(limits.bad_credentials_burst).expect("validated: > 0"));
+            .allow_burst(limits.bad_credentials_burst);
         let guards = Arc::new(Guards {
             max_header_bytes: limits.max_header_bytes,
             per_ip: quota(limits.per_ip_per_second, limits.per_ip_burst)
@@ -323,7 +324,7 @@ mod tests {
     #[test]
     fn the_bad_credentials_throttle_blocks_after_the_burst() {
         let guards = Guards::new(&LimitsConfig {
-            bad_credentials_burst: 2,
+            bad_credentials_burst: NonZeroU32::new(2).unwrap(),
             ..LimitsConfig::default()
         });
         let key = || (Box::<str>::from("chat"), IpAddr::from([10, 0, 0, 1]));

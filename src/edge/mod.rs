@@ -27,6 +27,7 @@ use axum::Router;
 use crate::error::Error;
 use crate::Gateway;
 pub use error::{Failure, GmsFailure};
+pub use gms::{GmsConfig, GmsServiceConfig};
 
 /// The public route table. A route whose path carries a chat id names it `chat_id` (see
 /// `limits::CHAT_ID_PARAM`); the shared middleware is added around it by `layers::apply`.

@@ -245,7 +245,7 @@ async fn a_chat_moves_before_any_call_when_its_instance_cannot_serve_it() {
     assert_eq!(r.backend("A").calls(), vec![]);
     // ejected
     let r = rig(&["A", "B"]);
-    for _ in 0..HealthConfig::default().eject_after {
+    for _ in 0..HealthConfig::default().eject_after.get() {
         r.instance("A").health.request_failed("test");
     }
     assert_eq!(&*r.on("A", send()).await.unwrap().alias, "B");

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::HealthConfig;
+use super::HealthConfig;
 
 /// Health of one instance, shared by the checker task and every request.
 pub struct Health {
@@ -51,10 +51,10 @@ impl Health {
             request_failures: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             born: Instant::now(),
-            rise: config.rise,
-            fall: config.fall,
-            eject_after: config.eject_after,
-            eject_for: Duration::from_millis(config.eject_ms),
+            rise: config.rise.get(),
+            fall: config.fall.get(),
+            eject_after: config.eject_after.get(),
+            eject_for: config.eject_for,
         }
     }
 
@@ -153,11 +153,12 @@ mod tests {
     use super::*;
 
     fn config() -> HealthConfig {
+        let n = |n| std::num::NonZeroU32::new(n).unwrap();
         HealthConfig {
-            rise: 2,
-            fall: 3,
-            eject_after: 2,
-            eject_ms: 60_000,
+            rise: n(2),
+            fall: n(3),
+            eject_after: n(2),
+            eject_for: Duration::from_secs(60),
             ..HealthConfig::default()
         }
     }
@@ -193,8 +194,8 @@ mod tests {
         let h = Health::new(
             "b",
             &HealthConfig {
-                eject_after: 1,
-                eject_ms: 1,
+                eject_after: std::num::NonZeroU32::MIN,
+                eject_for: Duration::from_millis(1),
                 ..config()
             },
         );

@@ -7,6 +7,7 @@
 //! the old one whole (see `Gateway::router`), so a request always sees one consistent table;
 //! a reload carries the [`Instance`]s it keeps over into the new table.
 
+mod config;
 mod health;
 
 use std::collections::{HashMap, HashSet};
@@ -16,9 +17,8 @@ use std::sync::Arc;
 use backend_api::ChatBackend;
 use rand::Rng;
 
+pub use config::{AdminState, HealthConfig, Placement};
 pub use health::{Health, HealthState};
-
-use crate::config::{AdminState, Placement};
 
 /// One chat server instance.
 pub struct Instance {
@@ -244,7 +244,7 @@ mod tests {
             weight,
             tenants.iter().map(|t| t.to_string()).collect(),
             AdminState::Ready,
-            Health::new(alias, &crate::config::HealthConfig::default()),
+            Health::new(alias, &HealthConfig::default()),
         )
     }
 

@@ -124,14 +124,7 @@ impl GatewayBuilder {
     }
 
     pub fn config(&self) -> Config {
-        let toml = self.toml_text();
-        let dir = std::env::temp_dir().join(format!("gwtest-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("gateway.toml");
-        std::fs::write(&path, toml).unwrap();
-        let config = Config::load_with_env(&path, self.env.clone()).expect("test config");
-        std::fs::remove_dir_all(&dir).unwrap();
-        config
+        Config::from_toml_str_with_env(&self.toml_text(), self.env.clone()).expect("test config")
     }
 
     /// The config file this builder makes (environment overrides aside).
@@ -225,8 +218,10 @@ impl GatewayBuilder {
         engines: Vec<(String, Arc<Engine>)>,
     ) -> TestGateway {
         let gateway = Gateway::with_backends(config, backends).expect("gateway starts");
-        let listener = webapi_gateway::server::bind(&gateway.config).await.unwrap();
-        let admin = webapi_gateway::server::bind_admin(&gateway.config)
+        let listener = webapi_gateway::server::bind(&gateway.config.server)
+            .await
+            .unwrap();
+        let admin = webapi_gateway::server::bind_admin(&gateway.config.admin)
             .await
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -10,12 +10,24 @@ use backend_api::{
     Load, NewChat, NewFile, Refresh, Transcript,
 };
 use bytes::Bytes;
+use config_types::Invalid;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 
 use crate::key::RemoteKey;
 use crate::wire::{self, Reply};
 use crate::HttpConfig;
+
+/// Why [`HttpBackend::new`] could not build the adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration was refused (the key is relative to the instance's `http` table).
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    /// The HTTP client (its TLS stack) could not start.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+}
 
 /// A GMS cluster as one chat instance. Cheap to share; one connection pool for all chats.
 pub struct HttpBackend {
@@ -32,15 +44,17 @@ type Form = Vec<(String, String)>;
 impl HttpBackend {
     /// Builds the client. Fails only on a configuration [`HttpConfig::validate`] refuses,
     /// or when the TLS stack cannot start.
-    pub fn new(config: HttpConfig) -> Result<HttpBackend, String> {
-        config
-            .validate()
-            .map_err(|(field, why)| format!("{field}: {why}"))?;
-        let base = Url::parse(&config.base_url).map_err(|e| e.to_string())?;
+    pub fn new(config: HttpConfig) -> Result<HttpBackend, BuildError> {
+        config.validate()?;
+        let base =
+            Url::parse(&config.base_url).map_err(|e| Invalid::new("base_url", e.to_string()))?;
         let mut headers = HeaderMap::new();
-        if let Some((name, value)) = &config.api_key {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-            let mut value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+        if let Some(key) = &config.api_key {
+            // Both were checked by `validate`.
+            let name = HeaderName::from_bytes(config.api_key_header.as_bytes())
+                .map_err(|e| Invalid::new("api_key_header", e.to_string()))?;
+            let mut value = HeaderValue::from_str(key.expose())
+                .map_err(|_| Invalid::new("api_key", "must be a non-empty header value"))?;
             value.set_sensitive(true);
             headers.insert(name, value);
         }
@@ -49,7 +63,7 @@ impl HttpBackend {
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(BuildError::Client)?;
         Ok(HttpBackend {
             config,
             base,
@@ -414,12 +428,10 @@ mod tests {
 
     fn config(base: &str) -> HttpConfig {
         HttpConfig {
-            base_url: base.into(),
-            service: "customer-support".into(),
             services: [("Other/sales".to_string(), "sales".to_string())].into(),
-            api_key: None,
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            ..HttpConfig::new(base)
         }
     }
 

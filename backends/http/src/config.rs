@@ -1,60 +1,110 @@
-//! What an HTTP (GMS) instance needs to know.
+//! What an HTTP (GMS) instance needs to know: the `[chat.instances.http]` table of a
+//! `kind = "http"` instance in the gateway's configuration.
+//!
+//! Owns the table's keys, defaults and validation; the gateway's config module loads it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use config_types::{millis, nonzero, Invalid, Secret};
+use serde::Deserialize;
+
 /// One GMS cluster. Plain data; [`HttpConfig::validate`] says what is wrong with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Where GMS listens, e.g. `https://gms.example.com:8443` (a path prefix is kept).
+    /// Where GMS listens, e.g. `https://gms.example.com:8443` (a path prefix is kept);
+    /// `/genesys/2/chat/…` is appended.
     pub base_url: String,
     /// The GMS chat service of chats whose tenant / endpoint `services` does not name.
+    #[serde(default = "default_service")]
     pub service: String,
     /// Service per `"tenant/endpoint"` or per `"tenant"`; the more precise key wins.
+    #[serde(default)]
     pub services: BTreeMap<String, String>,
-    /// An API key header sent on every request (name, value), for an API gateway in front
-    /// of GMS.
-    pub api_key: Option<(String, String)>,
+    /// Header carrying `api_key` (for an API gateway in front of GMS).
+    #[serde(default = "default_api_key_header")]
+    pub api_key_header: String,
+    /// Sent in `api_key_header` on every request when set. Never logged.
+    #[serde(default)]
+    pub api_key: Option<Secret>,
     /// Bound on establishing a connection.
+    #[serde(
+        rename = "connect_timeout_ms",
+        deserialize_with = "millis",
+        default = "default_connect_timeout"
+    )]
     pub connect_timeout: Duration,
-    /// Bound on a whole request, connection included.
+    /// Bound on a whole request, connection included; keep it below the gateway's
+    /// `server.request_timeout_ms` so GMS's slowness is reported as such.
+    #[serde(
+        rename = "request_timeout_ms",
+        deserialize_with = "millis",
+        default = "default_request_timeout"
+    )]
     pub request_timeout: Duration,
 }
 
+fn default_service() -> String {
+    "customer-support".into()
+}
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(8)
+}
+
 impl HttpConfig {
-    /// Checks what types cannot; the error names the field (`base_url`, `api_key_header`…).
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Defaults for a GMS at `base_url`.
+    pub fn new(base_url: impl Into<String>) -> HttpConfig {
+        HttpConfig {
+            base_url: base_url.into(),
+            service: default_service(),
+            services: BTreeMap::new(),
+            api_key_header: default_api_key_header(),
+            api_key: None,
+            connect_timeout: default_connect_timeout(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+
+    /// Checks what types cannot; the error names the key (`base_url`, `api_key_header`…).
+    pub fn validate(&self) -> Result<(), Invalid> {
         let url = reqwest::Url::parse(&self.base_url)
-            .map_err(|e| ("base_url", format!("not a URL: {e}")))?;
+            .map_err(|e| Invalid::new("base_url", format!("not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
-            return Err(("base_url", "must be an http:// or https:// URL".into()));
+            return Err(Invalid::new(
+                "base_url",
+                "must be an http:// or https:// URL",
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(("base_url", "must have no query or fragment".into()));
+            return Err(Invalid::new("base_url", "must have no query or fragment"));
         }
         for s in std::iter::once(&self.service).chain(self.services.values()) {
             if s.is_empty() || s.contains('/') {
-                return Err((
+                return Err(Invalid::new(
                     "service",
                     format!("`{s}`: a service name is one path segment"),
                 ));
             }
         }
-        if let Some((name, value)) = &self.api_key {
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(("api_key_header", format!("`{name}` is not a header name")));
+        if let Some(value) = &self.api_key {
+            let header = &self.api_key_header;
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                let why = format!("`{header}` is not a header name");
+                return Err(Invalid::new("api_key_header", why));
             }
-            if reqwest::header::HeaderValue::from_str(value).is_err() || value.is_empty() {
-                return Err(("api_key", "must be a non-empty header value".into()));
+            if reqwest::header::HeaderValue::from_str(value.expose()).is_err() || value.is_empty() {
+                return Err(Invalid::new("api_key", "must be a non-empty header value"));
             }
         }
-        if self.connect_timeout.is_zero() {
-            return Err(("connect_timeout_ms", "must be greater than 0".into()));
-        }
-        if self.request_timeout.is_zero() {
-            return Err(("request_timeout_ms", "must be greater than 0".into()));
-        }
-        Ok(())
+        nonzero("connect_timeout_ms", self.connect_timeout)?;
+        nonzero("request_timeout_ms", self.request_timeout)
     }
 
     /// The GMS service for a new chat of `tenant` on `endpoint`.

@@ -22,5 +22,5 @@ mod config;
 mod key;
 mod wire;
 
-pub use adapter::HttpBackend;
+pub use adapter::{BuildError, HttpBackend};
 pub use config::HttpConfig;

@@ -1,31 +1,45 @@
-//! The adapter's settings for one chat-server instance. Plain data; the gateway's config
-//! module fills it from `[[chat.instances]]` and validates it there.
+//! The adapter's settings for one chat-server instance, and the `[tcp]` section of the
+//! gateway's configuration they are read from (the same for every `kind = "tcp"` instance).
+//!
+//! Owns the section's keys, defaults and local validation. The gateway's config module
+//! loads it; the gateway fills in `address` (from the instance entry) and `peer_name`.
 
 use std::time::Duration;
 
-#[derive(Clone, Debug)]
+use config_types::{millis, nonzero, Invalid};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TcpConfig {
     /// The chat server's `host:port`, resolved again on every connection attempt so a moved
-    /// host is found.
+    /// host is found. Per instance: not a key of `[tcp]`.
+    #[serde(skip)]
     pub address: String,
     /// How this gateway introduces itself in the handshake (shows in the server's log).
+    #[serde(skip)]
     pub peer_name: String,
     /// Connections kept open to the instance. Each carries many requests at once; more than
     /// one keeps a single slow or broken connection from stalling everything.
     pub connections: usize,
     /// Bound on connecting and completing the handshake.
+    #[serde(rename = "connect_timeout_ms", deserialize_with = "millis")]
     pub connect_timeout: Duration,
     /// Bound on one request, from sending to its reply. Past it the caller gets
     /// `Interrupted` (statusCode 1): the request may have been served.
+    #[serde(rename = "request_timeout_ms", deserialize_with = "millis")]
     pub request_timeout: Duration,
     /// Most requests in flight to the instance; past it requests fail at once with
     /// `Overloaded` (statusCode 1) instead of queueing behind a slow server.
     pub max_in_flight: usize,
     /// First reconnect delay after a failure; doubles per failure up to `backoff_max`.
+    #[serde(rename = "backoff_min_ms", deserialize_with = "millis")]
     pub backoff_min: Duration,
+    #[serde(rename = "backoff_max_ms", deserialize_with = "millis")]
     pub backoff_max: Duration,
     /// How often the instance's status (its load) is asked for; also keeps idle connections
     /// alive against the server's idle timeout.
+    #[serde(rename = "status_interval_ms", deserialize_with = "millis")]
     pub status_interval: Duration,
 }
 
@@ -43,5 +57,32 @@ impl TcpConfig {
             backoff_max: Duration::from_secs(5),
             status_interval: Duration::from_secs(2),
         }
+    }
+
+    /// Checks what types alone cannot; the key is relative to the section (`connections`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if !(1..=64).contains(&self.connections) {
+            return Err(Invalid::new("connections", "must be between 1 and 64"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(Invalid::new("max_in_flight", "must be greater than 0"));
+        }
+        nonzero("connect_timeout_ms", self.connect_timeout)?;
+        nonzero("request_timeout_ms", self.request_timeout)?;
+        nonzero("backoff_min_ms", self.backoff_min)?;
+        nonzero("status_interval_ms", self.status_interval)?;
+        if self.backoff_max < self.backoff_min {
+            return Err(Invalid::new(
+                "backoff_max_ms",
+                "must be at least tcp.backoff_min_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig::new("")
     }
 }

@@ -1,9 +1,17 @@
-//! What the simulated parties say, and the timeouts of an instance.
+//! What the simulated parties say, and the timeouts of an instance: also the `[mock]`
+//! section of the gateway's configuration (embedded `kind = "mock"` instances).
+//!
+//! Owns the section's keys, defaults and local validation; it must not read files.
 
 use std::time::Duration;
 
-/// The behaviour of one chat instance. Plain data, validated by whoever builds it.
-#[derive(Clone, Debug)]
+use config_types::{millis, nonzero, secs, Invalid};
+use serde::Deserialize;
+
+/// The behaviour of one chat instance. Plain data; [`Behaviour::validate`] says what is
+/// wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Behaviour {
     /// Nickname of the system party (`External`) that greets every new chat.
     pub system_nickname: String,
@@ -12,21 +20,43 @@ pub struct Behaviour {
     /// Nickname of the simulated agent.
     pub agent_nickname: String,
     /// How long after the chat starts the agent joins.
+    #[serde(rename = "agent_join_delay_ms", deserialize_with = "millis")]
     pub agent_join_delay: Duration,
     /// What the agent says on joining.
     pub agent_greeting: String,
     /// The agent's answers to customer messages, used in turn.
     pub agent_replies: Vec<String>,
     /// How long the agent takes to answer a message.
+    #[serde(rename = "agent_reply_delay_ms", deserialize_with = "millis")]
     pub agent_reply_delay: Duration,
     /// A customer who makes no request for this long is removed and the chat ends.
+    #[serde(rename = "disconnect_timeout_secs", deserialize_with = "secs")]
     pub disconnect_timeout: Duration,
     /// The most open chats the instance hosts; past it new chats are refused (retryable).
     pub session_limit: u64,
     /// How long an ended chat stays readable (GetChat / Get Messages) before it is forgotten.
+    #[serde(rename = "ended_retention_secs", deserialize_with = "secs")]
     pub ended_retention: Duration,
     /// File-transfer rules (the GMS dialect's `file/…` operations).
     pub files: crate::FileRules,
+}
+
+impl Behaviour {
+    /// Checks what types alone cannot; the key is relative to the section
+    /// (`session_limit`, `files.max_file_size`).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.files.max_file_size > self.files.max_total_size {
+            return Err(Invalid::new(
+                "files.max_file_size",
+                "must not exceed files.max_total_size",
+            ));
+        }
+        nonzero("disconnect_timeout_secs", self.disconnect_timeout)?;
+        if self.session_limit == 0 {
+            return Err(Invalid::new("session_limit", "must be greater than 0"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Behaviour {

@@ -11,7 +11,7 @@ use backend_api::{BackendError, FileContent, FileLimits, FileRefusal, NewFile, U
 use serde::{Deserialize, Serialize};
 
 /// File-transfer rules of an instance, like the Chat Server's options. Plain data,
-/// validated by whoever builds it; the gateway reads it as `[mock.files]`.
+/// validated with the [`crate::Behaviour`] holding it; the gateway reads it as `[mock.files]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileRules {
@@ -21,7 +21,9 @@ pub struct FileRules {
     pub max_file_size: u64,
     /// Largest sum of the chat's uploads, in bytes.
     pub max_total_size: u64,
-    /// Allowed extensions, lower case without the dot; empty allows any.
+    /// Allowed extensions, lower case without the dot (read in any case, kept lowercased);
+    /// empty allows any.
+    #[serde(deserialize_with = "lowercase")]
     pub file_types: Vec<String>,
     /// Refuse uploads until an agent has joined.
     pub need_agent: bool,
@@ -45,6 +47,12 @@ impl Default for FileRules {
             delete_allowed: true,
         }
     }
+}
+
+/// Reads `file_types` lowercased, so matching a file's extension needs no case folding.
+fn lowercase<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let types = Vec::<String>::deserialize(d)?;
+    Ok(types.iter().map(|t| t.to_lowercase()).collect())
 }
 
 /// One uploaded file, kept with its chat.

@@ -7,13 +7,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use config_types::{Invalid, Secret};
 use serde::Deserialize;
 
 /// The file extensions accepted when `file_types` is not set (the reference's list).
 pub const DEFAULT_FILE_TYPES: &[&str] = &["pdf", "doc", "txt", "jpg", "png", "gif", "bmp", "zip"];
 
 /// Settings of `POST /api/v2/emails` and of the delivery behind it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmailConfig {
     /// Most attachments one e-mail may carry.
@@ -60,32 +61,40 @@ impl Default for EmailConfig {
 
 impl EmailConfig {
     /// Checks what serde cannot; called once when the configuration is loaded.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         if self.max_size == 0 {
-            return Err("email.max_size must be above 0".into());
+            return Err(Invalid::new("email.max_size", "must be above 0"));
         }
         if self.max_attempts == 0 {
-            return Err("email.max_attempts must be at least 1".into());
+            return Err(Invalid::new("email.max_attempts", "must be at least 1"));
         }
         if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
-            return Err(
-                "email.backoff_initial_ms must be above 0 and at most email.backoff_max_ms".into(),
-            );
+            return Err(Invalid::new(
+                "email.backoff_initial_ms",
+                "must be above 0 and at most email.backoff_max_ms",
+            ));
         }
         if self.attempt_timeout_secs == 0 {
-            return Err("email.attempt_timeout_secs must be above 0".into());
+            return Err(Invalid::new(
+                "email.attempt_timeout_secs",
+                "must be above 0",
+            ));
         }
         for ext in &self.file_types {
             if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(format!(
-                    "email.file_types: {ext:?} is not an extension (letters and digits, no dot)"
+                return Err(Invalid::new(
+                    "email.file_types",
+                    format!("{ext:?} is not an extension (letters and digits, no dot)"),
                 ));
             }
         }
         if let Some(mailbox) = &self.mailbox {
-            mailbox
-                .parse::<lettre::Address>()
-                .map_err(|e| format!("email.mailbox {mailbox:?} is not an address: {e}"))?;
+            mailbox.parse::<lettre::Address>().map_err(|e| {
+                Invalid::new(
+                    "email.mailbox",
+                    format!("{mailbox:?} is not an address: {e}"),
+                )
+            })?;
         }
         self.backend.validate()
     }
@@ -102,7 +111,7 @@ impl EmailConfig {
 }
 
 /// Which backend delivers, and its settings. Only the chosen kind's table is read.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackendConfig {
     /// `mock`, `smtp` or `http`.
@@ -127,37 +136,47 @@ impl Default for BackendConfig {
 }
 
 impl BackendConfig {
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), Invalid> {
         match self.kind {
             BackendKind::Mock => {
                 self.mock
                     .default_mailbox
                     .parse::<lettre::Address>()
                     .map_err(|e| {
-                        format!("email.backend.mock.default_mailbox is not an address: {e}")
+                        Invalid::new(
+                            "email.backend.mock.default_mailbox",
+                            format!("is not an address: {e}"),
+                        )
                     })?;
             }
             BackendKind::Smtp => {
                 let smtp = &self.smtp;
                 if smtp.host.is_empty() {
-                    return Err("email.backend.smtp.host must be set".into());
+                    return Err(Invalid::new("email.backend.smtp.host", "must be set"));
                 }
                 smtp.default_mailbox
                     .parse::<lettre::Address>()
                     .map_err(|e| {
-                        format!("email.backend.smtp.default_mailbox is not an address: {e}")
+                        Invalid::new(
+                            "email.backend.smtp.default_mailbox",
+                            format!("is not an address: {e}"),
+                        )
                     })?;
                 if smtp.username.is_some() != smtp.password.is_some() {
-                    return Err(
-                        "email.backend.smtp.username and password must be set together".into(),
-                    );
+                    return Err(Invalid::new(
+                        "email.backend.smtp.password",
+                        "must be set together with email.backend.smtp.username",
+                    ));
                 }
             }
             BackendKind::Http => {
                 let http = &self.http;
                 if !(http.base_url.starts_with("http://") || http.base_url.starts_with("https://"))
                 {
-                    return Err("email.backend.http.base_url must be an http(s) URL".into());
+                    return Err(Invalid::new(
+                        "email.backend.http.base_url",
+                        "must be an http(s) URL",
+                    ));
                 }
                 if http.service_name.is_empty()
                     || !http
@@ -165,10 +184,10 @@ impl BackendConfig {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
                 {
-                    return Err(
-                        "email.backend.http.service_name must be letters, digits, '-', '_' or '.'"
-                            .into(),
-                    );
+                    return Err(Invalid::new(
+                        "email.backend.http.service_name",
+                        "must be letters, digits, '-', '_' or '.'",
+                    ));
                 }
             }
         }
@@ -189,7 +208,7 @@ pub enum BackendKind {
 }
 
 /// Settings of the `mock` backend.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MockConfig {
     /// Folder the `.eml` files are written to (one per interactionId); when unset,
@@ -209,7 +228,7 @@ impl Default for MockConfig {
 }
 
 /// Settings of the `smtp` backend.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     /// Host name of the SMTP server; also the name checked against its certificate.
@@ -220,8 +239,8 @@ pub struct SmtpConfig {
     pub security: SmtpSecurity,
     /// User name for SMTP AUTH; set with `password` or not at all.
     pub username: Option<String>,
-    /// Password for SMTP AUTH. Prefer the environment override to the file.
-    pub password: Option<String>,
+    /// Password for SMTP AUTH. Prefer the environment override to the file. Never logged.
+    pub password: Option<Secret>,
     /// The `To` address when neither the request nor `email.mailbox` names one.
     pub default_mailbox: String,
 }
@@ -252,7 +271,7 @@ pub enum SmtpSecurity {
 }
 
 /// Settings of the `http` backend (GMS Email API).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Base URL of GMS, e.g. `https://gms.example.com`; the path
@@ -260,8 +279,8 @@ pub struct HttpConfig {
     pub base_url: String,
     /// The GMS e-mail service name.
     pub service_name: String,
-    /// Sent as `x-api-key` when set (an API gateway in front of GMS).
-    pub api_key: Option<String>,
+    /// Sent as `x-api-key` when set (an API gateway in front of GMS). Never logged.
+    pub api_key: Option<Secret>,
 }
 
 impl Default for HttpConfig {

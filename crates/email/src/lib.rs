@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-pub use backend::{DeliveryError, EmailBackend};
+pub use backend::{DeliveryError, EmailBackend, StartError};
 pub use config::EmailConfig;
 pub use deliverer::{DeliveryQueue, RetryPolicy};
 pub use envelope::{Attachment, Envelope};
@@ -65,10 +65,13 @@ impl EmailService {
     pub fn start(
         config: &EmailConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(EmailService, JoinHandle<()>), String> {
+    ) -> Result<(EmailService, JoinHandle<()>), StartError> {
         config.validate()?;
-        let spool = Spool::open(&config.spool_dir)
-            .map_err(|e| format!("email.spool_dir {}: {e}", config.spool_dir.display()))?;
+        let spool = Spool::open(&config.spool_dir).map_err(|error| StartError::Folder {
+            key: "email.spool_dir",
+            path: config.spool_dir.clone(),
+            error,
+        })?;
         let policy = config.retry();
         let backend =
             backend::from_config(&config.backend, &config.spool_dir, policy.attempt_timeout)?;

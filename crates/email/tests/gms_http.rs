@@ -89,7 +89,7 @@ fn config(dir: &std::path::Path, base: &str) -> EmailConfig {
     config.backend.kind = BackendKind::Http;
     config.backend.http.base_url = base.to_owned();
     config.backend.http.service_name = "customer-email".into();
-    config.backend.http.api_key = Some("k3y".into());
+    config.backend.http.api_key = Some(config_types::Secret::from("k3y"));
     config
 }
 

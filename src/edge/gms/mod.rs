@@ -9,6 +9,7 @@
 //! and [`Services`]. Knows nothing about backends.
 
 mod body;
+mod config;
 pub mod parse;
 mod wire;
 
@@ -22,12 +23,12 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 use self::body::GmsBody;
+pub use self::config::{GmsConfig, GmsServiceConfig};
 use self::parse::{gms_credentials, parse_gms_operation, parse_gms_request_chat};
 use self::wire::{limits_user_data, GmsReply};
 use super::email::Emails;
 use super::error::GmsFailure;
 use super::wire::{json, Events};
-use crate::config::{GmsConfig, GmsServiceConfig};
 use crate::error::Error;
 use crate::operation::{self, Chats, ClientCredentials};
 

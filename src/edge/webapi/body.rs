@@ -1,8 +1,6 @@
 //! Reading a Web API chat request's body: content-type leniency and the size limit. The
 //! JSON itself is parsed by `parse`.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, Request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -35,10 +33,10 @@ where
             return Err(Error::BodyTooLarge(limit).into());
         }
         // A whole-body deadline: a client trickling bytes cannot hold the request open.
-        let deadline = Duration::from_millis(limits.body_read_timeout_ms);
+        let deadline = limits.body_read_timeout;
         let read = tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect());
         let Ok(read) = read.await else {
-            return Err(Error::BodyTimeout(limits.body_read_timeout_ms).into());
+            return Err(Error::BodyTimeout(deadline.as_millis() as u64).into());
         };
         match read {
             Ok(collected) => {

@@ -22,15 +22,15 @@ use crate::envelope::Envelope;
 pub struct HttpBackend {
     client: reqwest::Client,
     url: String,
-    api_key: Option<String>,
+    api_key: Option<config_types::Secret>,
 }
 
 impl HttpBackend {
-    pub fn new(config: &HttpConfig, timeout: Duration) -> Result<Self, String> {
+    pub fn new(config: &HttpConfig, timeout: Duration) -> Result<Self, super::StartError> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
-            .map_err(|e| format!("email.backend.http client: {e}"))?;
+            .map_err(super::StartError::HttpClient)?;
         Ok(HttpBackend {
             client,
             url: format!(
@@ -84,7 +84,7 @@ impl EmailBackend for HttpBackend {
             .header(INTERACTION_ID_HEADER, &email.interaction_id)
             .multipart(form);
         if let Some(key) = &self.api_key {
-            request = request.header("x-api-key", key);
+            request = request.header("x-api-key", key.expose());
         }
         let response = request
             .send()

@@ -23,7 +23,7 @@ pub struct MockBackend {
 }
 
 impl MockBackend {
-    pub fn new(config: &MockConfig, spool_dir: &Path) -> Result<Self, String> {
+    pub fn new(config: &MockConfig, spool_dir: &Path) -> Result<Self, super::StartError> {
         let dir = config
             .dir
             .clone()
@@ -32,7 +32,11 @@ impl MockBackend {
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| format!("email.backend.mock.dir {}: {e}", dir.display()))?;
+            .map_err(|error| super::StartError::Folder {
+                key: "email.backend.mock.dir",
+                path: dir.clone(),
+                error,
+            })?;
         Ok(MockBackend {
             dir,
             default_mailbox: config.default_mailbox.clone(),

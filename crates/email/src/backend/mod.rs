@@ -64,12 +64,33 @@ impl DeliveryError {
     }
 }
 
+/// Why the e-mail side could not start. Each message names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The `[email]` section breaks a rule.
+    #[error("{0}")]
+    Invalid(#[from] config_types::Invalid),
+    /// A folder (the spool, the mock outbox) could not be created.
+    #[error("{key} {}: {error}", path.display())]
+    Folder {
+        key: &'static str,
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    /// The SMTP backend's TLS settings were refused.
+    #[error("email.backend.smtp TLS settings: {0}")]
+    SmtpTls(lettre::transport::smtp::Error),
+    /// The GMS e-mail backend's HTTP client (its TLS stack) could not start.
+    #[error("email.backend.http client: {0}")]
+    HttpClient(reqwest::Error),
+}
+
 /// Builds the configured backend. `attempt_timeout` bounds each network exchange.
 pub fn from_config(
     config: &BackendConfig,
     spool_dir: &Path,
     attempt_timeout: Duration,
-) -> Result<Arc<dyn EmailBackend>, String> {
+) -> Result<Arc<dyn EmailBackend>, StartError> {
     Ok(match config.kind {
         BackendKind::Mock => Arc::new(MockBackend::new(&config.mock, spool_dir)?),
         BackendKind::Smtp => Arc::new(SmtpBackend::new(&config.smtp, attempt_timeout)?),

@@ -24,11 +24,9 @@ pub struct SmtpBackend {
 }
 
 impl SmtpBackend {
-    pub fn new(config: &SmtpConfig, timeout: Duration) -> Result<Self, String> {
-        let tls_parameters = || {
-            TlsParameters::new(config.host.clone())
-                .map_err(|e| format!("email.backend.smtp TLS settings: {e}"))
-        };
+    pub fn new(config: &SmtpConfig, timeout: Duration) -> Result<Self, super::StartError> {
+        let tls_parameters =
+            || TlsParameters::new(config.host.clone()).map_err(super::StartError::SmtpTls);
         let (tls, default_port) = match config.security {
             SmtpSecurity::Plain => (Tls::None, 25),
             SmtpSecurity::Starttls => (Tls::Required(tls_parameters()?), 587),
@@ -41,7 +39,8 @@ impl SmtpBackend {
             .tls(tls)
             .timeout(Some(timeout));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
         Ok(SmtpBackend {
             transport: builder.build(),

@@ -1,0 +1,50 @@
+//! The `[server]` section: the public listener, the request bound and the shutdown deadline.
+//!
+//! Owns these keys, their defaults and their local validation; rules that involve other
+//! sections (the admin listener's address, `limits.idle_timeout_ms`) are the config
+//! module's.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use config_types::{millis, nonzero, Invalid};
+use serde::Deserialize;
+
+/// The public HTTP listener.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Largest accepted body of a chat request, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long a request may take end to end before it is answered with statusCode 1.
+    #[serde(rename = "request_timeout_ms", deserialize_with = "millis")]
+    pub request_timeout: Duration,
+    /// On SIGTERM/Ctrl-C: how long in-flight requests and background work (the e-mail
+    /// deliverer) get to finish before the process exits anyway.
+    #[serde(rename = "shutdown_deadline_ms", deserialize_with = "millis")]
+    pub shutdown_deadline: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(10),
+            shutdown_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks what types alone cannot; the key is relative to `[server]`.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.max_body_bytes < 256 {
+            return Err(Invalid::new("max_body_bytes", "must be at least 256"));
+        }
+        nonzero("request_timeout_ms", self.request_timeout)?;
+        nonzero("shutdown_deadline_ms", self.shutdown_deadline)
+    }
+}
