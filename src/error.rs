@@ -232,14 +232,11 @@ fn backend_wire(e: &BackendError) -> Wire {
         BackendError::Rejected { .. } => (212, StatusCode::BAD_REQUEST, None),
         BackendError::Unsupported(_) => (213, StatusCode::BAD_REQUEST, None),
         BackendError::Remote {
-            status_code,
-            code,
-            chat_ended,
-            ..
+            code, chat_ended, ..
         } => {
             // GMS's code passes through; 530 when it sent none.
             let code = if *code == 0 { 530 } else { *code };
-            let http = if *status_code == 1 {
+            let http = if e.retryable() {
                 StatusCode::SERVICE_UNAVAILABLE
             } else if *chat_ended {
                 StatusCode::CONFLICT

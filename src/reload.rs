@@ -50,11 +50,22 @@ pub fn watch(gw: Arc<Gateway>, path: PathBuf, poll: Duration) -> impl Future<Out
     }
 }
 
+/// Why a reload was refused; the running configuration stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read, or it breaks a rule (the message names the key).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The new table could not be built (an adapter could not start).
+    #[error(transparent)]
+    Start(#[from] crate::StartError),
+}
+
 /// Loads and validates `path`, then applies it; on failure logs why and keeps the old.
-pub async fn reload_from(gw: &Gateway, path: &Path) -> Result<(), String> {
+pub async fn reload_from(gw: &Gateway, path: &Path) -> Result<(), ReloadError> {
     let result = match Config::load(path) {
-        Ok(config) => gw.reload(config).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(config) => gw.reload(config).await.map_err(ReloadError::from),
+        Err(e) => Err(ReloadError::from(e)),
     };
     if let Err(reason) = &result {
         tracing::error!(%reason, "new configuration refused; the running one stays");

@@ -282,7 +282,8 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
     .unwrap();
     let why = webapi_gateway::reload::reload_from(&gw.gateway, &bad)
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(why.contains("chat.instances[1].weight"), "{why}");
     assert_eq!(gw.gateway.router().instances().len(), 3);
 
