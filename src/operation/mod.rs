@@ -19,12 +19,24 @@ pub use run::{on_chat, request_chat, ChatReply, Created};
 use backend_api::Refresh;
 
 /// The four credentials every request inside a chat carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientCredentials {
     pub user_id: String,
     pub secure_key: String,
     pub alias: String,
     pub tenant_name: String,
+}
+
+/// Leaves the secure key out: it is a credential, and a `Debug` line can reach a log.
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("user_id", &self.user_id)
+            .field("secure_key", &"[REDACTED]")
+            .field("alias", &self.alias)
+            .field("tenant_name", &self.tenant_name)
+            .finish()
+    }
 }
 
 /// A request on an existing chat: an action and the part of the transcript wanted back

@@ -409,3 +409,22 @@ async fn nothing_reaches_a_backend_when_tenant_key_or_alias_is_bad() {
     assert!(matches!(e, Error::UnknownTenant(_)), "{e:?}");
     assert_eq!(r.calls(), vec![("A", vec![]), ("B", vec![])]);
 }
+
+#[test]
+fn debug_never_prints_a_secure_key() {
+    let client = ClientCredentials {
+        user_id: "007553ADB4D9001A".into(),
+        secure_key: "sealed-key-0123456789".into(),
+        alias: "117".into(),
+        tenant_name: "Environment".into(),
+    };
+    let backend = ChatRef {
+        chat_id: "00019a9SXTQW001N".into(),
+        user_id: "007553ADB4D9001A".into(),
+        secure_key: "backend-key-0123456789".into(),
+    };
+    let printed = format!("{client:?} {backend:?} {:?}", Credentials::random());
+    assert!(!printed.contains("sealed-key"), "{printed}");
+    assert!(!printed.contains("backend-key"), "{printed}");
+    assert!(printed.contains("007553ADB4D9001A"), "{printed}");
+}

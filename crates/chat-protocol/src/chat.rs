@@ -114,12 +114,23 @@ pub struct NewChat {
 }
 
 /// The server's own credentials for a chat, sent with every call on it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatRef {
     pub chat_id: String,
     pub user_id: String,
     pub secure_key: String,
+}
+
+/// Leaves the secure key out: it is a credential, and a `Debug` line can reach a log.
+impl std::fmt::Debug for ChatRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatRef")
+            .field("chat_id", &self.chat_id)
+            .field("user_id", &self.user_id)
+            .field("secure_key", &"[REDACTED]")
+            .finish()
+    }
 }
 
 /// The `created` answer.

@@ -50,6 +50,13 @@ mod tests {
         }
     }
 
+    #[test]
+    fn debug_never_prints_the_secure_key() {
+        let printed = format!("{:?}", chat());
+        assert!(!printed.contains("e1a17b94f802c330"), "{printed}");
+        assert!(printed.contains("00019a9SXTQW001N"), "{printed}");
+    }
+
     /// The spec's examples are the wire format: these pin them.
     #[test]
     fn refresh_call_is_flat_and_readable() {
