@@ -9,12 +9,12 @@
 //!   code that runs it on the narrow `Chats` state;
 //! - `credentials`: the sealed `secureKey` scheme, checked before anything reaches a backend;
 //! - `router`: alias → chat server instance, and placement of new chats (no I/O);
-//! - the adapters, in the `backends/` crates (`backend-api` holds their trait), built from
-//!   config in `gateway`;
+//! - the adapters: `backends/` (`backend-api` holds their trait; `tcp`, `http`) and the
+//!   embedded mock beside its engine in `crates/chat-engine`, all built in `gateway`;
 //! - for Send Email (either dialect), `edge::email` streams the body into `email`, which
 //!   applies the intake rules, spools the e-mail durably and delivers it in the background.
 //!
-//! Beside the path: `config` (load and validate), `error` (the error type and code table),
+//! Beside the path: `config` (loading; it composes the sections each module owns), `error` (the error type and code table),
 //! `server` (listeners, connection limits, shutdown), `telemetry` (metrics), `reload`
 //! (SIGHUP and config file changes → a new router table), `admin` (the admin listener:
 //! metrics, health, instance list and states). The middleware every route gets is in
