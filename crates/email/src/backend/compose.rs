@@ -109,14 +109,7 @@ pub async fn compose<W: AsyncWrite + Unpin>(
         out.write_all(part_head.as_bytes())
             .await
             .map_err(write_error)?;
-        let file = tokio::fs::File::open(dir.join(&attachment.stored_as))
-            .await
-            .map_err(|e| {
-                DeliveryError::transient(format!(
-                    "opening attachment {}: {e}",
-                    attachment.stored_as
-                ))
-            })?;
+        let file = super::open_attachment(dir, attachment).await?;
         write_base64(file, out).await?;
     }
     out.write_all(format!("--{boundary}--\r\n").as_bytes())

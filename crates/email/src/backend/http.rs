@@ -63,14 +63,7 @@ impl EmailBackend for HttpBackend {
             form = form.text("userData", format!("{key}={value}"));
         }
         for attachment in &email.attachments {
-            let file = tokio::fs::File::open(dir.join(&attachment.stored_as))
-                .await
-                .map_err(|e| {
-                    DeliveryError::transient(format!(
-                        "opening attachment {}: {e}",
-                        attachment.stored_as
-                    ))
-                })?;
+            let file = super::open_attachment(dir, attachment).await?;
             let body = Body::wrap_stream(ReaderStream::new(file));
             let part = Part::stream_with_length(body, attachment.size)
                 .file_name(attachment.file_name.clone())

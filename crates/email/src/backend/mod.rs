@@ -85,6 +85,19 @@ pub enum StartError {
     HttpClient(reqwest::Error),
 }
 
+/// Opens a spooled attachment to send it. Failing to is transient: the next attempt may
+/// find it readable.
+async fn open_attachment(
+    dir: &Path,
+    attachment: &crate::envelope::Attachment,
+) -> Result<tokio::fs::File, DeliveryError> {
+    tokio::fs::File::open(dir.join(&attachment.stored_as))
+        .await
+        .map_err(|e| {
+            DeliveryError::transient(format!("opening attachment {}: {e}", attachment.stored_as))
+        })
+}
+
 /// Builds the configured backend. `attempt_timeout` bounds each network exchange.
 pub fn from_config(
     config: &BackendConfig,
