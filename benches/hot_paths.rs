@@ -39,7 +39,7 @@ fn credentials(c: &mut Criterion) {
 fn setup() -> (std::sync::Arc<Engine>, ChatRef) {
     let engine = Engine::new(Behaviour {
         agent_join_delay: Duration::from_secs(3600),
-        session_limit: u64::MAX,
+        session_limit: std::num::NonZeroU64::MAX,
         ..Behaviour::default()
     });
     let created = engine

@@ -27,6 +27,8 @@ fn check_config_accepts_the_default_and_names_bad_keys() {
         ("[[tenants]]\nname=\"E\"\n[[chat.instances]]\nalias=\"1\"\nkind=\"mock\"\nweight=0\n", "chat.instances[0].weight"),
         ("[[tenants]]\nname=\"E\"\n[chat]\ninstances=[]\n", "chat.instances"),
         ("[[tenants]]\nname=\"E\"\n[[chat.instances]]\nalias=\"1\"\nkind=\"mock\"\n[mock]\nsesion_limit=3\n", "sesion_limit"),
+        ("[[tenants]]\nname=\"E\"\n[[chat.instances]]\nalias=\"1\"\nkind=\"mock\"\n[mock]\nsession_limit=0\n", "mock.session_limit"),
+        ("[[tenants]]\nname=\"E\"\n[[chat.instances]]\nalias=\"1\"\nkind=\"mock\"\n[tcp]\nmax_in_flight=0\n", "tcp.max_in_flight"),
         ("this is not toml", "bad.toml"),
     ];
     for (text, key) in cases {

@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use common::{assert_contiguous, eventually, gateway, Chat};
@@ -154,7 +155,10 @@ async fn idle_customer_is_disconnected() {
 
 #[tokio::test]
 async fn session_limit_answers_retry_later() {
-    let gw = gateway().behaviour(|b| b.session_limit = 2).start().await;
+    let gw = gateway()
+        .behaviour(|b| b.session_limit = NonZeroU64::new(2).unwrap())
+        .start()
+        .await;
     let c = gw.client();
     let mut chats = Vec::new();
     for i in 0..4 {

@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::num::NonZeroU64;
 use std::path::Path;
 
 use common::gateway;
@@ -285,7 +286,7 @@ async fn real_replies_match_the_document() {
     };
     let gw = gateway()
         .toml(GMS_SERVICE)
-        .behaviour(|b| b.session_limit = 2)
+        .behaviour(|b| b.session_limit = NonZeroU64::new(2).unwrap())
         .start()
         .await;
     let c = gw.client();

@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use common::{eventually, gateway, Client, TestGateway};
@@ -172,7 +173,10 @@ async fn admin_token_guards_metrics_but_not_health() {
 
 #[tokio::test]
 async fn readiness_flips_when_no_instance_can_take_chats() {
-    let gw = gateway().behaviour(|b| b.session_limit = 1).start().await;
+    let gw = gateway()
+        .behaviour(|b| b.session_limit = NonZeroU64::new(1).unwrap())
+        .start()
+        .await;
     let (status, body) = get(&format!("{}/healthz", gw.base)).await;
     assert_eq!((status, &body["status"]), (200, &json!("ok")));
     let (status, body) = get(&format!("{}/readyz", gw.base)).await;

@@ -38,7 +38,7 @@ fn environment_overrides_the_file() {
     )
     .unwrap();
     assert_eq!(c.server.listen.to_string(), "127.0.0.1:9000");
-    assert_eq!(c.mock.session_limit, 5);
+    assert_eq!(c.mock.session_limit.get(), 5);
 }
 
 #[test]
@@ -81,6 +81,8 @@ fn errors_name_the_key() {
     for (env, key) in [
         ("GATEWAY__LIMITS__IDLE_TIMEOUT_MS", "limits.idle_timeout_ms"),
         ("GATEWAY__LIMITS__MAX_CONNECTIONS", "limits.max_connections"),
+        ("GATEWAY__TCP__MAX_IN_FLIGHT", "tcp.max_in_flight"),
+        ("GATEWAY__MOCK__SESSION_LIMIT", "mock.session_limit"),
         (
             "GATEWAY__LIMITS__MAX_HEADER_BYTES",
             "limits.max_header_bytes",
@@ -254,6 +256,8 @@ mod typed {
             ("limits", "bad_credentials_burst"),
             ("chat.health", "fall"),
             ("chat.health", "eject_after"),
+            ("tcp", "max_in_flight"),
+            ("mock", "session_limit"),
         ] {
             let e = refusal(&format!("{MINIMAL}[{section}]\n{key} = 0\n"));
             assert!(e.contains(&format!("{section}.{key}")), "{e}");

@@ -238,7 +238,7 @@ mod tests {
         Instance::new(
             alias,
             Arc::new(MockBackend::new(Engine::new(Behaviour {
-                session_limit: limit,
+                session_limit: std::num::NonZeroU64::new(limit).expect("a non-zero limit"),
                 ..Behaviour::default()
             }))),
             weight,

@@ -35,7 +35,7 @@ impl TcpBackend {
         let stop = CancellationToken::new();
         let pool = Pool::start(&config, &stop);
         let backend = TcpBackend {
-            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.get())),
             config,
             pool,
             stop,

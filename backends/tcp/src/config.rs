@@ -4,6 +4,7 @@
 //! Owns the section's keys, defaults and local validation. The gateway's config module
 //! loads it; the gateway fills in `address` (from the instance entry) and `peer_name`.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use config_types::{millis, nonzero, Invalid};
@@ -31,7 +32,7 @@ pub struct TcpConfig {
     pub request_timeout: Duration,
     /// Most requests in flight to the instance; past it requests fail at once with
     /// `Overloaded` (statusCode 1) instead of queueing behind a slow server.
-    pub max_in_flight: usize,
+    pub max_in_flight: NonZeroUsize,
     /// First reconnect delay after a failure; doubles per failure up to `backoff_max`.
     #[serde(rename = "backoff_min_ms", deserialize_with = "millis")]
     pub backoff_min: Duration,
@@ -52,7 +53,7 @@ impl TcpConfig {
             connections: 2,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
-            max_in_flight: 512,
+            max_in_flight: NonZeroUsize::new(512).expect("non-zero"),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             status_interval: Duration::from_secs(2),
@@ -63,9 +64,6 @@ impl TcpConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         if !(1..=64).contains(&self.connections) {
             return Err(Invalid::new("connections", "must be between 1 and 64"));
-        }
-        if self.max_in_flight == 0 {
-            return Err(Invalid::new("max_in_flight", "must be greater than 0"));
         }
         nonzero("connect_timeout_ms", self.connect_timeout)?;
         nonzero("request_timeout_ms", self.request_timeout)?;

@@ -216,12 +216,12 @@ impl Greeted {
     /// fails every waiting caller.
     pub fn serve(
         self,
-        queue: usize,
+        queue: std::num::NonZeroUsize,
     ) -> (
         std::sync::Arc<Link>,
         impl std::future::Future<Output = LinkEnded>,
     ) {
-        let (out, outgoing) = mpsc::channel(queue);
+        let (out, outgoing) = mpsc::channel(queue.get());
         let link = std::sync::Arc::new(Link {
             out,
             pending: Mutex::new(Some(HashMap::new())),

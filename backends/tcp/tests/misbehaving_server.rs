@@ -1,6 +1,7 @@
 //! The adapter against a server that completes the handshake and then never answers: the
 //! request timeout and the in-flight bound, which a well-behaved chat server cannot provoke.
 
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +76,7 @@ fn new_chat() -> NewChat {
 async fn no_answer_is_interrupted_and_a_full_pipe_is_overloaded() {
     let (address, mut requests, _) = silent_server().await;
     let backend = std::sync::Arc::new(TcpBackend::new(TcpConfig {
-        max_in_flight: 1,
+        max_in_flight: NonZeroUsize::new(1).unwrap(),
         request_timeout: Duration::from_millis(300),
         // No status polls: they would take the one in-flight permit.
         status_interval: Duration::from_secs(3600),

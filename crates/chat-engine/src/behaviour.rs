@@ -3,6 +3,7 @@
 //!
 //! Owns the section's keys, defaults and local validation; it must not read files.
 
+use std::num::NonZeroU64;
 use std::time::Duration;
 
 use config_types::{millis, nonzero, secs, Invalid};
@@ -33,7 +34,7 @@ pub struct Behaviour {
     #[serde(rename = "disconnect_timeout_secs", deserialize_with = "secs")]
     pub disconnect_timeout: Duration,
     /// The most open chats the instance hosts; past it new chats are refused (retryable).
-    pub session_limit: u64,
+    pub session_limit: NonZeroU64,
     /// How long an ended chat stays readable (GetChat / Get Messages) before it is forgotten.
     #[serde(rename = "ended_retention_secs", deserialize_with = "secs")]
     pub ended_retention: Duration,
@@ -43,7 +44,7 @@ pub struct Behaviour {
 
 impl Behaviour {
     /// Checks what types alone cannot; the key is relative to the section
-    /// (`session_limit`, `files.max_file_size`).
+    /// (`disconnect_timeout_secs`, `files.max_file_size`).
     pub fn validate(&self) -> Result<(), Invalid> {
         if self.files.max_file_size > self.files.max_total_size {
             return Err(Invalid::new(
@@ -52,9 +53,6 @@ impl Behaviour {
             ));
         }
         nonzero("disconnect_timeout_secs", self.disconnect_timeout)?;
-        if self.session_limit == 0 {
-            return Err(Invalid::new("session_limit", "must be greater than 0"));
-        }
         Ok(())
     }
 }
@@ -74,7 +72,7 @@ impl Default for Behaviour {
             ],
             agent_reply_delay: Duration::from_secs(1),
             disconnect_timeout: Duration::from_secs(45),
-            session_limit: 1000,
+            session_limit: NonZeroU64::new(1000).expect("non-zero"),
             ended_retention: Duration::from_secs(300),
             files: crate::FileRules::default(),
         }

@@ -78,15 +78,15 @@ impl Engine {
         let active = self.active.load(Ordering::Relaxed);
         Load {
             active,
-            limit: self.behaviour.session_limit,
-            accepting: active < self.behaviour.session_limit,
+            limit: self.behaviour.session_limit.get(),
+            accepting: active < self.behaviour.session_limit.get(),
         }
     }
 
     /// Login + join: a new chat with fresh ids and key.
     pub fn create(&self, chat: NewChat) -> Result<ChatCreated, BackendError> {
         // Reserve a place first so concurrent creates cannot overshoot the limit.
-        let limit = self.behaviour.session_limit;
+        let limit = self.behaviour.session_limit.get();
         if self
             .active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -204,7 +204,7 @@ impl Engine {
             return Ok(());
         }
         if !record.is_ended() {
-            let limit = self.behaviour.session_limit;
+            let limit = self.behaviour.session_limit.get();
             self.active
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     (n < limit).then_some(n + 1)
@@ -267,7 +267,7 @@ mod tests {
         Behaviour {
             agent_join_delay: Duration::from_millis(0),
             agent_reply_delay: Duration::from_millis(0),
-            session_limit: 2,
+            session_limit: std::num::NonZeroU64::new(2).unwrap(),
             ..Behaviour::default()
         }
     }

@@ -4,6 +4,7 @@
 //! Precedence, highest first: a flag, its environment variable, the file named by `--config`,
 //! the default. Owns parsing and validation only; it must not start anything.
 
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -79,9 +80,9 @@ pub struct Args {
     pub store_timeout_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
-    /// Most open chats; past it new chats are refused (retryable).
-    #[arg(long, env = "CHAT_SERVER_SESSION_LIMIT")]
-    pub session_limit: Option<u64>,
+    /// Most open chats; past it new chats are refused (retryable). At least 1.
+    #[arg(long, env = "CHAT_SERVER_SESSION_LIMIT", value_parser = at_least_one)]
+    pub session_limit: Option<NonZeroU64>,
     #[arg(long, env = "CHAT_SERVER_AGENT_JOIN_DELAY_MS")]
     pub agent_join_delay_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_AGENT_REPLY_DELAY_MS")]
@@ -108,7 +109,8 @@ struct File {
     write_timeout_ms: Option<u64>,
     store_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
-    session_limit: Option<u64>,
+    /// Refused at 0 by serde, the error naming the key's line.
+    session_limit: Option<NonZeroU64>,
     agent_join_delay_ms: Option<u64>,
     agent_reply_delay_ms: Option<u64>,
     disconnect_timeout_ms: Option<u64>,
@@ -219,9 +221,6 @@ impl Config {
         if self.max_in_flight_per_connection == 0 {
             return invalid("max_in_flight_per_connection", "must be at least 1");
         }
-        if self.behaviour.session_limit == 0 {
-            return invalid("session_limit", "must be at least 1");
-        }
         for (name, value) in [
             ("handshake_timeout_ms", self.handshake_timeout),
             ("idle_timeout_ms", self.idle_timeout),
@@ -240,6 +239,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Parses a count that must not be 0 (`--session-limit`); clap names the flag in the error.
+fn at_least_one(value: &str) -> Result<NonZeroU64, String> {
+    let n: u64 = value.parse().map_err(|e| format!("{e}"))?;
+    NonZeroU64::new(n).ok_or_else(|| "must be at least 1".to_owned())
 }
 
 #[cfg(test)]
@@ -264,7 +269,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.alias, "118");
         assert_eq!(config.listen, "127.0.0.1:7117");
-        assert_eq!(config.behaviour.session_limit, 5);
+        assert_eq!(config.behaviour.session_limit.get(), 5);
         assert_eq!(config.idle_timeout, Duration::from_secs(60));
         std::fs::write(&path, "alias = \"117\"\nbogus = 1\n").unwrap();
         assert!(matches!(
@@ -278,5 +283,34 @@ mod tests {
             Config::load(Args::default()),
             Err(ConfigError::Missing("listen"))
         ));
+    }
+
+    #[test]
+    fn a_zero_session_limit_is_refused_naming_the_flag_or_key() {
+        let e = Args::try_parse_from(["chat-server", "--session-limit", "0"]).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("--session-limit") && e.contains("must be at least 1"),
+            "{e}"
+        );
+        let args = Args::try_parse_from(["chat-server", "--session-limit", "3"]).unwrap();
+        assert_eq!(args.session_limit, NonZeroU64::new(3));
+
+        let dir = std::env::temp_dir().join(format!("chat-server-limit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:7117\"\nalias = \"117\"\nsession_limit = 0\n",
+        )
+        .unwrap();
+        let e = Config::load(Args {
+            config: Some(path),
+            ..Args::default()
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        assert!(e.to_string().contains("session_limit"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
