@@ -92,6 +92,15 @@ pub struct Args {
     /// How long an ended chat stays readable.
     #[arg(long, env = "CHAT_SERVER_ENDED_RETENTION_MS")]
     pub ended_retention_ms: Option<u64>,
+    /// Longest text the customer may send in one call, in bytes (at most 65536).
+    #[arg(long, env = "CHAT_SERVER_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Most events one chat's transcript holds.
+    #[arg(long, env = "CHAT_SERVER_MAX_TRANSCRIPT_EVENTS")]
+    pub max_transcript_events: Option<u64>,
+    /// Most bytes of content one chat's transcript holds.
+    #[arg(long, env = "CHAT_SERVER_MAX_TRANSCRIPT_BYTES")]
+    pub max_transcript_bytes: Option<usize>,
 }
 
 /// The file's shape: the flags' names, snake_case, all optional.
@@ -113,6 +122,9 @@ struct File {
     agent_reply_delay_ms: Option<u64>,
     disconnect_timeout_ms: Option<u64>,
     ended_retention_ms: Option<u64>,
+    max_message_bytes: Option<usize>,
+    max_transcript_events: Option<u64>,
+    max_transcript_bytes: Option<usize>,
 }
 
 #[derive(Debug, Error)]
@@ -177,6 +189,18 @@ impl Config {
                 .ended_retention_ms
                 .or(file.ended_retention_ms)
                 .map_or(defaults.ended_retention, Duration::from_millis),
+            max_message_bytes: args
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(defaults.max_message_bytes),
+            max_transcript_events: args
+                .max_transcript_events
+                .or(file.max_transcript_events)
+                .unwrap_or(defaults.max_transcript_events),
+            max_transcript_bytes: args
+                .max_transcript_bytes
+                .or(file.max_transcript_bytes)
+                .unwrap_or(defaults.max_transcript_bytes),
             ..defaults
         };
         let config = Config {
@@ -222,6 +246,18 @@ impl Config {
         if self.behaviour.session_limit == 0 {
             return invalid("session_limit", "must be at least 1");
         }
+        let behaviour = &self.behaviour;
+        if behaviour.max_message_bytes == 0
+            || behaviour.max_message_bytes > chat_engine::MAX_MESSAGE_BYTES_CEILING
+        {
+            return invalid("max_message_bytes", "must be between 1 and 65536");
+        }
+        if behaviour.max_transcript_events < 10 {
+            return invalid("max_transcript_events", "must be at least 10");
+        }
+        if behaviour.max_transcript_bytes < behaviour.max_message_bytes {
+            return invalid("max_transcript_bytes", "must be at least max_message_bytes");
+        }
         for (name, value) in [
             ("handshake_timeout_ms", self.handshake_timeout),
             ("idle_timeout_ms", self.idle_timeout),
@@ -266,6 +302,18 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:7117");
         assert_eq!(config.behaviour.session_limit, 5);
         assert_eq!(config.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.behaviour.max_message_bytes, 16 * 1024);
+        assert!(matches!(
+            Config::load(Args {
+                config: Some(path.clone()),
+                max_message_bytes: Some(70_000),
+                ..Args::default()
+            }),
+            Err(ConfigError::Invalid {
+                name: "max_message_bytes",
+                ..
+            })
+        ));
         std::fs::write(&path, "alias = \"117\"\nbogus = 1\n").unwrap();
         assert!(matches!(
             Config::load(Args {
