@@ -240,7 +240,11 @@ fn backend_wire(e: &BackendError) -> Wire {
         BackendError::BadCredentials => (200, StatusCode::UNAUTHORIZED, None),
         BackendError::Rejected { .. } => (212, StatusCode::BAD_REQUEST, None),
         BackendError::Unsupported(_) => (213, StatusCode::BAD_REQUEST, None),
-        BackendError::TooLong { .. } => (214, StatusCode::PAYLOAD_TOO_LARGE, Some("send a shorter text")),
+        BackendError::TooLong { .. } => (
+            214,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("send a shorter text"),
+        ),
         BackendError::TranscriptFull(_) => (
             215,
             StatusCode::CONFLICT,

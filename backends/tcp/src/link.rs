@@ -12,8 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_protocol::{
     codec, decode, encode, DecodeError, Hello, HelloReply, Reply, RequestId, Welcome,
-    MAX_FRAME_LENGTH,
-    PROTOCOL_VERSION,
+    MAX_FRAME_LENGTH, PROTOCOL_VERSION,
 };
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};

@@ -14,9 +14,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::files::ChatFiles;
-use crate::limits::{
-    check_len, check_size, content_len, page_len, user_data_len, EVENT_OVERHEAD,
-};
+use crate::limits::{check_len, check_size, content_len, page_len, user_data_len, EVENT_OVERHEAD};
 use crate::Behaviour;
 
 /// Something the simulated agent will do at a given time. Materialised lazily: the chat
@@ -327,9 +325,7 @@ impl ChatRecord {
         };
         let len = page_len(rest, budget);
         let events = rest[..len].to_vec();
-        let next = events
-            .last()
-            .map_or(self.next_position(), |e| e.index + 1);
+        let next = events.last().map_or(self.next_position(), |e| e.index + 1);
         (events, next)
     }
 

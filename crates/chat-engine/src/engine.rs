@@ -503,11 +503,18 @@ mod tests {
                 Err(e) => break e,
             }
         };
-        assert!(matches!(refusal, BackendError::TranscriptFull(_)), "{refusal:?}");
+        assert!(
+            matches!(refusal, BackendError::TranscriptFull(_)),
+            "{refusal:?}"
+        );
         assert!(sent > 0);
         let read = act(&engine, &created.chat, Action::Poll).unwrap();
         assert_eq!(read.messages.len(), 10);
-        assert!(act(&engine, &created.chat, Action::Complete).unwrap().chat_ended);
+        assert!(
+            act(&engine, &created.chat, Action::Complete)
+                .unwrap()
+                .chat_ended
+        );
 
         let engine = Engine::new(Behaviour {
             max_transcript_bytes: 4096,
@@ -520,7 +527,10 @@ mod tests {
                 break e;
             }
         };
-        assert!(matches!(refusal, BackendError::TranscriptFull(_)), "{refusal:?}");
+        assert!(
+            matches!(refusal, BackendError::TranscriptFull(_)),
+            "{refusal:?}"
+        );
     }
 
     #[test]
@@ -537,7 +547,11 @@ mod tests {
         for _ in 0..30 {
             act(&engine, &created.chat, send(&text)).unwrap();
         }
-        let total = engine.snapshot(&created.chat.chat_id).unwrap().next_position() - 1;
+        let total = engine
+            .snapshot(&created.chat.chat_id)
+            .unwrap()
+            .next_position()
+            - 1;
         let (mut position, mut seen, mut pages) = (1, Vec::new(), 0);
         loop {
             let page = engine

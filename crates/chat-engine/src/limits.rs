@@ -124,7 +124,11 @@ mod tests {
         assert_eq!(json_len("\u{1}"), 6);
         assert_eq!(json_len("é"), 2);
         for s in ["plain", "q\"uo\\te\n\t", "\u{0}\u{1f}x", "ünï"] {
-            assert_eq!(json_len(s) + 2, serde_json::to_string(s).unwrap().len(), "{s:?}");
+            assert_eq!(
+                json_len(s) + 2,
+                serde_json::to_string(s).unwrap().len(),
+                "{s:?}"
+            );
         }
     }
 }
