@@ -142,9 +142,14 @@ async fn a_long_transcript_is_read_page_by_page_through_the_gateway() {
     }
 
     // The Web API: Get Messages from 1, then from each reply's nextPosition.
-    let (mut position, mut seen, mut pages) = (1, Vec::new(), 0);
+    let (mut position, mut seen, mut pages, mut long) = (1, Vec::new(), 0, 0);
     loop {
         let r = c.messages(&chat, Some(position)).await;
+        long += r
+            .messages()
+            .iter()
+            .filter(|m| m["text"].as_str().is_some_and(|t| t.len() == 60_000))
+            .count();
         assert_eq!(
             (r.http, r.status_code()),
             (200, 0),
@@ -174,6 +179,7 @@ async fn a_long_transcript_is_read_page_by_page_through_the_gateway() {
         }
     }
     assert_eq!(seen, (1..position).collect::<Vec<_>>());
+    assert_eq!(long, 30, "every message read exactly once");
     assert!(pages >= 4, "1.8 MB in {pages} pages");
     let sent: Vec<String> = texts(&c, &chat).await;
     assert!(
@@ -203,4 +209,44 @@ async fn a_long_transcript_is_read_page_by_page_through_the_gateway() {
     }
     let log = server.log();
     assert!(!log.contains("closing connection"), "{log}");
+}
+
+/// The embedded engine pages the same way (one engine): the mock's limits raised in `[mock]`.
+#[tokio::test]
+async fn the_embedded_engine_pages_the_same_way() {
+    let gw = gateway()
+        .behaviour(|b| {
+            b.max_message_bytes = 60_000;
+            b.max_transcript_bytes = 4 << 20;
+        })
+        .env("GATEWAY__SERVER__MAX_BODY_BYTES", "131072")
+        .start()
+        .await;
+    let c = gw.client();
+    let chat = c.request_chat("Ann").await;
+    for n in 0..30 {
+        let text = format!("{n:02}") + &"e".repeat(59_998);
+        let r = c.op(&chat, "SendMessage", json!({"text": text})).await;
+        assert_eq!(r.status_code(), 0, "message {n}: {:#}", r.body["errors"]);
+    }
+    let (mut position, mut seen, mut pages, mut messages) = (1, Vec::new(), 0, 0);
+    loop {
+        let r = c.messages(&chat, Some(position)).await;
+        assert_eq!(r.status_code(), 0, "{:#}", r.body["errors"]);
+        if r.messages().is_empty() {
+            break;
+        }
+        assert_contiguous(r.messages(), position);
+        seen.extend(r.messages().iter().map(|m| m["index"].as_u64().unwrap()));
+        messages += r
+            .messages()
+            .iter()
+            .filter(|m| m["text"].as_str().is_some_and(|t| t.len() == 60_000))
+            .count();
+        position = r.body["nextPosition"].as_u64().unwrap();
+        pages += 1;
+    }
+    assert_eq!(seen, (1..position).collect::<Vec<_>>());
+    assert_eq!(messages, 30, "every message read once");
+    assert!(pages >= 4, "{pages} pages");
 }
