@@ -412,6 +412,25 @@ async fn a_reply_too_large_fails_only_its_request_and_the_connection_stays() {
                 .any(|e| e.text.as_deref() == Some(&*format!("round {round}"))));
         }
     }
+    // A request over the frame bound fails alone too, in the adapter, before it is written.
+    let huge = backend
+        .refresh(
+            &bystanders[0],
+            refresh(Action::SendMessage {
+                text: "h".repeat(2 << 20),
+                message_type: None,
+            }),
+        )
+        .await;
+    assert!(
+        matches!(huge, Err(BackendError::TooLarge(_))),
+        "{:?}",
+        huge.err()
+    );
+    backend
+        .refresh(&bystanders[1], refresh(Action::Poll))
+        .await
+        .expect("the connection still serves");
     // The same chat is still served: without details its transcript reads, page by page.
     let mut position = 1;
     loop {
