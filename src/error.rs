@@ -176,6 +176,15 @@ impl Error {
                     format!("the chat server rejected field `{f}`")
                 }
                 BackendError::Rejected { .. } => "the chat server rejected the request".into(),
+                BackendError::TooLong { field, limit } => {
+                    format!("field `{field}` is longer than {limit} bytes")
+                }
+                BackendError::TranscriptFull(_) => {
+                    "the chat's transcript is full: no more messages can be added".into()
+                }
+                BackendError::TooLarge(_) => {
+                    "the request or its reply is too large for the chat server".into()
+                }
                 // GMS's own words are meant for its clients: passed through as they came.
                 BackendError::Remote { message, .. } => message.clone(),
                 other => other.to_string(),
@@ -231,6 +240,17 @@ fn backend_wire(e: &BackendError) -> Wire {
         BackendError::BadCredentials => (200, StatusCode::UNAUTHORIZED, None),
         BackendError::Rejected { .. } => (212, StatusCode::BAD_REQUEST, None),
         BackendError::Unsupported(_) => (213, StatusCode::BAD_REQUEST, None),
+        BackendError::TooLong { .. } => (
+            214,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("send a shorter text"),
+        ),
+        BackendError::TranscriptFull(_) => (
+            215,
+            StatusCode::CONFLICT,
+            Some("the chat can still be read and completed; start a new chat to go on"),
+        ),
+        BackendError::TooLarge(_) => (216, StatusCode::BAD_GATEWAY, None),
         BackendError::Remote {
             code, chat_ended, ..
         } => {

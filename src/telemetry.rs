@@ -227,6 +227,9 @@ fn error_kind(e: &BackendError) -> &'static str {
         BackendError::Unsupported(_) => "unsupported",
         BackendError::Remote { .. } => "remote",
         BackendError::File(_) => "file",
+        BackendError::TooLong { .. } => "too_long",
+        BackendError::TranscriptFull(_) => "transcript_full",
+        BackendError::TooLarge(_) => "too_large",
     }
 }
 

@@ -124,6 +124,8 @@ pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatR
                 let movable = match &e {
                     BackendError::Unreachable(_) => true,
                     BackendError::Interrupted(_) => refresh.action.is_idempotent(),
+                    // Everything else is an answer about this request. An oversize reply
+                    // (`TooLarge`) above all: any instance would build the same one.
                     _ => false,
                 };
                 if !movable || attempts >= MAX_ATTEMPTS {

@@ -226,6 +226,38 @@ async fn an_answer_that_refuses_the_request_does_not_move_the_chat() {
 }
 
 #[tokio::test]
+async fn a_chat_never_moves_because_of_its_own_oversize_reply() {
+    // Another instance would build the same reply: moving the chat would only repeat the
+    // failure there (the review's 20 moved bystander chats). Nor is the instance to blame.
+    let r = rig(&["A", "B"]);
+    let too_large = BackendError::TooLarge("a reply of 2000000 bytes".into());
+    r.backend("A").refresh.always(Some(Err(too_large.clone())));
+    let tries = HealthConfig::default().eject_after.get() + 2;
+    for _ in 0..tries {
+        let e = r.on("A", Action::Poll).await.err().unwrap();
+        assert!(matches!(&e, Error::Backend(b) if *b == too_large), "{e:?}");
+        assert_eq!(e.wire().status_code, 2, "not worth retrying as it is");
+    }
+    assert_eq!(r.backend("A").refreshes(), tries as usize);
+    assert_eq!(r.backend("B").calls(), vec![]);
+    assert!(r.instance("A").serves_its_chats(), "A was not ejected");
+    // The size refusals of the engine are answers too: they never move the chat either.
+    for refusal in [
+        BackendError::TooLong {
+            field: "text".into(),
+            limit: 16384,
+        },
+        BackendError::TranscriptFull("2000 events".into()),
+    ] {
+        r.backend("A").refresh.then(Err(refusal.clone()));
+        let e = r.on("A", send()).await.err().unwrap();
+        assert!(matches!(&e, Error::Backend(b) if *b == refusal), "{e:?}");
+        assert_eq!(e.wire().status_code, 2);
+    }
+    assert_eq!(r.backend("B").calls(), vec![]);
+}
+
+#[tokio::test]
 async fn a_chat_moves_before_any_call_when_its_instance_cannot_serve_it() {
     // maint
     let r = rig(&["A", "B"]);

@@ -50,6 +50,19 @@ pub enum BackendError {
     /// The backend does not offer the operation.
     #[error("operation not supported by this backend: {0}")]
     Unsupported(&'static str),
+    /// A field of the request is longer than the chat accepts (`limit` bytes); nothing was
+    /// applied. `field` is the client's name for it (`message`, `nickname`, `userData`…).
+    #[error("field `{field}` is longer than {limit} bytes")]
+    TooLong { field: String, limit: u64 },
+    /// The chat's transcript is at its size limit: actions that add events are refused; the
+    /// chat can still be read and completed.
+    #[error("the chat's transcript is full ({0})")]
+    TranscriptFull(String),
+    /// The request or its reply would not fit in one frame to or from the backend. Said about
+    /// this request only: its connection, and every other chat, carry on. Not retryable, and
+    /// never a reason to move the chat (another instance would build the same reply).
+    #[error("too large for one frame: {0}")]
+    TooLarge(String),
 }
 
 impl BackendError {
@@ -92,5 +105,15 @@ mod tests {
         assert!(!remote(1).never_arrived());
         let file = BackendError::from(crate::FileRefusal::TooMany(3));
         assert!(!file.retryable() && !file.never_arrived());
+        for size in [
+            BackendError::TooLong {
+                field: "message".into(),
+                limit: 16,
+            },
+            BackendError::TranscriptFull("2000 events".into()),
+            BackendError::TooLarge("reply of 2 MB".into()),
+        ] {
+            assert!(!size.retryable() && !size.never_arrived(), "{size:?}");
+        }
     }
 }

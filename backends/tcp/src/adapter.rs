@@ -11,10 +11,11 @@ use async_trait::async_trait;
 use backend_api::{
     Action, BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, Load, NewChat, Refresh,
 };
-use chat_protocol::{encode, position_of, Answer, Call, Request, Restored};
+use chat_protocol::{encode, position_of, Answer, Call, Request, Restored, MAX_FRAME_LENGTH};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::link::NotSent;
 use crate::pool::Pool;
 use crate::TcpConfig;
 
@@ -151,8 +152,13 @@ async fn call(
     .await;
     let (id, reply) = match sent {
         Ok(Ok(sent)) => sent,
+        Ok(Err(NotSent::TooLarge { bytes })) => {
+            return Err(BackendError::TooLarge(format!(
+                "a {name} request of {bytes} bytes, over the {MAX_FRAME_LENGTH}-byte frame bound"
+            )))
+        }
         // The connection ended before the frame was queued: it never left this process.
-        Ok(Err(_)) => {
+        Ok(Err(NotSent::Closed)) => {
             return Err(BackendError::Unreachable(format!(
                 "connection to {} closed",
                 config.address

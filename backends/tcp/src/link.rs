@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_protocol::{
     codec, decode, encode, DecodeError, Hello, HelloReply, Reply, RequestId, Welcome,
-    PROTOCOL_VERSION,
+    MAX_FRAME_LENGTH, PROTOCOL_VERSION,
 };
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
@@ -90,7 +90,13 @@ pub struct Link {
 const TIMEOUTS_BEFORE_ABANDONING: u32 = 3;
 
 /// Why a request could not be sent at all (it certainly never arrived).
-pub struct NotSent;
+pub enum NotSent {
+    /// The connection is closed.
+    Closed,
+    /// The request is over the frame bound (`bytes` long): the codec would refuse it and the
+    /// connection every chat shares would close. Only this request fails.
+    TooLarge { bytes: usize },
+}
 
 impl Link {
     /// Sends a request frame built from its id; the receiver gets the reply, or an error when
@@ -100,14 +106,18 @@ impl Link {
         frame: impl FnOnce(RequestId) -> Bytes,
     ) -> Result<(RequestId, oneshot::Receiver<Reply>), NotSent> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = frame(id);
+        if frame.len() > MAX_FRAME_LENGTH {
+            return Err(NotSent::TooLarge { bytes: frame.len() });
+        }
         let (tx, rx) = oneshot::channel();
         match self.pending.lock().as_mut() {
             Some(pending) => pending.insert(id, tx),
-            None => return Err(NotSent),
+            None => return Err(NotSent::Closed),
         };
-        if self.out.send(frame(id)).await.is_err() {
+        if self.out.send(frame).await.is_err() {
             self.forget(id);
-            return Err(NotSent);
+            return Err(NotSent::Closed);
         }
         Ok((id, rx))
     }

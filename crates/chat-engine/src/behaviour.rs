@@ -40,7 +40,24 @@ pub struct Behaviour {
     pub ended_retention: Duration,
     /// File-transfer rules (the GMS dialect's `file/…` operations).
     pub files: crate::FileRules,
+    /// Longest text the customer may send in one action, in UTF-8 bytes: a message, a
+    /// typing or custom notice, a nickname, a URL, and each of a new chat's fields; a chat's
+    /// user data as a whole. Longer is refused (`BackendError::TooLong`), nothing applied.
+    /// At most [`MAX_MESSAGE_BYTES_CEILING`], so one event always fits a transcript page.
+    pub max_message_bytes: usize,
+    /// Most events a transcript holds. Past it the customer's actions that add events are
+    /// refused (`BackendError::TranscriptFull`); the chat can still be read and completed.
+    pub max_transcript_events: u64,
+    /// Most bytes of content a transcript holds (each event's text, nickname and attributes,
+    /// plus a fixed overhead per event), with the same refusal as `max_transcript_events`.
+    /// Bounds what one chat costs in memory and in every save to the store.
+    pub max_transcript_bytes: usize,
 }
+
+/// The highest `max_message_bytes` accepted: 64 KiB. Even escaped at its worst (6 bytes of
+/// JSON per byte), one event then stays below [`crate::PAGE_MAX_BYTES`], so a page always
+/// holds at least the next event.
+pub const MAX_MESSAGE_BYTES_CEILING: usize = 64 * 1024;
 
 impl Behaviour {
     /// Checks what types alone cannot; the key is relative to the section
@@ -53,6 +70,21 @@ impl Behaviour {
             ));
         }
         nonzero("disconnect_timeout_secs", self.disconnect_timeout)?;
+        if self.max_message_bytes == 0 || self.max_message_bytes > MAX_MESSAGE_BYTES_CEILING {
+            return Err(Invalid::new(
+                "max_message_bytes",
+                "must be between 1 and 65536",
+            ));
+        }
+        if self.max_transcript_events < 10 {
+            return Err(Invalid::new("max_transcript_events", "must be at least 10"));
+        }
+        if self.max_transcript_bytes < self.max_message_bytes {
+            return Err(Invalid::new(
+                "max_transcript_bytes",
+                "must be at least max_message_bytes",
+            ));
+        }
         Ok(())
     }
 }
@@ -75,6 +107,9 @@ impl Default for Behaviour {
             session_limit: NonZeroU64::new(1000).expect("non-zero"),
             ended_retention: Duration::from_secs(300),
             files: crate::FileRules::default(),
+            max_message_bytes: 16 * 1024,
+            max_transcript_events: 2000,
+            max_transcript_bytes: 1024 * 1024,
         }
     }
 }

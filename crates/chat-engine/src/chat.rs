@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::files::ChatFiles;
+use crate::limits::{check_len, check_size, content_len, page_len, user_data_len, EVENT_OVERHEAD};
 use crate::Behaviour;
 
 /// Something the simulated agent will do at a given time. Materialised lazily: the chat
@@ -197,6 +198,8 @@ impl ChatRecord {
                 Ok(false)
             };
         }
+        // Every size rule is checked before anything changes: a refused action leaves no trace.
+        self.check_sizes(&action, behaviour)?;
         match action {
             Action::Poll => return Ok(false),
             Action::SendMessage { text, message_type } => {
@@ -246,17 +249,84 @@ impl ChatRecord {
         Ok(false)
     }
 
-    /// The events a refresh asked for.
-    pub(crate) fn events(&self, transcript: Transcript) -> Vec<Event> {
-        match transcript {
-            Transcript::None => Vec::new(),
-            Transcript::From(n) => {
-                let start = (n.max(1) - 1) as usize;
-                self.transcript
-                    .get(start..)
-                    .map_or_else(Vec::new, <[Event]>::to_vec)
+    /// The size rules an action must pass: each text it carries within `max_message_bytes`,
+    /// the user data as a whole too, and room in the transcript for the event it adds.
+    fn check_sizes(&self, action: &Action, behaviour: &Behaviour) -> Result<(), BackendError> {
+        let added = match action {
+            Action::Poll | Action::Complete => return Ok(()),
+            Action::SendMessage { text, message_type } => {
+                check_len("text", text, behaviour)?;
+                let kind = message_type.as_deref().unwrap_or("");
+                check_len("messageType", kind, behaviour)?;
+                text.len() + kind.len()
             }
+            Action::StartTyping { text } | Action::StopTyping { text } => {
+                let text = text.as_deref().unwrap_or("");
+                check_len("text", text, behaviour)?;
+                text.len()
+            }
+            Action::CustomNotice { text } => {
+                check_len("text", text, behaviour)?;
+                text.len()
+            }
+            Action::UpdateNickname { nickname } => {
+                check_len("nickname", nickname, behaviour)?;
+                // The event carries it twice: as its text and as the sender's nickname.
+                2 * nickname.len()
+            }
+            Action::PushUrl { url } => {
+                check_len("pushUrl", url, behaviour)?;
+                url.len()
+            }
+            Action::UpdateUserData { data, .. } => {
+                // The chat's user data after the update, as a whole (it adds no event).
+                let replaced: usize = data
+                    .keys()
+                    .filter_map(|k| self.user_data.get(k).map(|v| k.len() + v.len()))
+                    .sum();
+                let after = user_data_len(&self.user_data) - replaced + user_data_len(data);
+                return check_size("userData", after, behaviour);
+            }
+        };
+        self.check_room(added, behaviour)
+    }
+
+    /// Refuses a customer event of `added` content bytes when the transcript is full.
+    fn check_room(&self, added: usize, behaviour: &Behaviour) -> Result<(), BackendError> {
+        let events = self.transcript.len() as u64;
+        if events >= behaviour.max_transcript_events {
+            return Err(BackendError::TranscriptFull(format!(
+                "{events} events, at most {}",
+                behaviour.max_transcript_events
+            )));
         }
+        let nickname = self.participants[CLIENT].participant.nickname.len();
+        let bytes: usize = self.transcript.iter().map(content_len).sum();
+        let after = bytes + EVENT_OVERHEAD + nickname + added;
+        if after > behaviour.max_transcript_bytes {
+            return Err(BackendError::TranscriptFull(format!(
+                "{bytes} bytes, at most {}",
+                behaviour.max_transcript_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The events a refresh asked for, at most one page of them (see `limits`), and the
+    /// position to ask for next: one past the last event sent, so a client that polls from
+    /// it gets the rest, every event exactly once.
+    pub(crate) fn page(&self, transcript: Transcript, budget: usize) -> (Vec<Event>, u64) {
+        let Transcript::From(n) = transcript else {
+            return (Vec::new(), self.next_position());
+        };
+        let start = (n.max(1) - 1) as usize;
+        let Some(rest) = self.transcript.get(start..) else {
+            return (Vec::new(), self.next_position());
+        };
+        let len = page_len(rest, budget);
+        let events = rest[..len].to_vec();
+        let next = events.last().map_or(self.next_position(), |e| e.index + 1);
+        (events, next)
     }
 
     pub(crate) fn details(&self) -> ChatDetails {
@@ -338,6 +408,9 @@ impl ChatRecord {
         now: u64,
     ) -> Result<String, BackendError> {
         self.refuse_if_ended()?;
+        check_len("fileName", &file.name, behaviour)?;
+        // The event's attributes (id, name, size, type) come to a few hundred bytes at most.
+        self.check_room(2 * file.name.len() + 256, behaviour)?;
         let name = file.name.clone();
         let agent = self.agent().is_some();
         let (id, attributes) = self.files.upload(file, &behaviour.files, agent)?;

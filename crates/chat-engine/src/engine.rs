@@ -12,6 +12,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use rand::Rng;
 
+use crate::limits::{check_len, check_size, events_budget, user_data_len, PAGE_MAX_BYTES};
 use crate::{Behaviour, ChatRecord};
 
 /// Milliseconds since the Unix epoch: the engine's only clock.
@@ -85,6 +86,7 @@ impl Engine {
 
     /// Login + join: a new chat with fresh ids and key.
     pub fn create(&self, chat: NewChat) -> Result<ChatCreated, BackendError> {
+        check_new_chat(&chat, &self.behaviour)?;
         // Reserve a place first so concurrent creates cannot overshoot the limit.
         let limit = self.behaviour.session_limit.get();
         if self
@@ -108,14 +110,15 @@ impl Engine {
             };
             let ids = (chat_id, random_hex(&mut rng), random_hex(&mut rng));
             let record = ChatRecord::open(ids, chat, &self.behaviour, now);
+            let (messages, next_position) = record.page(Transcript::From(1), PAGE_MAX_BYTES);
             let created = ChatCreated {
                 chat: ChatRef {
                     chat_id: record.chat_id.clone(),
                     user_id: record.user_id.clone(),
                     secure_key: record.secure_key.clone(),
                 },
-                messages: record.events(Transcript::From(1)),
-                next_position: record.next_position(),
+                messages,
+                next_position,
             };
             entry.insert(Arc::new(Mutex::new(record)));
             return Ok(created);
@@ -141,11 +144,14 @@ impl Engine {
             if record.act(request.action, behaviour, now)? {
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }
+            let details = request.details.then(|| record.details());
+            let budget = events_budget(details.as_ref());
+            let (messages, next_position) = record.page(request.transcript, budget);
             let update = ChatUpdate {
-                messages: record.events(request.transcript),
-                next_position: record.next_position(),
+                messages,
+                next_position,
                 chat_ended: record.is_ended(),
-                details: request.details.then(|| record.details()),
+                details,
                 secure_key: None,
             };
             let extra = after(record);
@@ -242,6 +248,21 @@ impl Engine {
     pub fn is_empty(&self) -> bool {
         self.chats.is_empty()
     }
+}
+
+/// A new chat's fields each within `max_message_bytes`, its user data as a whole too.
+fn check_new_chat(chat: &NewChat, behaviour: &Behaviour) -> Result<(), BackendError> {
+    check_len("nickname", &chat.nickname, behaviour)?;
+    check_len("endpoint", &chat.endpoint, behaviour)?;
+    for (field, value) in [
+        ("firstName", &chat.first_name),
+        ("lastName", &chat.last_name),
+        ("emailAddress", &chat.email_address),
+        ("subject", &chat.subject),
+    ] {
+        check_len(field, value.as_deref().unwrap_or(""), behaviour)?;
+    }
+    check_size("userData", user_data_len(&chat.user_data), behaviour)
 }
 
 const ID_ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -408,5 +429,156 @@ mod tests {
         assert_eq!(from3.messages.first().map(|e| e.index), Some(3));
         assert_eq!(from3.messages.len(), all.messages.len() - 2);
         assert!(r(Transcript::From(1000)).messages.is_empty());
+    }
+
+    fn send(text: &str) -> Action {
+        Action::SendMessage {
+            text: text.into(),
+            message_type: None,
+        }
+    }
+
+    #[test]
+    fn a_text_over_the_limit_is_refused_and_nothing_is_applied() {
+        let engine = Engine::new(Behaviour {
+            max_message_bytes: 100,
+            ..behaviour()
+        });
+        let created = engine.create(new_chat()).unwrap();
+        // The agent's join falls due at once: let it happen before taking the picture.
+        act(&engine, &created.chat, Action::Poll).unwrap();
+        let before = engine.snapshot(&created.chat.chat_id).unwrap();
+        let long = "x".repeat(101);
+        for (action, field) in [
+            (send(&long), "text"),
+            (
+                Action::UpdateNickname {
+                    nickname: long.clone(),
+                },
+                "nickname",
+            ),
+            (Action::PushUrl { url: long.clone() }, "pushUrl"),
+            (
+                Action::UpdateUserData {
+                    data: [("k".to_owned(), long.clone())].into(),
+                    text: None,
+                },
+                "userData",
+            ),
+        ] {
+            match act(&engine, &created.chat, action) {
+                Err(BackendError::TooLong { field: f, limit }) => {
+                    assert_eq!((f.as_str(), limit), (field, 100))
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let mut after = engine.snapshot(&created.chat.chat_id).unwrap();
+        after.last_activity = before.last_activity;
+        assert_eq!(after, before, "a refused action changed the chat");
+        act(&engine, &created.chat, send(&"x".repeat(100))).unwrap();
+        let big_user_data = NewChat {
+            user_data: [("k".to_owned(), long)].into(),
+            ..new_chat()
+        };
+        assert!(matches!(
+            engine.create(big_user_data),
+            Err(BackendError::TooLong { .. })
+        ));
+        assert_eq!(engine.load().active, 1, "a refused chat holds no place");
+    }
+
+    #[test]
+    fn a_full_transcript_refuses_new_events_but_reads_and_completes() {
+        let engine = Engine::new(Behaviour {
+            max_transcript_events: 10,
+            agent_replies: Vec::new(),
+            ..behaviour()
+        });
+        let created = engine.create(new_chat()).unwrap();
+        let mut sent = 0;
+        let refusal = loop {
+            match act(&engine, &created.chat, send("hello")) {
+                Ok(_) => sent += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(refusal, BackendError::TranscriptFull(_)),
+            "{refusal:?}"
+        );
+        assert!(sent > 0);
+        let read = act(&engine, &created.chat, Action::Poll).unwrap();
+        assert_eq!(read.messages.len(), 10);
+        assert!(
+            act(&engine, &created.chat, Action::Complete)
+                .unwrap()
+                .chat_ended
+        );
+
+        let engine = Engine::new(Behaviour {
+            max_transcript_bytes: 4096,
+            agent_replies: Vec::new(),
+            ..behaviour()
+        });
+        let created = engine.create(new_chat()).unwrap();
+        let refusal = loop {
+            if let Err(e) = act(&engine, &created.chat, send(&"y".repeat(500))) {
+                break e;
+            }
+        };
+        assert!(
+            matches!(refusal, BackendError::TranscriptFull(_)),
+            "{refusal:?}"
+        );
+    }
+
+    #[test]
+    fn a_long_transcript_is_read_in_pages_every_event_once() {
+        let engine = Engine::new(Behaviour {
+            max_message_bytes: 60_000,
+            max_transcript_bytes: 4 << 20,
+            agent_replies: Vec::new(),
+            ..behaviour()
+        });
+        let created = engine.create(new_chat()).unwrap();
+        // Control characters escape to six bytes each: the page is measured as JSON.
+        let text = "\u{1}".repeat(10_000) + &"m".repeat(50_000);
+        for _ in 0..30 {
+            act(&engine, &created.chat, send(&text)).unwrap();
+        }
+        let total = engine
+            .snapshot(&created.chat.chat_id)
+            .unwrap()
+            .next_position()
+            - 1;
+        let (mut position, mut seen, mut pages) = (1, Vec::new(), 0);
+        loop {
+            let page = engine
+                .refresh(
+                    &created.chat,
+                    Refresh {
+                        action: Action::Poll,
+                        transcript: Transcript::From(position),
+                        details: true,
+                    },
+                )
+                .unwrap();
+            let json: usize = page
+                .messages
+                .iter()
+                .map(|e| serde_json::to_vec(e).unwrap().len())
+                .sum();
+            assert!(json <= crate::PAGE_MAX_BYTES, "a page of {json} bytes");
+            if page.messages.is_empty() {
+                assert_eq!(page.next_position, position);
+                break;
+            }
+            pages += 1;
+            seen.extend(page.messages.iter().map(|e| e.index));
+            position = page.next_position;
+        }
+        assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+        assert!(pages > 3, "{pages} pages");
     }
 }

@@ -11,6 +11,8 @@
 //! - `behaviour`: what the simulated parties say and the timeouts (plain config struct);
 //! - `chat`: one chat: participants, transcript, pending scheduled events, and the rules of
 //!   each action;
+//! - `limits`: the size rules: how long one text may be, how much a transcript holds, how
+//!   many events one reply carries (a page; the client polls for the rest);
 //! - `files`: file-transfer rules and a chat's files (upload, download, delete);
 //! - `engine`: the table of chats, ids, credentials check, session limit, expiry sweep;
 //! - `adapter`: [`MockBackend`], the `ChatBackend` implementation over an engine.
@@ -22,9 +24,11 @@ mod behaviour;
 mod chat;
 mod engine;
 mod files;
+mod limits;
 
 pub use adapter::MockBackend;
-pub use behaviour::Behaviour;
+pub use behaviour::{Behaviour, MAX_MESSAGE_BYTES_CEILING};
 pub use chat::ChatRecord;
 pub use engine::{now_ms, Engine};
 pub use files::FileRules;
+pub use limits::{PAGE_MAX_BYTES, PAGE_MAX_EVENTS};

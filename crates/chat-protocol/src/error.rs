@@ -30,6 +30,15 @@ pub enum ErrorCode {
     Unsupported,
     /// Handshake only: the server does not speak the client's protocol version. Final.
     VersionMismatch,
+    /// A text of the call is longer than the server accepts; `field` names it, `limit` says
+    /// how many bytes are accepted. Nothing was done. Final.
+    TooLong,
+    /// The chat's transcript is at its size limit: calls that add events are refused; the
+    /// chat can still be read and completed. Nothing was done. Final.
+    TranscriptFull,
+    /// The reply to this call would not fit in one frame. Said about this call only: the
+    /// connection stays open. Final (the same call would build the same reply).
+    ReplyTooLarge,
     /// A code this build does not know (sent by a newer peer): trust `retryable`.
     #[serde(other)]
     Unknown,
@@ -60,6 +69,9 @@ pub struct WireError {
     /// `chatEnded`: the transcript position to read from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_position: Option<u64>,
+    /// `tooLong`: the most bytes the field may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 impl WireError {
@@ -70,6 +82,7 @@ impl WireError {
             message: message.into(),
             field: None,
             next_position: None,
+            limit: None,
         }
     }
 
@@ -91,6 +104,12 @@ impl WireError {
             },
             ErrorCode::Unsupported => BackendError::Unsupported(call),
             ErrorCode::VersionMismatch => BackendError::Unreachable(self.message),
+            ErrorCode::TooLong => BackendError::TooLong {
+                field: self.field.unwrap_or_default(),
+                limit: self.limit.unwrap_or(0),
+            },
+            ErrorCode::TranscriptFull => BackendError::TranscriptFull(self.message),
+            ErrorCode::ReplyTooLarge => BackendError::TooLarge(self.message),
             // A newer server's code: its retryable flag is all we can trust. Retryable maps to
             // Interrupted (not Unreachable) because the call may have had an effect.
             ErrorCode::Unknown if self.retryable => BackendError::Interrupted(self.message),
@@ -121,6 +140,13 @@ impl From<BackendError> for WireError {
                 ..WireError::new(ErrorCode::Rejected, message)
             },
             BackendError::Unsupported(_) => WireError::new(ErrorCode::Unsupported, message),
+            BackendError::TooLong { field, limit } => WireError {
+                field: Some(field),
+                limit: Some(limit),
+                ..WireError::new(ErrorCode::TooLong, message)
+            },
+            BackendError::TranscriptFull(_) => WireError::new(ErrorCode::TranscriptFull, message),
+            BackendError::TooLarge(_) => WireError::new(ErrorCode::ReplyTooLarge, message),
             // Neither arises in a chat server (no remote behind it, no file calls in the
             // protocol); mapped by their retryability so a future use stays truthful.
             BackendError::Remote { status_code: 1, .. } => {

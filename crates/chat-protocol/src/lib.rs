@@ -110,6 +110,12 @@ mod tests {
                 field: Some("text".into()),
                 message: "too long".into(),
             },
+            BackendError::TooLong {
+                field: "text".into(),
+                limit: 16384,
+            },
+            BackendError::TranscriptFull("2000 events".into()),
+            BackendError::TooLarge("a reply of 2000000 bytes".into()),
         ];
         for error in cases {
             let wire = WireError::from(error.clone());
@@ -117,6 +123,9 @@ mod tests {
             let back: WireError = decode(&encode(&wire)).unwrap();
             let again = back.into_backend_error("refresh");
             assert_eq!(again.retryable(), error.retryable());
+            if let BackendError::TooLong { .. } = error {
+                assert_eq!(again, error, "field and limit survive the wire");
+            }
             assert_eq!(
                 std::mem::discriminant(&again),
                 std::mem::discriminant(&error)

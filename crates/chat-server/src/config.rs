@@ -93,6 +93,15 @@ pub struct Args {
     /// How long an ended chat stays readable.
     #[arg(long, env = "CHAT_SERVER_ENDED_RETENTION_MS")]
     pub ended_retention_ms: Option<u64>,
+    /// Longest text the customer may send in one call, in bytes (at most 65536).
+    #[arg(long, env = "CHAT_SERVER_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Most events one chat's transcript holds.
+    #[arg(long, env = "CHAT_SERVER_MAX_TRANSCRIPT_EVENTS")]
+    pub max_transcript_events: Option<u64>,
+    /// Most bytes of content one chat's transcript holds.
+    #[arg(long, env = "CHAT_SERVER_MAX_TRANSCRIPT_BYTES")]
+    pub max_transcript_bytes: Option<usize>,
 }
 
 /// The file's shape: the flags' names, snake_case, all optional.
@@ -115,6 +124,9 @@ struct File {
     agent_reply_delay_ms: Option<u64>,
     disconnect_timeout_ms: Option<u64>,
     ended_retention_ms: Option<u64>,
+    max_message_bytes: Option<usize>,
+    max_transcript_events: Option<u64>,
+    max_transcript_bytes: Option<usize>,
 }
 
 #[derive(Debug, Error)]
@@ -131,6 +143,9 @@ pub enum ConfigError {
     },
     #[error("missing setting: {0} (flag, environment or config file)")]
     Missing(&'static str),
+    /// A chat behaviour setting the engine refuses (`chat_engine::Behaviour::validate`).
+    #[error("invalid setting {}: {}", .0.key, .0.reason)]
+    Behaviour(#[from] config_types::Invalid),
     #[error("invalid setting {name}: {reason}")]
     Invalid {
         name: &'static str,
@@ -179,6 +194,18 @@ impl Config {
                 .ended_retention_ms
                 .or(file.ended_retention_ms)
                 .map_or(defaults.ended_retention, Duration::from_millis),
+            max_message_bytes: args
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(defaults.max_message_bytes),
+            max_transcript_events: args
+                .max_transcript_events
+                .or(file.max_transcript_events)
+                .unwrap_or(defaults.max_transcript_events),
+            max_transcript_bytes: args
+                .max_transcript_bytes
+                .or(file.max_transcript_bytes)
+                .unwrap_or(defaults.max_transcript_bytes),
             ..defaults
         };
         let config = Config {
@@ -221,6 +248,8 @@ impl Config {
         if self.max_in_flight_per_connection == 0 {
             return invalid("max_in_flight_per_connection", "must be at least 1");
         }
+        // The engine's own rules (sizes, files): one list, the engine's.
+        self.behaviour.validate()?;
         for (name, value) in [
             ("handshake_timeout_ms", self.handshake_timeout),
             ("idle_timeout_ms", self.idle_timeout),
@@ -271,6 +300,15 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:7117");
         assert_eq!(config.behaviour.session_limit.get(), 5);
         assert_eq!(config.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.behaviour.max_message_bytes, 16 * 1024);
+        assert!(matches!(
+            Config::load(Args {
+                config: Some(path.clone()),
+                max_message_bytes: Some(70_000),
+                ..Args::default()
+            }),
+            Err(ConfigError::Behaviour(config_types::Invalid { ref key, .. })) if key == "max_message_bytes"
+        ));
         std::fs::write(&path, "alias = \"117\"\nbogus = 1\n").unwrap();
         assert!(matches!(
             Config::load(Args {

@@ -1,7 +1,8 @@
 //! One client connection: handshake, then many calls at once, each answered by request id.
 //!
 //! Owns the connection's defences: the handshake and idle timeouts, the frame size bound (in
-//! the codec), the bound on calls in flight, the write timeout for peers that do not read, and
+//! the codec for what it reads; a reply over it becomes that call's `replyTooLarge` error,
+//! never a closed connection), the bound on calls in flight, the write timeout for peers that do not read, and
 //! closing the connection — only this one — with a logged reason when the peer breaks the
 //! protocol. It must not know what a call does: [`Server::handle`] does.
 
@@ -201,8 +202,9 @@ async fn run(
                     Ok(answer) => Reply::ok(request.id, answer),
                     Err(error) => Reply::error(request.id, error),
                 };
+                let frame = within_the_frame_bound(request.id, encode(&reply));
                 // The writer is gone only when the connection is closing; the reply is lost with it.
-                let _ = replies.send(encode(&reply)).await;
+                let _ = replies.send(frame).await;
                 drop(permit);
             },
             span,
@@ -227,6 +229,32 @@ async fn run(
             Err(reason)
         }
     }
+}
+
+// A page of events (the engine's bound) and the rest of its reply fit in one frame, so a
+// refresh's reply is never too large; `within_the_frame_bound` is the backstop for the rest.
+const _: () = assert!(2 * chat_engine::PAGE_MAX_BYTES <= MAX_FRAME_LENGTH);
+
+/// A reply frame, or, when it is over the frame bound, an error reply for the same request
+/// id: the codec would refuse to write it and the writer would close the connection every
+/// chat of this gateway shares. Only the call that built the reply fails.
+fn within_the_frame_bound(id: RequestId, frame: Bytes) -> Bytes {
+    if frame.len() <= MAX_FRAME_LENGTH {
+        return frame;
+    }
+    tracing::warn!(
+        id,
+        bytes = frame.len(),
+        "reply over the frame bound: answered with replyTooLarge"
+    );
+    let error = WireError::new(
+        ErrorCode::ReplyTooLarge,
+        format!(
+            "the reply would be {} bytes, over the {MAX_FRAME_LENGTH}-byte frame bound",
+            frame.len()
+        ),
+    );
+    encode(&Reply::error(id, error))
 }
 
 async fn send_bounded(

@@ -326,3 +326,135 @@ async fn unreachable_then_reconnects_then_lost() {
     })
     .await;
 }
+
+/// A reply over the frame bound is that request's error; the connection every chat of this
+/// gateway shares stays open, and other chats' requests on it, at the same time, succeed.
+#[tokio::test]
+async fn a_reply_too_large_fails_only_its_request_and_the_connection_stays() {
+    let server = ChatServer::builder(bin())
+        .arg("--max-message-bytes", "65536")
+        .arg("--agent-join-delay-ms", "0")
+        .arg("--agent-reply-delay-ms", "0")
+        .start();
+    // One connection: every chat below shares it.
+    let backend = Arc::new(TcpBackend::new(TcpConfig {
+        connections: 1,
+        status_interval: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(200),
+        ..TcpConfig::new(server.addr.to_string())
+    }));
+    let big = create(&backend).await.chat;
+    let mut bystanders = Vec::new();
+    for _ in 0..5 {
+        bystanders.push(create(&backend).await.chat);
+    }
+    // Control characters are six bytes each in JSON: a nickname and user data at the limit
+    // make a GetChat reply (the nickname's event, the details) of about 1.5 MB.
+    let wide = "\u{1}".repeat(65536);
+    let renamed = backend
+        .refresh(
+            &big,
+            Refresh {
+                action: Action::UpdateNickname { nickname: wide },
+                transcript: Transcript::None,
+                details: false,
+            },
+        )
+        .await
+        .unwrap();
+    let renamed_at = renamed.next_position - 1;
+    backend
+        .refresh(
+            &big,
+            refresh(Action::UpdateUserData {
+                data: [("k".to_owned(), "\u{1}".repeat(65000))].into(),
+                text: None,
+            }),
+        )
+        .await
+        .unwrap();
+    let get_chat = Refresh {
+        action: Action::Poll,
+        transcript: Transcript::From(renamed_at),
+        details: true,
+    };
+    for round in 0..3 {
+        let others = bystanders.iter().map(|chat| {
+            let backend = Arc::clone(&backend);
+            let chat = chat.clone();
+            tokio::spawn(async move {
+                backend
+                    .refresh(
+                        &chat,
+                        refresh(Action::SendMessage {
+                            text: format!("round {round}"),
+                            message_type: None,
+                        }),
+                    )
+                    .await
+            })
+        });
+        let others: Vec<_> = others.collect();
+        match backend.refresh(&big, get_chat.clone()).await {
+            Err(BackendError::TooLarge(why)) => assert!(why.contains("frame"), "{why}"),
+            Err(other) => panic!("expected TooLarge, got {other:?}"),
+            Ok(update) => panic!(
+                "expected TooLarge, got {} events from {:?}",
+                update.messages.len(),
+                update.messages.first().map(|e| e.index)
+            ),
+        }
+        for other in others {
+            let update = other.await.unwrap().expect("a bystander's request failed");
+            assert!(update
+                .messages
+                .iter()
+                .any(|e| e.text.as_deref() == Some(&*format!("round {round}"))));
+        }
+    }
+    // A request over the frame bound fails alone too, in the adapter, before it is written.
+    let huge = backend
+        .refresh(
+            &bystanders[0],
+            refresh(Action::SendMessage {
+                text: "h".repeat(2 << 20),
+                message_type: None,
+            }),
+        )
+        .await;
+    assert!(
+        matches!(huge, Err(BackendError::TooLarge(_))),
+        "{:?}",
+        huge.err()
+    );
+    backend
+        .refresh(&bystanders[1], refresh(Action::Poll))
+        .await
+        .expect("the connection still serves");
+    // The same chat is still served: without details its transcript reads, page by page.
+    let mut position = 1;
+    loop {
+        let page = backend
+            .refresh(
+                &big,
+                Refresh {
+                    action: Action::Poll,
+                    transcript: Transcript::From(position),
+                    details: false,
+                },
+            )
+            .await
+            .unwrap();
+        if page.messages.is_empty() {
+            break;
+        }
+        position = page.next_position;
+    }
+    assert!(position > renamed_at);
+    let log = server.log();
+    assert!(
+        !log.contains("closing connection"),
+        "the shared connection was closed:\n{log}"
+    );
+    assert!(log.contains("replyTooLarge"), "{log}");
+}
