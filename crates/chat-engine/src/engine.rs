@@ -153,6 +153,70 @@ impl Engine {
         })
     }
 
+    /// Like [`Engine::refresh`], on a copy of the chat: the live chat is left as it was and
+    /// the copy, with its version one past the live one's, is returned for the caller to save
+    /// and then [`Engine::publish`]. A caller that cannot save simply drops the copy, so
+    /// nothing is half-applied. The caller keeps other refreshes of the chat out until it
+    /// publishes (the chat server's save lock).
+    pub fn refresh_copy(
+        &self,
+        chat: &ChatRef,
+        request: Refresh,
+    ) -> Result<(ChatUpdate, ChatRecord), BackendError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let entry = self
+            .chats
+            .get(chat.chat_id.as_str())
+            .map(|e| Arc::clone(e.value()))
+            .ok_or(BackendError::UnknownChat)?;
+        let mut record = {
+            let live = entry.lock();
+            live.check_credentials(chat)?;
+            live.clone()
+        };
+        let now = now_ms();
+        record.advance(now, &self.behaviour);
+        record.last_activity = now;
+        record.act(request.action, &self.behaviour, now)?;
+        record.version += 1;
+        let update = ChatUpdate {
+            messages: record.events(request.transcript),
+            next_position: record.next_position(),
+            chat_ended: record.is_ended(),
+            details: request.details.then(|| record.details()),
+            secure_key: None,
+        };
+        Ok((update, record))
+    }
+
+    /// Makes a saved copy the live chat (see [`Engine::refresh_copy`]). A chat forgotten in
+    /// the meantime (discarded) stays forgotten.
+    pub fn publish(&self, record: ChatRecord) {
+        let Some(entry) = self
+            .chats
+            .get(record.chat_id.as_str())
+            .map(|e| Arc::clone(e.value()))
+        else {
+            return;
+        };
+        let mut live = entry.lock();
+        self.count_change(live.is_ended(), record.is_ended());
+        *live = record;
+    }
+
+    /// Keeps the session count right when a chat's record is replaced.
+    fn count_change(&self, was_ended: bool, is_ended: bool) {
+        match (was_ended, is_ended) {
+            (false, true) => {
+                self.active.fetch_sub(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.active.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
     /// Runs `f` on a chat after checking its credentials and bringing it up to now: the
     /// common part of every operation on a chat. Any request is customer activity.
     fn on_record<T>(
@@ -197,10 +261,19 @@ impl Engine {
         self.chats.get(chat_id).map(|e| e.value().lock().clone())
     }
 
-    /// Takes over a chat saved by another instance. Refused (retryable) at the session limit;
-    /// a chat already here is left as it is.
+    /// Takes over a chat saved by another instance. Refused (retryable) at the session limit.
+    /// A copy of the chat already here is replaced: the record given is the store's, and the
+    /// store's is never older than a local copy (a local copy is older when the chat moved
+    /// away and back, or this instance was frozen while another carried the chat on).
     pub fn adopt(&self, record: ChatRecord) -> Result<(), BackendError> {
-        if self.chats.contains_key(record.chat_id.as_str()) {
+        if let Some(entry) = self
+            .chats
+            .get(record.chat_id.as_str())
+            .map(|e| Arc::clone(e.value()))
+        {
+            let mut live = entry.lock();
+            self.count_change(live.is_ended(), record.is_ended());
+            *live = record;
             return Ok(());
         }
         if !record.is_ended() {
@@ -408,5 +481,116 @@ mod tests {
         assert_eq!(from3.messages.first().map(|e| e.index), Some(3));
         assert_eq!(from3.messages.len(), all.messages.len() - 2);
         assert!(r(Transcript::From(1000)).messages.is_empty());
+    }
+
+    fn say(text: &str) -> Action {
+        Action::SendMessage {
+            text: text.into(),
+            message_type: None,
+        }
+    }
+
+    fn client_messages(engine: &Engine, chat: &ChatRef) -> Vec<String> {
+        act(engine, chat, Action::Poll)
+            .unwrap()
+            .messages
+            .iter()
+            .filter(|e| {
+                e.kind == EventType::Message && e.from.kind == backend_api::ParticipantType::Client
+            })
+            .map(|e| e.text.as_deref().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_retried_message_within_the_window_is_acknowledged_once() {
+        let engine = Engine::new(behaviour());
+        let chat = engine.create(new_chat()).unwrap().chat;
+        let first = act(&engine, &chat, say("hi")).unwrap();
+        let retry = act(&engine, &chat, say("hi")).unwrap();
+        assert_eq!(client_messages(&engine, &chat), ["hi"]);
+        // The retry is answered as the message already there: same transcript, same end.
+        assert!(retry.next_position >= first.next_position);
+        // Another event from the customer in between: the same text is a new message.
+        act(&engine, &chat, Action::StartTyping { text: None }).unwrap();
+        act(&engine, &chat, say("hi")).unwrap();
+        // A different text, or a different messageType, is a new message.
+        act(&engine, &chat, say("ho")).unwrap();
+        act(
+            &engine,
+            &chat,
+            Action::SendMessage {
+                text: "ho".into(),
+                message_type: Some("text".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(client_messages(&engine, &chat), ["hi", "hi", "ho", "ho"]);
+    }
+
+    #[test]
+    fn the_duplicate_window_ends_and_zero_turns_it_off() {
+        let off = Engine::new(Behaviour {
+            duplicate_window: Duration::ZERO,
+            ..behaviour()
+        });
+        let chat = off.create(new_chat()).unwrap().chat;
+        act(&off, &chat, say("hi")).unwrap();
+        act(&off, &chat, say("hi")).unwrap();
+        assert_eq!(client_messages(&off, &chat), ["hi", "hi"]);
+
+        // Outside the window: the same text again is a new message.
+        let short = Engine::new(Behaviour {
+            duplicate_window: Duration::from_millis(1),
+            ..behaviour()
+        });
+        let chat = short.create(new_chat()).unwrap().chat;
+        act(&short, &chat, say("hi")).unwrap();
+        let sent_at = now_ms();
+        while now_ms() <= sent_at + 1 {
+            std::thread::yield_now();
+        }
+        act(&short, &chat, say("hi")).unwrap();
+        assert_eq!(client_messages(&short, &chat), ["hi", "hi"]);
+    }
+
+    #[test]
+    fn a_copy_changes_nothing_until_published() {
+        let engine = Engine::new(behaviour());
+        let chat = engine.create(new_chat()).unwrap().chat;
+        let before = engine.snapshot(&chat.chat_id).unwrap();
+        let request = |action| Refresh {
+            action,
+            transcript: Transcript::From(1),
+            details: false,
+        };
+        let (update, copy) = engine.refresh_copy(&chat, request(say("hi"))).unwrap();
+        assert_eq!(copy.version, before.version + 1);
+        assert_eq!(update.next_position, copy.next_position());
+        // Not saved: dropped, and the chat is as it was.
+        drop(copy);
+        assert_eq!(engine.snapshot(&chat.chat_id).unwrap(), before);
+        let (_, copy) = engine
+            .refresh_copy(&chat, request(Action::Complete))
+            .unwrap();
+        assert_eq!(engine.load().active, 1, "ended only once published");
+        engine.publish(copy.clone());
+        assert_eq!(engine.snapshot(&chat.chat_id).unwrap(), copy);
+        assert_eq!(engine.load().active, 0);
+    }
+
+    #[test]
+    fn adopt_replaces_an_older_copy_here() {
+        let engine = Engine::new(behaviour());
+        let chat = engine.create(new_chat()).unwrap().chat;
+        let old = engine.snapshot(&chat.chat_id).unwrap();
+        act(&engine, &chat, say("saved elsewhere")).unwrap();
+        let newer = engine.snapshot(&chat.chat_id).unwrap();
+        let here = Engine::new(behaviour());
+        here.adopt(old).unwrap();
+        here.adopt(newer.clone()).unwrap();
+        assert_eq!(here.snapshot(&chat.chat_id).unwrap(), newer);
+        assert_eq!(here.load().active, 1);
+        assert_eq!(client_messages(&here, &chat), ["saved elsewhere"]);
     }
 }
