@@ -35,8 +35,14 @@ pub struct Config {
     /// A reply that cannot be written within this (a peer that does not read) closes the
     /// connection.
     pub write_timeout: Duration,
-    /// A store operation that takes longer fails the call with `unavailable`.
+    /// A store operation that takes longer fails the call with `storeUnavailable` (also
+    /// Redis's response timeout).
     pub store_timeout: Duration,
+    /// One attempt to (re)connect to the store is given up after this.
+    pub store_connect_timeout: Duration,
+    /// Cap on the delay between reconnect attempts after the store went away: service
+    /// returns within about this long after Redis does.
+    pub store_reconnect_max_delay: Duration,
     /// On SIGTERM, how long calls in flight get to finish before the process exits.
     pub shutdown_grace: Duration,
     /// How the hosted chats behave (greeting, agent, timeouts, session limit).
@@ -77,6 +83,10 @@ pub struct Args {
     pub write_timeout_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_STORE_TIMEOUT_MS")]
     pub store_timeout_ms: Option<u64>,
+    #[arg(long, env = "CHAT_SERVER_STORE_CONNECT_TIMEOUT_MS")]
+    pub store_connect_timeout_ms: Option<u64>,
+    #[arg(long, env = "CHAT_SERVER_STORE_RECONNECT_MAX_DELAY_MS")]
+    pub store_reconnect_max_delay_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
     /// Most open chats; past it new chats are refused (retryable).
@@ -92,6 +102,10 @@ pub struct Args {
     /// How long an ended chat stays readable.
     #[arg(long, env = "CHAT_SERVER_ENDED_RETENTION_MS")]
     pub ended_retention_ms: Option<u64>,
+    /// A message repeating the customer's latest one within this is a retry, shown once
+    /// (0: off).
+    #[arg(long, env = "CHAT_SERVER_DUPLICATE_WINDOW_MS")]
+    pub duplicate_window_ms: Option<u64>,
 }
 
 /// The file's shape: the flags' names, snake_case, all optional.
@@ -107,12 +121,15 @@ struct File {
     idle_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
     store_timeout_ms: Option<u64>,
+    store_connect_timeout_ms: Option<u64>,
+    store_reconnect_max_delay_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     session_limit: Option<u64>,
     agent_join_delay_ms: Option<u64>,
     agent_reply_delay_ms: Option<u64>,
     disconnect_timeout_ms: Option<u64>,
     ended_retention_ms: Option<u64>,
+    duplicate_window_ms: Option<u64>,
 }
 
 #[derive(Debug, Error)]
@@ -177,6 +194,10 @@ impl Config {
                 .ended_retention_ms
                 .or(file.ended_retention_ms)
                 .map_or(defaults.ended_retention, Duration::from_millis),
+            duplicate_window: args
+                .duplicate_window_ms
+                .or(file.duplicate_window_ms)
+                .map_or(defaults.duplicate_window, Duration::from_millis),
             ..defaults
         };
         let config = Config {
@@ -201,6 +222,16 @@ impl Config {
             idle_timeout: ms(args.idle_timeout_ms, file.idle_timeout_ms, 60_000),
             write_timeout: ms(args.write_timeout_ms, file.write_timeout_ms, 10_000),
             store_timeout: ms(args.store_timeout_ms, file.store_timeout_ms, 2_000),
+            store_connect_timeout: ms(
+                args.store_connect_timeout_ms,
+                file.store_connect_timeout_ms,
+                1_000,
+            ),
+            store_reconnect_max_delay: ms(
+                args.store_reconnect_max_delay_ms,
+                file.store_reconnect_max_delay_ms,
+                1_000,
+            ),
             shutdown_grace: ms(args.shutdown_grace_ms, file.shutdown_grace_ms, 5_000),
             behaviour,
         };
@@ -227,6 +258,8 @@ impl Config {
             ("idle_timeout_ms", self.idle_timeout),
             ("write_timeout_ms", self.write_timeout),
             ("store_timeout_ms", self.store_timeout),
+            ("store_connect_timeout_ms", self.store_connect_timeout),
+            ("store_reconnect_max_delay_ms", self.store_reconnect_max_delay),
             ("disconnect_timeout_ms", self.behaviour.disconnect_timeout),
         ] {
             if value.is_zero() {
