@@ -38,11 +38,10 @@ pub struct Config {
     /// A store operation that takes longer fails the call with `storeUnavailable` (also
     /// Redis's response timeout).
     pub store_timeout: Duration,
-    /// One attempt to (re)connect to the store is given up after this.
+    /// One attempt to (re)connect to the store is given up after this. A reconnect is one
+    /// attempt, made by the first call after the connection broke: while Redis is away
+    /// calls fail at once, and the first call after it is back reconnects.
     pub store_connect_timeout: Duration,
-    /// Cap on the delay between reconnect attempts after the store went away: service
-    /// returns within about this long after Redis does.
-    pub store_reconnect_max_delay: Duration,
     /// On SIGTERM, how long calls in flight get to finish before the process exits.
     pub shutdown_grace: Duration,
     /// How the hosted chats behave (greeting, agent, timeouts, session limit).
@@ -85,8 +84,6 @@ pub struct Args {
     pub store_timeout_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_STORE_CONNECT_TIMEOUT_MS")]
     pub store_connect_timeout_ms: Option<u64>,
-    #[arg(long, env = "CHAT_SERVER_STORE_RECONNECT_MAX_DELAY_MS")]
-    pub store_reconnect_max_delay_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
     /// Most open chats; past it new chats are refused (retryable).
@@ -122,7 +119,6 @@ struct File {
     write_timeout_ms: Option<u64>,
     store_timeout_ms: Option<u64>,
     store_connect_timeout_ms: Option<u64>,
-    store_reconnect_max_delay_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     session_limit: Option<u64>,
     agent_join_delay_ms: Option<u64>,
@@ -227,11 +223,6 @@ impl Config {
                 file.store_connect_timeout_ms,
                 1_000,
             ),
-            store_reconnect_max_delay: ms(
-                args.store_reconnect_max_delay_ms,
-                file.store_reconnect_max_delay_ms,
-                1_000,
-            ),
             shutdown_grace: ms(args.shutdown_grace_ms, file.shutdown_grace_ms, 5_000),
             behaviour,
         };
@@ -259,7 +250,6 @@ impl Config {
             ("write_timeout_ms", self.write_timeout),
             ("store_timeout_ms", self.store_timeout),
             ("store_connect_timeout_ms", self.store_connect_timeout),
-            ("store_reconnect_max_delay_ms", self.store_reconnect_max_delay),
             ("disconnect_timeout_ms", self.behaviour.disconnect_timeout),
         ] {
             if value.is_zero() {

@@ -215,7 +215,7 @@ impl Server {
 /// unsaved), so the client may retry here at once.
 fn store_failed(error: StoreError) -> WireError {
     tracing::warn!(%error, "shared store failed");
-    WireError::from(BackendError::StoreUnavailable(error.to_string()))
+    WireError::new(ErrorCode::StoreUnavailable, error.to_string())
 }
 
 /// Decrements the connection count when dropped.

@@ -74,7 +74,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 ttl: behaviour.disconnect_timeout + behaviour.ended_retention,
                 timeout: config.store_timeout,
                 connect_timeout: config.store_connect_timeout,
-                reconnect_max_delay: config.store_reconnect_max_delay,
             };
             Some(Store::connect(url, settings).await?)
         }

@@ -37,11 +37,8 @@ pub struct StoreSettings {
     /// Bound on one store operation (and Redis's own response timeout), so a stalled Redis
     /// fails calls instead of hanging them.
     pub timeout: Duration,
-    /// Bound on one connection attempt.
+    /// Bound on one connection attempt (a Redis host that drops packets instead of refusing).
     pub connect_timeout: Duration,
-    /// Cap on the delay between reconnect attempts, so service returns within about this
-    /// long after Redis does.
-    pub reconnect_max_delay: Duration,
 }
 
 /// A Redis connection shared by every connection task. `ConnectionManager` multiplexes one
@@ -70,17 +67,20 @@ fn key(chat_id: &str) -> String {
 }
 
 impl Store {
-    /// Connects once; later failures are retried by the connection manager, each attempt
-    /// bounded by `connect_timeout`, with delays growing from 50 ms to `reconnect_max_delay`.
+    /// Connects once; after a failure the connection manager reconnects on the next call,
+    /// one attempt bounded by `connect_timeout`.
     pub async fn connect(url: &str, settings: StoreSettings) -> Result<Store, StoreError> {
         let client = redis::Client::open(url)?;
-        let max_delay = settings.reconnect_max_delay.as_millis().max(1) as u64;
+        // The defaults (6 retries, delays from 1 s multiplied by 100 each time, no cap) made
+        // one reconnect outlast a 10 s Redis outage by minutes, every call waiting on it.
+        // Here a reconnect is a single attempt bounded by `connect_timeout`: while Redis is
+        // away each call fails at once (statusCode 1), and the first call after it returns
+        // reconnects. The pace of attempts is the pace of calls, never more than one at a
+        // time (calls share the reconnect in progress).
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(settings.connect_timeout)
             .set_response_timeout(settings.timeout)
-            .set_exponent_base(2)
-            .set_factor(50)
-            .set_max_delay(max_delay);
+            .set_number_of_retries(0);
         let timeout = settings.timeout.max(settings.connect_timeout);
         let redis = tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
             .await
