@@ -503,10 +503,7 @@ async fn a_store_failure_during_a_move_is_statuscode_1_at_once() {
     );
     assert_eq!(e.wire().status_code, 1);
     // One restore tried, not one per instance: the store is the same everywhere.
-    let restores: usize = ["B", "C"]
-        .iter()
-        .map(|a| r.backend(a).calls().len())
-        .sum();
+    let restores: usize = ["B", "C"].iter().map(|a| r.backend(a).calls().len()).sum();
     assert_eq!(restores, 1);
     assert!(r.instance("B").serves_its_chats() && r.instance("C").serves_its_chats());
 }

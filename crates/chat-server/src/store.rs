@@ -82,13 +82,11 @@ impl Store {
             .set_response_timeout(settings.timeout)
             .set_number_of_retries(0);
         let timeout = settings.timeout.max(settings.connect_timeout);
-        let redis = tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
-            .await
-            .map_err(|_| StoreError::Timeout(timeout))??;
-        Ok(Store {
-            redis,
-            settings,
-        })
+        let redis =
+            tokio::time::timeout(timeout, ConnectionManager::new_with_config(client, config))
+                .await
+                .map_err(|_| StoreError::Timeout(timeout))??;
+        Ok(Store { redis, settings })
     }
 
     /// Saves a chat's record as version `held + 1`, only if the store still holds version

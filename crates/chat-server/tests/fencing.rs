@@ -172,9 +172,7 @@ async fn a_chat_restored_onto_an_instance_with_an_older_copy_is_served_from_the_
     let expected = ["on the first", "on the second"];
     assert_eq!(customer_says(&to_first, &chat).await, expected);
     // (The agent may have answered since: the chat only grows.)
-    assert!(
-        restored.next_position <= to_first.refresh(&chat, poll()).await.unwrap().next_position
-    );
+    assert!(restored.next_position <= to_first.refresh(&chat, poll()).await.unwrap().next_position);
     // The second's copy is older now: its next save is refused and it lets the chat go.
     assert!(matches!(
         to_second.refresh(&chat, say("stale")).await,
