@@ -146,7 +146,10 @@ impl Server {
         let _in_order = self.save_lock(&chat.chat_id).await;
         // Applied to a copy, saved, and only then made live and answered: a failed save
         // leaves the chat as it was.
-        let (update, record) = self.engine.refresh_copy(chat, request)?;
+        let (update, record) = match self.engine.refresh_copy(chat, request) {
+            Err(BackendError::UnknownChat) => return Err(self.not_here(store, chat).await),
+            other => other?,
+        };
         let held = record.version - 1;
         match store.save(&record, held).await {
             Ok(()) => {
@@ -166,6 +169,23 @@ impl Server {
                 ))))
             }
             Err(e) => Err(store_failed(e)),
+        }
+    }
+
+    /// The answer for a chat this instance does not hold: `moved` when the store has it (it
+    /// lives on elsewhere, or this instance dropped a stale copy), so the gateway restores it
+    /// instead of telling the client it is gone; else `unknownChat`.
+    async fn not_here(&self, store: &Store, chat: &ChatRef) -> WireError {
+        match store.load(&chat.chat_id).await {
+            Ok(Some(record)) => match record.check_credentials(chat) {
+                Ok(()) => WireError::from(BackendError::Moved(format!(
+                    "chat server {} does not hold the chat; the store does",
+                    self.alias
+                ))),
+                Err(e) => e.into(),
+            },
+            Ok(None) => BackendError::UnknownChat.into(),
+            Err(e) => store_failed(e),
         }
     }
 
