@@ -172,6 +172,12 @@ impl Error {
                 BackendError::Unreachable(_) => "the chat server is unreachable".into(),
                 BackendError::Interrupted(_) => "the chat server did not answer in time".into(),
                 BackendError::Overloaded(_) => "the chat server is busy".into(),
+                BackendError::StoreUnavailable(_) => {
+                    "the chat server could not save the request; nothing was done".into()
+                }
+                BackendError::Moved(_) => {
+                    "the chat moved and no other chat server can take it now".into()
+                }
                 BackendError::Rejected { field: Some(f), .. } => {
                     format!("the chat server rejected field `{f}`")
                 }
@@ -231,6 +237,8 @@ fn backend_wire(e: &BackendError) -> Wire {
         BackendError::Unreachable(_) => (301, StatusCode::SERVICE_UNAVAILABLE, retry),
         BackendError::Interrupted(_) => (302, StatusCode::SERVICE_UNAVAILABLE, retry),
         BackendError::Overloaded(_) => (304, StatusCode::SERVICE_UNAVAILABLE, retry),
+        BackendError::StoreUnavailable(_) => (306, StatusCode::SERVICE_UNAVAILABLE, retry),
+        BackendError::Moved(_) => (307, StatusCode::SERVICE_UNAVAILABLE, retry),
         BackendError::UnknownChat => (210, StatusCode::NOT_FOUND, Some("start a new chat")),
         BackendError::ChatEnded { .. } => (
             211,

@@ -220,6 +220,8 @@ fn error_kind(e: &BackendError) -> &'static str {
         BackendError::Unreachable(_) => "unreachable",
         BackendError::Interrupted(_) => "interrupted",
         BackendError::Overloaded(_) => "overloaded",
+        BackendError::StoreUnavailable(_) => "store_unavailable",
+        BackendError::Moved(_) => "moved",
         BackendError::UnknownChat => "unknown_chat",
         BackendError::ChatEnded { .. } => "chat_ended",
         BackendError::BadCredentials => "bad_credentials",

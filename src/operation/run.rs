@@ -121,8 +121,11 @@ pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatR
                     Err(e) => e,
                 };
                 note_failure(&instance, &e);
+                // A store failure is not moved: every instance shares the store, so the
+                // client hears statusCode 1 at once. `Moved` was refused before anything was
+                // applied, so even a message may run again where the chat is restored.
                 let movable = match &e {
-                    BackendError::Unreachable(_) => true,
+                    BackendError::Unreachable(_) | BackendError::Moved(_) => true,
                     BackendError::Interrupted(_) => refresh.action.is_idempotent(),
                     // Everything else is an answer about this request. An oversize reply
                     // (`TooLarge`) above all: any instance would build the same one.
@@ -136,6 +139,10 @@ pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatR
                 instance =
                     match failover(&opened.router, tenant, &instance.alias, &opened.chat).await {
                         Ok(target) => target,
+                        // Nowhere else: a chat that moved away is reloaded where it was.
+                        Err(Error::InstanceDown(_)) if matches!(e, BackendError::Moved(_)) => {
+                            reload_here(&instance, &opened.chat).await?
+                        }
                         // Nowhere to move: the client hears what went wrong where it was.
                         Err(Error::InstanceDown(_)) => return Err(Error::Backend(e)),
                         Err(other) => return Err(other),
@@ -264,12 +271,24 @@ async fn failover(
     Err(Error::InstanceDown(from.to_owned()))
 }
 
+/// Restores a chat on the instance that said it moved away (it dropped its stale copy), when
+/// no other instance can take it: the restore loads the store's newer record there.
+async fn reload_here(instance: &Arc<Instance>, chat: &ChatRef) -> Result<Arc<Instance>, Error> {
+    instance.backend.restore(chat).await.map_err(|e| {
+        note_failure(instance, &e);
+        Error::Backend(e)
+    })?;
+    tracing::info!(chat_id = %chat.chat_id, alias = %instance.alias, "chat reloaded from the store");
+    Ok(Arc::clone(instance))
+}
+
 /// Tells an instance's health what a failed request says about it.
 fn note_failure(instance: &Instance, e: &BackendError) {
     match e {
         BackendError::Unreachable(why) => instance.health.refused(why),
         BackendError::Interrupted(why) => instance.health.request_failed(why),
-        // It answered: busy, or a refusal of this request.
+        // It answered: busy, a refusal of this request, a chat it no longer holds, or its
+        // store failed (shared by every instance: no reason to eject this one).
         _ => instance.health.request_ok(),
     }
 }

@@ -460,3 +460,82 @@ fn debug_never_prints_a_secure_key() {
     assert!(!printed.contains("backend-key"), "{printed}");
     assert!(printed.contains("007553ADB4D9001A"), "{printed}");
 }
+
+#[tokio::test]
+async fn a_store_failure_neither_moves_the_chat_nor_ejects_the_instance() {
+    let r = rig(&["A", "B"]);
+    r.backend("A")
+        .refresh
+        .always(Some(Err(BackendError::StoreUnavailable("down".into()))));
+    let times = HealthConfig::default().eject_after.get() + 2;
+    for action in [send(), Action::Poll] {
+        for _ in 0..times {
+            let e = r.on("A", action.clone()).await.err().unwrap();
+            assert!(
+                matches!(e, Error::Backend(BackendError::StoreUnavailable(_))),
+                "{e:?}"
+            );
+            assert_eq!(e.wire().status_code, 1, "the client retries");
+        }
+    }
+    // Every request reached A once, nothing reached B, and A still serves its chats.
+    assert_eq!(r.backend("A").refreshes(), 2 * times as usize);
+    assert_eq!(r.backend("B").calls(), vec![]);
+    assert!(r.instance("A").serves_its_chats());
+}
+
+#[tokio::test]
+async fn a_chat_that_moved_away_is_restored_and_even_a_message_runs_there() {
+    let r = rig(&["A", "B"]);
+    r.backend("A")
+        .refresh
+        .then(Err(BackendError::Moved("newer version saved".into())));
+    let reply = r.on("A", send()).await.unwrap();
+    assert_eq!(&*reply.alias, "B");
+    assert_eq!(
+        r.calls(),
+        vec![
+            ("A", vec![sent(send())]),
+            ("B", vec![Call::Restore(chat_ref()), sent(send())])
+        ]
+    );
+    assert!(r.instance("A").serves_its_chats(), "A is left alone");
+}
+
+#[tokio::test]
+async fn a_chat_that_moved_away_with_nowhere_else_to_go_is_reloaded_where_it_was() {
+    let r = rig(&["A"]);
+    r.backend("A")
+        .refresh
+        .then(Err(BackendError::Moved("newer version saved".into())));
+    let reply = r.on("A", send()).await.unwrap();
+    assert_eq!(&*reply.alias, "A");
+    assert_eq!(
+        r.calls(),
+        vec![(
+            "A",
+            vec![sent(send()), Call::Restore(chat_ref()), sent(send())]
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_store_failure_during_a_move_is_statuscode_1_at_once() {
+    let r = rig(&["A", "B", "C"]);
+    r.instance("A").set_state(AdminState::Maint);
+    for alias in ["B", "C"] {
+        r.backend(alias)
+            .restore
+            .always(Some(Err(BackendError::StoreUnavailable("down".into()))));
+    }
+    let e = r.on("A", send()).await.err().unwrap();
+    assert!(
+        matches!(e, Error::Backend(BackendError::StoreUnavailable(_))),
+        "{e:?}"
+    );
+    assert_eq!(e.wire().status_code, 1);
+    // One restore tried, not one per instance: the store is the same everywhere.
+    let restores: usize = ["B", "C"].iter().map(|a| r.backend(a).calls().len()).sum();
+    assert_eq!(restores, 1);
+    assert!(r.instance("B").serves_its_chats() && r.instance("C").serves_its_chats());
+}

@@ -17,6 +17,16 @@ pub enum BackendError {
     /// The instance is full or too busy (session limit, in-flight bound).
     #[error("chat server overloaded: {0}")]
     Overloaded(String),
+    /// The instance's shared store failed (down, slow): nothing was applied or acknowledged.
+    /// Every instance shares the store, so this says nothing about the instance's health and
+    /// is no reason to move the chat; the client retries.
+    #[error("chat server's store unavailable: {0}")]
+    StoreUnavailable(String),
+    /// The instance no longer holds the chat: another instance saved a newer version of it
+    /// (the chat moved while this one was frozen or cut off), so this one's save was refused
+    /// and nothing was applied. The chat may be restored elsewhere and the request run there.
+    #[error("chat moved away from this chat server: {0}")]
+    Moved(String),
     /// The instance does not know the chat (never existed, expired, or was lost).
     #[error("unknown chat")]
     UnknownChat,
@@ -71,14 +81,17 @@ impl BackendError {
         match self {
             BackendError::Unreachable(_)
             | BackendError::Interrupted(_)
-            | BackendError::Overloaded(_) => true,
+            | BackendError::Overloaded(_)
+            | BackendError::StoreUnavailable(_)
+            | BackendError::Moved(_) => true,
             BackendError::Remote { status_code, .. } => *status_code == 1,
             _ => false,
         }
     }
 
     /// True when the request certainly never reached the instance, so even a
-    /// non-idempotent action may be sent again somewhere else.
+    /// non-idempotent action may be sent again somewhere else. (`Moved` reached it but was
+    /// not applied: the operation layer moves it by its own rule.)
     pub fn never_arrived(&self) -> bool {
         matches!(
             self,
@@ -103,6 +116,13 @@ mod tests {
         assert!(!remote(2).retryable());
         // It reached the remote: never sent again by the gateway.
         assert!(!remote(1).never_arrived());
+        // Store failures and moves: statusCode 1; they reached the instance.
+        for e in [
+            BackendError::StoreUnavailable("down".into()),
+            BackendError::Moved("newer".into()),
+        ] {
+            assert!(e.retryable() && !e.never_arrived(), "{e:?}");
+        }
         let file = BackendError::from(crate::FileRefusal::TooMany(3));
         assert!(!file.retryable() && !file.never_arrived());
         for size in [

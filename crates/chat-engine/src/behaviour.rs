@@ -38,6 +38,12 @@ pub struct Behaviour {
     /// How long an ended chat stays readable (GetChat / Get Messages) before it is forgotten.
     #[serde(rename = "ended_retention_secs", deserialize_with = "secs")]
     pub ended_retention: Duration,
+    /// A SendMessage repeating the customer's latest event (same text and messageType)
+    /// within this window is a client's retry of a message whose answer was lost: it is
+    /// acknowledged as that message and not appended again. A customer who sends the
+    /// identical text twice within the window is shown it once. 0 turns this off.
+    #[serde(rename = "duplicate_window_ms", deserialize_with = "millis")]
+    pub duplicate_window: Duration,
     /// File-transfer rules (the GMS dialect's `file/…` operations).
     pub files: crate::FileRules,
     /// Longest text the customer may send in one action, in UTF-8 bytes: a message, a
@@ -106,6 +112,8 @@ impl Default for Behaviour {
             disconnect_timeout: Duration::from_secs(45),
             session_limit: NonZeroU64::new(1000).expect("non-zero"),
             ended_retention: Duration::from_secs(300),
+            // Longer than a gateway request timeout plus a client's retry delay.
+            duplicate_window: Duration::from_secs(30),
             files: crate::FileRules::default(),
             max_message_bytes: 16 * 1024,
             max_transcript_events: 2000,

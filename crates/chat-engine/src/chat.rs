@@ -62,6 +62,11 @@ pub struct ChatRecord {
     pub last_activity: u64,
     /// When the chat ended, if it has.
     pub ended_at: Option<u64>,
+    /// The store's version of this record: how many times it has been saved. A save is
+    /// accepted only over the version the saver holds (fencing, `chat-server`'s store); 0
+    /// for a chat never saved, and for records saved before versions existed.
+    #[serde(default)]
+    pub version: u64,
     /// Uploaded files (kept with the chat so a restored chat keeps them too).
     #[serde(default, skip_serializing_if = "is_default")]
     files: ChatFiles,
@@ -97,6 +102,7 @@ impl ChatRecord {
             replies_sent: 0,
             last_activity: now,
             ended_at: None,
+            version: 0,
             files: ChatFiles::default(),
         };
         let client = record.join(&chat.nickname, ParticipantType::Client, now);
@@ -198,6 +204,13 @@ impl ChatRecord {
                 Ok(false)
             };
         }
+        if let Action::SendMessage { text, message_type } = &action {
+            if self.is_retry(text, message_type.as_deref(), behaviour, now) {
+                // Acknowledged as the message already there (see `is_retry`), even when the
+                // transcript has since filled up.
+                return Ok(false);
+            }
+        }
         // Every size rule is checked before anything changes: a refused action leaves no trace.
         self.check_sizes(&action, behaviour)?;
         match action {
@@ -247,6 +260,37 @@ impl ChatRecord {
             }
         }
         Ok(false)
+    }
+
+    /// Whether a SendMessage repeats the customer's latest event: a message with the same
+    /// text and messageType, sent within `behaviour.duplicate_window`. That is a client
+    /// retrying after statusCode 1 for a message that was saved but whose answer was lost
+    /// (the Web API has no request key to tell it apart). The trade-off: a customer who
+    /// really sends the identical text twice within the window is shown it once.
+    fn is_retry(
+        &self,
+        text: &str,
+        message_type: Option<&str>,
+        behaviour: &Behaviour,
+        now: u64,
+    ) -> bool {
+        let window = ms(behaviour.duplicate_window);
+        if window == 0 {
+            return false;
+        }
+        let client = &self.participants[CLIENT].participant;
+        let Some(latest) = self
+            .transcript
+            .iter()
+            .rev()
+            .find(|e| e.from.participant_id == client.participant_id)
+        else {
+            return false;
+        };
+        latest.kind == EventType::Message
+            && latest.text.as_deref() == Some(text)
+            && latest.message_type.as_deref() == message_type
+            && now.saturating_sub(latest.utc_time) < window
     }
 
     /// The size rules an action must pass: each text it carries within `max_message_bytes`,

@@ -127,36 +127,69 @@ impl Engine {
 
     /// One action on a chat, after checking its credentials.
     pub fn refresh(&self, chat: &ChatRef, request: Refresh) -> Result<ChatUpdate, BackendError> {
-        let (update, _) = self.refresh_with(chat, request, |_| ())?;
-        Ok(update)
-    }
-
-    /// Like [`Engine::refresh`], and hands the chat's record to `after` while it is still
-    /// locked, so a caller can save exactly the state it acknowledges (the chat server saves
-    /// to its shared store this way).
-    pub fn refresh_with<T>(
-        &self,
-        chat: &ChatRef,
-        request: Refresh,
-        after: impl FnOnce(&ChatRecord) -> T,
-    ) -> Result<(ChatUpdate, T), BackendError> {
         self.on_record(chat, |record, behaviour, now| {
             if record.act(request.action, behaviour, now)? {
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }
-            let details = request.details.then(|| record.details());
-            let budget = events_budget(details.as_ref());
-            let (messages, next_position) = record.page(request.transcript, budget);
-            let update = ChatUpdate {
-                messages,
-                next_position,
-                chat_ended: record.is_ended(),
-                details,
-                secure_key: None,
-            };
-            let extra = after(record);
-            Ok((update, extra))
+            Ok(reply(record, request.transcript, request.details))
         })
+    }
+
+    /// Like [`Engine::refresh`], on a copy of the chat: the live chat is left as it was and
+    /// the copy, with its version one past the live one's, is returned for the caller to save
+    /// and then [`Engine::publish`]. A caller that cannot save simply drops the copy, so
+    /// nothing is half-applied. The caller keeps other refreshes of the chat out until it
+    /// publishes (the chat server's save lock).
+    pub fn refresh_copy(
+        &self,
+        chat: &ChatRef,
+        request: Refresh,
+    ) -> Result<(ChatUpdate, ChatRecord), BackendError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let entry = self
+            .chats
+            .get(chat.chat_id.as_str())
+            .map(|e| Arc::clone(e.value()))
+            .ok_or(BackendError::UnknownChat)?;
+        let mut record = {
+            let live = entry.lock();
+            live.check_credentials(chat)?;
+            live.clone()
+        };
+        let now = now_ms();
+        record.advance(now, &self.behaviour);
+        record.last_activity = now;
+        record.act(request.action, &self.behaviour, now)?;
+        record.version += 1;
+        Ok((reply(&record, request.transcript, request.details), record))
+    }
+
+    /// Makes a saved copy the live chat (see [`Engine::refresh_copy`]). A chat forgotten in
+    /// the meantime (discarded) stays forgotten.
+    pub fn publish(&self, record: ChatRecord) {
+        let Some(entry) = self
+            .chats
+            .get(record.chat_id.as_str())
+            .map(|e| Arc::clone(e.value()))
+        else {
+            return;
+        };
+        let mut live = entry.lock();
+        self.count_change(live.is_ended(), record.is_ended());
+        *live = record;
+    }
+
+    /// Keeps the session count right when a chat's record is replaced.
+    fn count_change(&self, was_ended: bool, is_ended: bool) {
+        match (was_ended, is_ended) {
+            (false, true) => {
+                self.active.fetch_sub(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.active.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 
     /// Runs `f` on a chat after checking its credentials and bringing it up to now: the
@@ -203,10 +236,19 @@ impl Engine {
         self.chats.get(chat_id).map(|e| e.value().lock().clone())
     }
 
-    /// Takes over a chat saved by another instance. Refused (retryable) at the session limit;
-    /// a chat already here is left as it is.
+    /// Takes over a chat saved by another instance. Refused (retryable) at the session limit.
+    /// A copy of the chat already here is replaced: the record given is the store's, and the
+    /// store's is never older than a local copy (a local copy is older when the chat moved
+    /// away and back, or this instance was frozen while another carried the chat on).
     pub fn adopt(&self, record: ChatRecord) -> Result<(), BackendError> {
-        if self.chats.contains_key(record.chat_id.as_str()) {
+        if let Some(entry) = self
+            .chats
+            .get(record.chat_id.as_str())
+            .map(|e| Arc::clone(e.value()))
+        {
+            let mut live = entry.lock();
+            self.count_change(live.is_ended(), record.is_ended());
+            *live = record;
             return Ok(());
         }
         if !record.is_ended() {
@@ -277,6 +319,21 @@ fn random_chat_id(rng: &mut impl Rng) -> String {
 /// 64 bits from a CSPRNG as 16 upper-case hex digits (user ids and secure keys).
 fn random_hex(rng: &mut impl Rng) -> String {
     format!("{:016X}", rng.gen::<u64>())
+}
+
+/// What a refresh answers: the chat's state and at most one page of the transcript asked
+/// for, `next_position` at the first event not sent (see `limits`).
+fn reply(record: &ChatRecord, transcript: Transcript, details: bool) -> ChatUpdate {
+    let details = details.then(|| record.details());
+    let budget = events_budget(details.as_ref());
+    let (messages, next_position) = record.page(transcript, budget);
+    ChatUpdate {
+        messages,
+        next_position,
+        chat_ended: record.is_ended(),
+        details,
+        secure_key: None,
+    }
 }
 
 #[cfg(test)]
@@ -498,7 +555,8 @@ mod tests {
         let created = engine.create(new_chat()).unwrap();
         let mut sent = 0;
         let refusal = loop {
-            match act(&engine, &created.chat, send("hello")) {
+            // Each text differs: a repeat of the latest one would be taken for a retry.
+            match act(&engine, &created.chat, send(&format!("hello {sent}"))) {
                 Ok(_) => sent += 1,
                 Err(e) => break e,
             }
@@ -522,8 +580,10 @@ mod tests {
             ..behaviour()
         });
         let created = engine.create(new_chat()).unwrap();
+        let mut n = 0;
         let refusal = loop {
-            if let Err(e) = act(&engine, &created.chat, send(&"y".repeat(500))) {
+            n += 1;
+            if let Err(e) = act(&engine, &created.chat, send(&format!("{n:y>500}"))) {
                 break e;
             }
         };
@@ -544,8 +604,8 @@ mod tests {
         let created = engine.create(new_chat()).unwrap();
         // Control characters escape to six bytes each: the page is measured as JSON.
         let text = "\u{1}".repeat(10_000) + &"m".repeat(50_000);
-        for _ in 0..30 {
-            act(&engine, &created.chat, send(&text)).unwrap();
+        for n in 0..30 {
+            act(&engine, &created.chat, send(&format!("{text}{n}"))).unwrap();
         }
         let total = engine
             .snapshot(&created.chat.chat_id)
@@ -580,5 +640,109 @@ mod tests {
         }
         assert_eq!(seen, (1..=total).collect::<Vec<_>>());
         assert!(pages > 3, "{pages} pages");
+    }
+
+    fn client_messages(engine: &Engine, chat: &ChatRef) -> Vec<String> {
+        act(engine, chat, Action::Poll)
+            .unwrap()
+            .messages
+            .iter()
+            .filter(|e| {
+                e.kind == EventType::Message && e.from.kind == backend_api::ParticipantType::Client
+            })
+            .map(|e| e.text.as_deref().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_retried_message_within_the_window_is_acknowledged_once() {
+        let engine = Engine::new(behaviour());
+        let chat = engine.create(new_chat()).unwrap().chat;
+        let first = act(&engine, &chat, send("hi")).unwrap();
+        let retry = act(&engine, &chat, send("hi")).unwrap();
+        assert_eq!(client_messages(&engine, &chat), ["hi"]);
+        // The retry is answered as the message already there: same transcript, same end.
+        assert!(retry.next_position >= first.next_position);
+        // Another event from the customer in between: the same text is a new message.
+        act(&engine, &chat, Action::StartTyping { text: None }).unwrap();
+        act(&engine, &chat, send("hi")).unwrap();
+        // A different text, or a different messageType, is a new message.
+        act(&engine, &chat, send("ho")).unwrap();
+        act(
+            &engine,
+            &chat,
+            Action::SendMessage {
+                text: "ho".into(),
+                message_type: Some("text".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(client_messages(&engine, &chat), ["hi", "hi", "ho", "ho"]);
+    }
+
+    #[test]
+    fn the_duplicate_window_ends_and_zero_turns_it_off() {
+        let off = Engine::new(Behaviour {
+            duplicate_window: Duration::ZERO,
+            ..behaviour()
+        });
+        let chat = off.create(new_chat()).unwrap().chat;
+        act(&off, &chat, send("hi")).unwrap();
+        act(&off, &chat, send("hi")).unwrap();
+        assert_eq!(client_messages(&off, &chat), ["hi", "hi"]);
+
+        // Outside the window: the same text again is a new message.
+        let short = Engine::new(Behaviour {
+            duplicate_window: Duration::from_millis(1),
+            ..behaviour()
+        });
+        let chat = short.create(new_chat()).unwrap().chat;
+        act(&short, &chat, send("hi")).unwrap();
+        let sent_at = now_ms();
+        while now_ms() <= sent_at + 1 {
+            std::thread::yield_now();
+        }
+        act(&short, &chat, send("hi")).unwrap();
+        assert_eq!(client_messages(&short, &chat), ["hi", "hi"]);
+    }
+
+    #[test]
+    fn a_copy_changes_nothing_until_published() {
+        let engine = Engine::new(behaviour());
+        let chat = engine.create(new_chat()).unwrap().chat;
+        let before = engine.snapshot(&chat.chat_id).unwrap();
+        let request = |action| Refresh {
+            action,
+            transcript: Transcript::From(1),
+            details: false,
+        };
+        let (update, copy) = engine.refresh_copy(&chat, request(send("hi"))).unwrap();
+        assert_eq!(copy.version, before.version + 1);
+        assert_eq!(update.next_position, copy.next_position());
+        // Not saved: dropped, and the chat is as it was.
+        drop(copy);
+        assert_eq!(engine.snapshot(&chat.chat_id).unwrap(), before);
+        let (_, copy) = engine
+            .refresh_copy(&chat, request(Action::Complete))
+            .unwrap();
+        assert_eq!(engine.load().active, 1, "ended only once published");
+        engine.publish(copy.clone());
+        assert_eq!(engine.snapshot(&chat.chat_id).unwrap(), copy);
+        assert_eq!(engine.load().active, 0);
+    }
+
+    #[test]
+    fn adopt_replaces_an_older_copy_here() {
+        let engine = Engine::new(behaviour());
+        let chat = engine.create(new_chat()).unwrap().chat;
+        let old = engine.snapshot(&chat.chat_id).unwrap();
+        act(&engine, &chat, send("saved elsewhere")).unwrap();
+        let newer = engine.snapshot(&chat.chat_id).unwrap();
+        let here = Engine::new(behaviour());
+        here.adopt(old).unwrap();
+        here.adopt(newer.clone()).unwrap();
+        assert_eq!(here.snapshot(&chat.chat_id).unwrap(), newer);
+        assert_eq!(here.load().active, 1);
+        assert_eq!(client_messages(&here, &chat), ["saved elsewhere"]);
     }
 }

@@ -15,9 +15,16 @@ pub enum ErrorCode {
     Overloaded,
     /// The server is shutting down and takes no new calls: nothing was done. Retryable.
     ShuttingDown,
-    /// Something the server depends on (the shared store) failed. The call may have taken
-    /// effect in the server's memory without being saved. Retryable.
+    /// Something the server depends on failed. Retryable. (Since the store got its own code,
+    /// a v1 server sends this only for an interrupted call it could not classify.)
     Unavailable,
+    /// The shared store failed (down, slow): nothing was applied, nothing acknowledged; the
+    /// chat is as before the call. Retryable, on the same server.
+    StoreUnavailable,
+    /// This server no longer holds the chat: another server saved a newer version of it, so
+    /// this one refused to overwrite it, dropped its copy and applied nothing. Retryable,
+    /// after restoring the chat (on any server).
+    Moved,
     /// No such chat on this server (never existed, expired, or not restored here). Final.
     UnknownChat,
     /// The chat has ended; writes are refused. Final.
@@ -49,7 +56,11 @@ impl ErrorCode {
     pub fn retryable(self) -> bool {
         matches!(
             self,
-            ErrorCode::Overloaded | ErrorCode::ShuttingDown | ErrorCode::Unavailable
+            ErrorCode::Overloaded
+                | ErrorCode::ShuttingDown
+                | ErrorCode::Unavailable
+                | ErrorCode::StoreUnavailable
+                | ErrorCode::Moved
         )
     }
 }
@@ -93,6 +104,8 @@ impl WireError {
                 BackendError::Overloaded(self.message)
             }
             ErrorCode::Unavailable => BackendError::Interrupted(self.message),
+            ErrorCode::StoreUnavailable => BackendError::StoreUnavailable(self.message),
+            ErrorCode::Moved => BackendError::Moved(self.message),
             ErrorCode::UnknownChat => BackendError::UnknownChat,
             ErrorCode::ChatEnded => BackendError::ChatEnded {
                 next_position: self.next_position.unwrap_or(0),
@@ -129,6 +142,10 @@ impl From<BackendError> for WireError {
             BackendError::Unreachable(_) | BackendError::Interrupted(_) => {
                 WireError::new(ErrorCode::Unavailable, message)
             }
+            BackendError::StoreUnavailable(_) => {
+                WireError::new(ErrorCode::StoreUnavailable, message)
+            }
+            BackendError::Moved(_) => WireError::new(ErrorCode::Moved, message),
             BackendError::UnknownChat => WireError::new(ErrorCode::UnknownChat, message),
             BackendError::ChatEnded { next_position } => WireError {
                 next_position: Some(next_position),

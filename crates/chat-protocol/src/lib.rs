@@ -103,6 +103,8 @@ mod tests {
     fn errors_round_trip_to_the_same_adapter_error() {
         let cases = [
             BackendError::Overloaded("full".into()),
+            BackendError::StoreUnavailable("down".into()),
+            BackendError::Moved("newer".into()),
             BackendError::UnknownChat,
             BackendError::ChatEnded { next_position: 9 },
             BackendError::BadCredentials,

@@ -8,7 +8,8 @@ mod fixtures;
 
 use backend_api as domain;
 use chat_protocol::{
-    chat, decode, encode, Answer, Call, HelloReply, Reply, Request, Restored, Status, Welcome,
+    chat, decode, encode, Answer, Call, ErrorCode, HelloReply, Reply, Request, Restored, Status,
+    Welcome, WireError,
 };
 
 /// The recorded payload of one named message, byte for byte.
@@ -123,6 +124,36 @@ fn answers_are_protocol_v1() {
         status,
     });
     pinned("welcome", &welcome);
+}
+
+/// The error codes added to v1 for the store path (additions: a v1 peer that does not know
+/// them reads `unknown` and trusts `retryable`, which is true for both).
+#[test]
+fn store_errors_are_protocol_v1_additions() {
+    for (name, error, code) in [
+        (
+            "errorStoreUnavailable",
+            domain::BackendError::StoreUnavailable("store did not answer within 2s".into()),
+            ErrorCode::StoreUnavailable,
+        ),
+        (
+            "errorMoved",
+            domain::BackendError::Moved("a newer version was saved by another instance".into()),
+            ErrorCode::Moved,
+        ),
+    ] {
+        let wire = WireError::from(error.clone());
+        assert_eq!(wire.code, code);
+        let Some(Err(back)) = pinned(name, &Reply::error(2, wire)).into_result() else {
+            panic!("not an error")
+        };
+        let back = back.into_backend_error("refresh");
+        assert_eq!(
+            std::mem::discriminant(&back),
+            std::mem::discriminant(&error)
+        );
+        assert!(back.retryable() && !back.never_arrived());
+    }
 }
 
 /// Fields a peer may leave out still read as before.

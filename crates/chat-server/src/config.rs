@@ -36,8 +36,13 @@ pub struct Config {
     /// A reply that cannot be written within this (a peer that does not read) closes the
     /// connection.
     pub write_timeout: Duration,
-    /// A store operation that takes longer fails the call with `unavailable`.
+    /// A store operation that takes longer fails the call with `storeUnavailable` (also
+    /// Redis's response timeout).
     pub store_timeout: Duration,
+    /// One attempt to (re)connect to the store is given up after this. A reconnect is one
+    /// attempt, made by the first call after the connection broke: while Redis is away
+    /// calls fail at once, and the first call after it is back reconnects.
+    pub store_connect_timeout: Duration,
     /// On SIGTERM, how long calls in flight get to finish before the process exits.
     pub shutdown_grace: Duration,
     /// How the hosted chats behave (greeting, agent, timeouts, session limit).
@@ -78,6 +83,8 @@ pub struct Args {
     pub write_timeout_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_STORE_TIMEOUT_MS")]
     pub store_timeout_ms: Option<u64>,
+    #[arg(long, env = "CHAT_SERVER_STORE_CONNECT_TIMEOUT_MS")]
+    pub store_connect_timeout_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
     /// Most open chats; past it new chats are refused (retryable). At least 1.
@@ -102,6 +109,10 @@ pub struct Args {
     /// Most bytes of content one chat's transcript holds.
     #[arg(long, env = "CHAT_SERVER_MAX_TRANSCRIPT_BYTES")]
     pub max_transcript_bytes: Option<usize>,
+    /// A message repeating the customer's latest one within this is a retry, shown once
+    /// (0: off).
+    #[arg(long, env = "CHAT_SERVER_DUPLICATE_WINDOW_MS")]
+    pub duplicate_window_ms: Option<u64>,
 }
 
 /// The file's shape: the flags' names, snake_case, all optional.
@@ -117,6 +128,7 @@ struct File {
     idle_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
     store_timeout_ms: Option<u64>,
+    store_connect_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     /// Refused at 0 by serde, the error naming the key's line.
     session_limit: Option<NonZeroU64>,
@@ -127,6 +139,7 @@ struct File {
     max_message_bytes: Option<usize>,
     max_transcript_events: Option<u64>,
     max_transcript_bytes: Option<usize>,
+    duplicate_window_ms: Option<u64>,
 }
 
 #[derive(Debug, Error)]
@@ -206,6 +219,10 @@ impl Config {
                 .max_transcript_bytes
                 .or(file.max_transcript_bytes)
                 .unwrap_or(defaults.max_transcript_bytes),
+            duplicate_window: args
+                .duplicate_window_ms
+                .or(file.duplicate_window_ms)
+                .map_or(defaults.duplicate_window, Duration::from_millis),
             ..defaults
         };
         let config = Config {
@@ -230,6 +247,11 @@ impl Config {
             idle_timeout: ms(args.idle_timeout_ms, file.idle_timeout_ms, 60_000),
             write_timeout: ms(args.write_timeout_ms, file.write_timeout_ms, 10_000),
             store_timeout: ms(args.store_timeout_ms, file.store_timeout_ms, 2_000),
+            store_connect_timeout: ms(
+                args.store_connect_timeout_ms,
+                file.store_connect_timeout_ms,
+                1_000,
+            ),
             shutdown_grace: ms(args.shutdown_grace_ms, file.shutdown_grace_ms, 5_000),
             behaviour,
         };
@@ -255,6 +277,7 @@ impl Config {
             ("idle_timeout_ms", self.idle_timeout),
             ("write_timeout_ms", self.write_timeout),
             ("store_timeout_ms", self.store_timeout),
+            ("store_connect_timeout_ms", self.store_connect_timeout),
             ("disconnect_timeout_ms", self.behaviour.disconnect_timeout),
         ] {
             if value.is_zero() {

@@ -1,9 +1,11 @@
 //! What the server does for each call: the engine for the chat behaviour, then the store, then
 //! the answer.
 //!
-//! Owns the rule that makes restore possible: with a store, a call is acknowledged only after
-//! the state it acknowledges has been saved. It must not touch sockets or frames (the
-//! connection does) and must not re-implement chat behaviour (the shared `Engine` does).
+//! Owns the rule that makes restore possible: with a store, a call is applied to a copy of the
+//! chat, saved over the version this instance holds (fencing), and only then made live and
+//! acknowledged; a refused save means the chat moved, and the stale copy is dropped. It must
+//! not touch sockets or frames (the connection does) and must not re-implement chat behaviour
+//! (the shared `Engine` does).
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -91,19 +93,17 @@ impl Server {
                 let created = self.engine.create(new_chat.into())?;
                 let chat_id = &created.chat.chat_id;
                 if let Some(store) = &self.store {
-                    let record = self
+                    let mut record = self
                         .engine
                         .snapshot(chat_id)
                         .ok_or(BackendError::UnknownChat)?;
-                    let saved = match serde_json::to_string(&record) {
-                        Ok(json) => store.save(chat_id, json).await,
-                        Err(e) => Err(StoreError::Corrupt(e)),
-                    };
-                    if let Err(e) = saved {
+                    record.version = 1;
+                    if let Err(e) = store.save(&record, 0).await {
                         // Nobody will learn this chat's credentials: do not leave it behind.
                         self.engine.discard(chat_id);
                         return Err(store_failed(e));
                     }
+                    self.engine.publish(record);
                 }
                 Ok(Answer::Created(created.into()))
             }
@@ -144,15 +144,49 @@ impl Server {
             return Ok(Answer::Update(self.engine.refresh(chat, request)?.into()));
         };
         let _in_order = self.save_lock(&chat.chat_id).await;
-        let (update, json) = self
-            .engine
-            .refresh_with(chat, request, serde_json::to_string)?;
-        let json = json.map_err(|e| store_failed(StoreError::Corrupt(e)))?;
-        store
-            .save(&chat.chat_id, json)
-            .await
-            .map_err(store_failed)?;
-        Ok(Answer::Update(update.into()))
+        // Applied to a copy, saved, and only then made live and answered: a failed save
+        // leaves the chat as it was.
+        let (update, record) = match self.engine.refresh_copy(chat, request) {
+            Err(BackendError::UnknownChat) => return Err(self.not_here(store, chat).await),
+            other => other?,
+        };
+        let held = record.version - 1;
+        match store.save(&record, held).await {
+            Ok(()) => {
+                self.engine.publish(record);
+                Ok(Answer::Update(update.into()))
+            }
+            Err(StoreError::Newer { stored }) => {
+                // Another instance carried the chat on while this one was frozen or cut
+                // off: this copy is stale. Drop it, so the next restore here loads the
+                // store's; the gateway restores the chat and runs the request again.
+                self.engine.discard(&chat.chat_id);
+                tracing::warn!(chat_id = %chat.chat_id, alias = %self.alias, held, %stored,
+                    "save refused: the chat moved; local copy dropped");
+                Err(WireError::from(BackendError::Moved(format!(
+                    "chat server {} held version {held}, the store has {stored}",
+                    self.alias
+                ))))
+            }
+            Err(e) => Err(store_failed(e)),
+        }
+    }
+
+    /// The answer for a chat this instance does not hold: `moved` when the store has it (it
+    /// lives on elsewhere, or this instance dropped a stale copy), so the gateway restores it
+    /// instead of telling the client it is gone; else `unknownChat`.
+    async fn not_here(&self, store: &Store, chat: &ChatRef) -> WireError {
+        match store.load(&chat.chat_id).await {
+            Ok(Some(record)) => match record.check_credentials(chat) {
+                Ok(()) => WireError::from(BackendError::Moved(format!(
+                    "chat server {} does not hold the chat; the store does",
+                    self.alias
+                ))),
+                Err(e) => e.into(),
+            },
+            Ok(None) => BackendError::UnknownChat.into(),
+            Err(e) => store_failed(e),
+        }
     }
 
     /// The lock stripe of a chat: held from the engine call until its save is written.
@@ -161,7 +195,9 @@ impl Server {
         self.save_locks[stripe].lock().await
     }
 
-    /// Takes over a chat from the store. Idempotent: a chat already here is only checked.
+    /// Takes over a chat from the store. Always loads the store's record, which replaces any
+    /// copy here (the store's is never older: a copy here is made live only once saved). A
+    /// chat the store does not have (it lost its data) is served from a copy here if any.
     async fn restore(&self, chat: &ChatRef) -> Result<Answer, WireError> {
         let Some(store) = &self.store else {
             return Err(WireError::new(
@@ -169,17 +205,18 @@ impl Server {
                 "restore needs a shared store (--store)",
             ));
         };
-        // Two restores of one chat at once must not both adopt it.
+        // Two restores of one chat at once, or a restore and a save, must not interleave.
         let _one_at_a_time = self.save_lock(&chat.chat_id).await;
-        if self.engine.snapshot(&chat.chat_id).is_none() {
-            let record = store
-                .load(&chat.chat_id)
-                .await
-                .map_err(store_failed)?
-                .ok_or(BackendError::UnknownChat)?;
-            record.check_credentials(chat)?;
-            self.engine.adopt(record)?;
-            tracing::info!(chat_id = %chat.chat_id, alias = %self.alias, "chat restored from the store");
+        match store.load(&chat.chat_id).await.map_err(store_failed)? {
+            Some(record) => {
+                record.check_credentials(chat)?;
+                let version = record.version;
+                self.engine.adopt(record)?;
+                tracing::info!(chat_id = %chat.chat_id, alias = %self.alias, version,
+                    "chat restored from the store");
+            }
+            None if self.engine.snapshot(&chat.chat_id).is_some() => {}
+            None => return Err(BackendError::UnknownChat.into()),
         }
         let record = self
             .engine
@@ -194,10 +231,11 @@ impl Server {
     }
 }
 
-/// The call failed because the store did; the engine may already hold its effect.
+/// The call failed because the store did: nothing was applied (the engine's copy was dropped
+/// unsaved), so the client may retry here at once.
 fn store_failed(error: StoreError) -> WireError {
     tracing::warn!(%error, "shared store failed");
-    WireError::new(ErrorCode::Unavailable, error.to_string())
+    WireError::new(ErrorCode::StoreUnavailable, error.to_string())
 }
 
 /// Decrements the connection count when dropped.

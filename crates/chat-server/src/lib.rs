@@ -9,7 +9,8 @@
 //!   down gracefully;
 //! - `connection`: one client connection: handshake, framing, timeouts, calls in flight;
 //! - `dispatch`: what each call does: the engine, then the store, then the answer;
-//! - `store`: chats saved to Redis after every accepted event, and loaded for restore.
+//! - `store`: chats saved to Redis after every accepted event, over the version the saver
+//!   holds (fencing), and loaded for restore.
 
 pub mod config;
 mod connection;
@@ -32,7 +33,7 @@ pub use config::{Args, Config};
 
 use connection::Limits;
 use dispatch::Server;
-use store::{Store, StoreError};
+use store::{Store, StoreError, StoreSettings};
 
 /// How often idle customers are dropped and expired chats forgotten.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -69,8 +70,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         None => None,
         Some(url) => {
             let behaviour = &config.behaviour;
-            let ttl = behaviour.disconnect_timeout + behaviour.ended_retention;
-            Some(Store::connect(url, ttl, config.store_timeout).await?)
+            let settings = StoreSettings {
+                ttl: behaviour.disconnect_timeout + behaviour.ended_retention,
+                timeout: config.store_timeout,
+                connect_timeout: config.store_connect_timeout,
+            };
+            Some(Store::connect(url, settings).await?)
         }
     };
     let engine = Engine::new(config.behaviour.clone());

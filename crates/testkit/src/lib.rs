@@ -106,35 +106,64 @@ impl Redis {
         // between: try a few.
         for _ in 0..5 {
             let port = free_port();
-            let dir = scratch_dir("redis");
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if redis_ping(port) {
-                    return Redis { child, port };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(POLL_EVERY);
+            if let Some(child) = spawn_redis(port) {
+                return Redis { child, port };
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("redis-server did not start");
+    }
+
+    /// Stops it with SIGKILL (its data is gone: it runs without persistence).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port (after [`Redis::stop`]), empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = spawn_redis(self.port) {
+                self.child = child;
+                return;
+            }
+            // The old socket may linger a moment.
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+            std::thread::sleep(POLL_EVERY);
+        }
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+}
+
+/// A `redis-server` on `port`, once it answers PING; `None` if it did not start.
+fn spawn_redis(port: u16) -> Option<Child> {
+    let dir = scratch_dir("redis");
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if redis_ping(port) {
+            return Some(child);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 fn redis_ping(port: u16) -> bool {
@@ -153,6 +182,14 @@ impl Drop for Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {} failed", child.id());
 }
 
 /// The `chat-server` binary of this workspace, built if it is not there yet. For tests outside
@@ -235,6 +272,27 @@ impl ChatServer {
             std::thread::sleep(POLL_EVERY);
         }
         false
+    }
+
+    /// SIGSTOP: the process is frozen (as a paused VM or a long GC pause would be); its
+    /// sockets stay open and what is sent to it queues.
+    pub fn pause(&mut self) {
+        signal(&self.child, "-STOP");
+        // The signal is delivered asynchronously: wait until the process is stopped, so
+        // what the test sends next surely queues.
+        let stat = format!("/proc/{}/stat", self.child.id());
+        eventually_blocking("the chat server to stop", Duration::from_secs(10), || {
+            let Ok(text) = std::fs::read_to_string(&stat) else {
+                return Some(()); // no /proc: nothing more to wait for
+            };
+            let state = text.rsplit(')').next()?.split_whitespace().next()?;
+            (state == "T").then_some(())
+        });
+    }
+
+    /// SIGCONT: a frozen process runs on, and handles what queued meanwhile.
+    pub fn resume(&mut self) {
+        signal(&self.child, "-CONT");
     }
 
     /// Whether the process is still running.

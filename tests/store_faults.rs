@@ -1,0 +1,165 @@
+//! The store path through the whole stack: a gateway over `chat-server` processes sharing a
+//! real Redis. A Redis outage costs statusCode 1 at once (code 306), no ejection and no move,
+//! and service returns within seconds of Redis; an instance frozen while its chat moved wakes
+//! to find its saves refused, and a client still using its alias is moved to the store's
+//! newer record with nothing acknowledged lost.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, FAST};
+use common::{eventually, gateway, Chat, Client, Reply, TestGateway};
+use serde_json::json;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn gateway_over(cluster: &Cluster) -> TestGateway {
+    let gw = gateway()
+        .aliases(&[])
+        .toml(&cluster.instances(&[]))
+        .toml(FAST)
+        .start()
+        .await;
+    eventually("every instance accepting", PATIENCE, || async {
+        gw.gateway
+            .router()
+            .instances()
+            .iter()
+            .all(|i| i.backend.load().accepting && i.health.is_up())
+            .then_some(())
+    })
+    .await;
+    gw
+}
+
+fn alias_of(r: &Reply) -> String {
+    r.body["alias"].as_str().unwrap().to_string()
+}
+
+async fn new_chat(c: &Client) -> Chat {
+    eventually("a new chat", PATIENCE, || async {
+        let r = c
+            .post(
+                "/api/v2/chats",
+                json!({"tenantName": "Environment", "nickname": "Ann"}),
+            )
+            .await;
+        (r.status_code() == 0).then(|| Chat {
+            chat_id: r.body["chatId"].as_str().unwrap().into(),
+            user_id: r.body["userId"].as_str().unwrap().into(),
+            secure_key: r.body["secureKey"].as_str().unwrap().into(),
+            alias: alias_of(&r),
+            tenant: "Environment".into(),
+        })
+    })
+    .await
+}
+
+/// The customer's messages in the chat's whole transcript.
+async fn customer_texts(c: &Client, chat: &Chat) -> Vec<String> {
+    let r = c.messages(chat, Some(1)).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    r.messages()
+        .iter()
+        .filter(|m| m["type"] == "Message" && m["from"]["type"] == "Client")
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_statuscode_1_at_once_without_moves_and_ends_with_redis() {
+    let mut cluster = Cluster::start(&["1", "2"]);
+    let gw = gateway_over(&cluster).await;
+    let c = gw.client();
+    let chat = new_chat(&c).await;
+    let r = c.op(&chat, "SendMessage", json!({"text": "before"})).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+
+    cluster.redis.stop();
+    // More failures than would eject an instance: none is ejected, the chat never moves.
+    for i in 0..6 {
+        let text = format!("during {i}");
+        c.op(&chat, "SendMessage", json!({ "text": text }))
+            .await
+            .assert_error(503, 1, 306);
+        c.messages(&chat, None).await.assert_error(503, 1, 306);
+    }
+    let router = gw.gateway.router();
+    assert!(
+        router.instances().iter().all(|i| i.health.is_up()),
+        "a store failure ejects no instance"
+    );
+
+    let back = Instant::now();
+    cluster.redis.restart();
+    let r = eventually("the chat works again", PATIENCE, || async {
+        let r = c.messages(&chat, None).await;
+        (r.status_code() == 0).then_some(r)
+    })
+    .await;
+    println!(
+        "the chat worked again {:.2} s after Redis restarted",
+        back.elapsed().as_secs_f64()
+    );
+    assert_eq!(alias_of(&r), chat.alias, "the chat did not move");
+    let r = c.op(&chat, "SendMessage", json!({"text": "after"})).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    // Nothing of the outage was half-applied.
+    assert_eq!(customer_texts(&c, &chat).await, ["before", "after"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_instance_wakes_to_a_moved_chat_and_nothing_acknowledged_is_lost() {
+    let mut cluster = Cluster::start(&["1", "2"]);
+    let gw = gateway_over(&cluster).await;
+    let c = gw.client();
+    let old = new_chat(&c).await;
+    let r = c.op(&old, "SendMessage", json!({"text": "before"})).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+
+    cluster.server(&old.alias).pause();
+    // A message sent to the frozen instance queues there; the client is told to retry.
+    let r = c.op(&old, "SendMessage", json!({"text": "queued"})).await;
+    assert_eq!(r.status_code(), 1, "{:#}", r.body);
+    // The chat moves (a poll is safe to run elsewhere) and carries on.
+    let moved = eventually("the chat moved", PATIENCE, || async {
+        let r = c.messages(&old, None).await;
+        (r.status_code() == 0 && alias_of(&r) != old.alias).then(|| Chat {
+            alias: alias_of(&r),
+            ..old.clone()
+        })
+    })
+    .await;
+    for text in ["after 1", "after 2"] {
+        let r = c.op(&moved, "SendMessage", json!({ "text": text })).await;
+        assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    }
+
+    cluster.server(&old.alias).resume();
+    let router = gw.gateway.router();
+    eventually("the woken instance is up again", PATIENCE, || async {
+        router.get(&old.alias).unwrap().health.is_up().then_some(())
+    })
+    .await;
+    // A client still on the old alias reaches the woken instance, whose copy is stale: its
+    // save is refused, and the message moves to where the chat is restored, applied once.
+    let r = c
+        .op(&old, "SendMessage", json!({"text": "from a stale alias"}))
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    assert_ne!(alias_of(&r), old.alias);
+    let now = Chat {
+        alias: alias_of(&r),
+        ..old.clone()
+    };
+    assert_eq!(
+        customer_texts(&c, &now).await,
+        ["before", "after 1", "after 2", "from a stale alias"],
+        "nothing acknowledged lost, the queued message never applied"
+    );
+    assert!(
+        cluster.server(&old.alias).log().contains("save refused"),
+        "the woken instance's stale save was refused"
+    );
+}
