@@ -90,10 +90,13 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A private `redis-server` on a free port, without persistence, killed on drop.
+/// A private `redis-server` on a free port, without persistence, killed on drop. It can be
+/// stopped and started again on the same port with its data ([`Redis::stop`],
+/// [`Redis::start_again`]), as an operator restarting Redis would.
 pub struct Redis {
     child: Child,
     port: u16,
+    dir: PathBuf,
 }
 
 impl Redis {
@@ -107,27 +110,9 @@ impl Redis {
         for _ in 0..5 {
             let port = free_port();
             let dir = scratch_dir("redis");
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if redis_ping(port) {
-                    return Redis { child, port };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(POLL_EVERY);
+            if let Some(child) = spawn_redis(port, &dir) {
+                return Redis { child, port, dir };
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("redis-server did not start");
     }
@@ -135,6 +120,50 @@ impl Redis {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    /// Stops it as `redis-cli shutdown save` would: the data is written to its directory and
+    /// the process exits; clients see their connections closed and new ones refused.
+    pub fn stop(&mut self) {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = stream.write_all(b"SHUTDOWN SAVE\r\n");
+        }
+        let child = &mut self.child;
+        eventually_blocking("redis-server to exit", Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_))).then_some(())
+        });
+    }
+
+    /// Starts it again on the same port with the data [`Redis::stop`] saved.
+    pub fn start_again(&mut self) {
+        self.child = spawn_redis(self.port, &self.dir)
+            .unwrap_or_else(|| panic!("redis-server did not start again on {}", self.port));
+    }
+}
+
+/// Runs `redis-server` on `port` with its files in `dir`; `None` when it does not answer.
+fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if redis_ping(port) {
+            return Some(child);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 fn redis_ping(port: u16) -> bool {
@@ -152,6 +181,7 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -235,6 +265,17 @@ impl ChatServer {
             std::thread::sleep(POLL_EVERY);
         }
         false
+    }
+
+    /// Sends a signal by name (`STOP` freezes the process as a hung host would, `CONT` wakes
+    /// it; requests queued meanwhile run when it wakes).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// Whether the process is still running.
