@@ -44,8 +44,10 @@ async fn kill_9_of_a_chat_server() {
 
 /// SIGSTOP of a chat server for longer than the health checks take to fail (both gateways
 /// mark it down, and its chats talk on elsewhere), then SIGCONT: what was queued on the frozen
-/// instance runs when it wakes and must not overwrite the newer state. Recovery is counted
-/// from the SIGSTOP.
+/// instance runs when it wakes and must not overwrite the newer state. To see the store rather
+/// than the copies in memory, the customers keep quiet over the SIGCONT, and then the instance
+/// most of the frozen one's chats moved to goes to maint (with the woken one), so those chats
+/// are restored from the store once more. Recovery is counted from the SIGSTOP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_then_sigcont_of_a_chat_server() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -57,10 +59,21 @@ async fn sigstop_then_sigcont_of_a_chat_server() {
     rig.cluster.server(&victim).signal("STOP");
     rig.wait_health(&victim, "down").await;
     let recovery = traffic.recovery_since(t0).await;
+    let refuge = traffic
+        .where_most_went_from(&victim)
+        .expect("the frozen instance's chats moved");
+    traffic.hold().await;
     rig.cluster.server(&victim).signal("CONT");
     rig.wait_health(&victim, "healthy").await;
+    rig.set_state(&victim, "maint").await;
+    rig.set_state(&refuge, "maint").await;
+    traffic.release();
+    let again = traffic.recovery_since(Instant::now()).await;
+    rig.set_state(&victim, "ready").await;
+    rig.set_state(&refuge, "ready").await;
 
-    traffic.finish(recovery).await.report();
+    let outcome = traffic.finish(recovery.zip(again).map(|(r, _)| r)).await;
+    outcome.report();
 }
 
 /// Redis stopped for 10 s (`shutdown save`) and started again on the same port: customers

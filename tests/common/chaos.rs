@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 const PACE: Duration = Duration::from_millis(100);
 /// How long the chats talk on after the fault (so a stale copy or a late save shows), and how
 /// long a final transcript read may take.
-const TAIL: Duration = Duration::from_secs(10);
+const TAIL: Duration = Duration::from_secs(15);
 
 /// The processes of one scenario.
 pub struct Rig {
@@ -144,6 +144,7 @@ impl Rig {
     /// returns once each has two messages acknowledged.
     pub async fn traffic(&self, scenario: &str, chats: usize) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
+        let hold = Hold::default();
         let mut logs = Vec::new();
         let mut tasks = Vec::new();
         for n in 0..chats {
@@ -156,16 +157,18 @@ impl Rig {
                 format!("{scenario}-c{n}"),
                 log,
                 Arc::clone(&stop),
+                hold.clone(),
             )));
         }
         let traffic = Traffic {
             started: Instant::now(),
             scenario: scenario.into(),
             stop,
+            hold,
             logs,
             tasks,
         };
-        traffic.wait_acks_since(Instant::now(), 2, PATIENCE).await;
+        traffic.wait_acks_since(Instant::now(), 5, PATIENCE).await;
         traffic
     }
 }
@@ -349,10 +352,31 @@ impl ChatLog {
     }
 }
 
+/// Customers told to stay quiet between two messages (as people do), and how many are.
+#[derive(Clone, Default)]
+struct Hold {
+    on: Arc<AtomicBool>,
+    quiet: Arc<AtomicUsize>,
+}
+
 /// A customer's conversation: message after message until told to stop.
-async fn talk(c: Customer, tag: String, log: Arc<Mutex<ChatLog>>, stop: Arc<AtomicBool>) {
+async fn talk(
+    c: Customer,
+    tag: String,
+    log: Arc<Mutex<ChatLog>>,
+    stop: Arc<AtomicBool>,
+    hold: Hold,
+) {
     let mut k = 0;
     while !stop.load(Ordering::Relaxed) {
+        if hold.on.load(Ordering::Relaxed) {
+            hold.quiet.fetch_add(1, Ordering::SeqCst);
+            // A customer thinking: no request until the hold is lifted.
+            while hold.on.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(PACE).await;
+            }
+            hold.quiet.fetch_sub(1, Ordering::SeqCst);
+        }
         let text = format!("{tag}-m{k}");
         // The same text until it is acknowledged, as a widget retries.
         while !stop.load(Ordering::Relaxed) {
@@ -395,6 +419,7 @@ pub struct Traffic {
     started: Instant,
     scenario: String,
     stop: Arc<AtomicBool>,
+    hold: Hold,
     logs: Vec<(Customer, Arc<Mutex<ChatLog>>)>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -409,6 +434,38 @@ impl Traffic {
                 .or_default() += 1;
         }
         counts.into_iter().max_by_key(|(_, n)| *n).unwrap().0
+    }
+
+    /// The alias to which most chats that started on `from` have moved.
+    pub fn where_most_went_from(&self, from: &str) -> Option<String> {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for (_, log) in &self.logs {
+            let log = log.lock().unwrap();
+            if log.aliases[0] == from && log.chat.alias != from {
+                *counts.entry(log.chat.alias.clone()).or_default() += 1;
+            }
+        }
+        counts.into_iter().max_by_key(|(_, n)| *n).map(|(a, _)| a)
+    }
+
+    /// Every customer stops talking after its current message (acknowledged or given up on
+    /// by the hold); returns once all are quiet.
+    pub async fn hold(&self) {
+        self.hold.on.store(true, Ordering::SeqCst);
+        eventually("every customer quiet", RECOVERY_BOUND, || async {
+            let ended = self
+                .logs
+                .iter()
+                .filter(|(_, log)| log.lock().unwrap().ended.is_some())
+                .count();
+            (self.hold.quiet.load(Ordering::SeqCst) + ended >= self.logs.len()).then_some(())
+        })
+        .await;
+    }
+
+    /// The customers talk again.
+    pub fn release(&self) {
+        self.hold.on.store(false, Ordering::SeqCst);
     }
 
     /// Waits until every chat not ended has `n` messages acknowledged since `t`; `false` when
@@ -443,7 +500,7 @@ impl Traffic {
     /// Lets every chat talk a little more (so a stale copy or a late save shows), stops the
     /// customers, reads every transcript from position 1 and counts.
     pub async fn finish(self, recovery: Option<f64>) -> Outcome {
-        self.wait_acks_since(Instant::now(), 3, TAIL).await;
+        self.wait_acks_since(Instant::now(), 10, TAIL).await;
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             task.await.unwrap();
