@@ -110,6 +110,8 @@ pub async fn list_instances(admin: &str, token: Option<&str>) -> (u16, Value) {
 pub struct GatewayProcess {
     child: Child,
     pub base: String,
+    /// Its admin listener's base URL (empty when the admin listener is off).
+    pub admin: String,
 }
 
 impl GatewayProcess {
@@ -133,17 +135,22 @@ impl GatewayProcess {
                 if line.contains("webapi-gateway listening") {
                     if let (Some(tx), Some(i)) = (tx.take(), line.find("addr=")) {
                         let addr = line[i + 5..].split_whitespace().next().unwrap();
-                        let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                        let admin = line
+                            .find("admin=")
+                            .and_then(|i| line[i + 6..].split_whitespace().next())
+                            .and_then(|a| a.parse::<SocketAddr>().ok());
+                        let _ = tx.send((addr.parse::<SocketAddr>().unwrap(), admin));
                     }
                 }
             }
         });
-        let addr = rx
+        let (addr, admin) = rx
             .recv_timeout(std::time::Duration::from_secs(30))
             .expect("the gateway's listening line");
         GatewayProcess {
             child,
             base: format!("http://{addr}"),
+            admin: admin.map_or(String::new(), |a| format!("http://{a}")),
         }
     }
 

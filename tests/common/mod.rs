@@ -1,6 +1,7 @@
 //! Test fixtures: a gateway on a real socket (127.0.0.1:0) and a Chat API v2 client.
 #![allow(dead_code)]
 
+pub mod chaos;
 pub mod cluster;
 pub mod gms;
 

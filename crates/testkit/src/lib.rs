@@ -90,10 +90,13 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A private `redis-server` on a free port, without persistence, killed on drop.
+/// A private `redis-server` on a free port, without persistence, killed on drop. It can be
+/// stopped and started again on the same port with its data ([`Redis::stop`],
+/// [`Redis::restart`]), as an operator restarting Redis would.
 pub struct Redis {
     child: Child,
     port: u16,
+    dir: PathBuf,
 }
 
 impl Redis {
@@ -106,47 +109,56 @@ impl Redis {
         // between: try a few.
         for _ in 0..5 {
             let port = free_port();
-            if let Some(child) = spawn_redis(port) {
-                return Redis { child, port };
+            let dir = scratch_dir("redis");
+            if let Some(child) = spawn_redis(port, &dir) {
+                return Redis { child, port, dir };
             }
         }
         panic!("redis-server did not start");
     }
 
-    /// Stops it with SIGKILL (its data is gone: it runs without persistence).
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Starts it again on the same port (after [`Redis::stop`]), empty.
+    /// Stops it as `redis-cli shutdown save` would: the data is written to its directory and
+    /// the process exits; clients see their connections closed and new ones refused.
+    pub fn stop(&mut self) {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = stream.write_all(b"SHUTDOWN SAVE\r\n");
+        }
+        let child = &mut self.child;
+        eventually_blocking("redis-server to exit", Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_))).then_some(())
+        });
+    }
+
+    /// Starts it again on the same port with the data [`Redis::stop`] saved.
     pub fn restart(&mut self) {
-        self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(child) = spawn_redis(self.port) {
+            if let Some(child) = spawn_redis(self.port, &self.dir) {
                 self.child = child;
                 return;
             }
             // The old socket may linger a moment.
-            assert!(Instant::now() < deadline, "redis-server did not restart");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start again on {}",
+                self.port
+            );
             std::thread::sleep(POLL_EVERY);
         }
     }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
 }
 
-/// A `redis-server` on `port`, once it answers PING; `None` if it did not start.
-fn spawn_redis(port: u16) -> Option<Child> {
-    let dir = scratch_dir("redis");
+/// Runs `redis-server` on `port` with its files in `dir`; `None` when it does not answer.
+fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
     let mut child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
-        .arg(&dir)
+        .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -181,6 +193,7 @@ impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
