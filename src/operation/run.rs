@@ -134,6 +134,13 @@ pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatR
                 if !movable || attempts >= MAX_ATTEMPTS {
                     return Err(Error::Backend(e));
                 }
+                if matches!(e, BackendError::Moved(_)) && instance.serves_its_chats() {
+                    // It answered and serves its chats: its copy was stale, or the answer to
+                    // its own save was lost. It reloads the store's record and runs the
+                    // request again; the chat stays where its alias points.
+                    instance = reload_here(&instance, &opened.chat).await?;
+                    continue;
+                }
                 tracing::info!(chat_id, alias = %instance.alias, error = %e,
                     "request failed; moving the chat");
                 instance =
@@ -271,8 +278,8 @@ async fn failover(
     Err(Error::InstanceDown(from.to_owned()))
 }
 
-/// Restores a chat on the instance that said it moved away (it dropped its stale copy), when
-/// no other instance can take it: the restore loads the store's newer record there.
+/// Restores a chat on the instance that said it moved away (it dropped its stale copy): the
+/// restore loads the store's newer record there.
 async fn reload_here(instance: &Arc<Instance>, chat: &ChatRef) -> Result<Arc<Instance>, Error> {
     instance.backend.restore(chat).await.map_err(|e| {
         note_failure(instance, &e);
