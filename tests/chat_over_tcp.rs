@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{assert_contiguous, eventually, gateway, types, Chat, Client, TestGateway};
+use common::{assert_contiguous, eventually, gateway, types, Client, TestGateway};
 use serde_json::json;
 use testkit::{chat_server_bin, ChatServer};
 
@@ -31,31 +31,6 @@ async fn gateway_over(server: &ChatServer) -> TestGateway {
         .await
 }
 
-/// Requests a chat, retrying while the gateway's first connection is still being made
-/// (statusCode 1 until then).
-async fn request_chat(c: &Client, nickname: &str) -> Chat {
-    eventually("a chat over tcp", PATIENCE, || async {
-        let r = c
-            .post(
-                "/api/v2/chats",
-                json!({"tenantName": "Environment", "nickname": nickname}),
-            )
-            .await;
-        match r.status_code() {
-            0 => Some(Chat {
-                chat_id: r.body["chatId"].as_str().unwrap().into(),
-                user_id: r.body["userId"].as_str().unwrap().into(),
-                secure_key: r.body["secureKey"].as_str().unwrap().into(),
-                alias: r.body["alias"].as_str().unwrap().into(),
-                tenant: "Environment".into(),
-            }),
-            1 => None,
-            _ => panic!("request chat refused: {:#}", r.body),
-        }
-    })
-    .await
-}
-
 #[tokio::test]
 async fn every_operation_through_the_gateway_over_tcp() {
     let server = ChatServer::builder(chat_server_bin())
@@ -64,7 +39,7 @@ async fn every_operation_through_the_gateway_over_tcp() {
         .start();
     let gw = gateway_over(&server).await;
     let c = gw.client();
-    let chat = request_chat(&c, "Ann").await;
+    let chat = c.request_chat_retrying("Ann").await;
     assert_eq!(chat.alias, "117");
 
     // Get Messages: everything, and nothing.
@@ -101,7 +76,7 @@ async fn the_agent_answers_over_tcp() {
     let server = ChatServer::builder(chat_server_bin()).alias("117").start();
     let gw = gateway_over(&server).await;
     let c = gw.client();
-    let chat = request_chat(&c, "Ann").await;
+    let chat = c.request_chat_retrying("Ann").await;
     c.op(&chat, "SendMessage", json!({"text": "anyone there?"}))
         .await;
     eventually("the agent's answer", PATIENCE, || async {
@@ -124,7 +99,7 @@ async fn a_full_or_dead_chat_server_is_retry_later() {
         .start();
     let gw = gateway_over(&server).await;
     let c = gw.client();
-    let chat = request_chat(&c, "first").await;
+    let chat = c.request_chat_retrying("first").await;
     // Full: the gateway learns it from the status poll or from the server's refusal.
     let r = c
         .post(
@@ -186,7 +161,7 @@ async fn the_gateway_binary_serves_chats_from_a_chat_server() {
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
     };
-    let chat = request_chat(&c, "Ann").await;
+    let chat = c.request_chat_retrying("Ann").await;
     assert_eq!(chat.alias, "205");
     let r = c.op(&chat, "SendMessage", json!({"text": "hi"})).await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);

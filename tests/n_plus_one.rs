@@ -41,45 +41,6 @@ async fn all_accepting(gw: &TestGateway) {
     .await;
 }
 
-fn chat_of(r: &Reply, tenant: &str) -> Chat {
-    Chat {
-        chat_id: r.body["chatId"].as_str().unwrap().into(),
-        user_id: r.body["userId"].as_str().unwrap().into(),
-        secure_key: r.body["secureKey"].as_str().unwrap().into(),
-        alias: r.body["alias"].as_str().unwrap().into(),
-        tenant: tenant.into(),
-    }
-}
-
-/// Requests a chat, retrying statusCode 1 (instances still connecting).
-async fn new_chat(c: &Client, nickname: &str) -> Chat {
-    eventually("a new chat", PATIENCE, || async {
-        let r = c
-            .post(
-                "/api/v2/chats",
-                json!({"tenantName": "Environment", "nickname": nickname}),
-            )
-            .await;
-        match r.status_code() {
-            0 => Some(chat_of(&r, "Environment")),
-            1 => None,
-            _ => panic!("request chat refused: {:#}", r.body),
-        }
-    })
-    .await
-}
-
-/// The texts of the customer's messages in the chat's whole transcript.
-async fn customer_texts(c: &Client, chat: &Chat) -> Vec<String> {
-    let r = c.messages(chat, Some(1)).await;
-    assert_eq!(r.status_code(), 0, "{:#}", r.body);
-    r.messages()
-        .iter()
-        .filter(|m| m["type"] == "Message" && m["from"]["type"] == "Client")
-        .map(|m| m["text"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn alias_of(r: &Reply) -> String {
     r.body["alias"].as_str().unwrap().to_string()
 }
@@ -91,7 +52,7 @@ async fn three_hundred_chats_spread_evenly_over_three_instances() {
     let c = gw.client();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for i in 0..300 {
-        let chat = new_chat(&c, &format!("n{i}")).await;
+        let chat = c.request_chat_retrying(&format!("n{i}")).await;
         *counts.entry(chat.alias).or_default() += 1;
     }
     for alias in ["1", "2", "3"] {
@@ -154,7 +115,7 @@ async fn chats_survive_a_kill_9_and_the_instance_comes_back() {
     let c = gw.client();
     let mut chats = Vec::new();
     for i in 0..50 {
-        chats.push(new_chat(&c, &format!("n{i}")).await);
+        chats.push(c.request_chat_retrying(&format!("n{i}")).await);
     }
     let victim = chats[0].alias.clone();
     let on_victim = chats.iter().filter(|ch| ch.alias == victim).count();
@@ -175,7 +136,7 @@ async fn chats_survive_a_kill_9_and_the_instance_comes_back() {
     let mut moved = 0;
     for task in tasks {
         let done = task.await.unwrap();
-        let texts = customer_texts(&c, &done.chat).await;
+        let texts = c.customer_texts(&done.chat).await;
         for text in &done.acked {
             let n = texts.iter().filter(|t| *t == text).count();
             assert_eq!(n, 1, "{text} in the transcript {n} times: {texts:?}");
@@ -190,7 +151,7 @@ async fn chats_survive_a_kill_9_and_the_instance_comes_back() {
     // Back: it receives new chats again.
     cluster.restart(&victim);
     eventually("a new chat on the restarted instance", PATIENCE, || async {
-        let chat = new_chat(&c, "again").await;
+        let chat = c.request_chat_retrying("again").await;
         (chat.alias == victim).then_some(())
     })
     .await;
@@ -210,7 +171,7 @@ async fn drain_keeps_existing_chats_and_maint_moves_them() {
 
     let mut chats = Vec::new();
     for i in 0..30 {
-        chats.push(new_chat(&c, &format!("n{i}")).await);
+        chats.push(c.request_chat_retrying(&format!("n{i}")).await);
     }
     let drained = chats[0].alias.clone();
     let (status, body) = cluster::set_state(&admin, &drained, "drain").await;
@@ -219,7 +180,7 @@ async fn drain_keeps_existing_chats_and_maint_moves_them() {
     assert_eq!(body["takesNewChats"], false);
 
     for i in 0..30 {
-        let chat = new_chat(&c, &format!("d{i}")).await;
+        let chat = c.request_chat_retrying(&format!("d{i}")).await;
         assert_ne!(
             chat.alias, drained,
             "a draining instance takes no new chats"
@@ -240,7 +201,7 @@ async fn drain_keeps_existing_chats_and_maint_moves_them() {
         assert_eq!(r.status_code(), 0, "{:#}", r.body);
         assert_ne!(alias_of(&r), drained, "maint moves the chat");
         chat.alias = alias_of(&r);
-        let texts = customer_texts(&c, chat).await;
+        let texts = c.customer_texts(chat).await;
         assert_eq!(texts, ["still here", "moved"]);
     }
 
@@ -290,7 +251,7 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
     // A chat on "1", which the second reload removes.
     let c = gw.client();
     let mut on_1 = eventually("a chat on 1", PATIENCE, || async {
-        let chat = new_chat(&c, "one").await;
+        let chat = c.request_chat_retrying("one").await;
         (chat.alias == "1").then_some(chat)
     })
     .await;
@@ -324,7 +285,7 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
                         failures.lock().unwrap().push(r.body);
                         continue;
                     }
-                    let chat = chat_of(&r, "Environment");
+                    let chat = Chat::created(&r);
                     if chat.alias == "4" {
                         seen_4.store(true, Ordering::Relaxed);
                     }
@@ -361,7 +322,7 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
     on_1.alias = alias_of(&r);
     assert_ne!(on_1.alias, "1");
-    assert_eq!(customer_texts(&c, &on_1).await, ["before", "after"]);
+    assert_eq!(c.customer_texts(&on_1).await, ["before", "after"]);
 
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -399,7 +360,7 @@ async fn two_gateway_processes_serve_the_same_chats() {
     };
     let mut a = start("a");
     let mut b = start("b");
-    let chat = new_chat(&client(&a), "Ann").await;
+    let chat = client(&a).request_chat_retrying("Ann").await;
 
     // The client keeps the newest alias, as the Web API asks.
     let send = |c: Client, chat: Chat, text: &'static str| async move {
@@ -417,7 +378,7 @@ async fn two_gateway_processes_serve_the_same_chats() {
         .await
     };
     let chat = send(client(&b), chat, "via b").await;
-    assert_eq!(customer_texts(&client(&a), &chat).await, ["via b"]);
+    assert_eq!(client(&a).customer_texts(&chat).await, ["via b"]);
 
     a.kill9();
     let a = start("a2");
@@ -426,7 +387,7 @@ async fn two_gateway_processes_serve_the_same_chats() {
     let b = start("b2");
     let chat = send(client(&b), chat, "via restarted b").await;
     assert_eq!(
-        customer_texts(&client(&a), &chat).await,
+        client(&a).customer_texts(&chat).await,
         ["via b", "via restarted a", "via restarted b"]
     );
 }
@@ -533,7 +494,7 @@ async fn the_binary_reloads_on_sighup() {
     );
     gw.signal("HUP");
     eventually("new chats on the added instance", PATIENCE, || async {
-        (new_chat(&c, "Bob").await.alias == "118").then_some(())
+        (c.request_chat_retrying("Bob").await.alias == "118").then_some(())
     })
     .await;
     assert!(gw.is_running());

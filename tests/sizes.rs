@@ -5,14 +5,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::gms::{GmsChat, GmsClient};
-use common::{assert_contiguous, eventually, gateway, Chat, Client, GatewayBuilder};
+use common::{assert_contiguous, gateway, Chat, Client, GatewayBuilder};
 use serde_json::json;
 use testkit::{chat_server_bin, ChatServer};
-
-const PATIENCE: Duration = Duration::from_secs(15);
 
 const SERVICE: &str = "[[gms.services]]\nname = \"customer-support\"\ntenant = \"Environment\"\n";
 
@@ -26,30 +22,6 @@ fn gateway_over(server: &ChatServer) -> GatewayBuilder {
         ))
         .toml("[tcp]\nstatus_interval_ms = 100\nbackoff_max_ms = 200\nrequest_timeout_ms = 3000")
         .toml(SERVICE)
-}
-
-/// Requests a chat, retrying while the gateway's first connection is being made.
-async fn request_chat(c: &Client, nickname: &str) -> Chat {
-    eventually("a chat over tcp", PATIENCE, || async {
-        let r = c
-            .post(
-                "/api/v2/chats",
-                json!({"tenantName": "Environment", "nickname": nickname}),
-            )
-            .await;
-        match r.status_code() {
-            0 => Some(Chat {
-                chat_id: r.body["chatId"].as_str().unwrap().into(),
-                user_id: r.body["userId"].as_str().unwrap().into(),
-                secure_key: r.body["secureKey"].as_str().unwrap().into(),
-                alias: r.body["alias"].as_str().unwrap().into(),
-                tenant: "Environment".into(),
-            }),
-            1 => None,
-            _ => panic!("request chat refused: {:#}", r.body),
-        }
-    })
-    .await
 }
 
 fn gms(chat: &Chat) -> GmsChat {
@@ -81,7 +53,7 @@ async fn a_text_over_the_limit_is_refused_in_both_dialects() {
     let embedded = gateway().toml(SERVICE).start().await;
     for gw in [&over_tcp, &embedded] {
         let c = gw.client();
-        let chat = request_chat(&c, "Ann").await;
+        let chat = c.request_chat_retrying("Ann").await;
         let at_limit = "a".repeat(16 * 1024);
         let over = "b".repeat(16 * 1024 + 1);
 
@@ -130,10 +102,10 @@ async fn a_long_transcript_is_read_page_by_page_through_the_gateway() {
         .start()
         .await;
     let c = gw.client();
-    let chat = request_chat(&c, "Ann").await;
+    let chat = c.request_chat_retrying("Ann").await;
     let mut bystanders = Vec::new();
     for n in 0..3 {
-        bystanders.push(request_chat(&c, &format!("bystander {n}")).await);
+        bystanders.push(c.request_chat_retrying(&format!("bystander {n}")).await);
     }
     for n in 0..30 {
         let text = format!("{n:02}") + &"m".repeat(59_998);

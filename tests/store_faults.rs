@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, FAST};
-use common::{eventually, gateway, Chat, Client, Reply, TestGateway};
+use common::{eventually, gateway, Chat, Reply, TestGateway};
 use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -37,42 +37,12 @@ fn alias_of(r: &Reply) -> String {
     r.body["alias"].as_str().unwrap().to_string()
 }
 
-async fn new_chat(c: &Client) -> Chat {
-    eventually("a new chat", PATIENCE, || async {
-        let r = c
-            .post(
-                "/api/v2/chats",
-                json!({"tenantName": "Environment", "nickname": "Ann"}),
-            )
-            .await;
-        (r.status_code() == 0).then(|| Chat {
-            chat_id: r.body["chatId"].as_str().unwrap().into(),
-            user_id: r.body["userId"].as_str().unwrap().into(),
-            secure_key: r.body["secureKey"].as_str().unwrap().into(),
-            alias: alias_of(&r),
-            tenant: "Environment".into(),
-        })
-    })
-    .await
-}
-
-/// The customer's messages in the chat's whole transcript.
-async fn customer_texts(c: &Client, chat: &Chat) -> Vec<String> {
-    let r = c.messages(chat, Some(1)).await;
-    assert_eq!(r.status_code(), 0, "{:#}", r.body);
-    r.messages()
-        .iter()
-        .filter(|m| m["type"] == "Message" && m["from"]["type"] == "Client")
-        .map(|m| m["text"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_is_statuscode_1_at_once_without_moves_and_ends_with_redis() {
     let mut cluster = Cluster::start(&["1", "2"]);
     let gw = gateway_over(&cluster).await;
     let c = gw.client();
-    let chat = new_chat(&c).await;
+    let chat = c.request_chat_retrying("Ann").await;
     let r = c.op(&chat, "SendMessage", json!({"text": "before"})).await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
 
@@ -106,7 +76,7 @@ async fn a_redis_outage_is_statuscode_1_at_once_without_moves_and_ends_with_redi
     let r = c.op(&chat, "SendMessage", json!({"text": "after"})).await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
     // Nothing of the outage was half-applied.
-    assert_eq!(customer_texts(&c, &chat).await, ["before", "after"]);
+    assert_eq!(c.customer_texts(&chat).await, ["before", "after"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +84,7 @@ async fn a_frozen_instance_wakes_to_a_moved_chat_and_nothing_acknowledged_is_los
     let mut cluster = Cluster::start(&["1", "2"]);
     let gw = gateway_over(&cluster).await;
     let c = gw.client();
-    let old = new_chat(&c).await;
+    let old = c.request_chat_retrying("Ann").await;
     let r = c.op(&old, "SendMessage", json!({"text": "before"})).await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
 
@@ -155,7 +125,7 @@ async fn a_frozen_instance_wakes_to_a_moved_chat_and_nothing_acknowledged_is_los
         ..old.clone()
     };
     assert_eq!(
-        customer_texts(&c, &now).await,
+        c.customer_texts(&now).await,
         ["before", "after 1", "after 2", "from a stale alias"],
         "nothing acknowledged lost, the queued message never applied"
     );

@@ -222,13 +222,7 @@ impl Customer {
         eventually("a new chat", PATIENCE, || async {
             let r = self.post("/api/v2/chats", &body).await?;
             match r.status_code() {
-                0 => Some(Chat {
-                    chat_id: r.body["chatId"].as_str().unwrap().into(),
-                    user_id: r.body["userId"].as_str().unwrap().into(),
-                    secure_key: r.body["secureKey"].as_str().unwrap().into(),
-                    alias: r.body["alias"].as_str().unwrap().into(),
-                    tenant: "Environment".into(),
-                }),
+                0 => Some(Chat::created(&r)),
                 1 => None,
                 _ => panic!("request chat refused: {:#}", r.body),
             }

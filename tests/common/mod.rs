@@ -338,6 +338,17 @@ pub struct Chat {
 }
 
 impl Chat {
+    /// The chat a Request Chat reply with statusCode 0 created.
+    pub fn created(r: &Reply) -> Chat {
+        Chat {
+            chat_id: r.body["chatId"].as_str().unwrap().into(),
+            user_id: r.body["userId"].as_str().unwrap().into(),
+            secure_key: r.body["secureKey"].as_str().unwrap().into(),
+            alias: r.body["alias"].as_str().unwrap().into(),
+            tenant: r.body["tenantName"].as_str().unwrap().into(),
+        }
+    }
+
     pub fn credentials(&self) -> Value {
         json!({"userId": self.user_id, "secureKey": self.secure_key,
                "alias": self.alias, "tenantName": self.tenant})
@@ -363,20 +374,42 @@ impl Client {
     }
 
     pub async fn request_chat(&self, nickname: &str) -> Chat {
-        let r = self
-            .post(
-                "/api/v2/chats",
-                json!({"tenantName": "Environment", "nickname": nickname}),
-            )
-            .await;
+        let r = self.post_request_chat(nickname).await;
         assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
-        Chat {
-            chat_id: r.body["chatId"].as_str().unwrap().into(),
-            user_id: r.body["userId"].as_str().unwrap().into(),
-            secure_key: r.body["secureKey"].as_str().unwrap().into(),
-            alias: r.body["alias"].as_str().unwrap().into(),
-            tenant: "Environment".into(),
-        }
+        Chat::created(&r)
+    }
+
+    /// Requests a chat, retrying statusCode 1 (a gateway whose chat servers are still being
+    /// connected to, or a fault the test is recovering from).
+    pub async fn request_chat_retrying(&self, nickname: &str) -> Chat {
+        eventually("a new chat", Duration::from_secs(30), || async {
+            let r = self.post_request_chat(nickname).await;
+            match r.status_code() {
+                0 => Some(Chat::created(&r)),
+                1 => None,
+                _ => panic!("request chat refused: {:#}", r.body),
+            }
+        })
+        .await
+    }
+
+    async fn post_request_chat(&self, nickname: &str) -> Reply {
+        self.post(
+            "/api/v2/chats",
+            json!({"tenantName": "Environment", "nickname": nickname}),
+        )
+        .await
+    }
+
+    /// The texts of the customer's messages in the chat's transcript from position 1.
+    pub async fn customer_texts(&self, chat: &Chat) -> Vec<String> {
+        let r = self.messages(chat, Some(1)).await;
+        assert_eq!(r.status_code(), 0, "{:#}", r.body);
+        r.messages()
+            .iter()
+            .filter(|m| m["type"] == "Message" && m["from"]["type"] == "Client")
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect()
     }
 
     /// An operation on the chat: `extra` fields are merged with the credentials.
