@@ -10,45 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{self, Cluster, GatewayProcess, Scratch, FAST};
-use common::{eventually, gateway, Chat, Client, Reply, TestGateway};
+use common::{eventually, gateway, Chat, Client};
 use serde_json::{json, Value};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// A gateway over the cluster's instances (all of them when `aliases` is empty).
-async fn gateway_over(cluster: &Cluster, aliases: &[&str], extra: &str) -> TestGateway {
-    let gw = gateway()
-        .aliases(&[])
-        .toml(&cluster.instances(aliases))
-        .toml(FAST)
-        .toml(extra)
-        .start()
-        .await;
-    all_accepting(&gw).await;
-    gw
-}
-
-/// Waits until every instance of the table has connected and takes chats.
-async fn all_accepting(gw: &TestGateway) {
-    eventually("every instance accepting", PATIENCE, || async {
-        gw.gateway
-            .router()
-            .instances()
-            .iter()
-            .all(|i| i.backend.load().accepting && i.health.is_up())
-            .then_some(())
-    })
-    .await;
-}
-
-fn alias_of(r: &Reply) -> String {
-    r.body["alias"].as_str().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_chats_spread_evenly_over_three_instances() {
     let cluster = Cluster::start(&["1", "2", "3"]);
-    let gw = gateway_over(&cluster, &[], "").await;
+    let gw = cluster.gateway(&[], "").await;
     let c = gw.client();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for i in 0..300 {
@@ -88,7 +58,7 @@ async fn chatter(
         let r = c.op(&chat, "SendMessage", json!({ "text": text })).await;
         match r.status_code() {
             0 => {
-                chat.alias = alias_of(&r);
+                chat.alias = r.alias();
                 acked.push(text);
                 acked_total.fetch_add(1, Ordering::Relaxed);
             }
@@ -98,7 +68,7 @@ async fn chatter(
         // A poll between messages, as widgets do; its alias is the newest too.
         let r = c.messages(&chat, None).await;
         if r.status_code() == 0 {
-            chat.alias = alias_of(&r);
+            chat.alias = r.alias();
         }
     }
     Chatter {
@@ -111,7 +81,7 @@ async fn chatter(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chats_survive_a_kill_9_and_the_instance_comes_back() {
     let mut cluster = Cluster::start(&["1", "2", "3"]);
-    let gw = gateway_over(&cluster, &[], "").await;
+    let gw = cluster.gateway(&[], "").await;
     let c = gw.client();
     let mut chats = Vec::new();
     for i in 0..50 {
@@ -160,7 +130,7 @@ async fn chats_survive_a_kill_9_and_the_instance_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_keeps_existing_chats_and_maint_moves_them() {
     let cluster = Cluster::start(&["1", "2", "3"]);
-    let gw = gateway_over(&cluster, &[], "").await;
+    let gw = cluster.gateway(&[], "").await;
     let admin = cluster::serve_admin(Arc::clone(&gw.gateway)).await;
     let c = gw.client();
 
@@ -191,7 +161,7 @@ async fn drain_keeps_existing_chats_and_maint_moves_them() {
         let r = c
             .op(chat, "SendMessage", json!({"text": "still here"}))
             .await;
-        assert_eq!((r.status_code(), alias_of(&r)), (0, drained.clone()));
+        assert_eq!((r.status_code(), r.alias()), (0, drained.clone()));
     }
 
     let (status, body) = cluster::set_state(&admin, &drained, "maint").await;
@@ -199,8 +169,8 @@ async fn drain_keeps_existing_chats_and_maint_moves_them() {
     for chat in &mut mine {
         let r = c.op(chat, "SendMessage", json!({"text": "moved"})).await;
         assert_eq!(r.status_code(), 0, "{:#}", r.body);
-        assert_ne!(alias_of(&r), drained, "maint moves the chat");
-        chat.alias = alias_of(&r);
+        assert_ne!(r.alias(), drained, "maint moves the chat");
+        chat.alias = r.alias();
         let texts = c.customer_texts(chat).await;
         assert_eq!(texts, ["still here", "moved"]);
     }
@@ -232,7 +202,7 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
     let path = scratch.0.join("gateway.toml");
     std::fs::write(&path, &text).unwrap();
     let gw = builder.start().await;
-    all_accepting(&gw).await;
+    cluster::all_accepting(&gw).await;
 
     // A bad file is refused with the key named, and the running table stays.
     let bad = scratch.0.join("bad.toml");
@@ -320,7 +290,7 @@ async fn a_reload_adds_a_fourth_instance_under_load() {
     .await;
     let r = c.op(&on_1, "SendMessage", json!({"text": "after"})).await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
-    on_1.alias = alias_of(&r);
+    on_1.alias = r.alias();
     assert_ne!(on_1.alias, "1");
     assert_eq!(c.customer_texts(&on_1).await, ["before", "after"]);
 
@@ -368,7 +338,7 @@ async fn two_gateway_processes_serve_the_same_chats() {
             let r = c.op(&chat, "SendMessage", json!({ "text": text })).await;
             match r.status_code() {
                 0 => Some(Chat {
-                    alias: alias_of(&r),
+                    alias: r.alias(),
                     ..chat.clone()
                 }),
                 1 => None,
@@ -458,7 +428,7 @@ async fn reload_applies_changed_states_and_mock_chats_cannot_move() {
         .assert_error(503, 1, 600);
     cluster::set_state(&admin, "118", "ready").await;
     let r = c.op(&chat, "SendMessage", json!({"text": "hi"})).await;
-    assert_eq!((r.status_code(), alias_of(&r)), (0, "118".to_string()));
+    assert_eq!((r.status_code(), r.alias()), (0, "118".to_string()));
 
     // A gateway without admin.token refuses every admin request.
     let plain = gateway().start().await;
@@ -537,18 +507,18 @@ async fn what_is_moved_after_a_failure_and_what_is_not() {
     assert_eq!((count(&a), count(&b)), ((1, 0), (0, 0)));
     // A poll is safe to run again: moved at once.
     let r = c.messages(&chat, None).await;
-    assert_eq!((r.status_code(), alias_of(&r)), (0, "B".to_string()));
+    assert_eq!((r.status_code(), r.alias()), (0, "B".to_string()));
     assert_eq!((count(&a), count(&b)), ((2, 0), (1, 1)));
 
     // Refused at connect: cannot have arrived, so even a message moves at once.
     a.refresh
         .always(Some(Err(BackendError::Unreachable("refused".into()))));
     let r = c.op(&chat, "SendMessage", json!({"text": "moved"})).await;
-    assert_eq!((r.status_code(), alias_of(&r)), (0, "B".to_string()));
+    assert_eq!((r.status_code(), r.alias()), (0, "B".to_string()));
     assert_eq!((count(&a), count(&b)), ((3, 0), (2, 2)));
     // A is down now: a request with its alias goes straight to B.
     let r = c.op(&chat, "SendMessage", json!({"text": "again"})).await;
-    assert_eq!((r.status_code(), alias_of(&r)), (0, "B".to_string()));
+    assert_eq!((r.status_code(), r.alias()), (0, "B".to_string()));
     assert_eq!((count(&a), count(&b)), ((3, 0), (3, 3)));
 
     // An alias never configured is not a failover.

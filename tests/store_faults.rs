@@ -8,39 +8,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, FAST};
-use common::{eventually, gateway, Chat, Reply, TestGateway};
+use common::cluster::Cluster;
+use common::{eventually, Chat};
 use serde_json::json;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn gateway_over(cluster: &Cluster) -> TestGateway {
-    let gw = gateway()
-        .aliases(&[])
-        .toml(&cluster.instances(&[]))
-        .toml(FAST)
-        .start()
-        .await;
-    eventually("every instance accepting", PATIENCE, || async {
-        gw.gateway
-            .router()
-            .instances()
-            .iter()
-            .all(|i| i.backend.load().accepting && i.health.is_up())
-            .then_some(())
-    })
-    .await;
-    gw
-}
-
-fn alias_of(r: &Reply) -> String {
-    r.body["alias"].as_str().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_is_statuscode_1_at_once_without_moves_and_ends_with_redis() {
     let mut cluster = Cluster::start(&["1", "2"]);
-    let gw = gateway_over(&cluster).await;
+    let gw = cluster.gateway(&[], "").await;
     let c = gw.client();
     let chat = c.request_chat_retrying("Ann").await;
     let r = c.op(&chat, "SendMessage", json!({"text": "before"})).await;
@@ -72,7 +49,7 @@ async fn a_redis_outage_is_statuscode_1_at_once_without_moves_and_ends_with_redi
         "the chat worked again {:.2} s after Redis restarted",
         back.elapsed().as_secs_f64()
     );
-    assert_eq!(alias_of(&r), chat.alias, "the chat did not move");
+    assert_eq!(r.alias(), chat.alias, "the chat did not move");
     let r = c.op(&chat, "SendMessage", json!({"text": "after"})).await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
     // Nothing of the outage was half-applied.
@@ -82,7 +59,7 @@ async fn a_redis_outage_is_statuscode_1_at_once_without_moves_and_ends_with_redi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_instance_wakes_to_a_moved_chat_and_nothing_acknowledged_is_lost() {
     let mut cluster = Cluster::start(&["1", "2"]);
-    let gw = gateway_over(&cluster).await;
+    let gw = cluster.gateway(&[], "").await;
     let c = gw.client();
     let old = c.request_chat_retrying("Ann").await;
     let r = c.op(&old, "SendMessage", json!({"text": "before"})).await;
@@ -95,8 +72,8 @@ async fn a_frozen_instance_wakes_to_a_moved_chat_and_nothing_acknowledged_is_los
     // The chat moves (a poll is safe to run elsewhere) and carries on.
     let moved = eventually("the chat moved", PATIENCE, || async {
         let r = c.messages(&old, None).await;
-        (r.status_code() == 0 && alias_of(&r) != old.alias).then(|| Chat {
-            alias: alias_of(&r),
+        (r.status_code() == 0 && r.alias() != old.alias).then(|| Chat {
+            alias: r.alias(),
             ..old.clone()
         })
     })
@@ -119,9 +96,9 @@ async fn a_frozen_instance_wakes_to_a_moved_chat_and_nothing_acknowledged_is_los
         .op(&old, "SendMessage", json!({"text": "from a stale alias"}))
         .await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
-    assert_eq!(alias_of(&r), old.alias, "reloaded where its alias points");
+    assert_eq!(r.alias(), old.alias, "reloaded where its alias points");
     let now = Chat {
-        alias: alias_of(&r),
+        alias: r.alias(),
         ..old.clone()
     };
     assert_eq!(

@@ -26,6 +26,20 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// An in-process gateway over the cluster's instances (all of them when `aliases` is
+    /// empty), with fast health checks and `extra` config, once every instance takes chats.
+    pub async fn gateway(&self, aliases: &[&str], extra: &str) -> super::TestGateway {
+        let gw = super::gateway()
+            .aliases(&[])
+            .toml(&self.instances(aliases))
+            .toml(FAST)
+            .toml(extra)
+            .start()
+            .await;
+        all_accepting(&gw).await;
+        gw
+    }
+
     /// One server per alias. Without Redis installed the test fails, saying how to install it.
     pub fn start(aliases: &[&str]) -> Cluster {
         let redis = Redis::start();
@@ -202,4 +216,21 @@ pub fn replace_file(path: &Path, text: &str) {
     let next = path.with_extension("next");
     std::fs::write(&next, text).unwrap();
     std::fs::rename(&next, path).unwrap();
+}
+
+/// Waits until every instance of the gateway's table has connected and takes chats.
+pub async fn all_accepting(gw: &super::TestGateway) {
+    super::eventually(
+        "every instance accepting",
+        std::time::Duration::from_secs(30),
+        || async {
+            gw.gateway
+                .router()
+                .instances()
+                .iter()
+                .all(|i| i.backend.load().accepting && i.health.is_up())
+                .then_some(())
+        },
+    )
+    .await;
 }

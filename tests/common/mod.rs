@@ -275,6 +275,11 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The alias the reply names: the instance the client talks to from now on.
+    pub fn alias(&self) -> String {
+        self.body["alias"].as_str().unwrap().to_string()
+    }
+
     /// Reads a reply, asserting it is JSON (as every gateway reply must be).
     pub async fn read(resp: reqwest::Response) -> Reply {
         let http = resp.status().as_u16();
