@@ -4,13 +4,14 @@
 //! store; while Redis is down nothing is half-applied and calls fail with the store's own
 //! retryable error, and service returns within seconds of Redis returning.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use backend_api::{Action, BackendError, ChatBackend, ChatRef, NewChat, Refresh, Transcript};
+use backend_api::{BackendError, ChatBackend, ChatRef, NewChat};
 use backend_tcp::{TcpBackend, TcpConfig};
+use support::{connected, poll, say, PATIENCE};
 use testkit::{eventually, ChatServer, Redis};
-
-const PATIENCE: Duration = Duration::from_secs(10);
 
 /// An adapter that gives up on a call after `request_timeout`.
 fn adapter_waiting(server: &ChatServer, request_timeout: Duration) -> TcpBackend {
@@ -27,25 +28,6 @@ fn adapter(server: &ChatServer) -> TcpBackend {
     adapter_waiting(server, Duration::from_millis(500))
 }
 
-fn poll() -> Refresh {
-    Refresh {
-        action: Action::Poll,
-        transcript: Transcript::From(1),
-        details: false,
-    }
-}
-
-fn say(text: &str) -> Refresh {
-    Refresh {
-        action: Action::SendMessage {
-            text: text.into(),
-            message_type: None,
-        },
-        transcript: Transcript::None,
-        details: false,
-    }
-}
-
 fn new_chat() -> NewChat {
     NewChat {
         tenant_name: "Environment".into(),
@@ -53,13 +35,6 @@ fn new_chat() -> NewChat {
         endpoint: "default".into(),
         ..NewChat::default()
     }
-}
-
-async fn connected(backend: &TcpBackend) {
-    eventually("the adapter connected", PATIENCE, || async {
-        backend.is_connected().then_some(())
-    })
-    .await;
 }
 
 /// The customer's messages in a chat's transcript, in order.

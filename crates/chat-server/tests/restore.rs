@@ -2,13 +2,14 @@
 //! SIGKILL mid-chat, and a second instance restores the chat through the TCP adapter's restore
 //! call, with the whole transcript and the same ids.
 
+mod support;
+
 use std::time::Duration;
 
 use backend_api::{Action, BackendError, ChatBackend, ChatRef, NewChat, Refresh, Transcript};
 use backend_tcp::{TcpBackend, TcpConfig};
+use support::{connected, poll, say, PATIENCE};
 use testkit::{eventually, ChatServer, Redis};
-
-const PATIENCE: Duration = Duration::from_secs(10);
 
 fn adapter(server: &ChatServer) -> TcpBackend {
     TcpBackend::new(TcpConfig {
@@ -16,32 +17,6 @@ fn adapter(server: &ChatServer) -> TcpBackend {
         backoff_max: Duration::from_millis(200),
         ..TcpConfig::new(server.addr.to_string())
     })
-}
-
-fn poll() -> Refresh {
-    Refresh {
-        action: Action::Poll,
-        transcript: Transcript::From(1),
-        details: false,
-    }
-}
-
-fn say(text: &str) -> Refresh {
-    Refresh {
-        action: Action::SendMessage {
-            text: text.into(),
-            message_type: None,
-        },
-        transcript: Transcript::From(1),
-        details: false,
-    }
-}
-
-async fn connected(backend: &TcpBackend) {
-    eventually("the adapter connected", PATIENCE, || async {
-        backend.is_connected().then_some(())
-    })
-    .await;
 }
 
 #[tokio::test]
