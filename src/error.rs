@@ -76,6 +76,8 @@ pub enum Error {
     UnknownInstance(String),
     #[error("the body must be {{\"state\": \"ready\" | \"drain\" | \"maint\"}}: {0}")]
     BadAdminState(String),
+    #[error("the e-mail spool's dead-letter folder could not be read or moved: {0}")]
+    AdminEmailSpool(std::io::Error),
     #[error("origin `{0}` is not allowed")]
     OriginNotAllowed(String),
     #[error(transparent)]
@@ -86,6 +88,10 @@ pub enum Error {
     MalformedMultipart(String),
     #[error(transparent)]
     Email(#[from] IntakeError),
+    #[error("too many e-mails from this client address")]
+    EmailRateLimitedClient,
+    #[error("too many e-mails are being sent through this gateway right now")]
+    EmailRateLimitedAll,
 }
 
 /// The wire form of an error, decided in one place.
@@ -126,6 +132,7 @@ impl Error {
             AdminOff => (204, StatusCode::FORBIDDEN, Some("set admin.token to use the instance endpoints")),
             UnknownInstance(_) => (205, StatusCode::NOT_FOUND, Some("see GET /admin/instances")),
             BadAdminState(_) => (206, StatusCode::BAD_REQUEST, None),
+            AdminEmailSpool(_) => (207, StatusCode::SERVICE_UNAVAILABLE, Some("see the gateway's log; check the spool folder's permissions and disk")),
             UnknownAlias(_) => (201, StatusCode::BAD_REQUEST, Some("send the alias of the chat's latest reply")),
             Backend(e) => return backend_wire(e),
             NotMultipart(_) => (
@@ -135,6 +142,8 @@ impl Error {
             ),
             MalformedMultipart(_) => (147, StatusCode::BAD_REQUEST, None),
             Email(e) => email_wire(e),
+            EmailRateLimitedClient => (162, StatusCode::TOO_MANY_REQUESTS, Some("send the e-mail later")),
+            EmailRateLimitedAll => (163, StatusCode::TOO_MANY_REQUESTS, Some("send the e-mail later")),
             NoInstance => (300, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
             CannotMove(_) => (600, StatusCode::SERVICE_UNAVAILABLE, Some("retry later: the chat continues when its instance is back")),
             InstanceDown(_) => (601, StatusCode::SERVICE_UNAVAILABLE, Some("retry the same request later")),
@@ -210,6 +219,17 @@ fn email_wire(e: &IntakeError) -> (u16, StatusCode, Option<&'static str>) {
         IntakeError::MissingField(_) => (140, StatusCode::BAD_REQUEST, None),
         IntakeError::InvalidField { .. } => (141, StatusCode::BAD_REQUEST, None),
         IntakeError::BadAddress(_) => (142, StatusCode::BAD_REQUEST, None),
+        IntakeError::MailboxNotAllowed(_) => (
+            148,
+            StatusCode::FORBIDDEN,
+            Some("leave mailbox out, or name one of the contact center's mailboxes"),
+        ),
+        IntakeError::TextTooLong { .. } => (
+            149,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("send a shorter text; attach longer documents as files"),
+        ),
+        IntakeError::Busy => (161, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
         IntakeError::TooManyFiles { .. } => {
             (143, StatusCode::BAD_REQUEST, Some("send fewer attachments"))
         }

@@ -121,7 +121,7 @@ impl Gateway {
         Ok(Arc::new(Gateway {
             applied: tokio::sync::Mutex::new(config.chat.clone()),
             chats,
-            email: Emails::new(email, tenants),
+            email: Emails::new(email, tenants, config.limits.max_tracked_keys),
             gms: Services::new(config.gms.clone()),
             config: Arc::new(config),
             router,

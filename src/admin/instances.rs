@@ -112,7 +112,11 @@ async fn set_state(
 
 /// Every instance request carries `Authorization: Bearer <admin.token>`; without a token
 /// configured the endpoints are off (unlike `/metrics`: they change routing).
-async fn require_token(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+pub(super) async fn require_token(
+    State(gw): State<Arc<Gateway>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let checked = match gw.config.admin.token.as_ref() {
         None => Err(Error::AdminOff),
         Some(token) => super::check_token(token.expose(), request.headers()),

@@ -7,6 +7,7 @@
 //! and must not reach into request handling.
 
 mod config;
+pub mod emails;
 pub mod instances;
 
 use std::sync::Arc;
@@ -33,7 +34,8 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .route("/readyz", get(health::readyz))
         .fallback(|| async { Failure::from(Error::NotFound) })
         .with_state(Arc::clone(&gw))
-        .merge(instances::routes(gw))
+        .merge(instances::routes(Arc::clone(&gw)))
+        .merge(emails::routes(gw))
 }
 
 /// The routes behind the token; served on the public listener when there is no admin one.

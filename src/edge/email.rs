@@ -8,16 +8,28 @@
 //! anything about an e-mail's content or delivery, and it answers the interactionId only once
 //! the intake has made the e-mail durable. Its body limit is its own (`email.max_size` plus
 //! framing), not the chat routes' `server.max_body_bytes`.
+//!
+//! It also owns the e-mail rate limits (per client address and for all clients together,
+//! `email.per_address_*` and `email.global_*`), checked before a byte of the body is read:
+//! they are what keeps the gateway from being a cheap way to send mail in bulk, whatever
+//! the intake lets through.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use email::{EmailService, Intake, IntakeError, InteractionId, TextField};
+use email::{EmailConfig, EmailService, Intake, IntakeError, InteractionId, TextField};
+use governor::clock::DefaultClock;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use http_body_util::BodyExt;
 
 use super::body::BodyHead;
+use super::limits::{client_key, Keyed};
 use crate::error::Error;
+use crate::telemetry::REFUSALS;
 
 /// Room for the multipart framing (boundaries and part headers) on top of `email.max_size`:
 /// a stream longer than both together is cut off even if its parts are all tiny.
@@ -29,13 +41,73 @@ const FRAMING_ALLOWANCE: u64 = 1024 * 1024;
 pub struct Emails {
     service: EmailService,
     tenants: Arc<[String]>,
+    rates: Arc<Rates>,
+}
+
+/// The e-mail rate limits (GCRA, as the edge's other limits).
+struct Rates {
+    /// E-mails per client address; remembers at most `limits.max_tracked_keys` addresses.
+    per_address: Option<Keyed<IpAddr>>,
+    /// E-mails from all clients together.
+    global: Option<RateLimiter<NotKeyed, InMemoryState, DefaultClock>>,
+}
+
+impl Rates {
+    fn new(config: &EmailConfig, max_tracked: usize) -> Rates {
+        Rates {
+            per_address: hourly(config.per_address_per_hour, config.per_address_burst)
+                .map(|quota| Keyed::new(quota, max_tracked)),
+            global: hourly(config.global_per_hour, config.global_burst).map(RateLimiter::direct),
+        }
+    }
+
+    /// Whether one more e-mail may be received now: the client's address first, so one
+    /// flooding client is refused before it uses up the allowance of everyone.
+    fn check(&self, client: Option<IpAddr>) -> Result<(), Error> {
+        if let (Some(limiter), Some(ip)) = (&self.per_address, client) {
+            if limiter.allow(&ip).is_err() {
+                return Err(Error::EmailRateLimitedClient);
+            }
+        }
+        if let Some(limiter) = &self.global {
+            if limiter.check().is_err() {
+                return Err(Error::EmailRateLimitedAll);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `per_hour` e-mails an hour sustained, `burst` at once; `None` when `per_hour` is 0 (off).
+fn hourly(per_hour: u32, burst: u32) -> Option<Quota> {
+    let burst = std::num::NonZeroU32::new(burst)?;
+    (per_hour > 0)
+        .then(|| Quota::with_period(Duration::from_secs(3600) / per_hour))
+        .flatten()
+        .map(|quota| quota.allow_burst(burst))
+}
+
+/// The `gateway_refusals_total` reason of an e-mail refused by a limit, if it was.
+fn refusal_reason(error: &Error) -> Option<&'static str> {
+    Some(match error {
+        Error::EmailRateLimitedClient => "email_rate_address",
+        Error::EmailRateLimitedAll => "email_rate_global",
+        Error::Email(IntakeError::Busy) => "email_busy",
+        Error::Email(IntakeError::MailboxNotAllowed(_)) => "email_mailbox",
+        Error::Email(IntakeError::TextTooLong { .. }) => "email_text_size",
+        _ => return None,
+    })
 }
 
 impl Emails {
-    pub fn new(service: EmailService, tenants: Vec<String>) -> Emails {
+    /// `max_tracked` bounds the addresses the per-address rate limit remembers
+    /// (`limits.max_tracked_keys`).
+    pub fn new(service: EmailService, tenants: Vec<String>, max_tracked: usize) -> Emails {
+        let rates = Arc::new(Rates::new(service.config(), max_tracked));
         Emails {
             service,
             tenants: tenants.into(),
+            rates,
         }
     }
 
@@ -49,6 +121,21 @@ impl Emails {
     /// `tenantName` field is then ignored. The GMS dialect also allows a form-encoded body
     /// (no files).
     pub async fn accept(&self, req: Request, tenant: Option<&str>) -> Result<InteractionId, Error> {
+        let result = self.receive_request(req, tenant).await;
+        if let Some(reason) = result.as_ref().err().and_then(refusal_reason) {
+            metrics::counter!(REFUSALS, "reason" => reason).increment(1);
+        }
+        let id = result?;
+        tracing::info!(interaction_id = %id, "e-mail accepted");
+        Ok(id)
+    }
+
+    async fn receive_request(
+        &self,
+        req: Request,
+        tenant: Option<&str>,
+    ) -> Result<InteractionId, Error> {
+        self.rates.check(client_key(&req))?;
         let email = &self.service;
         let head = BodyHead::of(&req);
         let stream_limit = email.limits().max_size.saturating_add(FRAMING_ALLOWANCE);
@@ -71,7 +158,6 @@ impl Emails {
             );
             self.receive(multipart, tenant).await?
         };
-        tracing::info!(interaction_id = %id, "e-mail accepted");
         Ok(id)
     }
 

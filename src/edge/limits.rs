@@ -51,8 +51,9 @@ pub struct Guards {
     max_tracked: usize,
 }
 
-/// A keyed limiter with a bound on the keys it remembers.
-struct Keyed<K: Hash + Eq + Clone> {
+/// A keyed limiter with a bound on the keys it remembers (also the e-mail routes' per-address
+/// limit).
+pub(crate) struct Keyed<K: Hash + Eq + Clone> {
     limiter: RateLimiter<K, BoundedStore<K>, DefaultClock>,
     max_tracked: usize,
     /// When the store was last swept because it was full: a sweep walks the whole map, so a
@@ -61,7 +62,7 @@ struct Keyed<K: Hash + Eq + Clone> {
 }
 
 impl<K: Hash + Eq + Clone> Keyed<K> {
-    fn new(quota: Quota, max_tracked: usize) -> Self {
+    pub(crate) fn new(quota: Quota, max_tracked: usize) -> Self {
         let store = BoundedStore {
             map: Mutex::new(HashMap::new()),
             max: max_tracked,
@@ -74,7 +75,7 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
     }
 
     /// Whether `key` may go on, or how long until it may.
-    fn allow(&self, key: &K) -> Result<(), Duration> {
+    pub(crate) fn allow(&self, key: &K) -> Result<(), Duration> {
         if self.limiter.len() >= self.max_tracked {
             if let Some(mut last) = self.last_full_sweep.try_lock() {
                 if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -226,7 +227,7 @@ async fn sweeper(guards: Weak<Guards>) {
 
 /// The client address a limit is keyed on: IPv6 clients by their /64, since one host
 /// usually has a whole /64 to pick addresses from.
-fn client_key(req: &Request) -> Option<IpAddr> {
+pub(crate) fn client_key(req: &Request) -> Option<IpAddr> {
     let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
     Some(match addr.ip() {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

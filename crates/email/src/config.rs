@@ -24,14 +24,41 @@ pub struct EmailConfig {
     /// Allowed attachment extensions, case-insensitive, without the dot. Setting it replaces
     /// the default list rather than extending it, as the reference says.
     pub file_types: Vec<String>,
+    /// Most bytes of `text` (the message body) one e-mail may carry. `text` is held in memory
+    /// until the e-mail is spooled, unlike attachments, so it has a small bound of its own.
+    pub max_text_bytes: u64,
     /// Address e-mails are delivered to when the request names no `mailbox`; when neither is
     /// set the backend's own default applies.
     pub mailbox: Option<String>,
+    /// The contact center's other mailboxes a request's `mailbox` may choose. The default
+    /// mailbox (`mailbox`, else the backend's `default_mailbox`) is always allowed; any other
+    /// address is refused, so the gateway cannot be used to mail anyone else.
+    pub mailboxes: Vec<String>,
+    /// The contact center's address every e-mail is sent from: the SMTP envelope sender
+    /// (`MAIL FROM`) and the `From:` header. The customer's address goes into `Reply-To`.
+    /// When unset, the default mailbox.
+    pub sender: Option<String>,
+    /// E-mails one client address may send per hour (sustained); 0 turns the limit off.
+    pub per_address_per_hour: u32,
+    /// E-mails one client address may send in a burst.
+    pub per_address_burst: u32,
+    /// E-mails all clients together may send per hour (sustained); 0 turns the limit off.
+    pub global_per_hour: u32,
+    /// E-mails all clients together may send in a burst.
+    pub global_burst: u32,
+    /// Most e-mails being received at once; one more is refused (503, retry later) before
+    /// any of its body is read.
+    pub max_concurrent_intakes: usize,
     /// Folder of the spool; created (mode 0700) when missing. Must be on one file system,
     /// since a message becomes visible by a rename.
     pub spool_dir: PathBuf,
-    /// Attempts before an e-mail goes to the dead-letter folder.
-    pub max_attempts: u32,
+    /// How long after acceptance (or a requeue) delivery is retried before an e-mail goes to
+    /// the dead-letter folder, in seconds. Measured from the time stored with the e-mail, so
+    /// restarts do not extend it.
+    pub give_up_after_secs: u64,
+    /// Deliveries under way at once, so one slow message or a server that stalls a
+    /// connection does not hold up the rest of the queue.
+    pub parallel_deliveries: usize,
     /// Wait after the first failed attempt, in milliseconds; doubled after each failure.
     pub backoff_initial_ms: u64,
     /// Longest wait between two attempts, in milliseconds.
@@ -47,10 +74,19 @@ impl Default for EmailConfig {
         EmailConfig {
             max_files: 10,
             max_size: 10 * 1024 * 1024,
+            max_text_bytes: 256 * 1024,
             file_types: DEFAULT_FILE_TYPES.iter().map(|s| s.to_string()).collect(),
             mailbox: None,
+            mailboxes: Vec::new(),
+            sender: None,
+            per_address_per_hour: 30,
+            per_address_burst: 5,
+            global_per_hour: 3_600,
+            global_burst: 100,
+            max_concurrent_intakes: 64,
             spool_dir: PathBuf::from("spool/email"),
-            max_attempts: 10,
+            give_up_after_secs: 4 * 24 * 3600,
+            parallel_deliveries: 4,
             backoff_initial_ms: 1_000,
             backoff_max_ms: 300_000,
             attempt_timeout_secs: 60,
@@ -65,8 +101,38 @@ impl EmailConfig {
         if self.max_size == 0 {
             return Err(Invalid::new("email.max_size", "must be above 0"));
         }
-        if self.max_attempts == 0 {
-            return Err(Invalid::new("email.max_attempts", "must be at least 1"));
+        if self.max_text_bytes == 0 || self.max_text_bytes > self.max_size {
+            return Err(Invalid::new(
+                "email.max_text_bytes",
+                "must be above 0 and at most email.max_size",
+            ));
+        }
+        if self.give_up_after_secs == 0 {
+            return Err(Invalid::new("email.give_up_after_secs", "must be above 0"));
+        }
+        if !(1..=64).contains(&self.parallel_deliveries) {
+            return Err(Invalid::new(
+                "email.parallel_deliveries",
+                "must be between 1 and 64",
+            ));
+        }
+        if self.max_concurrent_intakes == 0 {
+            return Err(Invalid::new(
+                "email.max_concurrent_intakes",
+                "must be at least 1",
+            ));
+        }
+        if self.per_address_per_hour > 0 && self.per_address_burst == 0 {
+            return Err(Invalid::new(
+                "email.per_address_burst",
+                "must be at least 1 while email.per_address_per_hour is set",
+            ));
+        }
+        if self.global_per_hour > 0 && self.global_burst == 0 {
+            return Err(Invalid::new(
+                "email.global_burst",
+                "must be at least 1 while email.global_per_hour is set",
+            ));
         }
         if self.backoff_initial_ms == 0 || self.backoff_max_ms < self.backoff_initial_ms {
             return Err(Invalid::new(
@@ -89,12 +155,13 @@ impl EmailConfig {
             }
         }
         if let Some(mailbox) = &self.mailbox {
-            mailbox.parse::<lettre::Address>().map_err(|e| {
-                Invalid::new(
-                    "email.mailbox",
-                    format!("{mailbox:?} is not an address: {e}"),
-                )
-            })?;
+            address("email.mailbox", mailbox)?;
+        }
+        for mailbox in &self.mailboxes {
+            address("email.mailboxes", mailbox)?;
+        }
+        if let Some(sender) = &self.sender {
+            address("email.sender", sender)?;
         }
         self.backend.validate()
     }
@@ -102,12 +169,41 @@ impl EmailConfig {
     /// The retry policy of the deliverer.
     pub fn retry(&self) -> crate::RetryPolicy {
         crate::RetryPolicy {
-            max_attempts: self.max_attempts,
+            give_up_after: Duration::from_secs(self.give_up_after_secs),
             initial: Duration::from_millis(self.backoff_initial_ms),
             max: Duration::from_millis(self.backoff_max_ms),
             attempt_timeout: Duration::from_secs(self.attempt_timeout_secs),
+            parallel: self.parallel_deliveries,
         }
     }
+
+    /// Where an e-mail goes when the request names no mailbox: `email.mailbox`, else the
+    /// mock or SMTP backend's `default_mailbox`; `None` for the HTTP backend (GMS decides).
+    pub fn default_mailbox(&self) -> Option<&str> {
+        self.mailbox.as_deref().or(match self.backend.kind {
+            BackendKind::Mock => Some(self.backend.mock.default_mailbox.as_str()),
+            BackendKind::Smtp => Some(self.backend.smtp.default_mailbox.as_str()),
+            BackendKind::Http => None,
+        })
+    }
+
+    /// The mailboxes a request may choose: the default one and `email.mailboxes`.
+    pub fn mailbox_policy(&self) -> crate::Mailboxes {
+        crate::Mailboxes::new(self.default_mailbox(), &self.mailboxes)
+    }
+
+    /// The address e-mails are sent from: `email.sender`, else the default mailbox. The HTTP
+    /// backend has neither necessarily: GMS then sends as it is configured to.
+    pub fn sender(&self) -> Option<&str> {
+        self.sender.as_deref().or(self.default_mailbox())
+    }
+}
+
+fn address(key: &str, value: &str) -> Result<(), Invalid> {
+    value
+        .parse::<lettre::Address>()
+        .map(|_| ())
+        .map_err(|e| Invalid::new(key, format!("{value:?} is not an address: {e}")))
 }
 
 /// Which backend delivers, and its settings. Only the chosen kind's table is read.

@@ -3,6 +3,8 @@
 //! Owns the on-disk shape of a message's fields. It must not hold attachment bodies: those stay
 //! in their own files and are read by the backend when it delivers.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 
 /// An accepted e-mail, as written to `meta.json` once every attachment is on disk.
@@ -18,8 +20,9 @@ pub struct Envelope {
     pub from_address: String,
     pub subject: String,
     pub text: String,
-    /// The request's `mailbox`, else the configured `email.mailbox`; `None` leaves the choice
-    /// to the backend.
+    /// The request's `mailbox` (one of the allowed mailboxes, as configured), else the
+    /// configured `email.mailbox`; `None` leaves the choice to the backend. The customer's
+    /// address is never a recipient.
     pub mailbox: Option<String>,
     /// `userData` pairs in the order received (keys may repeat, as in the form).
     pub user_data: Vec<(String, String)>,
@@ -27,6 +30,25 @@ pub struct Envelope {
     /// Milliseconds since the Unix epoch when the gateway accepted it: delivery order on
     /// recovery, and the `Date` header.
     pub accepted_at_ms: u64,
+    /// Milliseconds since the Unix epoch when an operator last requeued it from the
+    /// dead-letter folder: the give-up time counts from here then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeued_at_ms: Option<u64>,
+}
+
+impl Envelope {
+    /// Since when delivery has been tried: acceptance, or the latest requeue.
+    pub fn tried_since_ms(&self) -> u64 {
+        self.requeued_at_ms.unwrap_or(0).max(self.accepted_at_ms)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// One attachment of a spooled e-mail.

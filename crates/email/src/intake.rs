@@ -1,38 +1,50 @@
 //! Intake: the rules an e-mail must pass before it gets an interactionId, applied while its
 //! parts stream into a spool draft.
 //!
-//! Owns the limits (file count, total size, file types), required fields, the address check,
-//! attachment file-name sanitising and content-type derivation, and [`IntakeError`], the one
-//! error type of this boundary. It knows the fields of "Send Email" by meaning
+//! Owns the limits (file count, total size, text size, file types), required fields, the
+//! address check, the mailbox allow-list check, attachment file-name sanitising and
+//! content-type derivation, and [`IntakeError`], the one error type of this boundary. It knows the fields of "Send Email" by meaning
 //! ([`TextField`]), not the multipart wire names or the JSON error shape: the edge maps those.
 //! It must not buffer attachment bodies: every chunk goes to the draft's file as it arrives.
+//! What it does hold in memory (the text fields) is bounded per e-mail by `max_text_bytes`
+//! plus [`MAX_USER_DATA_BYTES`] and a few short fields, and the number of e-mails received at
+//! once by `max_concurrent_intakes` (the permit an [`Intake`] holds).
 
 use std::io;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::EmailConfig;
 use crate::deliverer::DeliveryQueue;
 use crate::envelope::{Attachment, Envelope};
 use crate::id::InteractionId;
+use crate::mailboxes::Mailboxes;
 use crate::spool::{Draft, Spool};
 
 /// Longest attachment name kept (characters); longer names are shortened, keeping the
 /// extension.
 pub const MAX_FILE_NAME_CHARS: usize = 128;
 
+/// Most bytes of `userData` (keys and values, every pair added up) one e-mail may carry: the
+/// pairs are held in memory, like `text`.
+pub const MAX_USER_DATA_BYTES: usize = 64 * 1024;
+
 /// The intake rules, from the `email` config section.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_files: usize,
     pub max_size: u64,
+    /// Longest `text`, in bytes.
+    pub max_text: u64,
     /// Lower-case extensions without the dot.
     pub file_types: Vec<String>,
     /// Configured `email.mailbox`: used when the request has none.
     pub mailbox: Option<String>,
+    /// The mailboxes a request may choose.
+    pub mailboxes: Mailboxes,
 }
 
 impl From<&EmailConfig> for Limits {
@@ -40,12 +52,14 @@ impl From<&EmailConfig> for Limits {
         Limits {
             max_files: config.max_files,
             max_size: config.max_size,
+            max_text: config.max_text_bytes,
             file_types: config
                 .file_types
                 .iter()
                 .map(|e| e.to_ascii_lowercase())
                 .collect(),
             mailbox: config.mailbox.clone(),
+            mailboxes: config.mailbox_policy(),
         }
     }
 }
@@ -62,6 +76,14 @@ pub enum IntakeError {
     },
     #[error("the field {0} is not an e-mail address")]
     BadAddress(&'static str),
+    /// The request's `mailbox` is not one of the contact center's mailboxes.
+    #[error("the mailbox {0:?} is not one of this contact center's mailboxes")]
+    MailboxNotAllowed(String),
+    #[error("the text is longer than {max} bytes")]
+    TextTooLong { max: u64 },
+    /// `max_concurrent_intakes` e-mails are being received already.
+    #[error("too many e-mails are being received right now")]
+    Busy,
     #[error("more than {max} files")]
     TooManyFiles { max: usize },
     #[error("content larger than {max} bytes")]
@@ -103,7 +125,7 @@ impl TextField {
     }
 
     /// Longest value accepted. Single-line fields end up in mail headers, where long lines
-    /// only cause trouble; `text` is bounded by `max_size` alone.
+    /// only cause trouble; `text` has its own limit (`max_text_bytes`).
     fn max_len(self) -> usize {
         match self {
             TextField::FirstName | TextField::LastName | TextField::TenantName => 256,
@@ -117,6 +139,8 @@ impl TextField {
 
 /// One e-mail being received. Dropping it before [`Intake::commit`] leaves nothing on disk.
 pub struct Intake {
+    /// One of the `max_concurrent_intakes` places, given back when the intake ends.
+    _permit: OwnedSemaphorePermit,
     draft: Draft,
     queue: DeliveryQueue,
     limits: Arc<Limits>,
@@ -129,17 +153,21 @@ pub struct Intake {
     text: Option<String>,
     mailbox: Option<String>,
     user_data: Vec<(String, String)>,
+    /// Bytes of `user_data` (keys and values).
+    user_data_bytes: usize,
     attachments: Vec<Attachment>,
 }
 
 impl Intake {
-    /// Opens a spool draft for a new e-mail.
-    pub async fn begin(
+    /// Opens a spool draft for a new e-mail, holding `permit` until the intake ends.
+    pub(crate) async fn begin(
         spool: &Spool,
         limits: Arc<Limits>,
         queue: DeliveryQueue,
+        permit: OwnedSemaphorePermit,
     ) -> Result<Self, IntakeError> {
         Ok(Intake {
+            _permit: permit,
             draft: spool.draft().await?,
             queue,
             limits,
@@ -152,6 +180,7 @@ impl Intake {
             text: None,
             mailbox: None,
             user_data: Vec::new(),
+            user_data_bytes: 0,
             attachments: Vec::new(),
         })
     }
@@ -175,7 +204,13 @@ impl Intake {
         chunk: &[u8],
     ) -> Result<(), IntakeError> {
         self.count(chunk.len())?;
-        if buf.len() + chunk.len() > field.max_len() {
+        if field == TextField::Text {
+            if (buf.len() + chunk.len()) as u64 > self.limits.max_text {
+                return Err(IntakeError::TextTooLong {
+                    max: self.limits.max_text,
+                });
+            }
+        } else if buf.len() + chunk.len() > field.max_len() {
             return Err(IntakeError::InvalidField {
                 field: field.name(),
                 reason: "too long",
@@ -211,6 +246,18 @@ impl Intake {
             // A CR or LF here would end up in a mail header.
             return Err(invalid("contains control characters"));
         }
+        // The mailbox is checked as soon as it arrives, before any attachment is stored.
+        let value = match field {
+            TextField::Mailbox if !value.trim().is_empty() => {
+                let requested = check_address(&value, field)?;
+                self.limits
+                    .mailboxes
+                    .find(&requested)
+                    .ok_or(IntakeError::MailboxNotAllowed(requested.clone()))?
+                    .to_owned()
+            }
+            _ => value,
+        };
         let slot = match field {
             TextField::FirstName => &mut self.first_name,
             TextField::LastName => &mut self.last_name,
@@ -232,6 +279,10 @@ impl Intake {
                     return Err(invalid(
                         "key must be 1 to 64 letters, digits, '-', '_' or '.'",
                     ));
+                }
+                self.user_data_bytes += key.len() + val.len();
+                if self.user_data_bytes > MAX_USER_DATA_BYTES {
+                    return Err(invalid("more than 64 KiB in all"));
                 }
                 self.user_data.push((key.to_owned(), val.to_owned()));
                 return Ok(());
@@ -306,8 +357,9 @@ impl Intake {
         let subject = required(self.subject, TextField::Subject)?;
         let text = required(self.text, TextField::Text)?;
         let from_address = check_address(&from_address, TextField::FromAddress)?;
+        // A mailbox given was replaced by its allowed spelling in `set_text`.
         let mailbox = match self.mailbox.filter(|m| !m.trim().is_empty()) {
-            Some(m) => Some(check_address(&m, TextField::Mailbox)?),
+            Some(m) => Some(m),
             None => self.limits.mailbox.clone(),
         };
         let envelope = Envelope {
@@ -321,10 +373,8 @@ impl Intake {
             mailbox,
             user_data: self.user_data,
             attachments: self.attachments,
-            accepted_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            accepted_at_ms: crate::envelope::now_ms(),
+            requeued_at_ms: None,
         };
         let id = self.draft.commit(&envelope).await?;
         self.queue.push(id.clone());

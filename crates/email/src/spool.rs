@@ -9,6 +9,9 @@
 //! dead/<id>/       given up on: the same files plus reason.txt
 //! ```
 //!
+//! An operator's requeue moves `dead/<id>/` back into `queue/` by one rename, after
+//! `meta.json` was replaced (by a rename) with one that records the requeue time.
+//!
 //! A message becomes visible in `queue/` by one rename of its complete folder, after every file
 //! and the folder itself were fsync'd, and the rename is made durable by an fsync of `queue/`.
 //! So a crash at any moment leaves either nothing in `queue/` or the whole message; whatever
@@ -24,15 +27,26 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::envelope::Envelope;
+use crate::envelope::{now_ms, Envelope};
 use crate::id::InteractionId;
 
 const TMP: &str = "tmp";
 const QUEUE: &str = "queue";
 const DEAD: &str = "dead";
 const META: &str = "meta.json";
+const META_NEW: &str = "meta.json.new";
 const REASON: &str = "reason.txt";
 const SENT_PREFIX: &str = "sent-";
+
+/// A dead-lettered e-mail, as an operator sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: InteractionId,
+    /// Why it was given up (`reason.txt`); empty if that file is missing.
+    pub reason: String,
+    /// When it was accepted (ms since the Unix epoch), if its `meta.json` is readable.
+    pub accepted_at_ms: Option<u64>,
+}
 
 /// Handle on a spool folder; cheap to clone.
 #[derive(Clone, Debug)]
@@ -125,6 +139,59 @@ impl Spool {
             }
             found.sort();
             Ok(found)
+        })
+        .await
+    }
+
+    /// The dead letters with their reasons, oldest first.
+    pub async fn dead_letters(&self) -> io::Result<Vec<DeadLetter>> {
+        let dead = self.root.join(DEAD);
+        let ids = self.dead().await?;
+        blocking(move || {
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                let dir = dead.join(id.as_str());
+                let reason = fs::read_to_string(dir.join(REASON))
+                    .map(|r| r.trim_end().to_owned())
+                    .unwrap_or_default();
+                let accepted_at_ms = fs::read(dir.join(META))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Envelope>(&b).ok())
+                    .map(|e| e.accepted_at_ms);
+                found.push(DeadLetter {
+                    id,
+                    reason,
+                    accepted_at_ms,
+                });
+            }
+            found.sort_by_key(|d| d.accepted_at_ms);
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Moves a dead letter back into the queue, recording the requeue time in its
+    /// `meta.json` (the give-up time counts from it) and dropping `reason.txt`. `NotFound`
+    /// when it is no longer in `dead/`.
+    pub async fn requeue(&self, id: &InteractionId) -> io::Result<()> {
+        let from = self.dead_dir(id);
+        let to = self.queued_dir(id);
+        let queue = self.root.join(QUEUE);
+        let dead = self.root.join(DEAD);
+        blocking(move || {
+            let meta = from.join(META);
+            let mut envelope: Envelope = serde_json::from_slice(&fs::read(&meta)?)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            envelope.requeued_at_ms = Some(now_ms());
+            let bytes = serde_json::to_vec(&envelope)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            write_private_file(&from.join(META_NEW), &bytes)?;
+            fs::rename(from.join(META_NEW), &meta)?;
+            remove_any(&from.join(REASON))?;
+            sync_dir(&from)?;
+            fs::rename(&from, &to)?;
+            sync_dir(&queue)?;
+            sync_dir(&dead)
         })
         .await
     }
@@ -316,6 +383,7 @@ mod tests {
             user_data: vec![],
             attachments: vec![],
             accepted_at_ms: 0,
+            requeued_at_ms: None,
         }
     }
 
@@ -353,6 +421,27 @@ mod tests {
         assert_eq!(spool.dead().await.unwrap(), vec![id.clone()]);
         let reason = fs::read_to_string(spool.dead_dir(&id).join("reason.txt")).unwrap();
         assert_eq!(reason, "no luck\n");
+        let listed = spool.dead_letters().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].id.clone(), listed[0].reason.as_str()),
+            (id.clone(), "no luck")
+        );
+
+        spool.requeue(&id).await.unwrap();
+        assert!(spool.dead().await.unwrap().is_empty());
+        assert_eq!(spool.queued().await.unwrap(), vec![id.clone()]);
+        assert!(!spool.queued_dir(&id).join("reason.txt").exists());
+        let requeued = spool.load(&id).await.unwrap();
+        assert!(requeued.requeued_at_ms.is_some());
+        assert_eq!(requeued.tried_since_ms(), requeued.requeued_at_ms.unwrap());
+        let mode = fs::metadata(spool.queued_dir(&id).join("meta.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let gone = spool.requeue(&id).await.unwrap_err();
+        assert_eq!(gone.kind(), io::ErrorKind::NotFound);
     }
 
     #[tokio::test]

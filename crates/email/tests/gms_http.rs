@@ -83,7 +83,7 @@ fn config(dir: &std::path::Path, base: &str) -> EmailConfig {
         spool_dir: dir.join("spool"),
         backoff_initial_ms: 10,
         backoff_max_ms: 50,
-        max_attempts: 5,
+        mailboxes: vec!["support@company.com".into()],
         ..EmailConfig::default()
     };
     config.backend.kind = BackendKind::Http;

@@ -1,8 +1,10 @@
 //! The RFC 5322 form of a spooled e-mail, shared by the mock and SMTP backends so that what a
 //! test reads from an `.eml` file is what an SMTP server receives.
 //!
-//! Owns the header layout (From the customer, To the mailbox, interactionId in `Message-ID`
-//! and `X-Interaction-Id`, user data as `X-UserData-<key>`) and the MIME body. lettre renders
+//! Owns the header layout (From the contact center's sender address with the customer's name,
+//! Reply-To the customer, To the mailbox, interactionId in `Message-ID` and
+//! `X-Interaction-Id`, user data as `X-UserData-<key>`) and the MIME body, and the SMTP
+//! envelope: from the sender to the mailbox, never from or to an address the client chose. lettre renders
 //! and encodes the headers and the text part; the attachments are base64-encoded here, from
 //! their spool files straight into the writer, so composing never holds an attachment whole.
 //! It must not send anything.
@@ -28,29 +30,39 @@ pub const INTERACTION_ID_HEADER: &str = "X-Interaction-Id";
 /// Input bytes per base64 line: 57 bytes make the 76 characters RFC 2045 allows.
 const LINE_INPUT: usize = 57;
 
-/// Writes the message for `email`, addressed to its mailbox or else `default_mailbox`, into
-/// `out`, reading attachment bodies from `dir`. Returns the SMTP envelope (customer → mailbox).
+/// Writes the message for `email`, addressed to its mailbox or else `default_mailbox` and sent
+/// from `sender`, into `out`, reading attachment bodies from `dir`. Returns the SMTP envelope
+/// (sender → mailbox). The customer's address is only the `Reply-To`.
 pub async fn compose<W: AsyncWrite + Unpin>(
     email: &Envelope,
     dir: &Path,
     default_mailbox: &str,
+    sender: &str,
     out: &mut W,
 ) -> Result<SmtpEnvelope, DeliveryError> {
-    // Addresses were checked at intake; failing here means the spool was edited by hand.
-    let from_address: Address = email
+    // Addresses were checked at intake and config load; failing here means the spool was
+    // edited by hand.
+    let customer: Address = email
         .from_address
         .parse()
         .map_err(|e| DeliveryError::permanent(format!("fromAddress: {e}")))?;
+    let sender: Address = sender
+        .parse()
+        .map_err(|e| DeliveryError::permanent(format!("email.sender {sender:?}: {e}")))?;
     let to = email.mailbox.as_deref().unwrap_or(default_mailbox);
     let to_address: Address = to
         .parse()
         .map_err(|e| DeliveryError::permanent(format!("mailbox {to:?}: {e}")))?;
-    let smtp_envelope = SmtpEnvelope::new(Some(from_address.clone()), vec![to_address.clone()])
+    let smtp_envelope = SmtpEnvelope::new(Some(sender.clone()), vec![to_address.clone()])
         .map_err(|e| DeliveryError::permanent(format!("envelope: {e}")))?;
     let display = format!("{} {}", email.first_name, email.last_name);
 
+    // The customer's name with the contact center's address: mail programs show who wrote,
+    // a reply goes to the customer, and nothing claims to come from the customer's domain
+    // (which its SPF/DMARC would rightly fail).
     let mut builder = Message::builder()
-        .from(Mailbox::new(Some(display), from_address))
+        .from(Mailbox::new(Some(display.clone()), sender))
+        .reply_to(Mailbox::new(Some(display), customer))
         .to(Mailbox::new(None, to_address))
         .subject(email.subject.clone())
         .date(UNIX_EPOCH + Duration::from_millis(email.accepted_at_ms))

@@ -3,6 +3,9 @@
 //!
 //! Owns the GMS field names (those of Web API "Send Email" without `tenantName`) and the
 //! reading of HTTP outcomes as retryable (network, 408, 429, 5xx) or not (other 4xx).
+//! GMS does not relay: it files the e-mail as an inbound interaction, so `fromAddress` is the
+//! customer's (whom the agent answers), and `mailbox` is sent only when the e-mail has one,
+//! which intake and the deliverer have checked against the allow-list.
 //! Attachment bodies are streamed from the spool files, never read whole.
 
 use std::path::Path;

@@ -20,10 +20,16 @@ use crate::envelope::Envelope;
 pub struct MockBackend {
     dir: PathBuf,
     default_mailbox: String,
+    /// `From:` of every message (`email.sender`).
+    sender: String,
 }
 
 impl MockBackend {
-    pub fn new(config: &MockConfig, spool_dir: &Path) -> Result<Self, super::StartError> {
+    pub fn new(
+        config: &MockConfig,
+        spool_dir: &Path,
+        sender: &str,
+    ) -> Result<Self, super::StartError> {
         let dir = config
             .dir
             .clone()
@@ -40,6 +46,7 @@ impl MockBackend {
         Ok(MockBackend {
             dir,
             default_mailbox: config.default_mailbox.clone(),
+            sender: sender.to_owned(),
         })
     }
 }
@@ -66,7 +73,7 @@ impl EmailBackend for MockBackend {
             .await
             .map_err(|e| io("creating the file", e))?;
         let mut out = BufWriter::with_capacity(64 * 1024, file);
-        compose(email, dir, &self.default_mailbox, &mut out).await?;
+        compose(email, dir, &self.default_mailbox, &self.sender, &mut out).await?;
         let file = out.into_inner();
         file.sync_all().await.map_err(|e| io("syncing", e))?;
         drop(file);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::config::{BackendConfig, BackendKind};
+use crate::config::{BackendKind, EmailConfig};
 use crate::envelope::Envelope;
 
 pub use compose::compose;
@@ -100,13 +100,21 @@ async fn open_attachment(
 
 /// Builds the configured backend. `attempt_timeout` bounds each network exchange.
 pub fn from_config(
-    config: &BackendConfig,
-    spool_dir: &Path,
+    config: &EmailConfig,
     attempt_timeout: Duration,
 ) -> Result<Arc<dyn EmailBackend>, StartError> {
-    Ok(match config.kind {
-        BackendKind::Mock => Arc::new(MockBackend::new(&config.mock, spool_dir)?),
-        BackendKind::Smtp => Arc::new(SmtpBackend::new(&config.smtp, attempt_timeout)?),
-        BackendKind::Http => Arc::new(HttpBackend::new(&config.http, attempt_timeout)?),
+    let backend = &config.backend;
+    Ok(match backend.kind {
+        BackendKind::Mock => Arc::new(MockBackend::new(
+            &backend.mock,
+            &config.spool_dir,
+            config.sender().unwrap_or(&backend.mock.default_mailbox),
+        )?),
+        BackendKind::Smtp => Arc::new(SmtpBackend::new(
+            &backend.smtp,
+            config.sender().unwrap_or(&backend.smtp.default_mailbox),
+            attempt_timeout,
+        )?),
+        BackendKind::Http => Arc::new(HttpBackend::new(&backend.http, attempt_timeout)?),
     })
 }

@@ -20,11 +20,17 @@ use crate::envelope::Envelope;
 pub struct SmtpBackend {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     default_mailbox: String,
+    /// The envelope sender and `From:` of every message (`email.sender`).
+    sender: String,
     server: String,
 }
 
 impl SmtpBackend {
-    pub fn new(config: &SmtpConfig, timeout: Duration) -> Result<Self, super::StartError> {
+    pub fn new(
+        config: &SmtpConfig,
+        sender: &str,
+        timeout: Duration,
+    ) -> Result<Self, super::StartError> {
         let tls_parameters =
             || TlsParameters::new(config.host.clone()).map_err(super::StartError::SmtpTls);
         let (tls, default_port) = match config.security {
@@ -45,6 +51,7 @@ impl SmtpBackend {
         Ok(SmtpBackend {
             transport: builder.build(),
             default_mailbox: config.default_mailbox.clone(),
+            sender: sender.to_owned(),
             server: format!("{}:{port}", config.host),
         })
     }
@@ -60,7 +67,14 @@ impl EmailBackend for SmtpBackend {
         // lettre sends from one buffer: the message is in memory once while it is sent
         // (attachments base64-encoded, about 4/3 of `email.max_size` at most).
         let mut message = Vec::new();
-        let envelope = compose(email, dir, &self.default_mailbox, &mut message).await?;
+        let envelope = compose(
+            email,
+            dir,
+            &self.default_mailbox,
+            &self.sender,
+            &mut message,
+        )
+        .await?;
         match self.transport.send_raw(&envelope, &message).await {
             Ok(_) => Ok(()),
             Err(e) => Err(DeliveryError {

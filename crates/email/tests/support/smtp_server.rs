@@ -1,5 +1,6 @@
 //! A real SMTP server for tests: aiosmtpd (Python) in its own process, saving every message it
-//! accepts as a file, refusing recipients whose local part starts with `reject` with a 550.
+//! accepts as a file (and its envelope, `MAIL FROM` and `RCPT TO`, beside it), refusing
+//! recipients whose local part starts with `reject` with a 550.
 //!
 //! Shared by the email tests and the gateway's crash test (included with `#[path]`).
 
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const HANDLER: &str = r#"
-import os, uuid
+import json, os, uuid
 
 class Saver:
     def __init__(self, outdir):
@@ -29,6 +30,8 @@ class Saver:
 
     async def handle_DATA(self, server, session, envelope):
         name = uuid.uuid4().hex
+        with open(os.path.join(self.outdir, name + '.envelope'), 'w') as f:
+            json.dump({'mail_from': envelope.mail_from, 'rcpt_tos': envelope.rcpt_tos}, f)
         tmp = os.path.join(self.outdir, '.' + name)
         with open(tmp, 'wb') as f:
             f.write(envelope.original_content or envelope.content)
@@ -98,6 +101,49 @@ impl SmtpServer {
     pub fn messages(&self) -> Vec<Vec<u8>> {
         received(&self.outdir)
     }
+
+    /// The messages received so far with their SMTP envelopes.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        deliveries(&self.outdir)
+    }
+}
+
+/// One message as the SMTP server received it.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The envelope sender (`MAIL FROM`).
+    pub mail_from: String,
+    /// The envelope recipients (`RCPT TO`).
+    pub rcpt_to: Vec<String>,
+    /// The message, as sent after `DATA`.
+    pub raw: Vec<u8>,
+}
+
+/// The `.eml` files in `dir` with the envelopes saved beside them.
+pub fn deliveries(dir: &Path) -> Vec<Delivery> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "eml") {
+                let envelope: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(path.with_extension("envelope")).unwrap(),
+                )
+                .unwrap();
+                out.push(Delivery {
+                    mail_from: envelope["mail_from"].as_str().unwrap().to_owned(),
+                    rcpt_to: envelope["rcpt_tos"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.as_str().unwrap().to_owned())
+                        .collect(),
+                    raw: std::fs::read(path).unwrap(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The `.eml` files in `dir`, as raw bytes.
