@@ -147,8 +147,10 @@ async fn the_reference_example_is_accepted_and_delivered() {
     assert!(header("Message-ID").contains(&id));
     assert_eq!(header("Subject"), "Hi hello");
     assert_eq!(header("X-Tenant-Name"), "Environment");
+    // Sent from the contact center's address (the default mailbox, as no `email.sender` is
+    // set) in the customer's name; replies go to the customer.
     assert!(
-        header("From").contains("john@doe.com"),
+        header("From").contains("<contact-center@localhost>"),
         "{}",
         header("From")
     );
@@ -156,6 +158,11 @@ async fn the_reference_example_is_accepted_and_delivered() {
         header("From").contains("Name LastName"),
         "{}",
         header("From")
+    );
+    assert!(
+        header("Reply-To").contains("<john@doe.com>"),
+        "{}",
+        header("Reply-To")
     );
     assert!(header("To").contains("contact-center@localhost"));
     assert_eq!(mail.get_body().unwrap().trim_end(), "This is the text");
@@ -166,6 +173,7 @@ async fn the_reference_example_is_accepted_and_delivered() {
 async fn attachments_user_data_and_mailbox_reach_the_backend() {
     let gw = gateway()
         .email("mailbox = \"configured@company.com\"")
+        .email("mailboxes = [\"support@company.com\"]")
         .start()
         .await;
     let pdf: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();

@@ -45,6 +45,8 @@ pub fn gateway() -> GatewayBuilder {
             ("GATEWAY__LIMITS__PER_IP_PER_SECOND", "0"),
             ("GATEWAY__LIMITS__PER_CHAT_PER_SECOND", "0"),
             ("GATEWAY__LIMITS__BAD_CREDENTIALS_BURST", "1000"),
+            ("GATEWAY__EMAIL__PER_ADDRESS_PER_HOUR", "0"),
+            ("GATEWAY__EMAIL__GLOBAL_PER_HOUR", "0"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .to_vec(),

@@ -25,7 +25,8 @@ pub struct EmailConfig {
     /// the default list rather than extending it, as the reference says.
     pub file_types: Vec<String>,
     /// Most bytes of `text` (the message body) one e-mail may carry. `text` is held in memory
-    /// until the e-mail is spooled, unlike attachments, so it has a small bound of its own.
+    /// until the e-mail is spooled, unlike attachments, so it has a small bound of its own
+    /// (`max_size` still bounds the whole e-mail, text included).
     pub max_text_bytes: u64,
     /// Address e-mails are delivered to when the request names no `mailbox`; when neither is
     /// set the backend's own default applies.
@@ -101,11 +102,8 @@ impl EmailConfig {
         if self.max_size == 0 {
             return Err(Invalid::new("email.max_size", "must be above 0"));
         }
-        if self.max_text_bytes == 0 || self.max_text_bytes > self.max_size {
-            return Err(Invalid::new(
-                "email.max_text_bytes",
-                "must be above 0 and at most email.max_size",
-            ));
+        if self.max_text_bytes == 0 {
+            return Err(Invalid::new("email.max_text_bytes", "must be above 0"));
         }
         if self.give_up_after_secs == 0 {
             return Err(Invalid::new("email.give_up_after_secs", "must be above 0"));
