@@ -158,6 +158,7 @@ impl Config {
                     .list_separator(",")
                     .with_list_parse_key("mock.agent_replies")
                     .with_list_parse_key("email.file_types")
+                    .with_list_parse_key("email.mailboxes")
                     .source(Some(env)),
             )
             .build()

@@ -16,6 +16,46 @@ const MINIMAL: &str = r#"
     kind = "mock"
 "#;
 
+/// The e-mail hardening keys (issue 13): read from the file and the environment (the
+/// allow-list as a comma-separated list), and refused with the key named.
+#[test]
+fn email_abuse_keys_are_read_and_checked() {
+    let c = load(
+        &format!("{MINIMAL}\n[email]\nsender = \"web@company.com\"\ngive_up_after_secs = 60\n"),
+        &[
+            (
+                "GATEWAY__EMAIL__MAILBOXES",
+                "sales@company.com,billing@company.com",
+            ),
+            ("GATEWAY__EMAIL__PER_ADDRESS_PER_HOUR", "0"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        c.email.mailboxes,
+        ["sales@company.com", "billing@company.com"]
+    );
+    assert_eq!(c.email.sender.as_deref(), Some("web@company.com"));
+    assert_eq!(c.email.per_address_per_hour, 0);
+    assert_eq!(c.email.give_up_after_secs, 60);
+    assert!(c.email.mailbox_policy().allows("billing@company.com"));
+    assert!(c.email.mailbox_policy().allows("contact-center@localhost"));
+    for (toml, key) in [
+        ("mailboxes = [\"not an address\"]", "email.mailboxes"),
+        ("sender = \"x\"", "email.sender"),
+        ("max_text_bytes = 0", "email.max_text_bytes"),
+        ("give_up_after_secs = 0", "email.give_up_after_secs"),
+        ("parallel_deliveries = 0", "email.parallel_deliveries"),
+        ("max_concurrent_intakes = 0", "email.max_concurrent_intakes"),
+        ("per_address_burst = 0", "email.per_address_burst"),
+        ("global_burst = 0", "email.global_burst"),
+        ("max_attempts = 10", "max_attempts"),
+    ] {
+        let e = load(&format!("{MINIMAL}\n[email]\n{toml}\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains(key), "{toml}: {e}");
+    }
+}
+
 #[test]
 fn repository_default_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml");
