@@ -253,7 +253,7 @@ impl Intake {
                 self.limits
                     .mailboxes
                     .find(&requested)
-                    .ok_or(IntakeError::MailboxNotAllowed(requested.clone()))?
+                    .ok_or_else(|| IntakeError::MailboxNotAllowed(requested.clone()))?
                     .to_owned()
             }
             _ => value,
