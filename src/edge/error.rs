@@ -88,9 +88,21 @@ impl Failure {
         let wire = self.error.wire();
         let message = self.error.client_message();
         // Limits (codes 400-449) refuse floods: counted in metrics, not logged one by one.
+        // A retryable failure (a backend down, every instance full) can come as a flood too:
+        // its cause is worth a WARN, but one a second per code, not one per request.
         if wire.status_code == 1 && wire.code < 400 {
-            // The cause (a backend's own words) is for operators only.
-            tracing::warn!(code = wire.code, cause = %self.error, "request failed, retryable");
+            match crate::telemetry::sample::sampled(wire.code) {
+                // The cause (a backend's own words) is for operators only.
+                Some(suppressed) => tracing::warn!(
+                    code = wire.code,
+                    cause = %self.error,
+                    suppressed,
+                    "request failed, retryable"
+                ),
+                None => {
+                    tracing::debug!(code = wire.code, cause = %self.error, "request failed, retryable")
+                }
+            }
         } else {
             tracing::debug!(code = wire.code, cause = %self.error, "request refused");
         }

@@ -70,6 +70,9 @@ impl Services {
     }
 }
 
+/// The route that starts a chat (`POST`), for the per-address limit on new chats.
+pub const REQUEST_CHAT_ROUTE: &str = "/genesys/2/chat/{service}";
+
 /// The GMS routes (merged into the public application by `edge::routes`).
 pub fn routes<S>() -> Router<S>
 where
@@ -80,7 +83,7 @@ where
 {
     const CHAT: &str = "/genesys/2/chat/{service}/{chat_id}";
     Router::new()
-        .route("/genesys/2/chat/{service}", post(request_chat))
+        .route(REQUEST_CHAT_ROUTE, post(request_chat))
         .route(&format!("{CHAT}/{{op}}"), post(chat_operation))
         .route(&format!("{CHAT}/file/limits"), post(file_limits))
         .route(&format!("{CHAT}/file"), post(file_upload))
