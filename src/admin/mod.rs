@@ -34,6 +34,7 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .fallback(|| async { Failure::from(Error::NotFound) })
         .with_state(Arc::clone(&gw))
         .merge(instances::routes(gw))
+        .layer(axum::middleware::from_fn(crate::edge::layers::nosniff))
 }
 
 /// The routes behind the token; served on the public listener when there is no admin one.
