@@ -28,9 +28,9 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
@@ -243,12 +243,9 @@ impl Connections {
             Some(per_address) => match per_address.try_acquire(remote.ip()) {
                 Some(permit) => Some(permit),
                 None => {
-                    return self.refuse(
-                        io,
-                        overflow,
-                        "connections_ip",
-                        || Error::TooManyConnectionsFromClient,
-                    )
+                    return self.refuse(io, overflow, "connections_ip", || {
+                        Error::TooManyConnectionsFromClient
+                    })
                 }
             },
             None => None,
@@ -305,20 +302,18 @@ impl Connections {
             return;
         };
         // One reply, then the connection closes.
-        let service = tower::service_fn(move |_req: hyper::Request<Incoming>| {
-            async move {
-                let mut response: Response = Failure::from(error()).into_response();
-                let headers = response.headers_mut();
-                headers.insert(
-                    hyper::header::CONNECTION,
-                    hyper::header::HeaderValue::from_static("close"),
-                );
-                headers.insert(
-                    hyper::header::X_CONTENT_TYPE_OPTIONS,
-                    hyper::header::HeaderValue::from_static("nosniff"),
-                );
-                Ok::<_, std::convert::Infallible>(response)
-            }
+        let service = tower::service_fn(move |_req: hyper::Request<Incoming>| async move {
+            let mut response: Response = Failure::from(error()).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            headers.insert(
+                hyper::header::X_CONTENT_TYPE_OPTIONS,
+                hyper::header::HeaderValue::from_static("nosniff"),
+            );
+            Ok::<_, std::convert::Infallible>(response)
         });
         let conn = self
             .http

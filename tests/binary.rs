@@ -139,14 +139,16 @@ fn start_binary_with(envs: &[(&str, &str)], customize: impl FnOnce(&mut Command)
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let field = |line: &str, name: &str| {
         let i = line.find(name)?;
-        Some(line[i + name.len()..].split_whitespace().next()?.to_string())
+        Some(
+            line[i + name.len()..]
+                .split_whitespace()
+                .next()?
+                .to_string(),
+        )
     };
     let mut before = Vec::new();
     let (addr, admin) = loop {
-        let line = lines
-            .next()
-            .expect("the listening line")
-            .unwrap();
+        let line = lines.next().expect("the listening line").unwrap();
         if let Some(addr) = field(&line, " addr=") {
             break (addr, field(&line, " admin=").unwrap_or_default());
         }
@@ -276,7 +278,10 @@ fn a_flood_of_refusals_is_counted_one_by_one_and_logged_a_few_lines_a_second() {
         assert!(reply.contains(r#""code":300"#), "{reply}");
         unavailable += usize::from(status == 503);
     }
-    let messages = format!("/api/v2/chats/{}/messages", chat["chatId"].as_str().unwrap());
+    let messages = format!(
+        "/api/v2/chats/{}/messages",
+        chat["chatId"].as_str().unwrap()
+    );
     let credentials = serde_json::json!({
         "userId": chat["userId"], "secureKey": chat["secureKey"],
         "alias": chat["alias"], "tenantName": "Environment",
@@ -314,10 +319,7 @@ fn a_flood_of_refusals_is_counted_one_by_one_and_logged_a_few_lines_a_second() {
         .iter()
         .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR "))
         .collect();
-    assert!(
-        !shown.iter().any(|l| l.contains(" ERROR ")),
-        "{shown:#?}"
-    );
+    assert!(!shown.iter().any(|l| l.contains(" ERROR ")), "{shown:#?}");
     let bound = 2 * (elapsed.as_secs() as usize + 2);
     assert!(
         shown.len() <= bound,
@@ -370,13 +372,13 @@ fn start_with_open_files(soft: u64, hard: u64, envs: &[(&str, &str)]) -> (Vec<St
 fn the_open_files_limit_is_raised_for_the_cap_or_the_cap_lowered_to_fit() {
     let headroom = webapi_gateway::server::OPEN_FILES_HEADROOM;
     // Room under the hard limit: the soft limit is raised as far as the cap needs.
-    let (log, open_files) = start_with_open_files(
-        256,
-        4096,
-        &[("GATEWAY__LIMITS__MAX_CONNECTIONS", "1000")],
-    );
+    let (log, open_files) =
+        start_with_open_files(256, 4096, &[("GATEWAY__LIMITS__MAX_CONNECTIONS", "1000")]);
     assert_eq!(open_files, format!("{} 4096", 1000 + headroom), "{log:#?}");
-    assert!(log.iter().any(|l| l.contains("open-files limit raised")), "{log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("open-files limit raised")),
+        "{log:#?}"
+    );
     assert!(!log.iter().any(|l| l.contains("lowered")), "{log:#?}");
     // The default cap (10 000) does not fit a hard limit of 1024: raised to 1024, and the
     // cap lowered to what fits, with a warning naming the key.
@@ -384,8 +386,9 @@ fn the_open_files_limit_is_raised_for_the_cap_or_the_cap_lowered_to_fit() {
     assert_eq!(open_files, "1024 1024");
     let expected = format!("max_connections={}", 1024 - headroom);
     assert!(
-        log.iter()
-            .any(|l| l.contains(" WARN ") && l.contains("limits.max_connections lowered") && l.contains(&expected)),
+        log.iter().any(|l| l.contains(" WARN ")
+            && l.contains("limits.max_connections lowered")
+            && l.contains(&expected)),
         "{expected} in {log:#?}"
     );
 }

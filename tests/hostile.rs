@@ -36,7 +36,10 @@ fn addr(gw: &TestGateway) -> SocketAddr {
 async fn connect_from(gw: &TestGateway, last: u8) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket
-        .bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), 0))
+        .bind(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
+            0,
+        ))
         .unwrap();
     socket.connect(addr(gw)).await.unwrap()
 }
@@ -129,7 +132,12 @@ async fn trickled_bodies_get_408_in_every_reader_while_others_are_served() {
             &nickname
         ),
         trickle(&gw, "/api/v2/emails", multipart, &text),
-        trickle(&gw, "/genesys/2/email/customer-support", form, "firstName=a"),
+        trickle(
+            &gw,
+            "/genesys/2/email/customer-support",
+            form,
+            "firstName=a"
+        ),
         async {
             // Meanwhile a client that sends its body at once is served.
             gw.client().request_chat("legit").await;
@@ -145,7 +153,11 @@ async fn trickled_bodies_get_408_in_every_reader_while_others_are_served() {
         assert!(reply.starts_with("HTTP/1.1 408"), "{what}: {reply}");
         assert!(reply.contains(r#""code":412"#), "{what}: {reply}");
         assert!(reply.contains("too slowly"), "{what}: {reply}");
-        assert_eq!(reply.contains(r#""chatEnded":false"#), gms, "{what}: {reply}");
+        assert_eq!(
+            reply.contains(r#""chatEnded":false"#),
+            gms,
+            "{what}: {reply}"
+        );
     }
     // Nothing of the trickled e-mails was kept.
     let spool = gw.gateway.email().spool();
@@ -201,7 +213,8 @@ async fn a_slow_steady_body_passes_the_grace_but_not_the_cap() {
     let gw = paced().start().await;
     // 4000 bytes/s, four times the minimum, for about 0.8 s: past the 400 ms grace.
     let pad = "x".repeat(3000);
-    let body = format!(r#"{{"tenantName":"Environment","nickname":"slow","userData":{{"pad":"{pad}"}}}}"#);
+    let body =
+        format!(r#"{{"tenantName":"Environment","nickname":"slow","userData":{{"pad":"{pad}"}}}}"#);
     let reply = steady(&gw, body.as_bytes(), body.len(), 400).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     // The same pace for a body that would take 15 s: cut off at the 2 s cap.
@@ -292,7 +305,9 @@ async fn full_instances_keep_the_gateway_ready_and_their_chats_served() {
     }
     for (last, chat) in &chats {
         let c = client_from(&gw, *last);
-        let r = c.op(chat, "SendMessage", json!({"text": "still here"})).await;
+        let r = c
+            .op(chat, "SendMessage", json!({"text": "still here"}))
+            .await;
         assert_eq!(r.status_code(), 0, "{}", r.body);
     }
     // Fullness is reported where an operator looks.

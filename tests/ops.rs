@@ -602,7 +602,10 @@ async fn every_reply_says_nosniff() {
     let mut replies = vec![
         http.post(&chats).body(body).send().await.unwrap(),
         http.post(&chats).body("{").send().await.unwrap(),
-        http.get(format!("{}/nowhere", gw.base)).send().await.unwrap(),
+        http.get(format!("{}/nowhere", gw.base))
+            .send()
+            .await
+            .unwrap(),
         http.request(reqwest::Method::OPTIONS, &chats)
             .header("origin", "https://shop.example.com")
             .header("access-control-request-method", "POST")
@@ -615,8 +618,14 @@ async fn every_reply_says_nosniff() {
             .send()
             .await
             .unwrap(),
-        http.get(format!("{}/metrics", gw.admin)).send().await.unwrap(),
-        http.get(format!("{}/admin/instances", gw.admin)).send().await.unwrap(),
+        http.get(format!("{}/metrics", gw.admin))
+            .send()
+            .await
+            .unwrap(),
+        http.get(format!("{}/admin/instances", gw.admin))
+            .send()
+            .await
+            .unwrap(),
     ];
     // And a limit's refusal.
     loop {
@@ -628,7 +637,9 @@ async fn every_reply_says_nosniff() {
     }
     for r in replies {
         assert_eq!(
-            r.headers().get("x-content-type-options").map(|v| v.to_str().unwrap()),
+            r.headers()
+                .get("x-content-type-options")
+                .map(|v| v.to_str().unwrap()),
             Some("nosniff"),
             "{} {}",
             r.url(),

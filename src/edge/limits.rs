@@ -292,13 +292,10 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
 /// Whether a request starts a chat (Request Chat, in either dialect).
 fn starts_chat(req: &Request) -> bool {
     req.method() == Method::POST
-        && req
-            .extensions()
-            .get::<MatchedPath>()
-            .is_some_and(|p| {
-                p.as_str() == super::webapi::REQUEST_CHAT_ROUTE
-                    || p.as_str() == super::gms::REQUEST_CHAT_ROUTE
-            })
+        && req.extensions().get::<MatchedPath>().is_some_and(|p| {
+            p.as_str() == super::webapi::REQUEST_CHAT_ROUTE
+                || p.as_str() == super::gms::REQUEST_CHAT_ROUTE
+        })
 }
 
 /// Every request, preflights and requests from refused origins included: header size, then
@@ -398,7 +395,10 @@ mod tests {
             });
             let key = (Box::<str>::from("chat"), IpAddr::from([10, 0, 0, 1]));
             for n in 0..burst {
-                assert!(guards.failed_check(&key), "failure {n} of a burst of {burst}");
+                assert!(
+                    guards.failed_check(&key),
+                    "failure {n} of a burst of {burst}"
+                );
             }
             assert!(!guards.failed_check(&key), "past a burst of {burst}");
             assert!(!guards.failed_check(&key));

@@ -49,7 +49,9 @@ where
             }
             Err(e) => match too_slow(&*e) {
                 Some(slow) => Err(Error::BodyTimeout(slow).into()),
-                None => Err(Error::MalformedJson(format!("the body could not be read: {e}")).into()),
+                None => {
+                    Err(Error::MalformedJson(format!("the body could not be read: {e}")).into())
+                }
             },
         }
     }
