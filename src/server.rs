@@ -38,7 +38,7 @@ use tower::ServiceExt;
 use crate::admin::AdminConfig;
 use crate::edge::Failure;
 use crate::error::Error;
-use crate::telemetry::sample::sampled;
+use crate::telemetry::sample::{sampled, Sample};
 use crate::telemetry::{OPEN_CONNECTIONS, REFUSALS};
 use crate::{app, Gateway};
 
@@ -157,14 +157,11 @@ pub async fn serve_with(
 /// second, not once per failed accept).
 async fn accept_error(e: io::Error) {
     metrics::counter!(REFUSALS, "reason" => "accept_failed").increment(1);
-    if let Some(suppressed) = sampled(ACCEPT_FAILED_SAMPLE) {
+    if let Some(suppressed) = sampled(Sample::Reason("accept_failed")) {
         tracing::warn!(error = %e, suppressed, "accept failed");
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
-
-/// The sampling key of failed accepts (not an error code; outside the code table's range).
-const ACCEPT_FAILED_SAMPLE: u16 = 9001;
 
 /// A listener's connection caps: the whole listener's, and one client address's.
 struct Caps {
@@ -289,11 +286,9 @@ impl Connections {
         error: fn() -> Error,
     ) {
         metrics::counter!(REFUSALS, "reason" => reason).increment(1);
-        let code = error().wire().code;
-        if let Some(suppressed) = sampled(code) {
+        if let Some(suppressed) = sampled(Sample::Reason(reason)) {
             tracing::warn!(
                 reason,
-                code,
                 suppressed,
                 "connection refused: a connection cap is reached"
             );

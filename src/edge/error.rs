@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::wire::json;
 use crate::error::Error;
+use crate::telemetry::sample::{self, Sample};
 use backend_api::BackendError;
 
 /// A refused request: the error, and the chat it was about when there was one.
@@ -91,7 +92,7 @@ impl Failure {
         // A retryable failure (a backend down, every instance full) can come as a flood too:
         // its cause is worth a WARN, but one a second per code, not one per request.
         if wire.status_code == 1 && wire.code < 400 {
-            match crate::telemetry::sample::sampled(wire.code) {
+            match sample::sampled(Sample::Code(wire.code)) {
                 // The cause (a backend's own words) is for operators only.
                 Some(suppressed) => tracing::warn!(
                     code = wire.code,

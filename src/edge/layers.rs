@@ -32,7 +32,7 @@ use tower_http::trace::{OnResponse, TraceLayer};
 use super::body::{BodyPace, Paced};
 use super::error::Outcome;
 use super::{cors, limits};
-use crate::telemetry::sample::sampled;
+use crate::telemetry::sample::{sampled, Sample};
 use crate::telemetry::{route_label, Handles, HTTP_DURATION, HTTP_REQUESTS};
 use crate::Gateway;
 
@@ -136,7 +136,7 @@ impl<B> OnResponse<B> for AccessLog {
             None => tracing::info!(status, latency_ms, "finished processing request"),
             Some(outcome) => {
                 tracing::debug!(status, code = outcome.code, latency_ms, "request refused");
-                if let Some(suppressed) = sampled(outcome.code) {
+                if let Some(suppressed) = sampled(Sample::Code(outcome.code)) {
                     tracing::info!(
                         status,
                         code = outcome.code,
