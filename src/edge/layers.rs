@@ -99,8 +99,7 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
 }
 
 /// Every reply says its content type is what it claims: a browser must never sniff a JSON
-/// reply carrying a customer's text into HTML.
-/// The admin listener's replies get it too.
+/// reply carrying a customer's text into HTML. The admin listener's replies get it too.
 pub async fn nosniff(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     response

@@ -45,6 +45,7 @@ pub fn gateway() -> GatewayBuilder {
             ("GATEWAY__LIMITS__PER_IP_PER_SECOND", "0"),
             ("GATEWAY__LIMITS__PER_CHAT_PER_SECOND", "0"),
             ("GATEWAY__LIMITS__CHAT_STARTS_PER_IP_PER_SECOND", "0"),
+            ("GATEWAY__LIMITS__MAX_CONNECTIONS_PER_IP", "0"),
             ("GATEWAY__LIMITS__BAD_CREDENTIALS_BURST", "1000"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
