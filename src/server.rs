@@ -465,6 +465,8 @@ pub fn connections_that_fit(wanted: usize, soft: u64) -> usize {
 /// so the cap and its 503 engage before `accept` fails with "too many open files".
 /// `Err` when the limit cannot be read (then nothing is changed).
 #[cfg(unix)]
+// `rlim_t` is u64 on 64-bit Linux and macOS but narrower elsewhere (32-bit Linux).
+#[allow(clippy::unnecessary_cast)]
 pub fn fit_open_files(max_connections: usize) -> io::Result<OpenFiles> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

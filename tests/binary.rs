@@ -335,6 +335,8 @@ fn a_flood_of_refusals_is_counted_one_by_one_and_logged_a_few_lines_a_second() {
 
 /// Starts the binary with the open-files limit set to `soft`/`hard` and returns the start-up
 /// log lines and the limit the running process has.
+// `rlim_t` is u64 on 64-bit Linux but narrower elsewhere.
+#[allow(clippy::unnecessary_cast)]
 fn start_with_open_files(soft: u64, hard: u64, envs: &[(&str, &str)]) -> (Vec<String>, String) {
     use std::os::unix::process::CommandExt;
     let started = start_binary_with(envs, |cmd| {
