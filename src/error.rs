@@ -9,6 +9,8 @@ use axum::http::StatusCode;
 use backend_api::{BackendError, FileRefusal};
 use email::IntakeError;
 
+use crate::edge::body::BodyTooSlow;
+
 /// Everything that can refuse a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -62,12 +64,16 @@ pub enum Error {
     RateLimitedChat,
     #[error("too many failed credential checks on this chat")]
     CredentialsThrottled,
-    #[error("the body did not arrive within {0} ms")]
-    BodyTimeout(u64),
+    #[error(transparent)]
+    BodyTimeout(BodyTooSlow),
     #[error("the request headers are larger than {0} bytes")]
     HeaderTooLarge(usize),
     #[error("too many open connections")]
     TooManyConnections,
+    #[error("too many open connections from this client address")]
+    TooManyConnectionsFromClient,
+    #[error("too many new chats from this client address")]
+    TooManyChatStarts,
     #[error("this admin request needs `Authorization: Bearer <admin.token>`")]
     AdminUnauthorized,
     #[error("admin.token is not set: the instance endpoints are off")]
@@ -156,6 +162,8 @@ impl Error {
             RateLimitedChat => (401, StatusCode::TOO_MANY_REQUESTS, Some("poll this chat less often")),
             CredentialsThrottled => (402, StatusCode::TOO_MANY_REQUESTS, Some("retry later with the credentials of the chat's latest reply")),
             BodyTimeout(_) => (412, StatusCode::REQUEST_TIMEOUT, Some("send the whole body at once")),
+            TooManyConnectionsFromClient => (413, StatusCode::TOO_MANY_REQUESTS, Some("close idle connections and retry later")),
+            TooManyChatStarts => (414, StatusCode::TOO_MANY_REQUESTS, Some("retry later; chats already started go on")),
             HeaderTooLarge(_) => (410, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None),
             TooManyConnections => (411, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
             OriginNotAllowed(_) => (420, StatusCode::FORBIDDEN, Some("the page's origin is not in the tenant's cors_origins")),

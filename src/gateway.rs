@@ -239,7 +239,6 @@ impl FromRef<Arc<Gateway>> for ReadLimits {
     fn from_ref(gw: &Arc<Gateway>) -> ReadLimits {
         ReadLimits {
             max_body_bytes: gw.config.server.max_body_bytes,
-            body_read_timeout: gw.config.limits.body_read_timeout,
         }
     }
 }

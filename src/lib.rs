@@ -41,8 +41,9 @@ use std::sync::Arc;
 /// routes inside the shared middleware stack.
 pub fn app(gw: Arc<Gateway>) -> axum::Router {
     let routes = edge::routes(Arc::clone(&gw));
-    // Without an admin listener, its token-protected routes (/metrics) are served here.
-    let routes = if gw.config.admin.enabled {
+    // Without an admin listener, its token-protected routes (/metrics) are served here, and
+    // only behind a token: the public listener never serves them open.
+    let routes = if gw.config.admin.enabled || gw.config.admin.token.is_none() {
         routes
     } else {
         routes.merge(admin::protected(Arc::clone(&gw)).with_state(Arc::clone(&gw)))

@@ -23,7 +23,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match Config::load(&args.config) {
+    let mut config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: invalid configuration: {e}");
@@ -35,6 +35,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
+    fit_open_files(&mut config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,6 +81,40 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Raises the open-files limit for the connection cap, or lowers the cap to fit it, so
+/// connections past the cap get their 503 rather than failing `accept` (EMFILE).
+fn fit_open_files(config: &mut Config) {
+    #[cfg(unix)]
+    {
+        let wanted = config.limits.max_connections.get();
+        match server::fit_open_files(wanted) {
+            Ok(fit) => {
+                if fit.soft > fit.soft_before {
+                    tracing::info!(
+                        from = fit.soft_before,
+                        to = fit.soft,
+                        hard = fit.hard,
+                        "open-files limit raised"
+                    );
+                }
+                if fit.lowered() {
+                    tracing::warn!(
+                        configured = fit.wanted,
+                        max_connections = fit.max_connections,
+                        open_files = fit.soft,
+                        hard = fit.hard,
+                        "limits.max_connections lowered to fit the open-files limit (raise the hard limit, e.g. LimitNOFILE= or ulimit -Hn)"
+                    );
+                    if let Some(fits) = std::num::NonZeroUsize::new(fit.max_connections) {
+                        config.limits.max_connections = fits;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+        }
+    }
 }
 
 fn init_logging(config: &Config) {

@@ -27,6 +27,7 @@ use parking_lot::RwLock;
 use crate::Gateway;
 
 mod config;
+pub mod sample;
 pub use config::{LogConfig, LogFormat};
 
 pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
@@ -39,6 +40,7 @@ pub const BACKEND_DURATION: &str = "gateway_backend_request_duration_seconds";
 pub const BACKEND_UP: &str = "gateway_backend_accepting";
 pub const OPEN_CHATS: &str = "gateway_open_chats";
 pub const CHAT_LIMIT: &str = "gateway_chat_session_limit";
+pub const INSTANCE_FULL: &str = "gateway_instance_full";
 /// E-mail metrics: set by the deliverer (`email`), described and registered at zero
 /// here so they show before the first e-mail.
 pub const EMAIL_SPOOL_DEPTH: &str = email::SPOOL_DEPTH_METRIC;
@@ -100,6 +102,10 @@ fn describe() {
     );
     describe_gauge!(OPEN_CHATS, "open chats, by alias");
     describe_gauge!(CHAT_LIMIT, "session limit, by alias");
+    describe_gauge!(
+        INSTANCE_FULL,
+        "1 when the instance has as many open chats as its session limit, by alias (new chats go elsewhere; its chats are still served)"
+    );
     describe_gauge!(EMAIL_SPOOL_DEPTH, "e-mails in the spool awaiting delivery");
     describe_counter!(EMAIL_DELIVERY_FAILURES, "failed e-mail delivery attempts");
     gauge!(EMAIL_SPOOL_DEPTH).set(0.0);
@@ -114,10 +120,16 @@ pub fn render(gw: &Gateway) -> String {
         let load = instance.backend.load();
         gauge!(OPEN_CHATS, "alias" => alias.clone()).set(load.active as f64);
         gauge!(CHAT_LIMIT, "alias" => alias.clone()).set(load.limit as f64);
+        gauge!(INSTANCE_FULL, "alias" => alias.clone()).set(if is_full(&load) { 1.0 } else { 0.0 });
         gauge!(BACKEND_UP, "alias" => alias).set(if load.accepting { 1.0 } else { 0.0 });
     }
     handle.run_upkeep();
     handle.render()
+}
+
+/// Whether an instance has no room for a new chat: its open chats reached its session limit.
+pub fn is_full(load: &Load) -> bool {
+    load.limit > 0 && load.active >= load.limit
 }
 
 /// Metric handles resolved once per label set. The `metrics` macros build, hash and look up

@@ -172,9 +172,11 @@ async fn admin_token_guards_metrics_but_not_health() {
 }
 
 #[tokio::test]
-async fn readiness_flips_when_no_instance_can_take_chats() {
+async fn readiness_holds_while_chats_can_be_served_and_flips_when_none_can() {
+    const TOKEN: &str = "0123456789abcdef-token";
     let gw = gateway()
         .behaviour(|b| b.session_limit = NonZeroU64::new(1).unwrap())
+        .env("GATEWAY__ADMIN__TOKEN", TOKEN)
         .start()
         .await;
     let (status, body) = get(&format!("{}/healthz", gw.base)).await;
@@ -183,19 +185,46 @@ async fn readiness_flips_when_no_instance_can_take_chats() {
     assert_eq!((status, &body["status"]), (200, &json!("ready")));
     let c = gw.client();
     let first = c.request_chat("a").await;
-    assert_eq!(get(&format!("{}/readyz", gw.admin)).await.0, 200);
     let _second = c.request_chat("b").await;
+    // Every instance full: new chats are refused, but the gateway stays ready, since the
+    // chats it has must keep reaching it (issue 13: fullness is not unreadiness).
+    c.post(
+        "/api/v2/chats",
+        json!({"tenantName": "Environment", "nickname": "c"}),
+    )
+    .await
+    .assert_error(503, 1, 300);
+    let (status, body) = get(&format!("{}/readyz", gw.base)).await;
+    assert_eq!((status, &body["status"]), (200, &json!("ready")), "{body}");
+    assert_eq!(c.messages(&first, None).await.status_code(), 0);
+    // No instance can serve a chat (both in maint): not ready, and the reason names them.
+    let admin = reqwest::Client::new();
+    for alias in ["117", "118"] {
+        let r = admin
+            .put(format!("{}/admin/instances/{alias}/state", gw.admin))
+            .bearer_auth(TOKEN)
+            .json(&json!({"state": "maint"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
     let (status, body) = get(&format!("{}/readyz", gw.base)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["statusCode"], 1);
     assert_eq!(body["errors"][0]["code"], 305);
     let reason = body["errors"][0]["message"].as_str().unwrap();
     assert!(reason.contains("117") && reason.contains("118"), "{reason}");
-    // Still alive, and still serving the chats it has.
+    // Still alive.
     assert_eq!(get(&format!("{}/healthz", gw.base)).await.0, 200);
-    assert_eq!(c.messages(&first, None).await.status_code(), 0);
-    // A chat ends, its place frees up, and the gateway is ready again.
-    c.op(&first, "Complete", json!({})).await;
+    // One instance back: ready again.
+    admin
+        .put(format!("{}/admin/instances/117/state", gw.admin))
+        .bearer_auth(TOKEN)
+        .json(&json!({"state": "ready"}))
+        .send()
+        .await
+        .unwrap();
     eventually("ready again", LONG, || async {
         (get(&format!("{}/readyz", gw.base)).await.0 == 200).then_some(())
     })
@@ -475,10 +504,16 @@ async fn repeated_bad_credentials_are_throttled_per_chat_and_client() {
     for _ in 0..4 {
         codes.push(c.messages(&wrong, Some(0)).await.error_code());
     }
-    assert_eq!(codes, [200, 200, 200, 402], "checked twice, then throttled");
-    // Throttled for this client even with the right key...
-    c.messages(&chat, Some(0)).await.assert_error(429, 1, 402);
-    // ...but not for the customer on another address, nor for other chats.
+    // Exactly the burst of 2 is answered 401 (issue 13: it used to let burst + 1 through).
+    assert_eq!(codes, [200, 200, 402, 402], "checked twice, then throttled");
+    c.messages(&wrong, Some(0)).await.assert_error(429, 1, 402);
+    // The customer on the same address (behind the same NAT as whoever sent the wrong
+    // keys) still gets through with the right key: only failing keys are throttled.
+    for _ in 0..3 {
+        assert_eq!(c.messages(&chat, Some(0)).await.status_code(), 0);
+        c.messages(&wrong, Some(0)).await.assert_error(429, 1, 402);
+    }
+    // Other addresses and other chats are not affected.
     assert_eq!(
         client_from(&gw, 3)
             .messages(&chat, Some(0))
@@ -551,6 +586,124 @@ async fn a_trickled_body_gets_408_and_others_are_still_served() {
     .expect("a reply");
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains(r#""code":412"#), "{reply}");
+}
+
+#[tokio::test]
+async fn every_reply_says_nosniff() {
+    let gw = gateway()
+        .cors_origins(&["https://shop.example.com"])
+        .env("GATEWAY__LIMITS__PER_IP_PER_SECOND", "1")
+        .env("GATEWAY__LIMITS__PER_IP_BURST", "6")
+        .start()
+        .await;
+    let http = reqwest::Client::new();
+    let chats = format!("{}/api/v2/chats", gw.base);
+    let body = r#"{"tenantName":"Environment","nickname":"n"}"#;
+    let mut replies = vec![
+        http.post(&chats).body(body).send().await.unwrap(),
+        http.post(&chats).body("{").send().await.unwrap(),
+        http.get(format!("{}/nowhere", gw.base))
+            .send()
+            .await
+            .unwrap(),
+        http.request(reqwest::Method::OPTIONS, &chats)
+            .header("origin", "https://shop.example.com")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap(),
+        http.post(&chats)
+            .header("origin", "https://evil.example.com")
+            .body(body)
+            .send()
+            .await
+            .unwrap(),
+        http.get(format!("{}/metrics", gw.admin))
+            .send()
+            .await
+            .unwrap(),
+        http.get(format!("{}/admin/instances", gw.admin))
+            .send()
+            .await
+            .unwrap(),
+    ];
+    // And a limit's refusal.
+    loop {
+        let r = http.post(&chats).body(body).send().await.unwrap();
+        if r.status() == 429 {
+            replies.push(r);
+            break;
+        }
+    }
+    for r in replies {
+        assert_eq!(
+            r.headers()
+                .get("x-content-type-options")
+                .map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{} {}",
+            r.url(),
+            r.status()
+        );
+    }
+}
+
+#[tokio::test]
+async fn preflights_and_refused_origins_count_against_the_per_address_limit() {
+    let gw = gateway()
+        .cors_origins(&["https://shop.example.com"])
+        .env("GATEWAY__LIMITS__PER_IP_PER_SECOND", "1")
+        .env("GATEWAY__LIMITS__PER_IP_BURST", "4")
+        .start()
+        .await;
+    let http = reqwest::Client::new();
+    let chats = format!("{}/api/v2/chats", gw.base);
+    let preflight = || {
+        http.request(reqwest::Method::OPTIONS, &chats)
+            .header("origin", "https://shop.example.com")
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let refused_origin = || {
+        http.post(&chats)
+            .header("origin", "https://evil.example.com")
+            .body("{}")
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(preflight().await.unwrap().status().as_u16());
+        statuses.push(refused_origin().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 403, 200, 403]);
+    // The burst of 4 is spent: a preflight is now refused, and its refusal still carries
+    // the allowed origin, so the widget's page can read it.
+    let r = eventually("a 429", LONG, || async {
+        let r = preflight().await.unwrap();
+        (r.status() == 429).then_some(r)
+    })
+    .await;
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], 400);
+    let r = eventually("a 429 for a refused origin", LONG, || async {
+        let r = refused_origin().await.unwrap();
+        (r.status() == 429).then_some(r)
+    })
+    .await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn without_an_admin_listener_or_a_token_metrics_are_not_served() {
+    let gw = gateway()
+        .env("GATEWAY__ADMIN__ENABLED", "false")
+        .start()
+        .await;
+    assert_eq!(get(&format!("{}/metrics", gw.base)).await.0, 404);
 }
 
 #[tokio::test]

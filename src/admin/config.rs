@@ -13,9 +13,10 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Whether the admin listener runs. Without it, `/metrics` is served on the public
-    /// listener (behind `token` when one is set).
+    /// listener when `token` is set (behind it), and not at all otherwise.
     pub enabled: bool,
-    /// Address and port of the admin listener; keep it off the internet.
+    /// Address and port of the admin listener; keep it off the internet. Anything but a
+    /// loopback address needs `token`.
     pub listen: SocketAddr,
     /// When set, admin requests other than `/healthz` and `/readyz` must carry
     /// `Authorization: Bearer <token>` (at least 16 characters). The instance endpoints
@@ -38,6 +39,14 @@ impl AdminConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         if self.token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(Invalid::new("token", "must be at least 16 characters"));
+        }
+        // Without a token /metrics is open to whoever reaches the listener: only loopback
+        // may be that trusting.
+        if self.enabled && self.token.is_none() && !self.listen.ip().is_loopback() {
+            return Err(Invalid::new(
+                "token",
+                "must be set when admin.listen is not a loopback address (/metrics and the instance endpoints would be open to the network)",
+            ));
         }
         Ok(())
     }

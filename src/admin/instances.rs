@@ -50,6 +50,9 @@ struct View {
     /// Active chats relative to weight: what placement compares.
     load: f64,
     accepting: bool,
+    /// Its open chats reached its session limit: new chats go elsewhere, its own are still
+    /// served (the gateway stays ready; `gateway_instance_full` in the metrics).
+    full: bool,
     /// Whether a new chat could be placed there now.
     takes_new_chats: bool,
 }
@@ -70,6 +73,7 @@ async fn view(gw: &Gateway, instance: &Instance) -> View {
         limit: load.limit,
         load: load.active as f64 / f64::from(instance.weight),
         accepting: load.accepting,
+        full: crate::telemetry::is_full(&load),
         takes_new_chats: state == AdminState::Ready
             && health == HealthState::Healthy
             && load.accepting,

@@ -36,6 +36,7 @@ pub fn app(gw: Arc<Gateway>) -> Router {
         .with_state(Arc::clone(&gw))
         .merge(instances::routes(Arc::clone(&gw)))
         .merge(emails::routes(gw))
+        .layer(axum::middleware::from_fn(crate::edge::layers::nosniff))
 }
 
 /// The routes behind the token; served on the public listener when there is no admin one.

@@ -26,7 +26,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use http_body_util::BodyExt;
 
-use super::body::BodyHead;
+use super::body::{too_slow, BodyHead};
 use super::limits::{client_key, Keyed};
 use crate::error::Error;
 use crate::telemetry::REFUSALS;
@@ -183,7 +183,10 @@ impl Emails {
         let mut form = FormStream::new(&mut intake, tenant.is_some());
         let mut read: u64 = 0;
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| too_large(&self.service))?;
+            let frame = frame.map_err(|e| match too_slow(&e) {
+                Some(slow) => Error::BodyTimeout(slow),
+                None => too_large(&self.service),
+            })?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -291,6 +294,10 @@ fn text_field(name: &str) -> Option<TextField> {
 }
 
 fn multipart_error(e: multer::Error, max_size: u64) -> Error {
+    // The edge's pace cut the body off (`body::Paced`): 408, not a malformed body.
+    if let Some(slow) = too_slow(&e) {
+        return Error::BodyTimeout(slow);
+    }
     match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
             Error::Email(IntakeError::TooLarge { max: max_size })

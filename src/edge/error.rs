@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::wire::json;
 use crate::error::Error;
+use crate::telemetry::sample::{self, Sample};
 use backend_api::BackendError;
 
 /// A refused request: the error, and the chat it was about when there was one.
@@ -88,9 +89,21 @@ impl Failure {
         let wire = self.error.wire();
         let message = self.error.client_message();
         // Limits (codes 400-449) refuse floods: counted in metrics, not logged one by one.
+        // A retryable failure (a backend down, every instance full) can come as a flood too:
+        // its cause is worth a WARN, but one a second per code, not one per request.
         if wire.status_code == 1 && wire.code < 400 {
-            // The cause (a backend's own words) is for operators only.
-            tracing::warn!(code = wire.code, cause = %self.error, "request failed, retryable");
+            match sample::sampled(Sample::Code(wire.code)) {
+                // The cause (a backend's own words) is for operators only.
+                Some(suppressed) => tracing::warn!(
+                    code = wire.code,
+                    cause = %self.error,
+                    suppressed,
+                    "request failed, retryable"
+                ),
+                None => {
+                    tracing::debug!(code = wire.code, cause = %self.error, "request failed, retryable")
+                }
+            }
         } else {
             tracing::debug!(code = wire.code, cause = %self.error, "request refused");
         }

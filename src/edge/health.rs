@@ -2,6 +2,14 @@
 //!
 //! Owns the readiness verdict ([`Readiness`]: shutdown and the router table, nothing else).
 //! Must not call a backend: it reads cached health and load figures only.
+//!
+//! Readiness answers "should a load balancer send this gateway traffic", and the traffic
+//! that matters most is the chats already running: so a gateway is ready while some
+//! instance can serve chats (up, not in maint), even when every instance is full. Fullness
+//! is capacity, not health: it is a metric (`gateway_instance_full`) and a field of
+//! `/admin/instances`, and a new chat then gets 503/300. Were a full gateway unready, anyone
+//! able to fill the sessions (anonymous clients can) would have every replica pulled and
+//! the running chats cut off with them.
 
 use std::sync::Arc;
 
@@ -29,14 +37,15 @@ impl Readiness {
         Readiness { shutdown, router }
     }
 
-    /// Whether the gateway should get new traffic: not shutting down, and some instance
-    /// takes new chats (ready, up, accepting). The error says why not.
+    /// Whether the gateway should get traffic: not shutting down, and some instance can
+    /// serve chats (up, and in the ready or drain state), full or not. The error says why
+    /// not.
     pub fn check(&self) -> Result<(), String> {
         if self.shutdown.is_cancelled() {
             return Err("shutting down".into());
         }
         let router = self.router.load();
-        if router.instances().iter().any(|i| i.takes_new_chats()) {
+        if router.instances().iter().any(|i| i.serves_its_chats()) {
             return Ok(());
         }
         let states: Vec<String> = router
@@ -55,7 +64,7 @@ impl Readiness {
             })
             .collect();
         Err(format!(
-            "no chat server instance takes new chats: {}",
+            "no chat server instance can serve chats: {}",
             states.join(", ")
         ))
     }
@@ -66,8 +75,9 @@ pub async fn healthz() -> Response {
     json(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-/// The gateway should get new traffic: config loaded (it is, once serving), not shutting
-/// down, and some chat instance accepts new chats. 503 with the reason otherwise.
+/// The gateway should get traffic: config loaded (it is, once serving), not shutting down,
+/// and some chat instance can serve chats (up, not in maint; full or not). 503 with the
+/// reason otherwise.
 pub async fn readyz(State(readiness): State<Readiness>) -> Result<Response, Failure> {
     readiness
         .check()

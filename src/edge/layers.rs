@@ -1,27 +1,38 @@
 //! The middleware every route gets, present and future, in one place.
 //!
 //! From the outside in: the request id (taken from `x-request-id` or made, returned, in the
-//! request's tracing span and task-local for adapters), the tracing span and access log, the
-//! request metrics, CORS, then the per-request limits; after routing, the per-chat limits.
+//! request's tracing span and task-local for adapters) and `X-Content-Type-Options:
+//! nosniff` on every reply, the tracing span and access log, the request metrics, the
+//! body's pace (`body::Paced` around every request body), the per-request limits (before
+//! CORS, so preflights and refused origins count against them), CORS; after routing, the
+//! limits on new chats and per chat.
+//!
+//! The access log has one INFO line per request served, but refusals (limits, 429, 503) are
+//! logged at debug and sampled (`telemetry::sample`): a flood of them costs O(1) lines a
+//! second, and is counted in `gateway_refusals_total` / `gateway_http_requests_total`.
 //! A new route is covered by adding it to the router that [`apply`] wraps; a route whose
 //! path carries a chat id names that parameter `chat_id` to get the per-chat limits.
 //! Handlers must not repeat any of this.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::X_CONTENT_TYPE_OPTIONS;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::Response;
 use axum::Router;
+use hyper::body::Body as _;
 use metrics::{Counter, Histogram};
 use tower::ServiceBuilder;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::{OnResponse, TraceLayer};
 
+use super::body::{BodyPace, Paced};
 use super::error::Outcome;
 use super::{cors, limits};
+use crate::telemetry::sample::{sampled, Sample};
 use crate::telemetry::{route_label, Handles, HTTP_DURATION, HTTP_REQUESTS};
 use crate::Gateway;
 
@@ -38,22 +49,26 @@ pub struct OperationName(pub &'static str);
 
 /// Wraps the public routes in the shared stack.
 pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
-    let guards = limits::Guards::new(&gw.config.limits);
-    let routes = routes.route_layer(from_fn_with_state(Arc::clone(&guards), limits::per_chat));
-    let per_request = from_fn_with_state(guards, limits::per_request);
     let origins = gw.config.tenants.iter().flat_map(|t| &t.cors_origins);
-    let routes = match cors::layers(origins, &gw.config.cors) {
+    let cors = cors::layers(origins, &gw.config.cors);
+    let guards = limits::Guards::with_origins(
+        &gw.config.limits,
+        cors.as_ref().map(|(origins, _)| Arc::clone(origins)),
+    );
+    let routes = routes.route_layer(from_fn_with_state(Arc::clone(&guards), limits::per_chat));
+    let routes = match cors {
         Some((origins, cors)) => routes.layer(
             ServiceBuilder::new()
                 .layer(from_fn_with_state(origins, cors::refuse_other_origins))
-                .layer(cors)
-                .layer(per_request),
+                .layer(cors),
         ),
-        None => routes.layer(per_request),
+        None => routes,
     };
+    let routes = routes.layer(from_fn_with_state(guards, limits::per_request));
     routes.layer(
         ServiceBuilder::new()
             .layer(from_fn(request_id))
+            .layer(from_fn(nosniff))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(|req: &Request| {
@@ -70,10 +85,67 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
                         )
                     })
                     .on_request(())
-                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                    .on_response(AccessLog)
+                    // A failed (5xx) reply is logged once, by `edge::error` (sampled), not
+                    // again here at ERROR.
+                    .on_failure(()),
             )
-            .layer(from_fn(record)),
+            .layer(from_fn(record))
+            .layer(from_fn_with_state(
+                gw.config.limits.body_pace(),
+                pace_bodies,
+            )),
     )
+}
+
+/// Every reply says its content type is what it claims: a browser must never sniff a JSON
+/// reply carrying a customer's text into HTML. The admin listener's replies get it too.
+pub async fn nosniff(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    response
+        .headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}
+
+/// Holds every request body to the pace (see `body::BodyPace`), before any reader sees it.
+async fn pace_bodies(State(pace): State<BodyPace>, req: Request, next: Next) -> Response {
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    next.run(req.map(|body| Body::new(Paced::new(body, pace))))
+        .await
+}
+
+/// The access log: INFO for a request served or refused for its content, debug for a
+/// refusal that a flood produces (a limit's, codes 400–449, or any retryable one: 429,
+/// 503), with at most one INFO line a second per code saying how many it stands for.
+#[derive(Clone, Copy)]
+struct AccessLog;
+
+impl<B> OnResponse<B> for AccessLog {
+    fn on_response(self, response: &Response<B>, latency: Duration, _span: &tracing::Span) {
+        let status = response.status().as_u16();
+        let latency_ms = latency.as_secs_f64() * 1000.0;
+        let flood_prone = response
+            .extensions()
+            .get::<Outcome>()
+            .filter(|o| o.status_code == 1 || (400..450).contains(&o.code));
+        match flood_prone {
+            None => tracing::info!(status, latency_ms, "finished processing request"),
+            Some(outcome) => {
+                tracing::debug!(status, code = outcome.code, latency_ms, "request refused");
+                if let Some(suppressed) = sampled(Sample::Code(outcome.code)) {
+                    tracing::info!(
+                        status,
+                        code = outcome.code,
+                        suppressed,
+                        "request refused (one line per code per second; `suppressed` more since the last)"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// A client's id is kept when it is short printable ASCII (it goes into logs and to

@@ -1,5 +1,6 @@
-//! Limits against abuse that apply per request: header size, rate limits per client address
-//! and per chat, and the throttle on repeated bad credentials.
+//! Limits against abuse that apply per request: header size, rate limits per client address,
+//! on new chats per client address and per chat, and the throttle on repeated bad
+//! credentials.
 //!
 //! Owns the limiters (governor's keyed GCRA limiters) and their memory bound: every keyed
 //! map is swept of quiet keys periodically and when it reaches `limits.max_tracked_keys`.
@@ -11,6 +12,14 @@
 //! could starve or lock out its customer. Only the customer holds the chat's credentials,
 //! so a chat's real traffic comes from its customer's address; requests from elsewhere
 //! stop at the credentials check, which costs no backend I/O, and are throttled there.
+//!
+//! The throttle judges only requests whose key failed: the check is constant time and
+//! cheap, so every request is checked, and a request with the right key goes on even when
+//! others on the same address (a NAT neighbour) used up the allowance. What stops guessing
+//! is the MAC's size; the throttle turns a stream of wrong keys into 429s and counts them.
+//!
+//! Every refusal here is counted in `gateway_refusals_total` by reason and logged at debug
+//! (the access log samples them, see `layers`), in the error shape of the request's dialect.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -19,7 +28,9 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, RawPathParams, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
+use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ORIGIN, VARY};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -29,8 +40,9 @@ use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use parking_lot::Mutex;
 
+use super::cors::Origins;
 use super::error::BadCredentials;
-use super::Failure;
+use super::{Failure, GmsFailure};
 use crate::error::Error;
 use crate::telemetry::REFUSALS;
 
@@ -44,11 +56,16 @@ pub const CHAT_ID_PARAM: &str = "chat_id";
 pub struct Guards {
     max_header_bytes: usize,
     per_ip: Option<Keyed<IpAddr>>,
+    /// New chats per client address (Request Chat in either dialect).
+    chat_starts: Option<Keyed<IpAddr>>,
     per_chat: Option<Keyed<(Box<str>, IpAddr)>>,
+    /// Failed credential checks per chat and address: a failure past its allowance is
+    /// answered 429 instead of 401.
     bad_credentials: Keyed<(Box<str>, IpAddr)>,
-    /// Chat and address pairs refused until the given instant (bounded like the limiters).
-    blocked: Mutex<HashMap<(Box<str>, IpAddr), Instant>>,
-    max_tracked: usize,
+    /// The CORS allow-list, when there is one: a refusal here (which runs before the CORS
+    /// layer, so that preflights count too) still carries the allowed origin, so a widget
+    /// can read its 429.
+    origins: Option<Arc<Origins>>,
 }
 
 /// A keyed limiter with a bound on the keys it remembers (also the e-mail routes' per-address
@@ -154,6 +171,11 @@ fn quota(per_second: u32, burst: u32) -> Option<Quota> {
 impl Guards {
     /// Builds the limiters and starts their sweeper, which stops when the guards are dropped.
     pub fn new(limits: &LimitsConfig) -> Arc<Guards> {
+        Guards::with_origins(limits, None)
+    }
+
+    /// [`Guards::new`], with the CORS allow-list for the refusals' headers.
+    pub fn with_origins(limits: &LimitsConfig, origins: Option<Arc<Origins>>) -> Arc<Guards> {
         let max = limits.max_tracked_keys;
         let bad_quota = Quota::with_period(limits.bad_credentials_period)
             .expect("validated: period > 0")
@@ -162,11 +184,15 @@ impl Guards {
             max_header_bytes: limits.max_header_bytes,
             per_ip: quota(limits.per_ip_per_second, limits.per_ip_burst)
                 .map(|q| Keyed::new(q, max)),
+            chat_starts: quota(
+                limits.chat_starts_per_ip_per_second,
+                limits.chat_starts_per_ip_burst,
+            )
+            .map(|q| Keyed::new(q, max)),
             per_chat: quota(limits.per_chat_per_second, limits.per_chat_burst)
                 .map(|q| Keyed::new(q, max)),
             bad_credentials: Keyed::new(bad_quota, max),
-            blocked: Mutex::new(HashMap::new()),
-            max_tracked: max,
+            origins,
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&guards);
@@ -179,36 +205,53 @@ impl Guards {
         if let Some(k) = &self.per_ip {
             k.sweep();
         }
+        if let Some(k) = &self.chat_starts {
+            k.sweep();
+        }
         if let Some(k) = &self.per_chat {
             k.sweep();
         }
         self.bad_credentials.sweep();
-        let now = Instant::now();
-        self.blocked.lock().retain(|_, until| *until > now);
     }
 
-    fn is_blocked(&self, key: &(Box<str>, IpAddr)) -> bool {
-        let mut blocked = self.blocked.lock();
-        match blocked.get(key) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                blocked.remove(key);
-                false
+    /// A failed credential check on `key`: whether it is still within the allowance
+    /// (answered 401) or past it (answered 429). Exactly `bad_credentials_burst` failures
+    /// are answered 401 before the first 429; one allowance comes back per period.
+    fn failed_check(&self, key: &(Box<str>, IpAddr)) -> bool {
+        self.bad_credentials.allow(key).is_ok()
+    }
+
+    /// A refusal in the request's dialect, counted by reason; an allowed cross-origin
+    /// request gets its origin back so the page can read the refusal.
+    fn refuse(&self, req_head: &RequestHead, reason: &'static str, error: Error) -> Response {
+        metrics::counter!(REFUSALS, "reason" => reason).increment(1);
+        let mut response = if req_head.gms {
+            GmsFailure::from(error).into_response()
+        } else {
+            Failure::from(error).into_response()
+        };
+        if let (Some(origins), Some(origin)) = (&self.origins, &req_head.origin) {
+            if origin.to_str().is_ok_and(|o| origins.allows(o)) {
+                let headers = response.headers_mut();
+                headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                headers.append(VARY, HeaderValue::from_static("origin"));
             }
-            None => false,
         }
+        response
     }
+}
 
-    fn failed_check(&self, key: (Box<str>, IpAddr)) {
-        if let Err(wait) = self.bad_credentials.allow(&key) {
-            let mut blocked = self.blocked.lock();
-            if blocked.len() >= self.max_tracked {
-                let now = Instant::now();
-                blocked.retain(|_, until| *until > now);
-            }
-            if blocked.len() < self.max_tracked {
-                blocked.insert(key, Instant::now() + wait);
-            }
+/// What a refusal needs of its request: the dialect and the page's origin.
+struct RequestHead {
+    gms: bool,
+    origin: Option<HeaderValue>,
+}
+
+impl RequestHead {
+    fn of(req: &Request) -> RequestHead {
+        RequestHead {
+            gms: req.uri().path().starts_with("/genesys/"),
+            origin: req.headers().get(ORIGIN).cloned(),
         }
     }
 }
@@ -225,11 +268,17 @@ async fn sweeper(guards: Weak<Guards>) {
     }
 }
 
-/// The client address a limit is keyed on: IPv6 clients by their /64, since one host
-/// usually has a whole /64 to pick addresses from.
+/// The client address a limit is keyed on.
 pub(crate) fn client_key(req: &Request) -> Option<IpAddr> {
     let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
-    Some(match addr.ip() {
+    Some(address_key(addr.ip()))
+}
+
+/// One client's address, as every per-address limit (here and the connection cap in
+/// `server`) counts it: IPv6 clients by their /64, since one host usually has a whole /64
+/// to pick addresses from; an IPv4-mapped address as the IPv4 one.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => {
@@ -238,15 +287,20 @@ pub(crate) fn client_key(req: &Request) -> Option<IpAddr> {
             }
         },
         v4 => v4,
-    })
+    }
 }
 
-fn refuse(reason: &'static str, error: Error) -> Response {
-    metrics::counter!(REFUSALS, "reason" => reason).increment(1);
-    Failure::from(error).into_response()
+/// Whether a request starts a chat (Request Chat, in either dialect).
+fn starts_chat(req: &Request) -> bool {
+    req.method() == Method::POST
+        && req.extensions().get::<MatchedPath>().is_some_and(|p| {
+            p.as_str() == super::webapi::REQUEST_CHAT_ROUTE
+                || p.as_str() == super::gms::REQUEST_CHAT_ROUTE
+        })
 }
 
-/// Every request: header size, then the per-address rate limit.
+/// Every request, preflights and requests from refused origins included: header size, then
+/// the per-address rate limit.
 pub async fn per_request(State(guards): State<Arc<Guards>>, req: Request, next: Next) -> Response {
     let head: usize = req.uri().to_string().len()
         + req
@@ -255,27 +309,41 @@ pub async fn per_request(State(guards): State<Arc<Guards>>, req: Request, next: 
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if head > guards.max_header_bytes {
-        return refuse(
+        return guards.refuse(
+            &RequestHead::of(&req),
             "header_size",
             Error::HeaderTooLarge(guards.max_header_bytes),
         );
     }
     if let (Some(limiter), Some(ip)) = (&guards.per_ip, client_key(&req)) {
         if limiter.allow(&ip).is_err() {
-            return refuse("rate_ip", Error::RateLimitedClient);
+            return guards.refuse(&RequestHead::of(&req), "rate_ip", Error::RateLimitedClient);
         }
     }
     next.run(req).await
 }
 
-/// Requests on a chat (routes with a `chat_id` parameter): the bad-credentials throttle,
-/// then the per-chat rate limit. Runs after routing (a route layer).
+/// After routing (a route layer): a new chat is held to the per-address limit on new
+/// chats; a request on a chat (routes with a `chat_id` parameter) to the per-chat rate
+/// limit, and its answer, when its key failed, to the bad-credentials throttle.
 pub async fn per_chat(
     State(guards): State<Arc<Guards>>,
     params: RawPathParams,
     req: Request,
     next: Next,
 ) -> Response {
+    if starts_chat(&req) {
+        if let (Some(limiter), Some(ip)) = (&guards.chat_starts, client_key(&req)) {
+            if limiter.allow(&ip).is_err() {
+                return guards.refuse(
+                    &RequestHead::of(&req),
+                    "chat_starts_ip",
+                    Error::TooManyChatStarts,
+                );
+            }
+        }
+        return next.run(req).await;
+    }
     let Some(chat_id) = params
         .iter()
         .find(|(name, _)| *name == CHAT_ID_PARAM)
@@ -285,22 +353,19 @@ pub async fn per_chat(
     };
     // Chat ids are short; a longer one is refused later anyway and must not grow the maps.
     let chat: Box<str> = chat_id.chars().take(64).collect::<String>().into();
-    let ip = client_key(&req);
-    if let Some(ip) = ip {
-        let key = (chat.clone(), ip);
-        if guards.is_blocked(&key) {
-            return refuse("bad_credentials", Error::CredentialsThrottled);
-        }
-        if let Some(limiter) = &guards.per_chat {
-            if limiter.allow(&key).is_err() {
-                return refuse("rate_chat", Error::RateLimitedChat);
-            }
+    let Some(ip) = client_key(&req) else {
+        return next.run(req).await;
+    };
+    let head = RequestHead::of(&req);
+    let key = (chat, ip);
+    if let Some(limiter) = &guards.per_chat {
+        if limiter.allow(&key).is_err() {
+            return guards.refuse(&head, "rate_chat", Error::RateLimitedChat);
         }
     }
     let response = next.run(req).await;
-    let bad_credentials = response.extensions().get::<BadCredentials>().is_some();
-    if let (true, Some(ip)) = (bad_credentials, ip) {
-        guards.failed_check((chat, ip));
+    if response.extensions().get::<BadCredentials>().is_some() && !guards.failed_check(&key) {
+        return guards.refuse(&head, "bad_credentials", Error::CredentialsThrottled);
     }
     response
 }
@@ -323,19 +388,31 @@ mod tests {
     }
 
     #[test]
-    fn the_bad_credentials_throttle_blocks_after_the_burst() {
-        let guards = Guards::new(&LimitsConfig {
-            bad_credentials_burst: NonZeroU32::new(2).unwrap(),
-            ..LimitsConfig::default()
-        });
-        let key = || (Box::<str>::from("chat"), IpAddr::from([10, 0, 0, 1]));
-        for _ in 0..2 {
-            guards.failed_check(key());
-            assert!(!guards.is_blocked(&key()));
+    fn the_bad_credentials_throttle_allows_exactly_the_burst() {
+        for burst in [1u32, 2, 5] {
+            let guards = Guards::new(&LimitsConfig {
+                bad_credentials_burst: NonZeroU32::new(burst).unwrap(),
+                ..LimitsConfig::default()
+            });
+            let key = (Box::<str>::from("chat"), IpAddr::from([10, 0, 0, 1]));
+            for n in 0..burst {
+                assert!(
+                    guards.failed_check(&key),
+                    "failure {n} of a burst of {burst}"
+                );
+            }
+            assert!(!guards.failed_check(&key), "past a burst of {burst}");
+            assert!(!guards.failed_check(&key));
+            let elsewhere = (Box::<str>::from("chat"), IpAddr::from([10, 0, 0, 2]));
+            assert!(guards.failed_check(&elsewhere));
         }
-        guards.failed_check(key());
-        assert!(guards.is_blocked(&key()));
-        let elsewhere = (Box::<str>::from("chat"), IpAddr::from([10, 0, 0, 2]));
-        assert!(!guards.is_blocked(&elsewhere));
+    }
+
+    #[test]
+    fn an_address_is_keyed_by_its_ipv4_or_its_ipv6_64() {
+        let v6 = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(v6("2001:db8:1:2:3:4:5:6"), v6("2001:db8:1:2:ffff::1"));
+        assert_ne!(v6("2001:db8:1:2::1"), v6("2001:db8:1:3::1"));
+        assert_eq!(v6("::ffff:127.0.0.2"), v6("127.0.0.2"));
     }
 }

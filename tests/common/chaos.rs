@@ -64,6 +64,7 @@ impl Rig {
                     "[server]\nlisten = \"127.0.0.1:{port}\"\n[credentials]\nsecret = \"{}\"\n\
                      [[tenants]]\nname = \"Environment\"\n\
                      [limits]\nper_ip_per_second = 0\nper_chat_per_second = 0\n\
+                     chat_starts_per_ip_per_second = 0\nmax_connections_per_ip = 0\n\
                      bad_credentials_burst = 1000\n{}{FAST}",
                     super::SECRET,
                     rig.cluster.instances(&[]),

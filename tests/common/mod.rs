@@ -44,6 +44,8 @@ pub fn gateway() -> GatewayBuilder {
             ("GATEWAY__ADMIN__LISTEN", "127.0.0.1:0"),
             ("GATEWAY__LIMITS__PER_IP_PER_SECOND", "0"),
             ("GATEWAY__LIMITS__PER_CHAT_PER_SECOND", "0"),
+            ("GATEWAY__LIMITS__CHAT_STARTS_PER_IP_PER_SECOND", "0"),
+            ("GATEWAY__LIMITS__MAX_CONNECTIONS_PER_IP", "0"),
             ("GATEWAY__LIMITS__BAD_CREDENTIALS_BURST", "1000"),
             ("GATEWAY__EMAIL__PER_ADDRESS_PER_HOUR", "0"),
             ("GATEWAY__EMAIL__GLOBAL_PER_HOUR", "0"),

@@ -1,4 +1,5 @@
-//! Reading a GMS request body: form-encoded or multipart, within `gms.max_upload_bytes`.
+//! Reading a GMS request body: form-encoded or multipart, within `gms.max_upload_bytes`
+//! (its pace is the edge's, `body::Paced`: a body cut off for it is answered 408 here).
 //! The fields are turned into operations by `parse`.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::parse::FormFields;
 use super::Services;
-use crate::edge::body::BodyHead;
+use crate::edge::body::{too_slow, BodyHead};
 use crate::edge::error::GmsFailure;
 use crate::error::Error;
 
@@ -47,6 +48,7 @@ where
             let mut multipart = Multipart::from_request(req, state)
                 .await
                 .map_err(|e| Error::MalformedForm(e.body_text()))?;
+            // Each part is read whole (a chat file is bounded by the limit above).
             let mut file = None;
             loop {
                 let field = match multipart.next_field().await {
@@ -97,7 +99,12 @@ where
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 Err(Error::BodyTooLarge(limit).into())
             }
-            Err(e) => Err(Error::MalformedForm(format!("the body could not be read: {e}")).into()),
+            Err(e) => match too_slow(&*e) {
+                Some(slow) => Err(Error::BodyTimeout(slow).into()),
+                None => {
+                    Err(Error::MalformedForm(format!("the body could not be read: {e}")).into())
+                }
+            },
         }
     }
 }
@@ -109,7 +116,9 @@ fn parse_pairs(bytes: &[u8]) -> Vec<(String, String)> {
 }
 
 fn multipart_error(e: &axum::extract::multipart::MultipartError, limit: usize) -> Error {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if let Some(slow) = too_slow(e) {
+        Error::BodyTimeout(slow)
+    } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         Error::BodyTooLarge(limit)
     } else {
         Error::MalformedForm(e.body_text())

@@ -70,6 +70,12 @@ impl Services {
     }
 }
 
+/// The route that starts a chat (`POST`), for the per-address limit on new chats
+/// (`limits`); the same path as its `.route` below, which names it as a literal so the
+/// OpenAPI check can read it (`hostile::the_sixth_immediate_chat_start_…` fails if they
+/// part).
+pub const REQUEST_CHAT_ROUTE: &str = "/genesys/2/chat/{service}";
+
 /// The GMS routes (merged into the public application by `edge::routes`).
 pub fn routes<S>() -> Router<S>
 where

@@ -1,11 +1,11 @@
-//! Reading a Web API chat request's body: content-type leniency and the size limit. The
-//! JSON itself is parsed by `parse`.
+//! Reading a Web API chat request's body: content-type leniency and the size limit (its
+//! pace is the edge's, `body::Paced`). The JSON itself is parsed by `parse`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, Request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use crate::edge::body::{BodyHead, BodyLimit, ReadLimits};
+use crate::edge::body::{too_slow, BodyHead, BodyLimit, ReadLimits};
 use crate::edge::Failure;
 use crate::error::Error;
 
@@ -32,13 +32,8 @@ where
         if head.length.is_some_and(|n| n > limit as u64) {
             return Err(Error::BodyTooLarge(limit).into());
         }
-        // A whole-body deadline: a client trickling bytes cannot hold the request open.
-        let deadline = limits.body_read_timeout;
-        let read = tokio::time::timeout(deadline, Limited::new(req.into_body(), limit).collect());
-        let Ok(read) = read.await else {
-            return Err(Error::BodyTimeout(deadline.as_millis() as u64).into());
-        };
-        match read {
+        // A client trickling bytes is cut off by the body's pace (`layers` wraps it).
+        match Limited::new(req.into_body(), limit).collect().await {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
                 if form && bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -52,7 +47,12 @@ where
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 Err(Error::BodyTooLarge(limit).into())
             }
-            Err(e) => Err(Error::MalformedJson(format!("the body could not be read: {e}")).into()),
+            Err(e) => match too_slow(&*e) {
+                Some(slow) => Err(Error::BodyTimeout(slow).into()),
+                None => {
+                    Err(Error::MalformedJson(format!("the body could not be read: {e}")).into())
+                }
+            },
         }
     }
 }

@@ -26,6 +26,12 @@ use crate::operation::{self, Chats, OnChat};
 
 pub use parse::{parse_chat_operation, parse_get_messages, parse_request_chat};
 
+/// The route that starts a chat (`POST`), for the per-address limit on new chats
+/// (`limits`); the same path as its `.route` below, which names it as a literal so the
+/// OpenAPI check can read it (`hostile::the_sixth_immediate_chat_start_…` fails if they
+/// part).
+pub const REQUEST_CHAT_ROUTE: &str = "/api/v2/chats";
+
 /// The Web API routes (merged into the public application by `edge::routes`).
 pub fn routes<S>() -> Router<S>
 where
