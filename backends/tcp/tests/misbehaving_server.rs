@@ -52,6 +52,7 @@ async fn silent_server() -> (String, mpsc::UnboundedReceiver<()>, Arc<AtomicUsiz
                         connections: 1,
                         store: false,
                     },
+                    proof: None,
                 });
                 framed.send(encode(&welcome)).await.unwrap();
                 while let Some(Ok(_)) = framed.next().await {
