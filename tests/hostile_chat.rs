@@ -112,13 +112,13 @@ async fn only_http_and_https_urls_are_pushed_in_both_dialects() {
     for url in BAD_URLS.iter().copied().chain([long.as_str()]) {
         assert_names_push_url(&c.op(&chat, "SendUrl", json!({"pushUrl": url})).await);
     }
+    assert_eq!(gw.backend_requests(), seen, "a refused URL reached a chat server");
     let gms_chat = g.request_chat(&[("nickname", "Bo")]).await;
-    let seen_gms = gw.backend_requests();
+    let seen = gw.backend_requests();
     for url in BAD_URLS.iter().copied().chain([long.as_str()]) {
         assert_names_push_url(&g.op(&gms_chat, "pushUrl", &[("pushUrl", url)]).await);
     }
-    assert_eq!(gw.backend_requests(), seen_gms, "a refused URL reached a chat server");
-    assert!(seen_gms > seen || seen_gms == seen + 0);
+    assert_eq!(gw.backend_requests(), seen, "a refused URL reached a chat server");
 
     // http and https pass, in any case of the scheme, and are shown as sent.
     for url in ["https://example.com/a?b=c#d", "HTTP://example.com"] {
