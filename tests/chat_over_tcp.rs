@@ -26,7 +26,8 @@ async fn gateway_over(server: &ChatServer) -> TestGateway {
     gateway_with_secret(server, None).await
 }
 
-const TCP: &str = "[tcp]\nstatus_interval_ms = 100\nbackoff_max_ms = 200\nrequest_timeout_ms = 3000";
+const TCP: &str =
+    "[tcp]\nstatus_interval_ms = 100\nbackoff_max_ms = 200\nrequest_timeout_ms = 3000";
 
 /// The same, proving `secret` to the chat server (`tcp.secret`), with quick health checks.
 async fn gateway_with_secret(server: &ChatServer, secret: Option<&str>) -> TestGateway {
@@ -100,7 +101,10 @@ async fn every_operation_through_the_gateway_over_tcp() {
 #[tokio::test]
 async fn a_gateway_with_a_wrong_secret_has_its_instance_taken_down() {
     let server = server_with_secret("117");
-    for secret in [Some("a-secret-that-is-not-the-chat-servers-0123456789"), None] {
+    for secret in [
+        Some("a-secret-that-is-not-the-chat-servers-0123456789"),
+        None,
+    ] {
         let gw = gateway_with_secret(&server, secret).await;
         let router = gw.gateway.router();
         let instance = router.get("117").unwrap();

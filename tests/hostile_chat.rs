@@ -53,9 +53,7 @@ async fn a_case_folded_key_is_refused_before_any_backend_call() {
             .await
             .assert_error(401, 2, 200);
     }
-    c.messages(&folded, Some(1))
-        .await
-        .assert_error(401, 2, 200);
+    c.messages(&folded, Some(1)).await.assert_error(401, 2, 200);
     let gms_folded = GmsChat {
         chat_id: chat.chat_id.clone(),
         user_id: chat.user_id.clone(),
@@ -112,13 +110,21 @@ async fn only_http_and_https_urls_are_pushed_in_both_dialects() {
     for url in BAD_URLS.iter().copied().chain([long.as_str()]) {
         assert_names_push_url(&c.op(&chat, "SendUrl", json!({"pushUrl": url})).await);
     }
-    assert_eq!(gw.backend_requests(), seen, "a refused URL reached a chat server");
+    assert_eq!(
+        gw.backend_requests(),
+        seen,
+        "a refused URL reached a chat server"
+    );
     let gms_chat = g.request_chat(&[("nickname", "Bo")]).await;
     let seen = gw.backend_requests();
     for url in BAD_URLS.iter().copied().chain([long.as_str()]) {
         assert_names_push_url(&g.op(&gms_chat, "pushUrl", &[("pushUrl", url)]).await);
     }
-    assert_eq!(gw.backend_requests(), seen, "a refused URL reached a chat server");
+    assert_eq!(
+        gw.backend_requests(),
+        seen,
+        "a refused URL reached a chat server"
+    );
 
     // http and https pass, in any case of the scheme, and are shown as sent.
     for url in ["https://example.com/a?b=c#d", "HTTP://example.com"] {
@@ -134,7 +140,10 @@ async fn only_http_and_https_urls_are_pushed_in_both_dialects() {
         .filter(|m| m["type"] == "Notice")
         .map(|m| m["text"].as_str().unwrap())
         .collect();
-    assert_eq!(notices, ["https://example.com/a?b=c#d", "HTTP://example.com"]);
+    assert_eq!(
+        notices,
+        ["https://example.com/a?b=c#d", "HTTP://example.com"]
+    );
 }
 
 const KB500: usize = 500 * 1024;
@@ -174,13 +183,20 @@ async fn files_of_ended_chats_are_freed_and_all_files_stay_within_the_budget() {
     // Uploads then disconnects, over and over: 40 MB uploaded, nothing of it kept.
     for round in 0..40 {
         let (chat, file) = upload_twice_and_leave(&g).await;
-        assert_eq!(engine.file_bytes_held(), 0, "round {round}: an ended chat kept its files");
+        assert_eq!(
+            engine.file_bytes_held(),
+            0,
+            "round {round}: an ended chat kept its files"
+        );
         if round == 0 {
             // The transcript stays readable; the file is gone, and says so.
             let (status, _, body) = g.download(&chat, &file).await;
             assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
             let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!((&err["statusCode"], &err["errors"][0]["code"]), (&json!(2), &json!(211)));
+            assert_eq!(
+                (&err["statusCode"], &err["errors"][0]["code"]),
+                (&json!(2), &json!(211))
+            );
             let mut reader = chat.clone();
             let events = g.poll_until(&mut reader, "FileUploaded").await;
             assert!(events.iter().any(|e| e["type"] == "FileUploaded"));
@@ -201,15 +217,23 @@ async fn files_of_ended_chats_are_freed_and_all_files_stay_within_the_budget() {
     let held = engine.file_bytes_held();
     assert_eq!(held, 16 * KB500 as u64);
     let late = g.request_chat(&[("nickname", "Late")]).await;
-    let r = g.upload(&late, "c.txt", "text/plain", vec![b'z'; KB500]).await;
+    let r = g
+        .upload(&late, "c.txt", "text/plain", vec![b'z'; KB500])
+        .await;
     r.assert_error(503, 1, 518);
-    assert_eq!(engine.file_bytes_held(), held, "a refused upload is not kept");
+    assert_eq!(
+        engine.file_bytes_held(),
+        held,
+        "a refused upload is not kept"
+    );
     let r = g.op(&late, "file/limits", &[]).await;
     assert_eq!(r.body["userData"]["used-upload-max-files"], "0");
     // Room comes back when a chat ends.
     g.op(&open[0], "disconnect", &[]).await;
     assert_eq!(engine.file_bytes_held(), held - 2 * KB500 as u64);
-    let r = g.upload(&late, "c.txt", "text/plain", vec![b'z'; KB500]).await;
+    let r = g
+        .upload(&late, "c.txt", "text/plain", vec![b'z'; KB500])
+        .await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
     assert!(engine.file_bytes_held() <= BUDGET);
 }

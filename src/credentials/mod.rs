@@ -78,7 +78,10 @@ impl Credentials {
         let (backend_key, tag_hex) = client_key.split_at(client_key.len() - MAC_HEX);
         // Only the form `seal` writes: `hex` would also read lower case, and a key must have
         // one spelling (a case-folded copy is another key, not the same one).
-        if !tag_hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')) {
+        if !tag_hex
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+        {
             return None;
         }
         let mut tag = [0u8; MAC_BYTES];

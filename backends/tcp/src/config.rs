@@ -100,3 +100,24 @@ impl Default for TcpConfig {
         TcpConfig::new("")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_checked_and_never_printed() {
+        let long = "0123456789abcdef0123456789abcdef";
+        let config = TcpConfig {
+            secret: Some(long.into()),
+            ..TcpConfig::new("127.0.0.1:7117")
+        };
+        assert_eq!(config.validate(), Ok(()));
+        assert!(!format!("{config:?}").contains(long));
+        let short = TcpConfig {
+            secret: Some("short".into()),
+            ..config
+        };
+        assert_eq!(short.validate().unwrap_err().key, "secret");
+    }
+}

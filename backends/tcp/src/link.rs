@@ -242,9 +242,9 @@ pub async fn connect(
                 Ok(Greeted { frames, welcome })
             }
             HelloReply::Refused(refused) => Err(refusal(address, refused)),
-            HelloReply::Challenge(_) => Err(auth_failed(AuthFailure::Unexpected(
-                "a second challenge",
-            ))),
+            HelloReply::Challenge(_) => {
+                Err(auth_failed(AuthFailure::Unexpected("a second challenge")))
+            }
         }
     };
     tokio::time::timeout(limit, attempt)

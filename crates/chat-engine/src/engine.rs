@@ -891,7 +891,11 @@ mod tests {
         old_ended.ended_at = Some(now_ms());
         let third = Engine::new(behaviour());
         third.adopt(old_ended).unwrap();
-        assert_eq!(third.file_bytes_held(), 0, "an ended chat's files are not kept");
+        assert_eq!(
+            third.file_bytes_held(),
+            0,
+            "an ended chat's files are not kept"
+        );
     }
 
     #[test]

@@ -242,7 +242,11 @@ mod tests {
         });
         assert_eq!(full, Err(FileRefusal::NoRoom(5).into()));
         assert_eq!(asked, [10]);
-        assert_eq!(files, ChatFiles::default(), "a refused file leaves no trace");
+        assert_eq!(
+            files,
+            ChatFiles::default(),
+            "a refused file leaves no trace"
+        );
         files.upload_unbounded(file("a", 10), &rules, true).unwrap();
         files.upload_unbounded(file("b", 20), &rules, true).unwrap();
         assert_eq!(files.held_bytes(), 30);
@@ -283,7 +287,9 @@ mod tests {
             refused(files.upload_unbounded(file("a.txt", 11), &rules, true)),
             FileRefusal::TooLarge(10)
         );
-        let (id, attrs) = files.upload_unbounded(file("A.TXT", 10), &rules, true).unwrap();
+        let (id, attrs) = files
+            .upload_unbounded(file("A.TXT", 10), &rules, true)
+            .unwrap();
         assert_eq!(attrs["file-size"], "10");
         assert_eq!(
             refused(files.upload_unbounded(file("b.txt", 6), &rules, true)),
@@ -305,7 +311,9 @@ mod tests {
             refused(files.upload_unbounded(file("c.txt", 6), &rules, true)),
             FileRefusal::TotalTooLarge(15)
         );
-        files.upload_unbounded(file("c.txt", 5), &rules, true).unwrap();
+        files
+            .upload_unbounded(file("c.txt", 5), &rules, true)
+            .unwrap();
         assert_eq!(
             refused(files.upload_unbounded(file("d.txt", 0), &rules, true)),
             FileRefusal::TooMany(2)

@@ -53,7 +53,11 @@ pub fn nonce() -> String {
 
 /// The proof `role` sends on a connection with these nonces.
 pub fn proof(secret: &[u8], role: Role, server_nonce: &str, client_nonce: &str) -> String {
-    hex::encode(mac(secret, role, server_nonce, client_nonce).finalize().into_bytes())
+    hex::encode(
+        mac(secret, role, server_nonce, client_nonce)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 /// Whether `proof` is `role`'s proof for these nonces, compared in constant time. Only the
@@ -106,14 +110,38 @@ mod tests {
         assert_ne!(server, client, "nonces are fresh");
         let p = proof(SECRET, Role::Client, &server, &client);
         assert!(verify(SECRET, Role::Client, &server, &client, &p));
-        assert!(!verify(b"another secret, just as long....", Role::Client, &server, &client, &p));
-        assert!(!verify(SECRET, Role::Server, &server, &client, &p), "roles differ");
-        assert!(!verify(SECRET, Role::Client, &nonce(), &client, &p), "replayed");
+        assert!(!verify(
+            b"another secret, just as long....",
+            Role::Client,
+            &server,
+            &client,
+            &p
+        ));
+        assert!(
+            !verify(SECRET, Role::Server, &server, &client, &p),
+            "roles differ"
+        );
+        assert!(
+            !verify(SECRET, Role::Client, &nonce(), &client, &p),
+            "replayed"
+        );
         assert!(!verify(SECRET, Role::Client, &server, "", &p));
-        assert!(!verify(SECRET, Role::Client, &server, &client, &p.to_uppercase()));
+        assert!(!verify(
+            SECRET,
+            Role::Client,
+            &server,
+            &client,
+            &p.to_uppercase()
+        ));
         assert!(!verify(SECRET, Role::Client, &server, &client, &p[..63]));
         assert!(!verify(SECRET, Role::Client, &server, &client, ""));
-        assert!(!verify(SECRET, Role::Client, &server, &client, &"é".repeat(32)));
+        assert!(!verify(
+            SECRET,
+            Role::Client,
+            &server,
+            &client,
+            &"é".repeat(32)
+        ));
         // Pinned: the spec's formula, computed independently (Python's hmac), so another
         // implementation can be checked against it.
         assert_eq!(

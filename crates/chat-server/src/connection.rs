@@ -14,8 +14,7 @@ use bytes::Bytes;
 use chat_protocol::auth::{self, Role};
 use chat_protocol::{
     codec, decode, encode, Challenge, DecodeError, ErrorCode, Hello, HelloReply, Proof, Refused,
-    Reply, Request, RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_V1,
-    PROTOCOL_VERSION,
+    Reply, Request, RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_V1, PROTOCOL_VERSION,
 };
 use config_types::Secret;
 use futures::{SinkExt, StreamExt};

@@ -16,8 +16,8 @@ use chat_protocol::{
     PROTOCOL_V1, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
-use testkit::{eventually, eventually_blocking, ChatServer};
 use std::io::Read as _;
+use testkit::{eventually, eventually_blocking, ChatServer};
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -206,7 +206,11 @@ async fn a_peer_without_the_secret_is_refused_and_reaches_no_chat() {
     refused_for_auth(next(&mut replay).await);
     closed_by_server(replay).await;
 
-    assert_eq!(chats_held(&server).await, 0, "a refused peer created a chat");
+    assert_eq!(
+        chats_held(&server).await,
+        0,
+        "a refused peer created a chat"
+    );
     let log = eventually("the refusals logged", PATIENCE, || async {
         let log = server.log();
         let refusals = log.matches("authentication failed").count();
@@ -300,14 +304,16 @@ async fn an_adapter_with_a_secret_does_not_trust_a_server_without_one() {
     }
     // Without a secret on either side (loopback), version 2 works as version 1 did.
     let plain = adapter(&open, None);
-    assert!(eventually("a chat", PATIENCE, || async {
-        plain.create(new_chat()).await.ok()
-    })
-    .await
-    .chat
-    .chat_id
-    .len()
-        == 16);
+    assert!(
+        eventually("a chat", PATIENCE, || async {
+            plain.create(new_chat()).await.ok()
+        })
+        .await
+        .chat
+        .chat_id
+        .len()
+            == 16
+    );
     // And a version-1 peer is still welcome there.
     let mut v1 = Framed::new(TcpStream::connect(open.addr).await.unwrap(), codec());
     let HelloReply::Welcome(welcome) = hello(&mut v1, PROTOCOL_V1, None).await else {
@@ -322,10 +328,7 @@ async fn an_adapter_with_a_secret_does_not_trust_a_server_without_one() {
     .await
     .unwrap();
     let reply: Reply = decode(&v1.next().await.unwrap().unwrap()).unwrap();
-    assert!(matches!(
-        reply.into_result(),
-        Some(Ok(Answer::Status(_)))
-    ));
+    assert!(matches!(reply.into_result(), Some(Ok(Answer::Status(_)))));
 }
 
 /// A child process killed when the test is done with it, whatever happened.
@@ -352,12 +355,25 @@ fn run(listen: &str, extra: &[&str]) -> (Option<i32>, String) {
             .unwrap(),
     );
     let code = eventually_blocking("the refused server to exit", PATIENCE, || {
-        child.0.try_wait().ok().flatten().map(|status| status.code())
+        child
+            .0
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|status| status.code())
     });
     let mut said = String::new();
     for pipe in [
-        child.0.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read>),
-        child.0.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read>),
+        child
+            .0
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read>),
+        child
+            .0
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read>),
     ]
     .into_iter()
     .flatten()
@@ -385,7 +401,10 @@ fn without_a_secret_a_non_loopback_address_is_refused() {
 #[test]
 fn with_a_secret_or_the_explicit_opt_out_it_serves_any_address() {
     for extra in [
-        vec!["--secret-file".to_owned(), secret_file(SECRET).display().to_string()],
+        vec![
+            "--secret-file".to_owned(),
+            secret_file(SECRET).display().to_string(),
+        ],
         vec!["--allow-no-secret".to_owned()],
     ] {
         let mut child = Running(
@@ -405,6 +424,9 @@ fn with_a_secret_or_the_explicit_opt_out_it_serves_any_address() {
         )
         .unwrap();
         drop(child);
-        assert!(line.contains("listening on 0.0.0.0:"), "{extra:?}: {line:?}");
+        assert!(
+            line.contains("listening on 0.0.0.0:"),
+            "{extra:?}: {line:?}"
+        );
     }
 }
