@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chat_protocol::auth::{self, Role};
 use chat_protocol::{
     codec, decode, encode, DecodeError, ErrorCode, Hello, HelloReply, Proof, Reply, RequestId,
-    Welcome, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
+    Welcome, MAX_FRAME_LENGTH, PROTOCOL_V1, PROTOCOL_VERSION,
 };
 use config_types::Secret;
 use futures::stream::{SplitSink, SplitStream};
@@ -208,8 +208,14 @@ pub async fn connect(
         let _ = stream.set_nodelay(true);
         let mut frames = Framed::new(stream, codec());
         let client_nonce = secret.map(|_| auth::nonce());
+        // Without a secret there is nothing version 2 adds: say version 1, which chat servers
+        // of every release take (those with a secret refuse it, saying they need one).
         let hello = Hello {
-            version: PROTOCOL_VERSION,
+            version: if secret.is_some() {
+                PROTOCOL_VERSION
+            } else {
+                PROTOCOL_V1
+            },
             peer: peer_name.to_owned(),
             nonce: client_nonce.clone(),
         };
@@ -219,6 +225,11 @@ pub async fn connect(
                 return Err(auth_failed(AuthFailure::NotAsked))
             }
             HelloReply::Welcome(welcome) => return Ok(Greeted { frames, welcome }),
+            HelloReply::Refused(refused)
+                if secret.is_none() && refused.error.code == ErrorCode::AuthFailed =>
+            {
+                return Err(auth_failed(AuthFailure::SecretRequired))
+            }
             HelloReply::Refused(refused) => return Err(refusal(address, refused)),
             HelloReply::Challenge(challenge) => challenge,
         };

@@ -302,7 +302,7 @@ async fn an_adapter_with_a_secret_does_not_trust_a_server_without_one() {
         }
         other => panic!("{other:?}"),
     }
-    // Without a secret on either side (loopback), version 2 works as version 1 did.
+    // Without a secret on either side (loopback), the adapter speaks version 1 and is served.
     let plain = adapter(&open, None);
     assert!(
         eventually("a chat", PATIENCE, || async {
