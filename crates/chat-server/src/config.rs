@@ -322,6 +322,15 @@ fn read_secret(path: PathBuf) -> Result<Secret, ConfigError> {
         path: path.clone(),
         source,
     })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).map_or(0, |m| m.permissions().mode());
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777),
+                "the secret file is readable by other users: make it readable by this server's user only (chmod 600)");
+        }
+    }
     let secret = Secret::from(text.trim());
     if secret.len() < MIN_SECRET_BYTES {
         return Err(ConfigError::Invalid {
