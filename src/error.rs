@@ -329,5 +329,10 @@ fn file_wire(refusal: &FileRefusal) -> (u16, StatusCode, Option<&'static str>) {
         FileRefusal::UnknownFile => (515, StatusCode::NOT_FOUND, None),
         FileRefusal::DownloadsExhausted => (516, StatusCode::FORBIDDEN, None),
         FileRefusal::DeleteNotAllowed => (517, StatusCode::FORBIDDEN, None),
+        FileRefusal::NoRoom(_) => (
+            518,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("retry the upload later"),
+        ),
     }
 }

@@ -1,6 +1,6 @@
 //! Chat API v2 through the gateway to real `chat-server` processes over TCP
-//! (`kind = "tcp"` instances): every operation, and what a client sees when a chat server is
-//! full or gone.
+//! (`kind = "tcp"` instances): every operation (over the shared-secret handshake), what a
+//! client sees when a chat server is full or gone, and a gateway whose secret is wrong.
 
 mod common;
 
@@ -23,21 +23,44 @@ fn tcp_instance(alias: &str, server: &ChatServer) -> String {
 
 /// A gateway whose only instance is the given chat server, with a quick status poll.
 async fn gateway_over(server: &ChatServer) -> TestGateway {
+    gateway_with_secret(server, None).await
+}
+
+const TCP: &str =
+    "[tcp]\nstatus_interval_ms = 100\nbackoff_max_ms = 200\nrequest_timeout_ms = 3000";
+
+/// The same, proving `secret` to the chat server (`tcp.secret`), with quick health checks.
+async fn gateway_with_secret(server: &ChatServer, secret: Option<&str>) -> TestGateway {
+    let secret = secret.map_or(String::new(), |s| format!("\nsecret = \"{s}\""));
     gateway()
         .aliases(&[])
         .toml(&tcp_instance(&server.alias, server))
-        .toml("[tcp]\nstatus_interval_ms = 100\nbackoff_max_ms = 200\nrequest_timeout_ms = 3000")
+        .toml(&format!("{TCP}{secret}"))
+        .toml("[chat.health]\ninterval_ms = 100")
         .start()
         .await
 }
 
+const SECRET: &str = "b8e2f4a6c8d0e2f4a6b8c0d2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a2b4c6d8e0f2";
+
+/// A chat server that needs `SECRET` (from a file, as an operator runs it).
+fn server_with_secret(alias: &str) -> ChatServer {
+    let dir = std::env::temp_dir().join(format!("chat-secret-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("secret");
+    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+    ChatServer::builder(chat_server_bin())
+        .alias(alias)
+        .arg("--secret-file", path.to_str().unwrap())
+        .arg("--agent-join-delay-ms", "3600000")
+        .start()
+}
+
 #[tokio::test]
 async fn every_operation_through_the_gateway_over_tcp() {
-    let server = ChatServer::builder(chat_server_bin())
-        .alias("117")
-        .arg("--agent-join-delay-ms", "3600000")
-        .start();
-    let gw = gateway_over(&server).await;
+    // Over the authenticated handshake, as a chat server off loopback must be run.
+    let server = server_with_secret("117");
+    let gw = gateway_with_secret(&server, Some(SECRET)).await;
     let c = gw.client();
     let chat = c.request_chat_retrying("Ann").await;
     assert_eq!(chat.alias, "117");
@@ -69,6 +92,44 @@ async fn every_operation_through_the_gateway_over_tcp() {
         !server.log().contains(&chat.secure_key),
         "keys are never logged"
     );
+    assert!(!server.log().contains(SECRET), "the secret is never logged");
+}
+
+/// A gateway with the wrong `tcp.secret` (or none) is refused by the chat server: the
+/// instance goes down with the reason in its check, new chats are refused retry-later, and
+/// no call reaches the chat server. A gateway with the right secret is served.
+#[tokio::test]
+async fn a_gateway_with_a_wrong_secret_has_its_instance_taken_down() {
+    let server = server_with_secret("117");
+    for secret in [
+        Some("a-secret-that-is-not-the-chat-servers-0123456789"),
+        None,
+    ] {
+        let gw = gateway_with_secret(&server, secret).await;
+        let router = gw.gateway.router();
+        let instance = router.get("117").unwrap();
+        eventually("the instance down", PATIENCE, || async {
+            (instance.health.state() == webapi_gateway::router::HealthState::Down).then_some(())
+        })
+        .await;
+        let why = instance.backend.check().await.unwrap_err().to_string();
+        assert!(why.contains("shared-secret handshake"), "{secret:?}: {why}");
+        let r = gw
+            .client()
+            .post(
+                "/api/v2/chats",
+                json!({"tenantName": "Environment", "nickname": "Ann"}),
+            )
+            .await;
+        r.assert_error(503, 1, 300);
+    }
+    let log = server.log();
+    assert!(log.contains("authentication failed"), "{log}");
+
+    let gw = gateway_with_secret(&server, Some(SECRET)).await;
+    let c = gw.client();
+    let chat = c.request_chat_retrying("Ann").await;
+    assert_eq!(chat.alias, "117");
 }
 
 #[tokio::test]

@@ -76,6 +76,14 @@ impl Credentials {
             return None;
         }
         let (backend_key, tag_hex) = client_key.split_at(client_key.len() - MAC_HEX);
+        // Only the form `seal` writes: `hex` would also read lower case, and a key must have
+        // one spelling (a case-folded copy is another key, not the same one).
+        if !tag_hex
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+        {
+            return None;
+        }
         let mut tag = [0u8; MAC_BYTES];
         hex::decode_to_slice(tag_hex, &mut tag).ok()?;
         self.mac(claim, backend_key)
@@ -148,5 +156,22 @@ mod tests {
         assert_eq!(c.open(CLAIM, ""), None);
         assert_eq!(c.open(CLAIM, &"é".repeat(40)), None);
         assert_eq!(Credentials::random().open(CLAIM, &key), None);
+    }
+
+    #[test]
+    fn only_the_canonical_spelling_of_the_mac_opens() {
+        let c = Credentials::new(b"0123456789abcdef0123456789abcdef");
+        // A backend key in any case is the backend's business; the MAC is ours.
+        let key = c.seal(CLAIM, "e1a17b94f802c330");
+        let (backend_key, mac) = key.split_at(16);
+        assert!(mac.bytes().any(|b| b.is_ascii_alphabetic()), "{mac}");
+        let folded = format!("{backend_key}{}", mac.to_ascii_lowercase());
+        assert_eq!(c.open(CLAIM, &folded), None);
+        // One lower-case digit is enough to refuse it.
+        let i = mac.find(|ch: char| ch.is_ascii_alphabetic()).unwrap();
+        let mut one = key.clone();
+        one.replace_range(16 + i..17 + i, &mac[i..=i].to_ascii_lowercase());
+        assert_eq!(c.open(CLAIM, &one), None);
+        assert_eq!(c.open(CLAIM, &key), Some("e1a17b94f802c330"));
     }
 }

@@ -182,6 +182,11 @@ impl GatewayProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The process id (for reading its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

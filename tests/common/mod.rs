@@ -546,7 +546,7 @@ pub async fn every_operation(c: &Client, chat: &Chat) {
     for (op, extra) in [
         ("SendMessage", json!({"text": "late"})),
         ("Complete", json!({})),
-        ("SendUrl", json!({"pushUrl": "u"})),
+        ("SendUrl", json!({"pushUrl": "https://example.com/late"})),
     ] {
         let r = c.op(chat, op, extra).await;
         r.assert_error(409, 2, 211);

@@ -83,7 +83,8 @@ impl BackendError {
             | BackendError::Interrupted(_)
             | BackendError::Overloaded(_)
             | BackendError::StoreUnavailable(_)
-            | BackendError::Moved(_) => true,
+            | BackendError::Moved(_)
+            | BackendError::File(crate::FileRefusal::NoRoom(_)) => true,
             BackendError::Remote { status_code, .. } => *status_code == 1,
             _ => false,
         }
@@ -125,6 +126,8 @@ mod tests {
         }
         let file = BackendError::from(crate::FileRefusal::TooMany(3));
         assert!(!file.retryable() && !file.never_arrived());
+        let full = BackendError::from(crate::FileRefusal::NoRoom(1 << 28));
+        assert!(full.retryable() && !full.never_arrived());
         for size in [
             BackendError::TooLong {
                 field: "message".into(),

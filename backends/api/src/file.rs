@@ -71,4 +71,8 @@ pub enum FileRefusal {
     DownloadsExhausted,
     #[error("files may not be deleted in this chat")]
     DeleteNotAllowed,
+    /// The instance holds as many file bytes as its budget allows (all chats together);
+    /// retryable: room comes back as chats end.
+    #[error("the chat server holds its most file bytes ({0} in all); retry later")]
+    NoRoom(u64),
 }

@@ -13,10 +13,12 @@ mod chat;
 mod error;
 mod file;
 pub mod request_id;
+mod url;
 
 pub use chat::*;
 pub use error::BackendError;
 pub use file::{FileContent, FileLimits, FileRefusal, NewFile};
+pub use url::{check_push_url, MAX_PUSH_URL_CHARS, PUSH_URL_PATTERN};
 
 use async_trait::async_trait;
 

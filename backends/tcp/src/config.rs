@@ -7,7 +7,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use config_types::{millis, nonzero, Invalid};
+use config_types::{millis, nonzero, Invalid, Secret};
 use serde::Deserialize;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -42,6 +42,11 @@ pub struct TcpConfig {
     /// alive against the server's idle timeout.
     #[serde(rename = "status_interval_ms", deserialize_with = "millis")]
     pub status_interval: Duration,
+    /// The secret shared with the chat servers (their `--secret-file`), at least 32
+    /// characters; best set as `GATEWAY__TCP__SECRET`. The handshake proves it both ways
+    /// without sending it. When set, a chat server that does not ask for it is not trusted;
+    /// when absent, a chat server that asks for it refuses this gateway. Never logged.
+    pub secret: Option<Secret>,
 }
 
 impl TcpConfig {
@@ -57,6 +62,7 @@ impl TcpConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             status_interval: Duration::from_secs(2),
+            secret: None,
         }
     }
 
@@ -69,6 +75,16 @@ impl TcpConfig {
         nonzero("request_timeout_ms", self.request_timeout)?;
         nonzero("backoff_min_ms", self.backoff_min)?;
         nonzero("status_interval_ms", self.status_interval)?;
+        if self
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.len() < chat_protocol::auth::MIN_SECRET_BYTES)
+        {
+            return Err(Invalid::new(
+                "secret",
+                "must be at least 32 characters (use e.g. `openssl rand -hex 32`)",
+            ));
+        }
         if self.backoff_max < self.backoff_min {
             return Err(Invalid::new(
                 "backoff_max_ms",
@@ -82,5 +98,26 @@ impl TcpConfig {
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig::new("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_is_checked_and_never_printed() {
+        let long = "0123456789abcdef0123456789abcdef";
+        let config = TcpConfig {
+            secret: Some(long.into()),
+            ..TcpConfig::new("127.0.0.1:7117")
+        };
+        assert_eq!(config.validate(), Ok(()));
+        assert!(!format!("{config:?}").contains(long));
+        let short = TcpConfig {
+            secret: Some("short".into()),
+            ..config
+        };
+        assert_eq!(short.validate().unwrap_err().key, "secret");
     }
 }

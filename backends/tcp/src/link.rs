@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chat_protocol::auth::{self, Role};
 use chat_protocol::{
-    codec, decode, encode, DecodeError, Hello, HelloReply, Reply, RequestId, Welcome,
-    MAX_FRAME_LENGTH, PROTOCOL_VERSION,
+    codec, decode, encode, DecodeError, ErrorCode, Hello, HelloReply, Proof, Reply, RequestId,
+    Welcome, MAX_FRAME_LENGTH, PROTOCOL_V1, PROTOCOL_VERSION,
 };
+use config_types::Secret;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
@@ -51,6 +53,33 @@ pub enum ConnectError {
     },
     #[error("no handshake with {address} within {limit:?}")]
     Timeout { address: String, limit: Duration },
+    /// The shared secret did not match, one way or the other: no request can go there until
+    /// the configuration is fixed, so the instance stays down (and says why).
+    #[error("{address} failed the shared-secret handshake: {why}")]
+    Auth { address: String, why: AuthFailure },
+}
+
+/// How the shared-secret handshake failed (`tcp.secret` against the chat server's
+/// `--secret-file`).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("the chat server needs the shared secret and tcp.secret is not set")]
+    SecretRequired,
+    #[error("the chat server refused this gateway's proof: tcp.secret is not its secret ({0})")]
+    ProofRefused(String),
+    #[error("tcp.secret is set but the chat server did not ask for it (it has no --secret-file, or it is not the server expected); not trusted")]
+    NotAsked,
+    #[error("the chat server's proof is wrong: it does not hold tcp.secret; not trusted")]
+    ServerProofWrong,
+    #[error("the chat server sent {0} where the handshake expected welcome or refused")]
+    Unexpected(&'static str),
+}
+
+impl ConnectError {
+    /// A handshake that cannot succeed until someone changes a secret.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ConnectError::Auth { .. })
+    }
 }
 
 /// Why a live connection ended.
@@ -155,13 +184,19 @@ pub struct Greeted {
     pub welcome: Welcome,
 }
 
-/// Connects and completes the handshake within `limit`.
+/// Connects and completes the handshake within `limit`: with `secret`, the version-2
+/// challenge and response (`chat_protocol::auth`), and the server's proof checked in turn.
 pub async fn connect(
     address: &str,
     peer_name: &str,
+    secret: Option<&Secret>,
     limit: Duration,
 ) -> Result<Greeted, ConnectError> {
     let owned_address = || address.to_owned();
+    let auth_failed = |why| ConnectError::Auth {
+        address: address.to_owned(),
+        why,
+    };
     let attempt = async {
         let stream = TcpStream::connect(address)
             .await
@@ -172,42 +207,55 @@ pub async fn connect(
         // Requests are small and each waits for its reply: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
         let mut frames = Framed::new(stream, codec());
+        let client_nonce = secret.map(|_| auth::nonce());
+        // Without a secret there is nothing version 2 adds: say version 1, which chat servers
+        // of every release take (those with a secret refuse it, saying they need one).
         let hello = Hello {
-            version: PROTOCOL_VERSION,
+            version: if secret.is_some() {
+                PROTOCOL_VERSION
+            } else {
+                PROTOCOL_V1
+            },
             peer: peer_name.to_owned(),
+            nonce: client_nonce.clone(),
         };
-        frames
-            .send(encode(&hello))
-            .await
-            .map_err(|source| ConnectError::Handshake {
-                address: owned_address(),
-                source,
-            })?;
-        let frame = match frames.next().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(source)) => {
-                return Err(ConnectError::Handshake {
-                    address: owned_address(),
-                    source,
-                })
+        send(&mut frames, encode(&hello), address).await?;
+        let challenge = match receive(&mut frames, address).await? {
+            HelloReply::Welcome(_) if secret.is_some() => {
+                return Err(auth_failed(AuthFailure::NotAsked))
             }
-            None => {
-                return Err(ConnectError::ClosedInHandshake {
-                    address: owned_address(),
-                })
+            HelloReply::Welcome(welcome) => return Ok(Greeted { frames, welcome }),
+            HelloReply::Refused(refused)
+                if secret.is_none() && refused.error.code == ErrorCode::AuthFailed =>
+            {
+                return Err(auth_failed(AuthFailure::SecretRequired))
             }
+            HelloReply::Refused(refused) => return Err(refusal(address, refused)),
+            HelloReply::Challenge(challenge) => challenge,
         };
-        match decode::<HelloReply>(&frame) {
-            Ok(HelloReply::Welcome(welcome)) => Ok(Greeted { frames, welcome }),
-            Ok(HelloReply::Refused(refused)) => Err(ConnectError::Refused {
-                address: owned_address(),
-                message: refused.error.message,
-                supported: refused.supported_versions,
-            }),
-            Err(source) => Err(ConnectError::BadHandshake {
-                address: owned_address(),
-                source,
-            }),
+        let Some(secret) = secret else {
+            return Err(auth_failed(AuthFailure::SecretRequired));
+        };
+        let key = secret.expose().as_bytes();
+        let client_nonce = client_nonce.unwrap_or_default();
+        let proof = Proof {
+            proof: auth::proof(key, Role::Client, &challenge.nonce, &client_nonce),
+        };
+        send(&mut frames, encode(&proof), address).await?;
+        match receive(&mut frames, address).await? {
+            HelloReply::Welcome(welcome) => {
+                let proven = welcome.proof.as_deref().is_some_and(|p| {
+                    auth::verify(key, Role::Server, &challenge.nonce, &client_nonce, p)
+                });
+                if !proven {
+                    return Err(auth_failed(AuthFailure::ServerProofWrong));
+                }
+                Ok(Greeted { frames, welcome })
+            }
+            HelloReply::Refused(refused) => Err(refusal(address, refused)),
+            HelloReply::Challenge(_) => {
+                Err(auth_failed(AuthFailure::Unexpected("a second challenge")))
+            }
         }
     };
     tokio::time::timeout(limit, attempt)
@@ -218,6 +266,53 @@ pub async fn connect(
                 limit,
             })
         })
+}
+
+async fn send(frames: &mut Frames, frame: Bytes, address: &str) -> Result<(), ConnectError> {
+    frames
+        .send(frame)
+        .await
+        .map_err(|source| ConnectError::Handshake {
+            address: address.to_owned(),
+            source,
+        })
+}
+
+/// The server's next handshake frame.
+async fn receive(frames: &mut Frames, address: &str) -> Result<HelloReply, ConnectError> {
+    let frame = match frames.next().await {
+        Some(Ok(frame)) => frame,
+        Some(Err(source)) => {
+            return Err(ConnectError::Handshake {
+                address: address.to_owned(),
+                source,
+            })
+        }
+        None => {
+            return Err(ConnectError::ClosedInHandshake {
+                address: address.to_owned(),
+            })
+        }
+    };
+    decode::<HelloReply>(&frame).map_err(|source| ConnectError::BadHandshake {
+        address: address.to_owned(),
+        source,
+    })
+}
+
+/// A `refused` in the handshake: the secret's, or the version's.
+fn refusal(address: &str, refused: chat_protocol::Refused) -> ConnectError {
+    if refused.error.code == ErrorCode::AuthFailed {
+        return ConnectError::Auth {
+            address: address.to_owned(),
+            why: AuthFailure::ProofRefused(refused.error.message),
+        };
+    }
+    ConnectError::Refused {
+        address: address.to_owned(),
+        message: refused.error.message,
+        supported: refused.supported_versions,
+    }
 }
 
 impl Greeted {

@@ -147,10 +147,21 @@ impl Pool {
         let mut backoff = Backoff::new(config.backoff_min, config.backoff_max)
             .with_jitter()
             .failures();
+        // An authentication failure repeats on every attempt until someone changes a secret:
+        // said once at error level, then at debug until it is fixed.
+        let mut auth_reported = false;
         loop {
-            match link::connect(&config.address, &config.peer_name, config.connect_timeout).await {
+            let connected = link::connect(
+                &config.address,
+                &config.peer_name,
+                config.secret.as_ref(),
+                config.connect_timeout,
+            )
+            .await;
+            match connected {
                 Ok(greeted) => {
                     backoff.reset();
+                    auth_reported = false;
                     tracing::info!(address = %config.address, alias = %greeted.welcome.alias, slot,
                         "connected to chat server");
                     self.record_status(greeted.welcome.status.clone());
@@ -162,6 +173,13 @@ impl Pool {
                     tracing::warn!(address = %config.address, slot, %reason,
                         "connection to chat server lost");
                     *self.last_error.lock() = Arc::new(Disconnected::Lost(reason));
+                }
+                Err(reason) if reason.is_auth() && !auth_reported => {
+                    auth_reported = true;
+                    tracing::error!(address = %config.address, slot, %reason,
+                        "chat server authentication failed: no requests go there until tcp.secret and the server's --secret-file match");
+                    *self.last_error.lock() = Arc::new(Disconnected::Connect(reason));
+                    self.attempt_ended();
                 }
                 Err(reason) => {
                     tracing::debug!(address = %config.address, slot, %reason, "connect failed");

@@ -36,7 +36,8 @@ async fn silent_server() -> (String, mpsc::UnboundedReceiver<()>, Arc<AtomicUsiz
                     return;
                 };
                 let hello: Hello = decode(&frame).unwrap();
-                assert_eq!(hello.version, PROTOCOL_VERSION);
+                // A gateway without tcp.secret speaks version 1, which every server takes.
+                assert_eq!(hello.version, chat_protocol::PROTOCOL_V1);
                 let welcome = HelloReply::Welcome(Welcome {
                     version: PROTOCOL_VERSION,
                     alias: "999".into(),
@@ -52,6 +53,7 @@ async fn silent_server() -> (String, mpsc::UnboundedReceiver<()>, Arc<AtomicUsiz
                         connections: 1,
                         store: false,
                     },
+                    proof: None,
                 });
                 framed.send(encode(&welcome)).await.unwrap();
                 while let Some(Ok(_)) = framed.next().await {

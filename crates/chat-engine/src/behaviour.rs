@@ -46,6 +46,11 @@ pub struct Behaviour {
     pub duplicate_window: Duration,
     /// File-transfer rules (the GMS dialect's `file/…` operations).
     pub files: crate::FileRules,
+    /// Most bytes of uploaded files the instance holds, all its chats together. An upload
+    /// past it is refused (retryable, `FileRefusal::NoRoom`) and nothing of it is kept; a
+    /// chat's files are released when it ends, so room comes back as chats end. Bounds the
+    /// memory files cost whatever the rate of new chats. At least `files.max_file_size`.
+    pub max_file_bytes_total: u64,
     /// Longest text the customer may send in one action, in UTF-8 bytes: a message, a
     /// typing or custom notice, a nickname, a URL, and each of a new chat's fields; a chat's
     /// user data as a whole. Longer is refused (`BackendError::TooLong`), nothing applied.
@@ -73,6 +78,12 @@ impl Behaviour {
             return Err(Invalid::new(
                 "files.max_file_size",
                 "must not exceed files.max_total_size",
+            ));
+        }
+        if self.max_file_bytes_total < self.files.max_file_size {
+            return Err(Invalid::new(
+                "max_file_bytes_total",
+                "must be at least files.max_file_size",
             ));
         }
         nonzero("disconnect_timeout_secs", self.disconnect_timeout)?;
@@ -115,6 +126,7 @@ impl Default for Behaviour {
             // Longer than a gateway request timeout plus a client's retry delay.
             duplicate_window: Duration::from_secs(30),
             files: crate::FileRules::default(),
+            max_file_bytes_total: 256 * 1024 * 1024,
             max_message_bytes: 16 * 1024,
             max_transcript_events: 2000,
             max_transcript_bytes: 1024 * 1024,

@@ -400,6 +400,9 @@ impl ChatRecord {
     }
 
     fn end(&mut self, at: u64) {
+        // Files are for the conversation: once it is over their bytes go (the engine's
+        // budget gets them back); the transcript, with its file events, stays readable.
+        self.files.release();
         self.participants[CLIENT].present = false;
         self.push(CLIENT, EventType::ParticipantLeft, None, None, at);
         self.pending.clear();
@@ -444,12 +447,26 @@ impl ChatRecord {
         self.files.limits(&behaviour.files)
     }
 
+    /// Bytes of file content this chat holds.
+    pub(crate) fn file_bytes(&self) -> u64 {
+        self.files.held_bytes()
+    }
+
+    /// Drops the file bytes of an ended chat (a record saved before chats released them).
+    pub(crate) fn release_files_if_ended(&mut self) {
+        if self.is_ended() {
+            self.files.release();
+        }
+    }
+
     /// Stores an uploaded file and records a `FileUploaded` event. Refused once ended.
+    /// `reserve` is asked for the file's bytes once every rule of the chat has passed.
     pub(crate) fn upload(
         &mut self,
         file: NewFile,
         behaviour: &Behaviour,
         now: u64,
+        reserve: impl FnOnce(u64) -> Result<(), BackendError>,
     ) -> Result<String, BackendError> {
         self.refuse_if_ended()?;
         check_len("fileName", &file.name, behaviour)?;
@@ -457,7 +474,7 @@ impl ChatRecord {
         self.check_room(2 * file.name.len() + 256, behaviour)?;
         let name = file.name.clone();
         let agent = self.agent().is_some();
-        let (id, attributes) = self.files.upload(file, &behaviour.files, agent)?;
+        let (id, attributes) = self.files.upload(file, &behaviour.files, agent, reserve)?;
         self.push(CLIENT, EventType::FileUploaded, Some(&name), None, now);
         if let Some(e) = self.transcript.last_mut() {
             e.user_data = attributes;
@@ -465,11 +482,13 @@ impl ChatRecord {
         Ok(id)
     }
 
+    /// A file's content. Refused once the chat ended: its files were released then.
     pub(crate) fn download(
         &mut self,
         id: &str,
         behaviour: &Behaviour,
     ) -> Result<FileContent, BackendError> {
+        self.refuse_if_ended()?;
         self.files.download(id, &behaviour.files)
     }
 

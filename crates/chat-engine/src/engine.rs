@@ -5,8 +5,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backend_api::{
-    BackendError, ChatCreated, ChatRef, ChatUpdate, FileContent, FileLimits, Load, NewChat,
-    NewFile, Refresh, Transcript,
+    BackendError, ChatCreated, ChatRef, ChatUpdate, FileContent, FileLimits, FileRefusal, Load,
+    NewChat, NewFile, Refresh, Transcript,
 };
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -32,6 +32,10 @@ pub struct Engine {
     /// Requests on existing chats received, whatever their outcome: lets operators and
     /// tests see whether a request reached this instance at all.
     requests: AtomicU64,
+    /// Bytes of uploaded files held by all chats: what `max_file_bytes_total` bounds. Raised
+    /// by an upload's reservation before the file is kept, lowered whenever a chat's files
+    /// shrink (delete, end, a record replaced or forgotten).
+    file_bytes: AtomicU64,
 }
 
 impl Engine {
@@ -41,6 +45,7 @@ impl Engine {
             chats: DashMap::new(),
             active: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            file_bytes: AtomicU64::new(0),
         })
     }
 
@@ -68,10 +73,14 @@ impl Engine {
         let retention = self.behaviour.ended_retention.as_millis() as u64;
         self.chats.retain(|_, chat| {
             let mut chat = chat.lock();
-            if chat.advance(now, &self.behaviour) {
+            if self.tracked(&mut chat, |c| c.advance(now, &self.behaviour)) {
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }
-            chat.ended_at.is_none_or(|at| at + retention > now)
+            let keep = chat.ended_at.is_none_or(|at| at + retention > now);
+            if !keep {
+                self.file_bytes_changed(chat.file_bytes(), 0);
+            }
+            keep
         });
     }
 
@@ -128,7 +137,7 @@ impl Engine {
     /// One action on a chat, after checking its credentials.
     pub fn refresh(&self, chat: &ChatRef, request: Refresh) -> Result<ChatUpdate, BackendError> {
         self.on_record(chat, |record, behaviour, now| {
-            if record.act(request.action, behaviour, now)? {
+            if self.tracked(record, |r| r.act(request.action, behaviour, now))? {
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }
             Ok(reply(record, request.transcript, request.details))
@@ -176,6 +185,7 @@ impl Engine {
         };
         let mut live = entry.lock();
         self.count_change(live.is_ended(), record.is_ended());
+        self.file_bytes_changed(live.file_bytes(), record.file_bytes());
         *live = record;
     }
 
@@ -190,6 +200,41 @@ impl Engine {
             }
             _ => {}
         }
+    }
+
+    /// Runs `g` on a chat and keeps the engine's count of file bytes right for whatever `g`
+    /// did to the chat's files (ending the chat releases them).
+    fn tracked<T>(&self, record: &mut ChatRecord, g: impl FnOnce(&mut ChatRecord) -> T) -> T {
+        let before = record.file_bytes();
+        let out = g(record);
+        self.file_bytes_changed(before, record.file_bytes());
+        out
+    }
+
+    fn file_bytes_changed(&self, before: u64, after: u64) {
+        if after > before {
+            self.file_bytes.fetch_add(after - before, Ordering::AcqRel);
+        } else if before > after {
+            self.file_bytes.fetch_sub(before - after, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes room for `size` bytes of file under `max_file_bytes_total`, or refuses: the
+    /// upload's reservation, taken before the file is kept so concurrent uploads on
+    /// different chats cannot overshoot the budget together.
+    fn reserve_file_bytes(&self, size: u64) -> Result<(), BackendError> {
+        let budget = self.behaviour.max_file_bytes_total;
+        self.file_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(size).filter(|&n| n <= budget)
+            })
+            .map(drop)
+            .map_err(|_| FileRefusal::NoRoom(budget).into())
+    }
+
+    /// Bytes of uploaded files held by all chats now (at most `max_file_bytes_total`).
+    pub fn file_bytes_held(&self) -> u64 {
+        self.file_bytes.load(Ordering::Acquire)
     }
 
     /// Runs `f` on a chat after checking its credentials and bringing it up to now: the
@@ -208,7 +253,7 @@ impl Engine {
         let mut record = entry.lock();
         record.check_credentials(chat)?;
         let now = now_ms();
-        if record.advance(now, &self.behaviour) {
+        if self.tracked(&mut record, |r| r.advance(now, &self.behaviour)) {
             self.active.fetch_sub(1, Ordering::Relaxed);
         }
         record.last_activity = now;
@@ -220,7 +265,11 @@ impl Engine {
     }
 
     pub fn upload_file(&self, chat: &ChatRef, file: NewFile) -> Result<String, BackendError> {
-        self.on_record(chat, |r, b, now| r.upload(file, b, now))
+        // The reservation is the only change to the count: the file is kept exactly when it
+        // succeeds (the chat's own rules refuse before it is asked).
+        self.on_record(chat, |r, b, now| {
+            r.upload(file, b, now, |size| self.reserve_file_bytes(size))
+        })
     }
 
     pub fn download_file(&self, chat: &ChatRef, id: &str) -> Result<FileContent, BackendError> {
@@ -228,7 +277,9 @@ impl Engine {
     }
 
     pub fn delete_file(&self, chat: &ChatRef, id: &str) -> Result<(), BackendError> {
-        self.on_record(chat, |r, b, now| r.delete_file(id, b, now))
+        self.on_record(chat, |r, b, now| {
+            self.tracked(r, |r| r.delete_file(id, b, now))
+        })
     }
 
     /// A copy of a chat's whole state.
@@ -240,7 +291,8 @@ impl Engine {
     /// A copy of the chat already here is replaced: the record given is the store's, and the
     /// store's is never older than a local copy (a local copy is older when the chat moved
     /// away and back, or this instance was frozen while another carried the chat on).
-    pub fn adopt(&self, record: ChatRecord) -> Result<(), BackendError> {
+    pub fn adopt(&self, mut record: ChatRecord) -> Result<(), BackendError> {
+        record.release_files_if_ended();
         if let Some(entry) = self
             .chats
             .get(record.chat_id.as_str())
@@ -248,6 +300,7 @@ impl Engine {
         {
             let mut live = entry.lock();
             self.count_change(live.is_ended(), record.is_ended());
+            self.file_bytes_changed(live.file_bytes(), record.file_bytes());
             *live = record;
             return Ok(());
         }
@@ -261,6 +314,9 @@ impl Engine {
                     BackendError::Overloaded(format!("session limit of {limit} reached"))
                 })?;
         }
+        // Adopted files count against the budget but are not refused by it: the chat (and
+        // its files) already exist, and refusing would lose them.
+        self.file_bytes_changed(0, record.file_bytes());
         let key = record.chat_id.clone().into_boxed_str();
         self.chats.insert(key, Arc::new(Mutex::new(record)));
         Ok(())
@@ -271,9 +327,11 @@ impl Engine {
     /// and so must not leave a chat behind that nobody holds the credentials of.
     pub fn discard(&self, chat_id: &str) {
         if let Some((_, chat)) = self.chats.remove(chat_id) {
-            if !chat.lock().is_ended() {
+            let chat = chat.lock();
+            if !chat.is_ended() {
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }
+            self.file_bytes_changed(chat.file_bytes(), 0);
         }
     }
 
@@ -729,6 +787,115 @@ mod tests {
         engine.publish(copy.clone());
         assert_eq!(engine.snapshot(&chat.chat_id).unwrap(), copy);
         assert_eq!(engine.load().active, 0);
+    }
+
+    fn upload(engine: &Engine, chat: &ChatRef, size: usize) -> Result<String, BackendError> {
+        engine.upload_file(
+            chat,
+            NewFile {
+                name: "a.txt".into(),
+                content_type: None,
+                description: None,
+                bytes: std::sync::Arc::from(vec![1u8; size]),
+            },
+        )
+    }
+
+    #[test]
+    fn file_bytes_are_bounded_for_all_chats_and_freed_when_a_chat_ends() {
+        let engine = Engine::new(Behaviour {
+            session_limit: std::num::NonZeroU64::new(10).unwrap(),
+            max_file_bytes_total: 1000,
+            disconnect_timeout: Duration::from_millis(50),
+            files: crate::FileRules {
+                max_file_size: 400,
+                max_total_size: 800,
+                ..crate::FileRules::default()
+            },
+            ..behaviour()
+        });
+        let a = engine.create(new_chat()).unwrap().chat;
+        let b = engine.create(new_chat()).unwrap().chat;
+        let c = engine.create(new_chat()).unwrap().chat;
+        let first = upload(&engine, &a, 400).unwrap();
+        upload(&engine, &a, 400).unwrap();
+        assert_eq!(engine.file_bytes_held(), 800);
+        // Within b's own quota, past the instance's budget: refused, retryable, not kept.
+        let full = upload(&engine, &b, 300).unwrap_err();
+        assert_eq!(full, FileRefusal::NoRoom(1000).into());
+        assert!(full.retryable());
+        assert_eq!(engine.file_bytes_held(), 800);
+        assert_eq!(
+            engine.file_limits(&b).unwrap().used_files,
+            0,
+            "a refused file is not counted against the chat"
+        );
+        upload(&engine, &b, 200).unwrap();
+        assert_eq!(engine.file_bytes_held(), 1000);
+
+        // a ends: its bytes are released, its transcript stays, its files are gone.
+        act(&engine, &a, Action::Complete).unwrap();
+        assert_eq!(engine.file_bytes_held(), 200);
+        assert!(matches!(
+            engine.download_file(&a, &first),
+            Err(BackendError::ChatEnded { .. })
+        ));
+        let read = act(&engine, &a, Action::Poll).unwrap();
+        let uploaded = read
+            .messages
+            .iter()
+            .filter(|e| e.kind == EventType::FileUploaded)
+            .count();
+        assert_eq!(uploaded, 2, "the transcript keeps its file events");
+        upload(&engine, &c, 400).unwrap();
+        assert_eq!(engine.file_bytes_held(), 600);
+
+        // Delete, an idle chat swept, and a discarded one each give their bytes back.
+        let id = upload(&engine, &b, 100).unwrap();
+        engine.delete_file(&b, &id).unwrap();
+        assert_eq!(engine.file_bytes_held(), 600);
+        engine.discard(&c.chat_id);
+        assert_eq!(engine.file_bytes_held(), 200);
+        engine.sweep(now_ms() + 100);
+        assert_eq!(engine.load().active, 0);
+        assert_eq!(engine.file_bytes_held(), 0);
+    }
+
+    #[test]
+    fn replaced_and_adopted_records_keep_the_count_right() {
+        let engine = Engine::new(behaviour());
+        let chat = engine.create(new_chat()).unwrap().chat;
+        upload(&engine, &chat, 100).unwrap();
+        let with_file = engine.snapshot(&chat.chat_id).unwrap();
+        // The chat server's path: a copy ended, saved and published.
+        let (_, ended) = engine
+            .refresh_copy(
+                &chat,
+                Refresh {
+                    action: Action::Complete,
+                    transcript: Transcript::None,
+                    details: false,
+                },
+            )
+            .unwrap();
+        assert_eq!(engine.file_bytes_held(), 100, "a copy changes nothing");
+        engine.publish(ended.clone());
+        assert_eq!(engine.file_bytes_held(), 0);
+        // Restored elsewhere: an open chat brings its files, an ended one none.
+        let other = Engine::new(behaviour());
+        other.adopt(with_file.clone()).unwrap();
+        assert_eq!(other.file_bytes_held(), 100);
+        other.adopt(ended).unwrap();
+        assert_eq!(other.file_bytes_held(), 0);
+        let mut old_ended = with_file;
+        old_ended.ended_at = Some(now_ms());
+        let third = Engine::new(behaviour());
+        third.adopt(old_ended).unwrap();
+        assert_eq!(
+            third.file_bytes_held(),
+            0,
+            "an ended chat's files are not kept"
+        );
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Files inside a chat: the rules (like the Chat Server's file-transfer options), and the
 //! upload / download / delete rules applied to one [`ChatRecord`].
 //!
-//! Memory is bounded by the rules: a chat holds at most `max_total_size` bytes of files
-//! (deleted ones are freed but still count against the quota), so an instance holds at most
-//! `session_limit × max_total_size`.
+//! Memory is bounded twice: a chat holds at most `max_total_size` bytes of files (deleted
+//! ones are freed but still count against the quota), and the engine holds at most
+//! `Behaviour::max_file_bytes_total` for all its chats together (the caller's `reserve`,
+//! asked before a file is kept). A chat's files are released when it ends, while its
+//! transcript stays readable for the retention.
 
 use std::sync::Arc;
 
@@ -90,13 +92,15 @@ impl ChatFiles {
         }
     }
 
-    /// Checks the rules and stores the file; returns the event attributes of its
-    /// `FileUploaded` event (the first is its id).
+    /// Checks the rules, then asks `reserve` for room for the file's bytes (the engine's
+    /// budget), and only then stores it; returns the event attributes of its `FileUploaded`
+    /// event (the first is its id). A refused file is not kept: its bytes go with the request.
     pub fn upload(
         &mut self,
         file: NewFile,
         rules: &FileRules,
         agent_present: bool,
+        reserve: impl FnOnce(u64) -> Result<(), BackendError>,
     ) -> Result<(String, UserData), BackendError> {
         if rules.need_agent && !agent_present {
             return Err(FileRefusal::NeedAgent.into());
@@ -115,6 +119,7 @@ impl ChatFiles {
         if self.uploaded_bytes + size > rules.max_total_size {
             return Err(FileRefusal::TotalTooLarge(rules.max_total_size).into());
         }
+        reserve(size)?;
         self.uploaded += 1;
         self.uploaded_bytes += size;
         let id = format!("F{:04}", self.uploaded);
@@ -153,6 +158,17 @@ impl ChatFiles {
             content_type: file.content_type.clone(),
             bytes: Arc::clone(&file.bytes),
         })
+    }
+
+    /// Bytes of the files held (what the engine's budget counts).
+    pub fn held_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes.len() as u64).sum()
+    }
+
+    /// Drops every file's bytes (the chat ended). The quota counters stay: they are part of
+    /// the chat's history, and an ended chat takes no uploads anyway.
+    pub fn release(&mut self) {
+        self.files = Vec::new();
     }
 
     /// Removes the file; returns the attributes of its `FileDeleted` event.
@@ -194,6 +210,51 @@ mod tests {
         }
     }
 
+    impl ChatFiles {
+        fn upload_unbounded(
+            &mut self,
+            file: NewFile,
+            rules: &FileRules,
+            agent_present: bool,
+        ) -> Result<(String, UserData), BackendError> {
+            self.upload(file, rules, agent_present, |_| Ok(()))
+        }
+    }
+
+    #[test]
+    fn the_budget_is_asked_last_and_a_refusal_keeps_nothing() {
+        let rules = FileRules {
+            file_types: Vec::new(),
+            ..FileRules::default()
+        };
+        let mut files = ChatFiles::default();
+        let mut asked = Vec::new();
+        // The chat's own rules refuse first: the budget is not asked.
+        let too_big = files.upload(file("a", 600 * 1024), &rules, true, |n| {
+            asked.push(n);
+            Ok(())
+        });
+        assert_eq!(too_big, Err(FileRefusal::TooLarge(512 * 1024).into()));
+        assert!(asked.is_empty());
+        let full = files.upload(file("a", 10), &rules, true, |n| {
+            asked.push(n);
+            Err(FileRefusal::NoRoom(5).into())
+        });
+        assert_eq!(full, Err(FileRefusal::NoRoom(5).into()));
+        assert_eq!(asked, [10]);
+        assert_eq!(
+            files,
+            ChatFiles::default(),
+            "a refused file leaves no trace"
+        );
+        files.upload_unbounded(file("a", 10), &rules, true).unwrap();
+        files.upload_unbounded(file("b", 20), &rules, true).unwrap();
+        assert_eq!(files.held_bytes(), 30);
+        files.release();
+        assert_eq!(files.held_bytes(), 0);
+        assert_eq!(files.limits(&rules).used_files, 2, "the quota remembers");
+    }
+
     #[test]
     fn quota_counts_deleted_files_and_memory_is_freed() {
         let rules = FileRules {
@@ -211,25 +272,27 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(
-            refused(files.upload(file("a.txt", 1), &rules, false)),
+            refused(files.upload_unbounded(file("a.txt", 1), &rules, false)),
             FileRefusal::NeedAgent
         );
         assert_eq!(
-            refused(files.upload(file("a.TXT.exe", 1), &rules, true)),
+            refused(files.upload_unbounded(file("a.TXT.exe", 1), &rules, true)),
             FileRefusal::TypeNotAllowed("exe".into())
         );
         assert_eq!(
-            refused(files.upload(file(".txt", 1), &rules, true)),
+            refused(files.upload_unbounded(file(".txt", 1), &rules, true)),
             FileRefusal::TypeNotAllowed("".into())
         );
         assert_eq!(
-            refused(files.upload(file("a.txt", 11), &rules, true)),
+            refused(files.upload_unbounded(file("a.txt", 11), &rules, true)),
             FileRefusal::TooLarge(10)
         );
-        let (id, attrs) = files.upload(file("A.TXT", 10), &rules, true).unwrap();
+        let (id, attrs) = files
+            .upload_unbounded(file("A.TXT", 10), &rules, true)
+            .unwrap();
         assert_eq!(attrs["file-size"], "10");
         assert_eq!(
-            refused(files.upload(file("b.txt", 6), &rules, true)),
+            refused(files.upload_unbounded(file("b.txt", 6), &rules, true)),
             FileRefusal::TotalTooLarge(15)
         );
         assert_eq!(files.download(&id, &rules).unwrap().bytes.len(), 10);
@@ -245,12 +308,14 @@ mod tests {
         );
         // Still counted: 10 of 15 bytes used, one of two files.
         assert_eq!(
-            refused(files.upload(file("c.txt", 6), &rules, true)),
+            refused(files.upload_unbounded(file("c.txt", 6), &rules, true)),
             FileRefusal::TotalTooLarge(15)
         );
-        files.upload(file("c.txt", 5), &rules, true).unwrap();
+        files
+            .upload_unbounded(file("c.txt", 5), &rules, true)
+            .unwrap();
         assert_eq!(
-            refused(files.upload(file("d.txt", 0), &rules, true)),
+            refused(files.upload_unbounded(file("d.txt", 0), &rules, true)),
             FileRefusal::TooMany(2)
         );
         let limits = files.limits(&rules);

@@ -37,6 +37,10 @@ pub enum ErrorCode {
     Unsupported,
     /// Handshake only: the server does not speak the client's protocol version. Final.
     VersionMismatch,
+    /// Handshake only (version 2): the client did not prove it holds the server's shared
+    /// secret (no proof, a wrong one, or a version-1 hello to a server that needs one). The
+    /// server closes the connection. Final: the same secret fails again.
+    AuthFailed,
     /// A text of the call is longer than the server accepts; `field` names it, `limit` says
     /// how many bytes are accepted. Nothing was done. Final.
     TooLong,
@@ -116,7 +120,9 @@ impl WireError {
                 message: self.message,
             },
             ErrorCode::Unsupported => BackendError::Unsupported(call),
-            ErrorCode::VersionMismatch => BackendError::Unreachable(self.message),
+            ErrorCode::VersionMismatch | ErrorCode::AuthFailed => {
+                BackendError::Unreachable(self.message)
+            }
             ErrorCode::TooLong => BackendError::TooLong {
                 field: self.field.unwrap_or_default(),
                 limit: self.limit.unwrap_or(0),

@@ -13,11 +13,14 @@
 //! - `message`: the handshake (`Hello` / `HelloReply`), the calls a client makes (`Request`,
 //!   `Call`) and what the server answers (`Reply`, `Answer`, `Status`);
 //! - `error`: the error codes of a reply, whether each is retryable, and their conversion from
-//!   and to [`backend_api::BackendError`].
+//!   and to [`backend_api::BackendError`];
+//! - `auth`: the shared secret's proofs for the version-2 handshake (HMAC over both ends'
+//!   nonces, compared in constant time).
 //!
 //! It owns no sockets and no tasks: the chat server and the TCP adapter do the I/O. It must not
 //! know about HTTP, the Web API JSON shapes, routing or the shared store.
 
+pub mod auth;
 pub mod chat;
 mod convert;
 mod error;
@@ -28,13 +31,18 @@ pub use convert::{position_of, transcript_from_position};
 pub use error::{ErrorCode, WireError};
 pub use frame::{codec, decode, encode, DecodeError, MAX_FRAME_LENGTH};
 pub use message::{
-    Answer, Call, Hello, HelloReply, Refused, Reply, Request, RequestId, Restored, Status, Welcome,
+    Answer, Call, Challenge, Hello, HelloReply, Proof, Refused, Reply, Request, RequestId,
+    Restored, Status, Welcome,
 };
 
-/// The protocol version this build speaks. A peer announcing another one is refused at the
-/// handshake: versions differ only when the meaning of a message changes, and new optional
-/// fields or new calls do not change the version (see "Versioning" in the spec).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks: 2, version 1 plus the shared-secret handshake
+/// (`Challenge`, `Proof`, the nonces). Every frame after the handshake is the same in both.
+/// A server with a secret speaks only 2; one without also takes 1 (see "Versioning" in the
+/// spec).
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// Version 1: the handshake without authentication. Its frames are pinned by `protocol_v1`.
+pub const PROTOCOL_V1: u16 = 1;
 
 #[cfg(test)]
 mod tests {
@@ -163,6 +171,8 @@ mod tests {
                 decode::<Reply>(bytes).is_ok_and(|r| r.into_result().is_some())
             } else if value.get("version").is_some() {
                 decode::<Hello>(bytes).is_ok()
+            } else if value.get("proof").is_some() {
+                decode::<Proof>(bytes).is_ok()
             } else {
                 decode::<HelloReply>(bytes).is_ok()
             };

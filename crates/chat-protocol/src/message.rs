@@ -20,6 +20,11 @@ pub struct Hello {
     pub version: u16,
     /// Who the client is (for the server's log), e.g. `webapi-gateway@host`.
     pub peer: String,
+    /// Version 2: the client's nonce (64 hex digits), which the server's proof in
+    /// [`Welcome::proof`] covers, so a client holding the secret knows it reached a server
+    /// holding it too. Absent in version 1, and from a client without a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 /// The server's answer to [`Hello`]: the second frame on a connection.
@@ -29,6 +34,27 @@ pub enum HelloReply {
     Welcome(Welcome),
     /// The server closes the connection after sending it.
     Refused(Refused),
+    /// Version 2, from a server with a shared secret: prove you hold it. The client answers
+    /// with a [`Proof`], then the server sends `welcome` or `refused` (`authFailed`).
+    Challenge(Challenge),
+}
+
+/// The server's nonce, fresh for each connection: the client's proof covers it, so a proof
+/// seen on the wire is worth nothing on another connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Challenge {
+    /// 64 hex digits (32 bytes from the OS CSPRNG).
+    pub nonce: String,
+}
+
+/// The client's answer to a [`Challenge`]: the third frame on a version-2 connection to a
+/// server with a secret. See `auth` for what it is computed over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Proof {
+    /// HMAC-SHA256 under the shared secret, 64 lower-case hex digits.
+    pub proof: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +68,10 @@ pub struct Welcome {
     pub max_frame_length: u64,
     /// The server's status at the moment of the handshake.
     pub status: Status,
+    /// Version 2, after a challenge: the server's proof that it holds the shared secret too,
+    /// over both nonces (64 hex digits). A client that sent a nonce checks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

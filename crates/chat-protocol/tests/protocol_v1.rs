@@ -122,6 +122,7 @@ fn answers_are_protocol_v1() {
         alias: "a".into(),
         max_frame_length: 1048576,
         status,
+        proof: None,
     });
     pinned("welcome", &welcome);
 }

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_engine::Behaviour;
+use chat_protocol::auth::MIN_SECRET_BYTES;
 use clap::Parser;
+use config_types::Secret;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -47,6 +49,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How the hosted chats behave (greeting, agent, timeouts, session limit).
     pub behaviour: Behaviour,
+    /// The secret shared with the gateways, read from `secret_file`: every connection must
+    /// prove it holds it in the handshake (protocol version 2) before any call. Never logged.
+    pub secret: Option<Secret>,
+    /// Serve without a secret on an address other than loopback (a private network the
+    /// operator vouches for). Without it such a server refuses to start.
+    pub allow_no_secret: bool,
 }
 
 /// Command-line flags, each also settable from the environment.
@@ -113,6 +121,13 @@ pub struct Args {
     /// (0: off).
     #[arg(long, env = "CHAT_SERVER_DUPLICATE_WINDOW_MS")]
     pub duplicate_window_ms: Option<u64>,
+    /// File holding the secret shared with the gateways (their `tcp.secret`), at least 32
+    /// bytes; surrounding whitespace is ignored. A file, so the secret never shows in `ps`.
+    #[arg(long, env = "CHAT_SERVER_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Serve without a secret on a non-loopback address (a private network only).
+    #[arg(long, env = "CHAT_SERVER_ALLOW_NO_SECRET")]
+    pub allow_no_secret: bool,
 }
 
 /// The file's shape: the flags' names, snake_case, all optional.
@@ -140,6 +155,8 @@ struct File {
     max_transcript_events: Option<u64>,
     max_transcript_bytes: Option<usize>,
     duplicate_window_ms: Option<u64>,
+    secret_file: Option<PathBuf>,
+    allow_no_secret: Option<bool>,
 }
 
 #[derive(Debug, Error)]
@@ -254,6 +271,11 @@ impl Config {
             ),
             shutdown_grace: ms(args.shutdown_grace_ms, file.shutdown_grace_ms, 5_000),
             behaviour,
+            secret: match args.secret_file.or(file.secret_file) {
+                None => None,
+                Some(path) => Some(read_secret(path)?),
+            },
+            allow_no_secret: args.allow_no_secret || file.allow_no_secret.unwrap_or(false),
         };
         config.validate()?;
         Ok(config)
@@ -291,6 +313,32 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The secret in `path`, without surrounding whitespace (a trailing newline), refused when
+/// shorter than the protocol's minimum.
+fn read_secret(path: PathBuf) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).map_or(0, |m| m.permissions().mode());
+        if mode & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777),
+                "the secret file is readable by other users: make it readable by this server's user only (chmod 600)");
+        }
+    }
+    let secret = Secret::from(text.trim());
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::Invalid {
+            name: "secret_file",
+            reason: "the secret must be at least 32 bytes (use e.g. `openssl rand -hex 32`)",
+        });
+    }
+    Ok(secret)
 }
 
 /// Parses a count that must not be 0 (`--session-limit`); clap names the flag in the error.
@@ -344,6 +392,32 @@ mod tests {
             Config::load(Args::default()),
             Err(ConfigError::Missing("listen"))
         ));
+    }
+
+    #[test]
+    fn the_secret_is_read_from_its_file_and_a_short_one_is_refused() {
+        let dir = std::env::temp_dir().join(format!("chat-server-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        let args = |path: &PathBuf| Args {
+            listen: Some("127.0.0.1:0".into()),
+            alias: Some("117".into()),
+            secret_file: Some(path.clone()),
+            ..Args::default()
+        };
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let config = Config::load(args(&path)).unwrap();
+        assert_eq!(
+            config.secret.as_ref().map(Secret::expose),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        std::fs::write(&path, "too short\n").unwrap();
+        let e = Config::load(args(&path)).unwrap_err();
+        assert!(e.to_string().contains("secret_file"), "{e}");
+        let e = Config::load(args(&dir.join("missing"))).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chat_protocol::auth::{self, Role};
 use chat_protocol::{
-    codec, decode, encode, DecodeError, ErrorCode, Hello, HelloReply, Refused, Reply, Request,
-    RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
+    codec, decode, encode, Challenge, DecodeError, ErrorCode, Hello, HelloReply, Proof, Refused,
+    Reply, Request, RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_V1, PROTOCOL_VERSION,
 };
+use config_types::Secret;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use thiserror::Error;
@@ -34,6 +36,9 @@ pub struct Limits {
     pub write_timeout: Duration,
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
+    /// The shared secret every peer must prove in the handshake; `None` takes any peer
+    /// (allowed on loopback only, or with `--allow-no-secret`).
+    pub secret: Option<Secret>,
 }
 
 /// Why a connection was closed by the server.
@@ -49,6 +54,10 @@ enum Close {
     BadHello(DecodeError),
     #[error("peer speaks protocol version {0}")]
     VersionMismatch(u16),
+    #[error("authentication failed: {0}")]
+    AuthFailed(&'static str),
+    #[error("bad proof frame: {0}")]
+    BadProof(DecodeError),
     #[error("bad request frame: {0}")]
     BadRequest(DecodeError),
     #[error("nothing received for {0:?}")]
@@ -95,33 +104,50 @@ async fn run(
     shutdown: &CancellationToken,
 ) -> Result<(), Close> {
     let mut framed = Framed::new(stream, codec());
+    // The whole handshake (hello, and with a secret the proof) within one bound.
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
 
-    let hello: Hello = match tokio::time::timeout(limits.handshake_timeout, framed.next()).await {
+    let hello: Hello = match tokio::time::timeout_at(deadline, framed.next()).await {
         Err(_) => return Err(Close::HandshakeTimeout(limits.handshake_timeout)),
         Ok(None) => return Err(Close::ClosedBeforeHello),
         Ok(Some(Err(e))) => return Err(Close::Frame(e)),
         Ok(Some(Ok(frame))) => decode(&frame).map_err(Close::BadHello)?,
     };
-    if hello.version != PROTOCOL_VERSION {
-        let refusal = HelloReply::Refused(Refused {
-            error: WireError::new(
+    // Version 1 has no authentication: only a server without a secret speaks it.
+    let supported = match limits.secret {
+        Some(_) => vec![PROTOCOL_VERSION],
+        None => vec![PROTOCOL_V1, PROTOCOL_VERSION],
+    };
+    if !supported.contains(&hello.version) {
+        let (code, close, message) = if hello.version == PROTOCOL_V1 {
+            (
+                ErrorCode::AuthFailed,
+                Close::AuthFailed("a version-1 hello: this server needs the shared secret"),
+                "this server needs the shared secret: protocol version 2".to_owned(),
+            )
+        } else {
+            (
                 ErrorCode::VersionMismatch,
+                Close::VersionMismatch(hello.version),
                 format!(
-                    "protocol version {} not supported, this server speaks {PROTOCOL_VERSION}",
+                    "protocol version {} not supported, this server speaks {supported:?}",
                     hello.version
                 ),
-            ),
-            supported_versions: vec![PROTOCOL_VERSION],
-        });
-        // Best effort: the connection closes whether or not the refusal gets through.
-        let _ = tokio::time::timeout(limits.write_timeout, framed.send(encode(&refusal))).await;
-        return Err(Close::VersionMismatch(hello.version));
+            )
+        };
+        refuse(&mut framed, limits, code, message, supported).await;
+        return Err(close);
     }
+    let proof = match &limits.secret {
+        None => None,
+        Some(secret) => Some(authenticate(&mut framed, limits, deadline, secret, &hello).await?),
+    };
     let welcome = HelloReply::Welcome(Welcome {
-        version: PROTOCOL_VERSION,
+        version: hello.version,
         alias: server.alias().to_owned(),
         max_frame_length: MAX_FRAME_LENGTH as u64,
         status: server.status(),
+        proof,
     });
     send_bounded(&mut framed, encode(&welcome), limits.write_timeout).await?;
     tracing::debug!(%peer, client = %hello.peer, "handshake done");
@@ -255,6 +281,61 @@ fn within_the_frame_bound(id: RequestId, frame: Bytes) -> Bytes {
         ),
     );
     encode(&Reply::error(id, error))
+}
+
+/// The challenge and the client's proof (`chat_protocol::auth`); returns the server's own
+/// proof for the welcome. A peer without the secret is refused and closed: it never reaches
+/// a call.
+async fn authenticate(
+    framed: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    limits: &Limits,
+    deadline: tokio::time::Instant,
+    secret: &Secret,
+    hello: &Hello,
+) -> Result<String, Close> {
+    let server_nonce = auth::nonce();
+    let challenge = HelloReply::Challenge(Challenge {
+        nonce: server_nonce.clone(),
+    });
+    send_bounded(framed, encode(&challenge), limits.write_timeout).await?;
+    let proof: Proof = match tokio::time::timeout_at(deadline, framed.next()).await {
+        Err(_) => return Err(Close::HandshakeTimeout(limits.handshake_timeout)),
+        Ok(None) => return Err(Close::AuthFailed("closed without a proof")),
+        Ok(Some(Err(e))) => return Err(Close::Frame(e)),
+        Ok(Some(Ok(frame))) => decode(&frame).map_err(Close::BadProof)?,
+    };
+    let key = secret.expose().as_bytes();
+    let client_nonce = hello.nonce.as_deref().unwrap_or("");
+    if !auth::verify(key, Role::Client, &server_nonce, client_nonce, &proof.proof) {
+        refuse(
+            framed,
+            limits,
+            ErrorCode::AuthFailed,
+            "the proof does not match this server's shared secret".to_owned(),
+            vec![PROTOCOL_VERSION],
+        )
+        .await;
+        return Err(Close::AuthFailed(
+            "wrong proof: the peer does not hold the shared secret",
+        ));
+    }
+    Ok(auth::proof(key, Role::Server, &server_nonce, client_nonce))
+}
+
+/// Tells the peer why the handshake failed. Best effort: the connection closes whether or
+/// not the refusal gets through.
+async fn refuse(
+    framed: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    limits: &Limits,
+    code: ErrorCode,
+    message: String,
+    supported_versions: Vec<u16>,
+) {
+    let refusal = HelloReply::Refused(Refused {
+        error: WireError::new(code, message),
+        supported_versions,
+    });
+    let _ = tokio::time::timeout(limits.write_timeout, framed.send(encode(&refusal))).await;
 }
 
 async fn send_bounded(

@@ -47,6 +47,10 @@ pub enum StartError {
     },
     #[error("cannot connect to the store: {0}")]
     Store(#[from] StoreError),
+    /// Anyone who reaches such a port could bypass the gateway (the backend key is part of
+    /// every client's secureKey), so the server does not serve there unauthenticated.
+    #[error("refusing to listen on {address} without a shared secret: set --secret-file (the gateway's tcp.secret), listen on a loopback address, or pass --allow-no-secret on a private network")]
+    NoSecret { address: SocketAddr },
 }
 
 /// A started server.
@@ -92,12 +96,22 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         address: config.listen.clone(),
         source,
     })?;
+    if config.secret.is_none() && !local_addr.ip().is_loopback() {
+        if !config.allow_no_secret {
+            return Err(StartError::NoSecret {
+                address: local_addr,
+            });
+        }
+        tracing::warn!(address = %local_addr,
+            "serving without a shared secret on a non-loopback address (--allow-no-secret): anyone who reaches this port bypasses the gateway");
+    }
     let limits = Limits {
         handshake_timeout: config.handshake_timeout,
         idle_timeout: config.idle_timeout,
         write_timeout: config.write_timeout,
         max_in_flight: config.max_in_flight_per_connection,
         shutdown_grace: config.shutdown_grace,
+        secret: config.secret.clone(),
     };
     let accept = tokio::spawn(accept_loop(
         listener,

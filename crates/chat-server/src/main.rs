@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
     };
     let alias = config.alias.clone();
     let grace = config.shutdown_grace;
+    let authenticated = config.secret.is_some();
     let signalled = shutdown_signal();
     let shutdown = CancellationToken::new();
     let running = match chat_server::start(config, shutdown.clone()).await {
@@ -33,7 +34,9 @@ async fn main() -> ExitCode {
         }
     };
     println!("chat-server {alias} listening on {}", running.local_addr);
-    tracing::info!(%alias, address = %running.local_addr, "listening");
+    tracing::info!(%alias, address = %running.local_addr,
+        peers = if authenticated { "shared secret required" } else { "unauthenticated" },
+        "listening");
     signalled.await;
     shutdown.cancel();
     // Connections get the grace to finish their calls; past twice that, exit regardless.

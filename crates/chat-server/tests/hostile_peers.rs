@@ -36,6 +36,7 @@ impl Client {
         let hello = Hello {
             version: PROTOCOL_VERSION,
             peer: "test".into(),
+            nonce: None,
         };
         framed.send(encode(&hello)).await.unwrap();
         let reply: HelloReply = decode(&framed.next().await.unwrap().unwrap()).unwrap();
@@ -92,6 +93,7 @@ async fn after_hello(server: &ChatServer) -> TcpStream {
     let hello = encode(&Hello {
         version: PROTOCOL_VERSION,
         peer: "hostile".into(),
+        nonce: None,
     });
     stream
         .write_all(&(hello.len() as u32).to_be_bytes())
@@ -156,6 +158,7 @@ async fn hostile_frames_close_only_their_connection() {
     let hello = Hello {
         version: PROTOCOL_VERSION + 1,
         peer: "future".into(),
+        nonce: None,
     };
     old.send(encode(&hello)).await.unwrap();
     let reply: HelloReply = decode(&old.next().await.unwrap().unwrap()).unwrap();
@@ -234,6 +237,7 @@ async fn a_peer_that_never_reads_its_replies_is_closed() {
     let hello = encode(&Hello {
         version: PROTOCOL_VERSION,
         peer: "never reads".into(),
+        nonce: None,
     });
     stream
         .write_all(&(hello.len() as u32).to_be_bytes())

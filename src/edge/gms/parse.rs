@@ -116,9 +116,15 @@ pub fn parse_gms_operation(op: &str, fields: &FormFields, tenant: &str) -> Resul
         },
         "refresh" => Action::Poll,
         "disconnect" => Action::Complete,
-        "pushUrl" => Action::PushUrl {
-            url: fields.required("pushUrl")?,
-        },
+        "pushUrl" => {
+            let url = fields.required("pushUrl")?;
+            // Absolute `http` / `https` only, as in the Web API dialect.
+            backend_api::check_push_url(&url).map_err(|reason| Error::InvalidValue {
+                field: "pushUrl",
+                reason: reason.into(),
+            })?;
+            Action::PushUrl { url }
+        }
         "updateNickname" => Action::UpdateNickname {
             nickname: fields.required("nickname")?,
         },

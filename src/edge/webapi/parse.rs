@@ -89,6 +89,15 @@ fn non_empty(value: Option<String>, field: &'static str) -> Result<String, Error
     Ok(v)
 }
 
+/// A pushed URL: absolute `http` / `https` only (`backend_api::check_push_url`).
+fn push_url(url: String) -> Result<String, Error> {
+    backend_api::check_push_url(&url).map_err(|reason| Error::InvalidValue {
+        field: "pushUrl",
+        reason: reason.into(),
+    })?;
+    Ok(url)
+}
+
 fn credentials(body: &mut Body) -> Result<ClientCredentials, Error> {
     Ok(ClientCredentials {
         user_id: required(body.user_id.take(), "userId")?,
@@ -130,7 +139,7 @@ pub fn parse_chat_operation(bytes: &[u8]) -> Result<OnChat, Error> {
             nickname: non_empty(b.nickname, "nickname")?,
         }),
         "SendUrl" => act(Action::PushUrl {
-            url: non_empty(b.push_url, "pushUrl")?,
+            url: push_url(required(b.push_url, "pushUrl")?)?,
         }),
         "UpdateUserData" => act(Action::UpdateUserData {
             data: b.user_data.ok_or(Error::MissingField("userData"))?,
