@@ -225,3 +225,10 @@ impl BodyHead {
         self.raw_type.chars().take(100).collect()
     }
 }
+
+/// Whether a form field's name holds a character a multipart part header cannot carry (an
+/// ASCII control other than tab). The form-encoded readers refuse such a name too, so a body
+/// gets the same answer in either encoding.
+pub(crate) fn has_control(name: &str) -> bool {
+    name.chars().any(|c| c.is_ascii_control() && c != '\t')
+}

@@ -385,6 +385,12 @@ impl<'a> FormStream<'a> {
     /// The current pair's name is complete: decide where its value goes.
     fn start_value(&mut self) -> Result<(), Error> {
         let name = decode_name(&self.name);
+        if crate::edge::body::has_control(&name) {
+            // As in a multipart body, whose part header could not carry it.
+            return Err(Error::MalformedForm(format!(
+                "the field name {name:?} contains a control character"
+            )));
+        }
         self.target = match wire_field(&name, self.tenant_given) {
             Some(tf) => Some((tf, Vec::new())),
             None if name == "files" || name == "files[]" => {

@@ -16,7 +16,7 @@ pub struct Envelope {
     pub first_name: String,
     pub last_name: String,
     pub tenant_name: String,
-    /// The customer's address, already checked to parse as an address.
+    /// The customer's address, checked by intake's address rule (the `Reply-To`).
     pub from_address: String,
     pub subject: String,
     pub text: String,

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::parse::FormFields;
 use super::Services;
-use crate::edge::body::{too_slow, BodyHead};
+use crate::edge::body::{has_control, too_slow, BodyHead};
 use crate::edge::error::GmsFailure;
 use crate::error::Error;
 
@@ -79,6 +79,7 @@ where
                     fields.0.push((name, text));
                 }
             }
+            check_names(&fields)?;
             if let Some(f) = &mut file {
                 f.description = fields.get("userData[file-description]").map(str::to_owned);
             }
@@ -94,6 +95,7 @@ where
         match Limited::new(req.into_body(), limit).collect().await {
             Ok(collected) => {
                 fields.0.extend(parse_pairs(&collected.to_bytes()));
+                check_names(&fields)?;
                 Ok(GmsBody { fields, file: None })
             }
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -106,6 +108,19 @@ where
                 }
             },
         }
+    }
+}
+
+/// A field name with a control character (other than tab) is refused in every encoding, as
+/// a multipart part header carrying one cannot be read at all: the same body means the same
+/// answer whether it was form-encoded or multipart (and such a name could only end up as a
+/// user-data key nobody can display).
+fn check_names(fields: &FormFields) -> Result<(), Error> {
+    match fields.0.iter().find(|(k, _)| has_control(k)) {
+        Some((k, _)) => Err(Error::MalformedForm(format!(
+            "the field name {k:?} contains a control character"
+        ))),
+        None => Ok(()),
     }
 }
 

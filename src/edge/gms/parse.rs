@@ -43,16 +43,25 @@ impl FormFields {
     fn transcript(&self) -> Result<Transcript, Error> {
         match self.get("transcriptPosition") {
             None => Ok(Transcript::None),
-            Some(p) => match p.trim().parse::<u64>() {
-                Ok(0) => Ok(Transcript::None),
-                Ok(n) => Ok(Transcript::From(n)),
-                Err(_) => Err(Error::InvalidValue {
+            Some(p) => match whole_number(p.trim()) {
+                Some(0) => Ok(Transcript::None),
+                Some(n) => Ok(Transcript::From(n)),
+                None => Err(Error::InvalidValue {
                     field: "transcriptPosition",
                     reason: "must be a whole number".into(),
                 }),
             },
         }
     }
+}
+
+/// ASCII digits, any number of them: a position past `u64::MAX` is past the end of any
+/// transcript, so it saturates rather than being refused (the document's pattern is digits).
+fn whole_number(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(digits.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 /// `POST /genesys/2/chat/{service}`: the tenant and endpoint come from the service.

@@ -29,7 +29,32 @@ struct Body {
     text: Option<String>,
     message_type: Option<String>,
     push_url: Option<String>,
+    #[serde(default, deserialize_with = "position")]
     transcript_position: Option<u64>,
+}
+
+/// A transcript position: a whole number, written as JSON writes it (`5`) or with a zero
+/// fraction (`5.0`, which JSON Schema's `integer` admits too).
+fn position<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Whole(u64),
+        Float(f64),
+    }
+    match Option::<Number>::deserialize(de)? {
+        None => Ok(None),
+        Some(Number::Whole(n)) => Ok(Some(n)),
+        // Below 2^64 (exact as an f64) and whole: that number.
+        Some(Number::Float(f))
+            if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 =>
+        {
+            Ok(Some(f as u64))
+        }
+        Some(Number::Float(f)) => Err(serde::de::Error::custom(format_args!(
+            "invalid value: {f}, expected a whole number from 0 to 2^64-1"
+        ))),
+    }
 }
 
 fn body(bytes: &[u8]) -> Result<Body, Error> {

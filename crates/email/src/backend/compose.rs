@@ -41,11 +41,10 @@ pub async fn compose<W: AsyncWrite + Unpin>(
     out: &mut W,
 ) -> Result<SmtpEnvelope, DeliveryError> {
     // Addresses were checked at intake and config load; failing here means the spool was
-    // edited by hand.
-    let customer: Address = email
-        .from_address
-        .parse()
-        .map_err(|e| DeliveryError::permanent(format!("fromAddress: {e}")))?;
+    // edited by hand. The customer's address passed intake's rule (a dot-atom at a dotted
+    // LDH domain), which lettre's also takes except for a local part past RFC 5321's 64
+    // octets: that one is written as a bare `Reply-To` below rather than lost.
+    let customer: Option<Address> = email.from_address.parse().ok();
     let sender: Address = sender
         .parse()
         .map_err(|e| DeliveryError::permanent(format!("email.sender {sender:?}: {e}")))?;
@@ -60,9 +59,22 @@ pub async fn compose<W: AsyncWrite + Unpin>(
     // The customer's name with the contact center's address: mail programs show who wrote,
     // a reply goes to the customer, and nothing claims to come from the customer's domain
     // (which its SPF/DMARC would rightly fail).
-    let mut builder = Message::builder()
-        .from(Mailbox::new(Some(display.clone()), sender))
-        .reply_to(Mailbox::new(Some(display), customer))
+    let mut builder = Message::builder().from(Mailbox::new(Some(display.clone()), sender));
+    builder = match customer {
+        Some(customer) => builder.reply_to(Mailbox::new(Some(display), customer)),
+        // Only atext, dots, `@`, letters, digits and hyphens (intake's rule): nothing a
+        // header could be split or folded on.
+        None if is_plain_address(&email.from_address) => {
+            builder.raw_header(header("Reply-To", &email.from_address)?)
+        }
+        None => {
+            return Err(DeliveryError::permanent(format!(
+                "fromAddress {:?} is not an address",
+                email.from_address
+            )))
+        }
+    };
+    let mut builder = builder
         .to(Mailbox::new(None, to_address))
         .subject(email.subject.clone())
         .date(UNIX_EPOCH + Duration::from_millis(email.accepted_at_ms))
@@ -182,6 +194,15 @@ fn header(name: &str, value: &str) -> Result<HeaderValue, DeliveryError> {
     Ok(HeaderValue::new(name, value.to_owned()))
 }
 
+/// Whether `address` is made only of what intake's address rule lets through (RFC 5322
+/// `atext`, dots, one `@`, and the domain's letters, digits, hyphens and dots).
+fn is_plain_address(address: &str) -> bool {
+    address.bytes().filter(|b| *b == b'@').count() == 1
+        && address
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-.@".contains(&b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +219,67 @@ mod tests {
             .decode(lines.concat())
             .unwrap();
         assert_eq!(decoded, data);
+    }
+
+    fn envelope(from_address: &str) -> Envelope {
+        Envelope {
+            interaction_id: "0001".into(),
+            first_name: "Ann".into(),
+            last_name: "Lee".into(),
+            tenant_name: "Environment".into(),
+            from_address: from_address.into(),
+            subject: "Hi".into(),
+            text: "Text".into(),
+            mailbox: None,
+            user_data: vec![],
+            attachments: vec![],
+            accepted_at_ms: 0,
+            requeued_at_ms: None,
+        }
+    }
+
+    /// Intake takes a local part past RFC 5321's 64 octets (its rule is the document's
+    /// pattern, which cannot count); lettre does not. Such an e-mail is still delivered,
+    /// with a bare Reply-To, never dead-lettered.
+    #[tokio::test]
+    async fn a_customer_address_lettre_refuses_is_still_a_reply_to() {
+        let dir = tempfile::tempdir().unwrap();
+        for (address, shown) in [
+            (
+                "ann@shop.example",
+                "Reply-To: \"Ann Lee\" <ann@shop.example>",
+            ),
+            (
+                &format!("{}@shop.example", "a".repeat(90)) as &str,
+                "Reply-To: ",
+            ),
+        ] {
+            let mut out = Vec::new();
+            compose(
+                &envelope(address),
+                dir.path(),
+                "cc@localhost",
+                "cc@localhost",
+                &mut out,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{address}: {e:?}"));
+            let text = String::from_utf8(out).unwrap();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("Reply-To:"))
+                .unwrap_or_else(|| panic!("no Reply-To for {address}: {text}"));
+            assert!(line.starts_with(shown) && line.contains(address), "{line}");
+        }
+        let mut out = Vec::new();
+        assert!(compose(
+            &envelope("a b@c.d"),
+            dir.path(),
+            "cc@localhost",
+            "cc@localhost",
+            &mut out
+        )
+        .await
+        .is_err());
     }
 }
