@@ -263,6 +263,7 @@ async fn the_gateway_process_stays_small_under_upload_and_leave() {
              [[tenants]]\nname = \"Environment\"\n\
              [[chat.instances]]\nalias = \"117\"\nkind = \"mock\"\n{SERVICES}\
              [limits]\nper_ip_per_second = 0\nper_chat_per_second = 0\n\
+             chat_starts_per_ip_per_second = 0\n\
              [mock]\nagent_join_delay_ms = 0\nmax_file_bytes_total = {BUDGET}\n\
              [log]\nlevel = \"warn\"\n"
         ),
