@@ -99,42 +99,11 @@ mod tests {
 
     #[test]
     fn only_absolute_http_and_https_urls_pass() {
-        for good in [
-            "https://example.com",
-            "http://example.com/a/b?c=d#e",
-            "HTTPS://Example.com:8443/x",
-            "https://user@host/",
-            "https://[::1]:8080/path",
-            "https://bücher.example/ä?q=ü",
-            "https://h?",
-        ] {
+        for good in GOOD {
             assert_eq!(check_push_url(good), Ok(()), "{good}");
         }
         let long = format!("https://example.com/{}", "a".repeat(MAX_PUSH_URL_CHARS));
-        for bad in [
-            "javascript:alert(1)",
-            "JavaScript://example.com/%0Aalert(1)",
-            "data:text/html,<script>alert(1)</script>",
-            "vbscript:msgbox",
-            "file:///etc/passwd",
-            "ftp://example.com",
-            "//example.com/x",
-            "/relative/path",
-            "example.com",
-            "https://",
-            "https:///path",
-            "https://?q",
-            "http:example.com",
-            " https://example.com",
-            "https://example.com/a b",
-            "https://example.com/\u{0}",
-            "https://example.com/\u{85}",
-            "https://example.com/\u{2028}",
-            "https://example.com/\u{feff}",
-            "https://exa\tmple.com",
-            "",
-            &long,
-        ] {
+        for bad in BAD.iter().copied().chain([long.as_str()]) {
             assert!(check_push_url(bad).is_err(), "{bad:?} passed");
         }
         let longest = format!("https://e/{}", "é".repeat(MAX_PUSH_URL_CHARS - 10));
