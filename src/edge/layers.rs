@@ -1,6 +1,8 @@
 //! The middleware every route gets, present and future, in one place.
 //!
-//! From the outside in: the request id (taken from `x-request-id` or made, returned, in the
+//! From the outside in: the client address (`limits::resolve_client`: the TCP peer, or
+//! the client a trusted proxy forwarded for; in the access log and keying every limit),
+//! the request id (taken from `x-request-id` or made, returned, in the
 //! request's tracing span and task-local for adapters) and `X-Content-Type-Options:
 //! nosniff` on every reply, the tracing span and access log, the request metrics, the
 //! body's pace (`body::Paced` around every request body), the per-request limits (before
@@ -65,8 +67,10 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
         None => routes,
     };
     let routes = routes.layer(from_fn_with_state(guards, limits::per_request));
+    let trusted: Arc<[limits::Cidr]> = gw.config.limits.trusted_proxies.clone().into();
     routes.layer(
         ServiceBuilder::new()
+            .layer(from_fn_with_state(trusted, limits::resolve_client))
             .layer(from_fn(request_id))
             .layer(from_fn(nosniff))
             .layer(
@@ -77,9 +81,17 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
                             .get::<RequestId>()
                             .map(|r| Arc::clone(&r.0))
                             .unwrap_or_else(|| Arc::from(""));
+                        // The client as the limits key it: behind a trusted proxy, the
+                        // address it forwarded for.
+                        let client = req
+                            .extensions()
+                            .get::<limits::ClientAddress>()
+                            .map(|c| c.0.to_string())
+                            .unwrap_or_default();
                         tracing::info_span!(
                             "request",
                             request_id = %id,
+                            client = %client,
                             method = %req.method(),
                             path = %req.uri().path(),
                         )

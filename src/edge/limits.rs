@@ -47,7 +47,9 @@ use crate::error::Error;
 use crate::telemetry::REFUSALS;
 
 mod config;
+mod forwarded;
 pub use config::LimitsConfig;
+pub use forwarded::{client_address, Cidr};
 
 /// The name of the path parameter that carries a chat id, on every route that has one.
 pub const CHAT_ID_PARAM: &str = "chat_id";
@@ -268,10 +270,34 @@ async fn sweeper(guards: Weak<Guards>) {
     }
 }
 
-/// The client address a limit is keyed on.
+/// The client a request comes from (see `forwarded`), left on the request by
+/// [`resolve_client`] for the limits, the e-mail limiter and the access log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
+/// The outermost layer: finds the request's client address once, from the TCP peer and,
+/// when the peer is one of `limits.trusted_proxies`, the forwarding headers.
+pub async fn resolve_client(
+    State(trusted): State<Arc<[Cidr]>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        let client = client_address(*peer, req.headers(), &trusted);
+        req.extensions_mut().insert(ClientAddress(client));
+    }
+    next.run(req).await
+}
+
+/// The client address a limit is keyed on: the resolved client (the TCP peer unless a
+/// trusted proxy forwarded the request), as [`address_key`] counts it. Every per-address
+/// limit, the e-mail routes' included, keys on this and nothing else.
 pub(crate) fn client_key(req: &Request) -> Option<IpAddr> {
-    let ConnectInfo(addr) = req.extensions().get::<ConnectInfo<SocketAddr>>()?;
-    Some(address_key(addr.ip()))
+    let ip = match req.extensions().get::<ClientAddress>() {
+        Some(ClientAddress(ip)) => *ip,
+        None => req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip(),
+    };
+    Some(address_key(ip))
 }
 
 /// One client's address, as every per-address limit (here and the connection cap in

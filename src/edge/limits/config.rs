@@ -9,6 +9,8 @@ use std::time::Duration;
 use config_types::{millis, nonzero, secs, Invalid};
 use serde::Deserialize;
 
+use super::Cidr;
+
 /// Limits against abuse. Every refusal is a Web API JSON error.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -43,6 +45,13 @@ pub struct LimitsConfig {
     /// No request body may take longer than this, however fast it moves (408 past it).
     #[serde(rename = "body_read_max_ms", deserialize_with = "millis")]
     pub body_read_max: Duration,
+    /// The load balancers and reverse proxies in front of the gateway (`10.0.0.0/8`,
+    /// `2001:db8::/32`, or one address). A request whose TCP peer is in one of these ranges
+    /// is keyed on the client its `Forwarded` (`for=`) or `X-Forwarded-For` header names,
+    /// read right to left past the trusted hops; every other request on its TCP peer, so
+    /// no client can choose its own address. Empty (the default): trust nobody, every
+    /// request is keyed on its TCP peer. The connection caps always count TCP peers.
+    pub trusted_proxies: Vec<Cidr>,
     /// Requests per second one client IP address may make (sustained); 0 turns it off.
     pub per_ip_per_second: u32,
     /// Requests one client IP address may make in a burst.
@@ -79,6 +88,7 @@ impl Default for LimitsConfig {
             body_read_timeout: Duration::from_secs(10),
             body_min_bytes_per_sec: 8 * 1024,
             body_read_max: Duration::from_secs(300),
+            trusted_proxies: Vec::new(),
             per_ip_per_second: 50,
             per_ip_burst: 100,
             chat_starts_per_ip_per_second: 1,
