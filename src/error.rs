@@ -153,7 +153,9 @@ impl Error {
             NoInstance => (300, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
             CannotMove(_) => (600, StatusCode::SERVICE_UNAVAILABLE, Some("retry later: the chat continues when its instance is back")),
             InstanceDown(_) => (601, StatusCode::SERVICE_UNAVAILABLE, Some("retry the same request later")),
-            Timeout => (303, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
+            // The deadline may pass with a backend request in flight (a SendMessage that may
+            // have arrived): never a status HTTP stacks resend by themselves (edge::error).
+            Timeout => (303, StatusCode::INTERNAL_SERVER_ERROR, Some("retry later")),
             MalformedForm(_) => (500, StatusCode::BAD_REQUEST, Some("send application/x-www-form-urlencoded or multipart/form-data")),
             UnknownService(_) => (501, StatusCode::NOT_FOUND, Some("the service name is one of gms.services")),
             BadApiKey => (502, StatusCode::UNAUTHORIZED, Some("send the service's key in the apikey or x-api-key header")),
@@ -168,8 +170,10 @@ impl Error {
             TooManyConnections => (411, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
             OriginNotAllowed(_) => (420, StatusCode::FORBIDDEN, Some("the page's origin is not in the tenant's cors_origins")),
         };
-        let status_code =
-            if http == StatusCode::SERVICE_UNAVAILABLE || http == StatusCode::TOO_MANY_REQUESTS {
+        let status_code = if matches!(self, Timeout)
+            || http == StatusCode::SERVICE_UNAVAILABLE
+            || http == StatusCode::TOO_MANY_REQUESTS
+        {
                 1
             } else {
                 2
@@ -263,7 +267,8 @@ fn backend_wire(e: &BackendError) -> Wire {
     let retry = Some("retry the same request later");
     let (code, http, advice) = match e {
         BackendError::Unreachable(_) => (301, StatusCode::SERVICE_UNAVAILABLE, retry),
-        BackendError::Interrupted(_) => (302, StatusCode::SERVICE_UNAVAILABLE, retry),
+        // May have arrived: 500, never 503 (edge::error::ReplyStatus says why).
+        BackendError::Interrupted(_) => (302, StatusCode::INTERNAL_SERVER_ERROR, retry),
         BackendError::Overloaded(_) => (304, StatusCode::SERVICE_UNAVAILABLE, retry),
         BackendError::StoreUnavailable(_) => (306, StatusCode::SERVICE_UNAVAILABLE, retry),
         BackendError::Moved(_) => (307, StatusCode::SERVICE_UNAVAILABLE, retry),

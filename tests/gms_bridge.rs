@@ -529,7 +529,7 @@ request_timeout_ms = 300
     let c = client(&a);
     let chat = c.request_chat("Ann").await;
     let r = c.op(&chat, "SendMessage", json!({"text": "once"})).await;
-    r.assert_error(503, 1, 302);
+    r.assert_error(500, 1, 302);
     assert_eq!(
         *sends.lock().unwrap(),
         1,
@@ -537,7 +537,7 @@ request_timeout_ms = 300
     );
     c.op(&chat, "SendStartTypingNotification", json!({}))
         .await
-        .assert_error(503, 1, 302);
+        .assert_error(500, 1, 302);
     // Not a GMS reply and not a 5xx: the request is refused as it is (statusCode 2).
     c.op(&chat, "Complete", json!({}))
         .await

@@ -503,7 +503,7 @@ async fn what_is_moved_after_a_failure_and_what_is_not() {
         .always(Some(Err(BackendError::Interrupted("lost".into()))));
     c.op(&chat, "SendMessage", json!({"text": "once"}))
         .await
-        .assert_error(503, 1, 302);
+        .assert_error(500, 1, 302);
     assert_eq!((count(&a), count(&b)), ((1, 0), (0, 0)));
     // A poll is safe to run again: moved at once.
     let r = c.messages(&chat, None).await;

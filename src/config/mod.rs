@@ -68,6 +68,9 @@ pub struct Config {
     /// are filled in per instance.
     #[serde(default)]
     pub tcp: backend_tcp::TcpConfig,
+    /// The Web API v2 dialect front end (`/api/v2/…`).
+    #[serde(default)]
+    pub webapi: crate::edge::webapi::WebApiConfig,
     /// The GMS dialect front end (`/genesys/2/…`): service names and their tenants.
     #[serde(default)]
     pub gms: GmsConfig,

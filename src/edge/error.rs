@@ -1,7 +1,14 @@
-//! The one place where errors become Web API error replies.
+//! The one place where errors become Web API error replies, and where their HTTP status
+//! is chosen (`rest` or `ok`, per dialect and GMS service: [`ReplyStatus`]).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::wire::json;
 use crate::error::Error;
@@ -158,3 +165,108 @@ pub struct Outcome {
 /// for the bad-credentials throttle in `limits`.
 #[derive(Clone, Copy, Debug)]
 pub struct BadCredentials;
+
+/// The HTTP status of the replies that carry statusCode 1 or 2.
+///
+/// Whatever the setting, a reply whose request may have reached the chat server (code 302,
+/// and 303 when the deadline passed with a backend request in flight) never has a status
+/// that HTTP libraries resend by themselves (429, 502, 503, 504): `rest` answers it 500,
+/// `ok` 200. So no setting turns a SendMessage that may have arrived into an automatic
+/// resend. See docs/errors.md, "HTTP status".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyStatus {
+    /// The REST status of the error table (400, 401, 404, 409, 500, 503…).
+    #[default]
+    Rest,
+    /// 200 for every reply the dialect answers with a statusCode, except the refusals made
+    /// before the request is read ([`keeps_its_status`]).
+    Ok,
+}
+
+/// Refusals that keep their HTTP status under `ok`: the limits' (codes 400–449: rate,
+/// header size, body pace, connections, origin), the body size cap (111) and the routing
+/// ones (120 no such route, 121 wrong method). They are made before the dialect reads the
+/// request, a client's HTTP stack is right to see them as transport failures, and resending
+/// them is always safe: nothing reached a chat server.
+pub fn keeps_its_status(code: u16) -> bool {
+    matches!(code, 111 | 120 | 121 | 400..=449)
+}
+
+/// Each dialect's [`ReplyStatus`], and the GMS services' own.
+#[derive(Clone, Debug, Default)]
+pub struct ReplyStatuses {
+    pub webapi: ReplyStatus,
+    pub gms: ReplyStatus,
+    pub gms_services: HashMap<String, ReplyStatus>,
+}
+
+impl ReplyStatuses {
+    pub fn of(config: &crate::Config) -> ReplyStatuses {
+        ReplyStatuses {
+            webapi: config.webapi.reply_status,
+            gms: config.gms.reply_status,
+            gms_services: config
+                .gms
+                .services
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), s.reply_status?)))
+                .collect(),
+        }
+    }
+
+    /// The setting of the request at `path`: its GMS service's, else its dialect's.
+    fn for_path(&self, path: &str) -> ReplyStatus {
+        match path.strip_prefix("/genesys/") {
+            Some(rest) => {
+                let service = rest.strip_prefix("2/chat/").and_then(|r| r.split('/').next());
+                service
+                    .and_then(|s| self.gms_services.get(s))
+                    .copied()
+                    .unwrap_or(self.gms)
+            }
+            None => self.webapi,
+        }
+    }
+}
+
+/// A layer around the routes: under `ok`, a refusal ([`Outcome`] on the response) that the
+/// dialect made gets HTTP 200; its body is unchanged.
+pub async fn reply_status(
+    State(statuses): State<Arc<ReplyStatuses>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let setting = statuses.for_path(req.uri().path());
+    let mut response = next.run(req).await;
+    if setting == ReplyStatus::Ok {
+        if let Some(outcome) = response.extensions().get::<Outcome>() {
+            if !keeps_its_status(outcome.code) {
+                *response.status_mut() = StatusCode::OK;
+            }
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gms_service_setting_wins_over_its_dialect() {
+        let statuses = ReplyStatuses {
+            webapi: ReplyStatus::Rest,
+            gms: ReplyStatus::Ok,
+            gms_services: HashMap::from([("rest-svc".to_string(), ReplyStatus::Rest)]),
+        };
+        assert_eq!(statuses.for_path("/api/v2/chats/x"), ReplyStatus::Rest);
+        assert_eq!(statuses.for_path("/genesys/2/chat/w/1/send"), ReplyStatus::Ok);
+        assert_eq!(statuses.for_path("/genesys/2/chat/rest-svc"), ReplyStatus::Rest);
+        assert_eq!(
+            statuses.for_path("/genesys/2/chat/rest-svc/1/send"),
+            ReplyStatus::Rest
+        );
+        assert_eq!(statuses.for_path("/genesys/2/email/x"), ReplyStatus::Ok);
+    }
+}

@@ -33,7 +33,7 @@ use tower_http::trace::{OnResponse, TraceLayer};
 
 use super::body::{BodyPace, Paced};
 use super::error::Outcome;
-use super::{cors, limits};
+use super::{cors, error, limits};
 use crate::telemetry::sample::{sampled, Sample};
 use crate::telemetry::{route_label, Handles, HTTP_DURATION, HTTP_REQUESTS};
 use crate::Gateway;
@@ -58,6 +58,8 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
         cors.as_ref().map(|(origins, _)| Arc::clone(origins)),
     );
     let routes = routes.route_layer(from_fn_with_state(Arc::clone(&guards), limits::per_chat));
+    let statuses = Arc::new(error::ReplyStatuses::of(&gw.config));
+    let routes = routes.layer(from_fn_with_state(statuses, error::reply_status));
     let routes = match cors {
         Some((origins, cors)) => routes.layer(
             ServiceBuilder::new()

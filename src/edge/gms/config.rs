@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, HashSet};
 use config_types::{Invalid, Secret};
 use serde::Deserialize;
 
+use crate::edge::error::ReplyStatus;
+
 /// The GMS dialect front end.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -23,6 +25,11 @@ pub struct GmsConfig {
     /// API key per tenant: requests to any service of that tenant must carry it in
     /// `apikey` or `x-api-key`, unless the service sets its own `api_key`. Never logged.
     pub tenant_api_keys: BTreeMap<String, Secret>,
+    /// The HTTP status of replies with statusCode 1 or 2 on every service that sets none:
+    /// `rest` (400, 401, 404, 409, 503…; the default) or `ok` (200, for widgets that treat
+    /// any other status as a transport failure). Refusals made before the request is read
+    /// keep their status either way (docs/errors.md).
+    pub reply_status: ReplyStatus,
 }
 
 impl Default for GmsConfig {
@@ -31,6 +38,7 @@ impl Default for GmsConfig {
             services: Vec::new(),
             max_upload_bytes: 1024 * 1024,
             tenant_api_keys: BTreeMap::new(),
+            reply_status: ReplyStatus::default(),
         }
     }
 }
@@ -50,6 +58,9 @@ pub struct GmsServiceConfig {
     /// `x-api-key` header (compared in constant time). Never logged.
     #[serde(default)]
     pub api_key: Option<Secret>,
+    /// This service's `reply_status`, over `gms.reply_status`.
+    #[serde(default)]
+    pub reply_status: Option<ReplyStatus>,
 }
 
 impl GmsConfig {

@@ -6,9 +6,11 @@
 //! `edge::error`. Knows nothing about backends.
 
 mod body;
+mod config;
 pub mod parse;
 pub mod wire;
 
+pub use self::config::WebApiConfig;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
