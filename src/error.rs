@@ -174,10 +174,10 @@ impl Error {
             || http == StatusCode::SERVICE_UNAVAILABLE
             || http == StatusCode::TOO_MANY_REQUESTS
         {
-                1
-            } else {
-                2
-            };
+            1
+        } else {
+            2
+        };
         Wire {
             code,
             status_code,

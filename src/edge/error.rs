@@ -219,7 +219,9 @@ impl ReplyStatuses {
     fn for_path(&self, path: &str) -> ReplyStatus {
         match path.strip_prefix("/genesys/") {
             Some(rest) => {
-                let service = rest.strip_prefix("2/chat/").and_then(|r| r.split('/').next());
+                let service = rest
+                    .strip_prefix("2/chat/")
+                    .and_then(|r| r.split('/').next());
                 service
                     .and_then(|s| self.gms_services.get(s))
                     .copied()
@@ -261,8 +263,14 @@ mod tests {
             gms_services: HashMap::from([("rest-svc".to_string(), ReplyStatus::Rest)]),
         };
         assert_eq!(statuses.for_path("/api/v2/chats/x"), ReplyStatus::Rest);
-        assert_eq!(statuses.for_path("/genesys/2/chat/w/1/send"), ReplyStatus::Ok);
-        assert_eq!(statuses.for_path("/genesys/2/chat/rest-svc"), ReplyStatus::Rest);
+        assert_eq!(
+            statuses.for_path("/genesys/2/chat/w/1/send"),
+            ReplyStatus::Ok
+        );
+        assert_eq!(
+            statuses.for_path("/genesys/2/chat/rest-svc"),
+            ReplyStatus::Rest
+        );
         assert_eq!(
             statuses.for_path("/genesys/2/chat/rest-svc/1/send"),
             ReplyStatus::Rest

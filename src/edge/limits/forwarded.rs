@@ -29,7 +29,9 @@ impl Cidr {
         let ip = canonical(ip);
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -192,7 +194,10 @@ mod tests {
         assert!(c.contains(ip("2001:db8:5::1")));
         assert!(!c.contains(ip("10.1.0.1")));
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
-        assert_eq!("127.0.0.2".parse::<Cidr>().unwrap().to_string(), "127.0.0.2/32");
+        assert_eq!(
+            "127.0.0.2".parse::<Cidr>().unwrap().to_string(),
+            "127.0.0.2/32"
+        );
         for bad in ["10.0.0.0/33", "::/129", "example.com", "10.0.0.0/x", ""] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
@@ -211,13 +216,19 @@ mod tests {
         let trusted = cidrs(&["10.0.0.0/8", "2001:db8::/32"]);
         // The client's own claim (6.6.6.6) is left of the first untrusted hop: ignored.
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7, 10.0.0.8")]);
-        assert_eq!(client_address(peer("10.0.0.9"), &h, &trusted), ip("1.2.3.4"));
+        assert_eq!(
+            client_address(peer("10.0.0.9"), &h, &trusted),
+            ip("1.2.3.4")
+        );
         // Two header lines are one list.
         let h = headers(&[
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-for", "10.0.0.7"),
         ]);
-        assert_eq!(client_address(peer("10.0.0.9"), &h, &trusted), ip("1.2.3.4"));
+        assert_eq!(
+            client_address(peer("10.0.0.9"), &h, &trusted),
+            ip("1.2.3.4")
+        );
         // Forwarded wins over X-Forwarded-For; ports and brackets are dropped.
         let h = headers(&[
             ("x-forwarded-for", "7.7.7.7"),
@@ -226,10 +237,16 @@ mod tests {
                 "for=192.0.2.60;proto=http, For=\"[2001:db8:cafe::17]:4711\", for=\"10.0.0.3:80\"",
             ),
         ]);
-        assert_eq!(client_address(peer("10.0.0.9"), &h, &trusted), ip("192.0.2.60"));
+        assert_eq!(
+            client_address(peer("10.0.0.9"), &h, &trusted),
+            ip("192.0.2.60")
+        );
         // Every hop trusted: the first one.
         let h = headers(&[("x-forwarded-for", "10.0.0.1, 10.0.0.2")]);
-        assert_eq!(client_address(peer("10.0.0.9"), &h, &trusted), ip("10.0.0.1"));
+        assert_eq!(
+            client_address(peer("10.0.0.9"), &h, &trusted),
+            ip("10.0.0.1")
+        );
         // No header: the peer.
         assert_eq!(
             client_address(peer("10.0.0.9"), &HeaderMap::new(), &trusted),
@@ -257,6 +274,9 @@ mod tests {
         }
         // A readable hop right of the garbage is the client: the garbage is not reached.
         let h = headers(&[("x-forwarded-for", "garbage, 1.2.3.4, 10.0.0.1")]);
-        assert_eq!(client_address(peer("10.0.0.9"), &h, &trusted), ip("1.2.3.4"));
+        assert_eq!(
+            client_address(peer("10.0.0.9"), &h, &trusted),
+            ip("1.2.3.4")
+        );
     }
 }
