@@ -1,0 +1,118 @@
+//! The browser test: a widget-style page (`widget/index.html`) served from another origin
+//! runs a whole GMS conversation through the gateway in a real Chromium (Debian's
+//! `chromium`, driven by `playwright-core` from `tests/clients/node_modules`, both
+//! installed by `.ci/run`). A missing part fails the test and names it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use axum::response::Html;
+use axum::routing::get;
+use serde_json::Value;
+
+use crate::common::gateway;
+
+const PAGE: &str = include_str!("widget/index.html");
+const API_KEY: &str = "widget-key-0123456789";
+
+fn here() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// Node, the Chromium binary and playwright-core: each missing one fails the test by name.
+fn require_parts() {
+    let mut node = Command::new("node");
+    node.arg("--version");
+    testkit::require("node", "apt-get install nodejs npm", node);
+    let mut probe = Command::new(chromium());
+    probe.arg("--version");
+    testkit::require(
+        &format!("chromium ({})", chromium()),
+        "apt-get install chromium (or set CHROMIUM to the binary)",
+        probe,
+    );
+    let module = here().join("node_modules/playwright-core/package.json");
+    assert!(
+        module.is_file(),
+        "this test needs the npm package playwright-core in {}, which is not installed \
+         here: run `npm ci` in tests/clients",
+        here().join("node_modules").display()
+    );
+}
+
+/// Serves the widget page on its own port: another origin than the gateway's.
+async fn serve_page() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    // A browser asks for the icon too: answered, so that the console stays clean.
+    let app = axum::Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    origin
+}
+
+#[tokio::test]
+async fn chromium_widget_from_another_origin_runs_a_whole_gms_conversation_with_a_file() {
+    require_parts();
+    let page = serve_page().await;
+    let gw = gateway()
+        .cors_origins(&[&page])
+        .toml(&format!(
+            "[[gms.services]]\nname = \"widget\"\ntenant = \"Environment\"\napi_key = \"{API_KEY}\"\n"
+        ))
+        .start()
+        .await;
+    let script = here().join("browser.mjs");
+    let (page_url, base) = (format!("{page}/"), gw.base.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .args([&page_url, &base, "widget", API_KEY])
+            .env("CHROMIUM", chromium())
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the browser run failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+
+    assert_eq!(
+        seen["origin"],
+        page.as_str(),
+        "the page ran on its own origin"
+    );
+    assert_ne!(page, gw.base, "the page is cross-origin to the gateway");
+    assert!(
+        seen["agentText"].as_str().is_some_and(|t| !t.is_empty()),
+        "{seen:#}"
+    );
+    let limits = &seen["limits"];
+    assert!(limits["upload-max-files"].is_string(), "{seen:#}");
+    assert_eq!(seen["uploadedMatches"], true, "{seen:#}");
+    assert_eq!(seen["downloadType"], "text/plain", "{seen:#}");
+    assert_eq!(seen["chatEnded"], true, "{seen:#}");
+    assert_eq!(seen["consoleErrors"], serde_json::json!([]), "{seen:#}");
+
+    // The chat server saw the widget's message and its upload, with the description.
+    let chat_id = seen["chatId"].as_str().unwrap();
+    let engine = gw
+        .engines
+        .iter()
+        .map(|(_, e)| e)
+        .find(|e| e.snapshot(chat_id).is_some());
+    assert!(engine.is_some(), "no chat server knows chat {chat_id}");
+}
