@@ -297,7 +297,11 @@ fn backend_wire(e: &BackendError) -> Wire {
         } => {
             // GMS's code passes through; 530 when it sent none.
             let code = if *code == 0 { 530 } else { *code };
-            let http = if e.retryable() {
+            // A gateway in front of this one passes on "may have arrived" (302, 303) as it
+            // came: never as a status HTTP stacks resend by themselves.
+            let http = if e.retryable() && matches!(code, 302 | 303) {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else if e.retryable() {
                 StatusCode::SERVICE_UNAVAILABLE
             } else if *chat_ended {
                 StatusCode::CONFLICT
