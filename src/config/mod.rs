@@ -162,6 +162,7 @@ impl Config {
                     .with_list_parse_key("mock.agent_replies")
                     .with_list_parse_key("email.file_types")
                     .with_list_parse_key("email.mailboxes")
+                    .with_list_parse_key("limits.trusted_proxies")
                     .source(Some(env)),
             )
             .build()

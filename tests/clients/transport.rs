@@ -214,6 +214,32 @@ async fn exhaust(http: &reqwest::Client, gw: &TestGateway, headers: &[(&str, &st
     panic!("the per-address limit never refused {headers:?}");
 }
 
+#[test]
+fn operator_lists_the_load_balancers_in_the_file_or_the_environment() {
+    let config = gateway()
+        .env(
+            "GATEWAY__LIMITS__TRUSTED_PROXIES",
+            "127.0.0.2/32,10.0.0.0/8",
+        )
+        .config();
+    let listed: Vec<String> = config
+        .limits
+        .trusted_proxies
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(listed, ["127.0.0.2/32", "10.0.0.0/8"]);
+    for bad in ["10.0.0.0/33", "balancer.example.com"] {
+        let text = gateway()
+            .toml(&format!("[limits]\ntrusted_proxies = [\"{bad}\"]"))
+            .toml_text();
+        let error = webapi_gateway::Config::from_toml_str(&text)
+            .expect_err(bad)
+            .to_string();
+        assert!(error.contains("trusted_proxies"), "{bad}: {error}");
+    }
+}
+
 #[tokio::test]
 async fn bot_spoofing_x_forwarded_for_from_an_untrusted_address_keeps_its_own_bucket() {
     // 127.0.0.2 is trusted; this client connects from 127.0.0.1, which is not.
