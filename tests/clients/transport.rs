@@ -396,3 +396,34 @@ async fn a_wrong_key_behind_a_trusted_load_balancer_throttles_only_its_customer(
     let r = get("198.51.100.1", &chat.secure_key).await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
 }
+
+#[tokio::test]
+async fn web_form_e_mails_behind_a_trusted_load_balancer_are_limited_per_customer() {
+    let gw = gateway()
+        .env("GATEWAY__EMAIL__PER_ADDRESS_PER_HOUR", "1")
+        .env("GATEWAY__EMAIL__PER_ADDRESS_BURST", "1")
+        .toml("[limits]\ntrusted_proxies = [\"127.0.0.2\"]")
+        .start()
+        .await;
+    let lb = client_from("127.0.0.2");
+    let send = |customer: &'static str| {
+        let form = reqwest::multipart::Form::new()
+            .text("firstName", "John")
+            .text("lastName", "Doe")
+            .text("tenantName", "Environment")
+            .text("fromAddress", "john@doe.com")
+            .text("subject", "Help with account")
+            .text("text", "I need help with my account");
+        let req = lb
+            .post(format!("{}/api/v2/emails", gw.base))
+            .header("x-forwarded-for", customer)
+            .multipart(form);
+        async move { Reply::read(req.send().await.unwrap()).await }
+    };
+    let first = send("198.51.100.1").await;
+    assert_eq!(first.http, 200, "{:#}", first.body);
+    let again = send("198.51.100.1").await;
+    again.assert_error(429, 1, 162);
+    let other = send("198.51.100.2").await;
+    assert_eq!(other.http, 200, "{:#}", other.body);
+}
