@@ -131,20 +131,26 @@ fn user_data<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<UserData>
     de.deserialize_option(Visitor)
 }
 
-/// `alias`: a string, or a whole number as some clients send it (`117`).
+/// `alias`: a string, or a whole number as some clients send it (`117`, or `117.0`, which
+/// JSON Schema's `integer` admits too), read as its digits.
 fn alias<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Alias {
         Text(String),
         Whole(u64),
+        Float(f64),
     }
     match Option::<Alias>::deserialize(de) {
-        Ok(a) => Ok(a.map(|a| match a {
-            Alias::Text(t) => t,
-            Alias::Whole(n) => n.to_string(),
-        })),
-        Err(_) => Err(serde::de::Error::custom(
+        Ok(None) => Ok(None),
+        Ok(Some(Alias::Text(t))) => Ok(Some(t)),
+        Ok(Some(Alias::Whole(n))) => Ok(Some(n.to_string())),
+        Ok(Some(Alias::Float(f)))
+            if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 =>
+        {
+            Ok(Some((f as u64).to_string()))
+        }
+        _ => Err(serde::de::Error::custom(
             "expected a string or a whole number from 0 to 2^64-1",
         )),
     }
