@@ -142,7 +142,10 @@ mod tests {
         assert_eq!(c.open(CLAIM, &key).as_deref(), Some("E1A17B94F802C330"));
         // Another replica with the same secret accepts it.
         let replica = Credentials::new(b"0123456789abcdef0123456789abcdef");
-        assert_eq!(replica.open(CLAIM, &key).as_deref(), Some("E1A17B94F802C330"));
+        assert_eq!(
+            replica.open(CLAIM, &key).as_deref(),
+            Some("E1A17B94F802C330")
+        );
     }
 
     #[test]

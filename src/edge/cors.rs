@@ -170,10 +170,14 @@ pub async fn refuse_other_origins(
         let shown: String = text.chars().take(100).collect();
         return Failure::from(Error::OriginNotAllowed(shown)).into_response();
     }
-    let preflight =
-        req.method() == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD);
+    let preflight = req.method() == Method::OPTIONS
+        && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD);
     let mut response = next.run(req).await;
-    if preflight && response.headers().contains_key(ACCESS_CONTROL_ALLOW_HEADERS) {
+    if preflight
+        && response
+            .headers()
+            .contains_key(ACCESS_CONTROL_ALLOW_HEADERS)
+    {
         let names: Vec<&str> = origins
             .allowed_headers(&text)
             .into_iter()
@@ -181,7 +185,9 @@ pub async fn refuse_other_origins(
             .collect();
         match HeaderValue::from_str(&names.join(",")) {
             Ok(v) if !names.is_empty() => {
-                response.headers_mut().insert(ACCESS_CONTROL_ALLOW_HEADERS, v);
+                response
+                    .headers_mut()
+                    .insert(ACCESS_CONTROL_ALLOW_HEADERS, v);
             }
             _ => {
                 response.headers_mut().remove(ACCESS_CONTROL_ALLOW_HEADERS);
@@ -243,7 +249,10 @@ mod tests {
                 .collect()
         };
         assert_eq!(names("https://shop.example.com"), DEFAULT_ALLOWED_HEADERS);
-        assert_eq!(names("https://a.widgets.net"), ["x-custom", "authorization"]);
+        assert_eq!(
+            names("https://a.widgets.net"),
+            ["x-custom", "authorization"]
+        );
         assert!(names("https://evil.example").is_empty());
         assert_eq!(o.all_headers().len(), DEFAULT_ALLOWED_HEADERS.len() + 1);
         for bad in ["*", "", "bad header", "x:y"] {

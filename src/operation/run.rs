@@ -121,12 +121,14 @@ pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatR
                             action: Action::Poll,
                             ..refresh.clone()
                         };
-                        instance.backend.refresh(&opened.chat, read).await.map(|u| {
-                            ChatUpdate {
+                        instance
+                            .backend
+                            .refresh(&opened.chat, read)
+                            .await
+                            .map(|u| ChatUpdate {
                                 chat_ended: true,
                                 ..u
-                            }
-                        })
+                            })
                     }
                     other => other,
                 };

@@ -92,13 +92,24 @@ async fn python_bot_posts_request_chat_with_a_trailing_slash() {
         .post(&format!("/api/v2/chats/{}/messages/", web.chat_id), body)
         .await;
     assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
-    let health = http.get(format!("{}/healthz/", gw.base)).send().await.unwrap();
+    let health = http
+        .get(format!("{}/healthz/", gw.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     // One slash only: two are still an unknown path, and so is an unknown route.
-    for path in ["/api/v2/chats//", "/genesys/2/chat/customer-support//", "/nope/"] {
-        c.post(path, json!({"tenantName": "Environment", "nickname": "Ann"}))
-            .await
-            .assert_error(404, 2, 120);
+    for path in [
+        "/api/v2/chats//",
+        "/genesys/2/chat/customer-support//",
+        "/nope/",
+    ] {
+        c.post(
+            path,
+            json!({"tenantName": "Environment", "nickname": "Ann"}),
+        )
+        .await
+        .assert_error(404, 2, 120);
     }
 }
 
@@ -245,7 +256,11 @@ async fn client_that_lower_cases_the_secure_key_keeps_its_chat() {
     c.op(&bad, "SendMessage", json!({"text": "x"}))
         .await
         .assert_error(401, 2, 200);
-    assert_eq!(gw.backend_requests(), seen, "a changed key reached a backend");
+    assert_eq!(
+        gw.backend_requests(),
+        seen,
+        "a changed key reached a backend"
+    );
 }
 
 #[tokio::test]
@@ -275,9 +290,7 @@ async fn widget_completes_a_chat_that_has_already_ended() {
     c.op(&chat, "SendMessage", json!({"text": "late"}))
         .await
         .assert_error(409, 2, 211);
-    let r = g
-        .op(&gms_chat(&chat), "send", &[("message", "late")])
-        .await;
+    let r = g.op(&gms_chat(&chat), "send", &[("message", "late")]).await;
     r.assert_error(409, 2, 211);
 }
 
@@ -402,11 +415,15 @@ async fn fetch_client_preflights_authorization_and_contactcenterid_cross_origin(
     let r = Reply::read(resp).await;
     assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
     // Per tenant: the kiosk's origin gets the kiosk's list, not the GMS defaults.
-    let resp = preflight("https://kiosk.example", "x-kiosk-id").await.unwrap();
+    let resp = preflight("https://kiosk.example", "x-kiosk-id")
+        .await
+        .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
     assert_eq!(allowed(&resp), ["x-kiosk-id"]);
     // A refused origin is still refused, preflight or not.
-    let resp = preflight("https://evil.example", "authorization").await.unwrap();
+    let resp = preflight("https://evil.example", "authorization")
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.headers().get("access-control-allow-origin").is_none());
     let r = Reply::read(

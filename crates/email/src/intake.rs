@@ -362,8 +362,7 @@ impl Intake {
         let from_address = required(self.from_address, TextField::FromAddress)?;
         let subject = required(self.subject, TextField::Subject)?;
         let text = required(self.text, TextField::Text)?;
-        let (from_name, from_address) =
-            check_from_address(&from_address, TextField::FromAddress)?;
+        let (from_name, from_address) = check_from_address(&from_address, TextField::FromAddress)?;
         // A mailbox given was replaced by its allowed spelling in `set_text`.
         let mailbox = match self.mailbox.filter(|m| !m.trim().is_empty()) {
             Some(m) => Some(m),
@@ -608,7 +607,10 @@ mod tests {
         assert_eq!(named("<x@y.z>"), (None, "x@y.z".into()));
         assert_eq!(named(r#""" <x@y.z>"#), (None, "x@y.z".into()));
         assert_eq!(named("a<b <x@y.z>"), (Some("a<b".into()), "x@y.z".into()));
-        assert_eq!(named("'Ann' <x@y.z>"), (Some("'Ann'".into()), "x@y.z".into()));
+        assert_eq!(
+            named("'Ann' <x@y.z>"),
+            (Some("'Ann'".into()), "x@y.z".into())
+        );
         let label = "a".repeat(63);
         assert!(check_address(&format!("x@{label}.{label}"), TextField::FromAddress).is_ok());
         assert!(check_address(&format!("x@{label}b.c"), TextField::FromAddress).is_err());

@@ -8,8 +8,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use config_types::secs;
 use axum::http::HeaderName;
+use config_types::secs;
 use serde::Deserialize;
 
 /// Cross-origin requests. The allowed origins are the tenants' `cors_origins`.
