@@ -28,6 +28,9 @@ pub enum Error {
     UnknownOperation(String),
     #[error("unsupported content type `{0}`")]
     UnsupportedMediaType(String),
+    /// The same refusal on a GMS route, whose advice names the types GMS routes take.
+    #[error("unsupported content type `{0}`")]
+    GmsUnsupportedMediaType(String),
     #[error("the body is larger than {0} bytes")]
     BodyTooLarge(usize),
     #[error("no such resource")]
@@ -90,6 +93,9 @@ pub enum Error {
     Backend(#[from] BackendError),
     #[error("an e-mail must be sent as multipart/form-data with a boundary, not `{0}`")]
     NotMultipart(String),
+    /// The same refusal on the GMS e-mail route, which also takes a form without files.
+    #[error("an e-mail must be sent as multipart/form-data with a boundary, or as application/x-www-form-urlencoded without files, not `{0}`")]
+    GmsNotMultipart(String),
     #[error("the multipart body is malformed: {0}")]
     MalformedMultipart(String),
     #[error(transparent)]
@@ -129,6 +135,11 @@ impl Error {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Some("send the body as application/json"),
             ),
+            GmsUnsupportedMediaType(_) => (
+                110,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("send the body as application/x-www-form-urlencoded or multipart/form-data"),
+            ),
             BodyTooLarge(_) => (111, StatusCode::PAYLOAD_TOO_LARGE, None),
             NotFound => (120, StatusCode::NOT_FOUND, Some("see the Chat API v2 routes")),
             MethodNotAllowed => (121, StatusCode::METHOD_NOT_ALLOWED, Some("Chat API v2 requests are POST")),
@@ -145,6 +156,11 @@ impl Error {
                 146,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Some("send the e-mail as multipart/form-data"),
+            ),
+            GmsNotMultipart(_) => (
+                146,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("send the e-mail as multipart/form-data, or without files as application/x-www-form-urlencoded"),
             ),
             MalformedMultipart(_) => (147, StatusCode::BAD_REQUEST, None),
             Email(e) => email_wire(e),

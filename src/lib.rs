@@ -48,5 +48,5 @@ pub fn app(gw: Arc<Gateway>) -> axum::Router {
     } else {
         routes.merge(admin::protected(Arc::clone(&gw)).with_state(Arc::clone(&gw)))
     };
-    edge::layers::apply(routes, &gw)
+    edge::optional_trailing_slash(edge::layers::apply(routes, &gw))
 }

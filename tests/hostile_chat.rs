@@ -1,6 +1,6 @@
-//! Issue 13's chat findings, each attack reproduced over real sockets: a case-folded
-//! `secureKey`, `javascript:` push URLs in both dialects, and (with a gateway process) GMS
-//! file memory.
+//! Issue 13's chat findings, each attack reproduced over real sockets: a changed
+//! `secureKey` (a case-folded one works since issue 14), `javascript:` push URLs in both
+//! dialects, and (with a gateway process) GMS file memory.
 
 mod common;
 
@@ -28,8 +28,19 @@ fn case_folded(key: &str) -> String {
     format!("{backend_key}{}", mac.to_ascii_lowercase())
 }
 
+/// The key with one MAC digit changed (another key, not another spelling of it).
+fn changed(key: &str) -> String {
+    let mut bytes = key.as_bytes().to_vec();
+    let i = bytes.len() - 5;
+    bytes[i] = if bytes[i] == b'0' { b'1' } else { b'0' };
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Issue 13 refused a case-folded key; issue 14 accepts it (hex is compared
+/// case-insensitively, the MAC checked on its canonical spelling), while a changed key is
+/// still refused before any chat server sees it.
 #[tokio::test]
-async fn a_case_folded_key_is_refused_before_any_backend_call() {
+async fn a_case_folded_key_works_and_a_changed_key_is_refused_before_any_backend_call() {
     let gw = start().await;
     let c = gw.client();
     let g = GmsClient::new(&gw.base, "customer-support");
@@ -44,38 +55,48 @@ async fn a_case_folded_key_is_refused_before_any_backend_call() {
         }
     };
     let seen = gw.backend_requests();
-    let folded = Chat {
-        secure_key: case_folded(&chat.secure_key),
+    let bad = Chat {
+        secure_key: changed(&chat.secure_key),
         ..chat.clone()
     };
     for op in ["SendMessage", "GetChat", "Complete"] {
-        c.op(&folded, op, json!({"text": "x"}))
+        c.op(&bad, op, json!({"text": "x"}))
             .await
             .assert_error(401, 2, 200);
     }
-    c.messages(&folded, Some(1)).await.assert_error(401, 2, 200);
-    let gms_folded = GmsChat {
+    c.messages(&bad, Some(1)).await.assert_error(401, 2, 200);
+    let gms_bad = GmsChat {
         chat_id: chat.chat_id.clone(),
         user_id: chat.user_id.clone(),
-        secure_key: folded.secure_key.clone(),
+        secure_key: bad.secure_key.clone(),
         alias: chat.alias.clone(),
         next_position: 1,
     };
-    g.op(&gms_folded, "refresh", &[])
+    g.op(&gms_bad, "refresh", &[])
         .await
         .assert_error(401, 2, 200);
-    g.op(&gms_folded, "send", &[("message", "x")])
+    g.op(&gms_bad, "send", &[("message", "x")])
         .await
         .assert_error(401, 2, 200);
     assert_eq!(
         gw.backend_requests(),
         seen,
-        "a case-folded key reached a chat server"
+        "a changed key reached a chat server"
     );
-    // The key as issued still works, and nothing of the above reached the chat.
-    let r = c.op(&chat, "SendMessage", json!({"text": "mine"})).await;
+    // The case-folded key works in both dialects, and so does the whole key lower-cased.
+    let folded = Chat {
+        secure_key: case_folded(&chat.secure_key),
+        ..chat.clone()
+    };
+    let r = c.op(&folded, "SendMessage", json!({"text": "mine"})).await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
-    assert_eq!(c.customer_texts(&chat).await, ["mine"]);
+    let gms_lower = GmsChat {
+        secure_key: chat.secure_key.to_ascii_lowercase(),
+        ..gms_bad
+    };
+    let r = g.op(&gms_lower, "send", &[("message", "also mine")]).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    assert_eq!(c.customer_texts(&chat).await, ["mine", "also mine"]);
 }
 
 /// Push URLs a browser would run or open as something other than a web page, and the

@@ -21,7 +21,7 @@ pub use chat::{ChatConfig, InstanceConfig, InstanceKind};
 
 use crate::admin::AdminConfig;
 use crate::credentials::CredentialsConfig;
-use crate::edge::cors::{CorsConfig, Origin};
+use crate::edge::cors::{AllowedHeader, CorsConfig, Origin};
 use crate::edge::limits::LimitsConfig;
 use crate::edge::GmsConfig;
 use crate::server::ServerConfig;
@@ -104,6 +104,11 @@ pub struct TenantConfig {
     /// `https://*.example.com` (any sub-domain), or `*` (any origin, only when listed).
     #[serde(default)]
     pub cors_origins: Vec<Origin>,
+    /// Request headers this tenant's pages (its `cors_origins`) may send cross-origin: the
+    /// preflight's `Access-Control-Allow-Headers`. By default the headers GMS and Web API
+    /// clients send (`edge::cors::DEFAULT_ALLOWED_HEADERS`).
+    #[serde(default = "crate::edge::cors::default_allowed_headers")]
+    pub cors_allowed_headers: Vec<AllowedHeader>,
 }
 
 fn default_endpoint() -> String {

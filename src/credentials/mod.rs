@@ -12,6 +12,8 @@
 //! real customer on a wrong key), and the alias is left out of the MAC because failover
 //! changes it. This module owns the scheme and nothing else: no I/O, no routing.
 
+use std::borrow::Cow;
+
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -71,25 +73,38 @@ impl Credentials {
     }
 
     /// Checks a client key in constant time and returns the backend's key inside it.
-    pub fn open<'k>(&self, claim: Claim<'_>, client_key: &'k str) -> Option<&'k str> {
+    ///
+    /// Hex is compared case-insensitively (some clients lower-case the whole key): the MAC's
+    /// hex is read in either case, and a backend key of hex digits that does not open as
+    /// given is tried in its upper- and lower-case spelling, so the backend gets its key in
+    /// the one spelling that was sealed. Anything else about the key must be exact.
+    pub fn open<'k>(&self, claim: Claim<'_>, client_key: &'k str) -> Option<Cow<'k, str>> {
         if client_key.len() <= MAC_HEX || !client_key.is_char_boundary(client_key.len() - MAC_HEX) {
             return None;
         }
         let (backend_key, tag_hex) = client_key.split_at(client_key.len() - MAC_HEX);
-        // Only the form `seal` writes: `hex` would also read lower case, and a key must have
-        // one spelling (a case-folded copy is another key, not the same one).
-        if !tag_hex
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
-        {
+        if !tag_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
+        // Canonical inside: the MAC's hex upper-cased, as `seal` writes it, then read.
+        let canonical = tag_hex.to_ascii_uppercase();
         let mut tag = [0u8; MAC_BYTES];
-        hex::decode_to_slice(tag_hex, &mut tag).ok()?;
-        self.mac(claim, backend_key)
-            .verify_truncated_left(&tag)
-            .ok()
-            .map(|()| backend_key)
+        hex::decode_to_slice(&canonical, &mut tag).ok()?;
+        let opens = |key: &str| self.mac(claim, key).verify_truncated_left(&tag).is_ok();
+        if opens(backend_key) {
+            return Some(Cow::Borrowed(backend_key));
+        }
+        if !backend_key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        [
+            backend_key.to_ascii_uppercase(),
+            backend_key.to_ascii_lowercase(),
+        ]
+        .into_iter()
+        .filter(|k| k != backend_key)
+        .find(|k| opens(k))
+        .map(Cow::Owned)
     }
 
     fn mac(&self, claim: Claim<'_>, backend_key: &str) -> HmacSha256 {
@@ -124,10 +139,13 @@ mod tests {
         let c = Credentials::new(b"0123456789abcdef0123456789abcdef");
         let key = c.seal(CLAIM, "E1A17B94F802C330");
         assert_eq!(key.len(), 16 + 32);
-        assert_eq!(c.open(CLAIM, &key), Some("E1A17B94F802C330"));
+        assert_eq!(c.open(CLAIM, &key).as_deref(), Some("E1A17B94F802C330"));
         // Another replica with the same secret accepts it.
         let replica = Credentials::new(b"0123456789abcdef0123456789abcdef");
-        assert_eq!(replica.open(CLAIM, &key), Some("E1A17B94F802C330"));
+        assert_eq!(
+            replica.open(CLAIM, &key).as_deref(),
+            Some("E1A17B94F802C330")
+        );
     }
 
     #[test]
@@ -159,19 +177,33 @@ mod tests {
     }
 
     #[test]
-    fn only_the_canonical_spelling_of_the_mac_opens() {
+    fn hex_opens_in_either_case_to_the_key_that_was_sealed() {
         let c = Credentials::new(b"0123456789abcdef0123456789abcdef");
-        // A backend key in any case is the backend's business; the MAC is ours.
-        let key = c.seal(CLAIM, "e1a17b94f802c330");
-        let (backend_key, mac) = key.split_at(16);
-        assert!(mac.bytes().any(|b| b.is_ascii_alphabetic()), "{mac}");
-        let folded = format!("{backend_key}{}", mac.to_ascii_lowercase());
-        assert_eq!(c.open(CLAIM, &folded), None);
-        // One lower-case digit is enough to refuse it.
-        let i = mac.find(|ch: char| ch.is_ascii_alphabetic()).unwrap();
-        let mut one = key.clone();
-        one.replace_range(16 + i..17 + i, &mac[i..=i].to_ascii_lowercase());
-        assert_eq!(c.open(CLAIM, &one), None);
-        assert_eq!(c.open(CLAIM, &key), Some("e1a17b94f802c330"));
+        for backend_key in ["E1A17B94F802C330", "e1a17b94f802c330"] {
+            let key = c.seal(CLAIM, backend_key);
+            for spelling in [key.to_ascii_lowercase(), key.to_ascii_uppercase()] {
+                assert_eq!(c.open(CLAIM, &spelling).as_deref(), Some(backend_key));
+            }
+            // One lower-case digit of the MAC is the same MAC.
+            let (head, mac) = key.split_at(16);
+            let i = mac.find(|ch: char| ch.is_ascii_alphabetic()).unwrap();
+            let mut one = key.clone();
+            one.replace_range(16 + i..17 + i, &mac[i..=i].to_ascii_lowercase());
+            assert_eq!(c.open(CLAIM, &one).as_deref(), Some(backend_key));
+            // A changed digit is another key.
+            let mut changed = format!("{head}{mac}").into_bytes();
+            changed[20] = if changed[20] == b'0' { b'1' } else { b'0' };
+            assert_eq!(c.open(CLAIM, std::str::from_utf8(&changed).unwrap()), None);
+            assert_eq!(c.open(CLAIM, &format!("{head}{}", &mac[..31])), None);
+            assert_eq!(c.open(CLAIM, &format!("{head}{}g", &mac[..31])), None);
+        }
+        // A backend key that is not hex is exact: its case is the backend's business.
+        let key = c.seal(CLAIM, "Alias-7:Key");
+        assert_eq!(c.open(CLAIM, &key).as_deref(), Some("Alias-7:Key"));
+        let (head, mac) = key.split_at(key.len() - 32);
+        assert_eq!(
+            c.open(CLAIM, &format!("{}{mac}", head.to_ascii_lowercase())),
+            None
+        );
     }
 }

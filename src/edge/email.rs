@@ -147,8 +147,10 @@ impl Emails {
             self.receive_form(req.into_body(), stream_limit, tenant)
                 .await?
         } else {
-            let boundary = multer::parse_boundary(&head.raw_type)
-                .map_err(|_| Error::NotMultipart(head.raw_type.clone()))?;
+            let boundary = multer::parse_boundary(&head.raw_type).map_err(|_| match tenant {
+                Some(_) => Error::GmsNotMultipart(head.raw_type.clone()),
+                None => Error::NotMultipart(head.raw_type.clone()),
+            })?;
             let constraints = multer::Constraints::new()
                 .size_limit(multer::SizeLimit::new().whole_stream(stream_limit));
             let multipart = multer::Multipart::with_constraints(

@@ -51,7 +51,10 @@ pub struct OperationName(pub &'static str);
 
 /// Wraps the public routes in the shared stack.
 pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
-    let origins = gw.config.tenants.iter().flat_map(|t| &t.cors_origins);
+    let origins = gw.config.tenants.iter().flat_map(|t| {
+        let headers = &t.cors_allowed_headers[..];
+        t.cors_origins.iter().map(move |o| (o, headers))
+    });
     let cors = cors::layers(origins, &gw.config.cors);
     let guards = limits::Guards::with_origins(
         &gw.config.limits,

@@ -6,7 +6,8 @@
 //! `limits`, `cors`), `health`, the one conversion of errors into replies (`error`), body
 //! reading helpers (`body`), the e-mail stream into the intake (`email`) and the JSON reply
 //! and transcript shapes (`wire`). It knows nothing about backends: it hands typed
-//! operations to `operation` and renders what comes back.
+//! operations to `operation` and renders what comes back. Every route takes an optional
+//! trailing slash ([`optional_trailing_slash`], before routing).
 
 pub mod body;
 pub mod cors;
@@ -21,8 +22,11 @@ pub mod wire;
 
 use std::sync::Arc;
 
+use axum::extract::Request;
+use axum::http::Uri;
 use axum::routing::get;
 use axum::Router;
+use tower::ServiceExt;
 
 use crate::error::Error;
 use crate::Gateway;
@@ -40,4 +44,58 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .fallback(|| async { Failure::from(Error::NotFound) })
         .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })
         .with_state(gw)
+}
+
+/// Every route of the application with an optional trailing slash: `/genesys/2/chat/svc/`
+/// is routed as `/genesys/2/chat/svc` (a Python GMS bot posts Request Chat so). One
+/// mechanism for all routes: the path loses one trailing slash before routing, so the route
+/// matched, its limits and its metrics label are the ones without it. Only one: `//` at the
+/// end is still an unknown path.
+pub fn optional_trailing_slash(app: Router) -> Router {
+    Router::new().fallback_service(app.map_request(trim_trailing_slash))
+}
+
+fn trim_trailing_slash(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') && !path.ends_with("//") {
+        let trimmed = &path[..path.len() - 1];
+        let path_and_query = match req.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = path_and_query.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trimmed(uri: &str) -> String {
+        let req = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        trim_trailing_slash(req).uri().to_string()
+    }
+
+    #[test]
+    fn one_trailing_slash_goes_before_routing() {
+        assert_eq!(trimmed("/genesys/2/chat/svc/"), "/genesys/2/chat/svc");
+        assert_eq!(trimmed("/api/v2/chats/?x=1"), "/api/v2/chats?x=1");
+        assert_eq!(trimmed("/api/v2/chats"), "/api/v2/chats");
+        assert_eq!(trimmed("/"), "/");
+        assert_eq!(trimmed("/api/v2/chats//"), "/api/v2/chats//");
+        assert_eq!(
+            trimmed("http://gw.example/healthz/"),
+            "http://gw.example/healthz"
+        );
+    }
 }

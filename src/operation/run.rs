@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use backend_api::{BackendError, ChatRef, ChatUpdate, Event, NewChat};
+use backend_api::{Action, BackendError, ChatRef, ChatUpdate, Event, NewChat, Refresh};
 
 use super::{Chats, ClientCredentials, OnChat};
 use crate::config::AdminState;
@@ -113,6 +113,25 @@ pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatR
                     .backend
                     .refresh(&opened.chat, refresh.clone())
                     .await;
+                let result = match result {
+                    Err(e) if refresh.action == Action::Complete && ended(&e) => {
+                        // Complete ends the chat "if it hasn't been ended already": on an
+                        // ended chat it is answered as a read of it, with chatEnded.
+                        let read = Refresh {
+                            action: Action::Poll,
+                            ..refresh.clone()
+                        };
+                        instance
+                            .backend
+                            .refresh(&opened.chat, read)
+                            .await
+                            .map(|u| ChatUpdate {
+                                chat_ended: true,
+                                ..u
+                            })
+                    }
+                    other => other,
+                };
                 let e = match result {
                     Ok(update) => {
                         instance.health.request_ok();
@@ -173,6 +192,19 @@ pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatR
     })
 }
 
+/// The backend's answer that the chat has ended already (its own, or a GMS's).
+fn ended(e: &BackendError) -> bool {
+    matches!(
+        e,
+        BackendError::ChatEnded { .. }
+            | BackendError::Remote {
+                chat_ended: true,
+                status_code: 2,
+                ..
+            }
+    )
+}
+
 /// A request on a chat that passed every check: the table it was routed with, the instance
 /// its alias names (`None` when a reload removed it) and the backend's own credentials.
 pub(super) struct Opened {
@@ -206,7 +238,7 @@ fn check_chat(gw: &Chats, chat_id: &str, creds: &ClientCredentials) -> Result<Op
     let chat = ChatRef {
         chat_id: chat_id.to_owned(),
         user_id: creds.user_id.clone(),
-        secure_key: backend_key.to_owned(),
+        secure_key: backend_key.into_owned(),
     };
     Ok(Opened {
         router,

@@ -43,6 +43,7 @@ fn rig(aliases: &[&'static str]) -> Rig {
         name: TENANT.into(),
         default_endpoint: "default".into(),
         cors_origins: Vec::new(),
+        cors_allowed_headers: crate::edge::cors::default_allowed_headers(),
     }];
     let chats = Chats::new(
         tenants,

@@ -7,4 +7,5 @@
 mod common;
 
 mod browser;
+mod tolerance;
 mod transport;

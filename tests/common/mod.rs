@@ -542,10 +542,14 @@ pub async fn every_operation(c: &Client, chat: &Chat) {
     assert_eq!(types(r.messages()), ["ParticipantLeft"]);
     assert_eq!(r.body["chatEnded"], true);
 
-    // After Complete: writes refused with chatEnded, reads still work.
+    // After Complete: a second Complete is answered (the chat has ended already: statusCode
+    // 0, chatEnded), other writes refused with chatEnded, reads still work.
+    let r = c.op(chat, "Complete", json!({})).await;
+    assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
+    assert_eq!(r.body["chatEnded"], true);
+    assert_eq!(r.body["nextPosition"].as_u64(), Some(start + 6));
     for (op, extra) in [
         ("SendMessage", json!({"text": "late"})),
-        ("Complete", json!({})),
         ("SendUrl", json!({"pushUrl": "https://example.com/late"})),
     ] {
         let r = c.op(chat, op, extra).await;

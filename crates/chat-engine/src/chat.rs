@@ -196,7 +196,9 @@ impl ChatRecord {
     ) -> Result<bool, BackendError> {
         self.last_activity = now;
         if self.is_ended() {
-            return if action.is_write() {
+            // Complete ends the chat "if it hasn't been ended already": on an ended chat it
+            // is answered as a read (statusCode 0, chatEnded), not refused.
+            return if action.is_write() && action != Action::Complete {
                 Err(BackendError::ChatEnded {
                     next_position: self.next_position(),
                 })

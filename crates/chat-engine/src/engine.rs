@@ -474,6 +474,12 @@ mod tests {
                 .unwrap()
                 .chat_ended
         );
+        // A second Complete is answered, not refused: the chat has ended already.
+        assert!(
+            act(&engine, &created.chat, Action::Complete)
+                .unwrap()
+                .chat_ended
+        );
         assert_eq!(engine.load().active, 0);
     }
 

@@ -18,6 +18,10 @@ pub struct Envelope {
     pub tenant_name: String,
     /// The customer's address, checked by intake's address rule (the `Reply-To`).
     pub from_address: String,
+    /// The display name the client gave with the address (`John Doe <john@doe.com>`), its
+    /// quotes removed; the `From` / `Reply-To` name in place of first and last name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_name: Option<String>,
     pub subject: String,
     pub text: String,
     /// The request's `mailbox` (one of the allowed mailboxes, as configured), else the

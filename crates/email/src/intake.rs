@@ -362,7 +362,7 @@ impl Intake {
         let from_address = required(self.from_address, TextField::FromAddress)?;
         let subject = required(self.subject, TextField::Subject)?;
         let text = required(self.text, TextField::Text)?;
-        let from_address = check_address(&from_address, TextField::FromAddress)?;
+        let (from_name, from_address) = check_from_address(&from_address, TextField::FromAddress)?;
         // A mailbox given was replaced by its allowed spelling in `set_text`.
         let mailbox = match self.mailbox.filter(|m| !m.trim().is_empty()) {
             Some(m) => Some(m),
@@ -374,6 +374,7 @@ impl Intake {
             last_name,
             tenant_name,
             from_address,
+            from_name,
             subject,
             text,
             mailbox,
@@ -473,9 +474,9 @@ fn extension(file_name: &str) -> Option<&str> {
 /// address is only ever a `Reply-To`, so a local part past RFC 5321's 64 octets (which mail
 /// servers take in practice) is not refused here; the field's 254 characters bound it.
 fn check_address(value: &str, field: TextField) -> Result<String, IntakeError> {
-    let value = value.trim();
+    let address = value.trim();
     let bad = || IntakeError::BadAddress(field.name());
-    let (local, domain) = value.rsplit_once('@').ok_or_else(bad)?;
+    let (local, domain) = address.rsplit_once('@').ok_or_else(bad)?;
     let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&b);
     let dot_atom = local
         .split('.')
@@ -491,7 +492,61 @@ fn check_address(value: &str, field: TextField) -> Result<String, IntakeError> {
     if !dot_atom || !(dotted || domain == "localhost") {
         return Err(bad());
     }
-    Ok(value.to_owned())
+    Ok(address.to_owned())
+}
+
+/// `fromAddress`: an address by [`check_address`], or the name-addr form clients send,
+/// `John Doe <john@doe.com>` or `"Doe, John" <john@doe.com>`: the address in the angle
+/// brackets (after the last `<`) must pass the same rule; the display name before it is
+/// kept without its surrounding blanks and quotes (`\"` and `\\` inside quotes read as `"`
+/// and `\`). A name with a control character (CR, LF…) is refused, so nothing can reach a
+/// header through it. Returns the display name (if any) and the address.
+fn check_from_address(
+    value: &str,
+    field: TextField,
+) -> Result<(Option<String>, String), IntakeError> {
+    let value = value.trim();
+    let bad = || IntakeError::BadAddress(field.name());
+    match value.strip_suffix('>').and_then(|v| v.rsplit_once('<')) {
+        Some((name, address)) => {
+            let name = display_name(name).ok_or_else(bad)?;
+            // No blanks inside the brackets: the rule's trimming is for the bare form.
+            if address.trim() != address {
+                return Err(bad());
+            }
+            Ok((name, check_address(address, field)?))
+        }
+        None => Ok((None, check_address(value, field)?)),
+    }
+}
+
+/// The display name of a name-addr: `None` inside when blank, `None` outside when it has a
+/// control character.
+fn display_name(raw: &str) -> Option<Option<String>> {
+    if raw.chars().any(char::is_control) {
+        return None;
+    }
+    let raw = raw.trim();
+    let name = match raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .filter(|_| raw.len() >= 2)
+    {
+        Some(quoted) => {
+            let mut out = String::with_capacity(quoted.len());
+            let mut chars = quoted.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => out.extend(chars.next()),
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        None => raw.to_owned(),
+    };
+    let name = name.trim();
+    Some((!name.is_empty()).then(|| name.to_owned()))
 }
 
 #[cfg(test)]
@@ -533,7 +588,29 @@ mod tests {
                 check_address(good, TextField::FromAddress).is_ok(),
                 "{good}"
             );
+            assert_eq!(
+                check_from_address(&format!("Ann <{}>", good.trim()), TextField::FromAddress)
+                    .unwrap(),
+                (Some("Ann".into()), good.trim().into()),
+            );
         }
+        let named = |v: &str| check_from_address(v, TextField::FromAddress).unwrap();
+        assert_eq!(named("john@doe.com"), (None, "john@doe.com".into()));
+        assert_eq!(
+            named("John Doe <john@doe.com>"),
+            (Some("John Doe".into()), "john@doe.com".into())
+        );
+        assert_eq!(
+            named(r#" "Doe, John \"JD\" \\ x" <john@doe.com> "#),
+            (Some(r#"Doe, John "JD" \ x"#.into()), "john@doe.com".into())
+        );
+        assert_eq!(named("<x@y.z>"), (None, "x@y.z".into()));
+        assert_eq!(named(r#""" <x@y.z>"#), (None, "x@y.z".into()));
+        assert_eq!(named("a<b <x@y.z>"), (Some("a<b".into()), "x@y.z".into()));
+        assert_eq!(
+            named("'Ann' <x@y.z>"),
+            (Some("'Ann'".into()), "x@y.z".into())
+        );
         let label = "a".repeat(63);
         assert!(check_address(&format!("x@{label}.{label}"), TextField::FromAddress).is_ok());
         assert!(check_address(&format!("x@{label}b.c"), TextField::FromAddress).is_err());
@@ -543,7 +620,13 @@ mod tests {
             "@doe.com",
             "john@doe",
             "a b@c.d",
-            "<x@y.z>",
+            "<x@y.z",
+            "x@y.z>",
+            "Ann <x@y>",
+            "Ann\r\nBcc: evil@x.y <x@y.z>",
+            "Ann\n<x@y.z>",
+            "Ann < x@y.z>",
+            "Ann <x@y.z>>",
             ".john@doe.com",
             "john.@doe.com",
             "jo..hn@doe.com",
@@ -557,6 +640,16 @@ mod tests {
             "a@b@c.d",
         ] {
             assert!(check_address(bad, TextField::FromAddress).is_err(), "{bad}");
+            assert!(
+                check_from_address(bad, TextField::FromAddress).is_err(),
+                "{bad}"
+            );
+            if !bad.contains(['<', '>']) {
+                assert!(
+                    check_from_address(&format!("Ann <{bad}>"), TextField::FromAddress).is_err(),
+                    "{bad}"
+                );
+            }
         }
     }
 }

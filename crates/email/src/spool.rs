@@ -377,6 +377,7 @@ mod tests {
             last_name: "Doe".into(),
             tenant_name: "Environment".into(),
             from_address: "john@doe.com".into(),
+            from_name: None,
             subject: "Hi".into(),
             text: "Text".into(),
             mailbox: None,

@@ -416,6 +416,7 @@ async fn a_spooled_mailbox_outside_the_allow_list_is_dead_lettered_not_sent() {
         last_name: "Doe".into(),
         tenant_name: "Environment".into(),
         from_address: "security@bigbank.example".into(),
+        from_name: None,
         subject: "Verify your account".into(),
         text: "click here".into(),
         mailbox: Some("victim@elsewhere.example".into()),

@@ -1,12 +1,14 @@
 //! The `[cors]` section, and the origin patterns tenants list in `cors_origins`, parsed
 //! once when the configuration is read.
 //!
-//! Owns the pattern syntax (`https://shop.example.com`, `https://*.example.com`, `*`) and
-//! the preflight cache age; it must not know tenants or the rest of the configuration.
+//! Owns the pattern syntax (`https://shop.example.com`, `https://*.example.com`, `*`), the
+//! request header names a tenant's pages may send (`cors_allowed_headers`, and its default)
+//! and the preflight cache age; it must not know tenants or the rest of the configuration.
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use axum::http::HeaderName;
 use config_types::secs;
 use serde::Deserialize;
 
@@ -88,5 +90,55 @@ impl TryFrom<String> for Origin {
 
     fn try_from(pattern: String) -> Result<Origin, String> {
         pattern.parse()
+    }
+}
+
+/// The request headers GMS and Web API clients send from a page, allowed by default to every
+/// tenant's origins: `authorization` and `contactcenterid` (GMS client libraries), the API
+/// key headers `apikey` / `x-api-key`, `x-requested-with` (jQuery), `content-type` for JSON
+/// and form bodies, `gms_user`, and `x-request-id`.
+pub const DEFAULT_ALLOWED_HEADERS: [&str; 8] = [
+    "authorization",
+    "contactcenterid",
+    "apikey",
+    "x-api-key",
+    "x-requested-with",
+    "content-type",
+    "gms_user",
+    "x-request-id",
+];
+
+/// [`DEFAULT_ALLOWED_HEADERS`], as a tenant's `cors_allowed_headers` default.
+pub fn default_allowed_headers() -> Vec<AllowedHeader> {
+    DEFAULT_ALLOWED_HEADERS
+        .iter()
+        .map(|h| AllowedHeader(HeaderName::from_static(h)))
+        .collect()
+}
+
+/// A request header name a tenant's pages may send cross-origin (one entry of
+/// `cors_allowed_headers`): an HTTP header name, in any case (held lower-cased); not `*`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AllowedHeader(pub HeaderName);
+
+impl FromStr for AllowedHeader {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<AllowedHeader, String> {
+        if name == "*" {
+            return Err("`*`: list the header names (a wildcard is not allowed)".into());
+        }
+        HeaderName::from_bytes(name.as_bytes())
+            .map(AllowedHeader)
+            .map_err(|_| format!("`{name}` is not an HTTP header name"))
+    }
+}
+
+impl TryFrom<String> for AllowedHeader {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<AllowedHeader, String> {
+        name.parse()
     }
 }

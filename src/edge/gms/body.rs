@@ -90,7 +90,7 @@ where
             || essence == "application/x-www-form-urlencoded"
             || essence == "text/plain")
         {
-            return Err(Error::UnsupportedMediaType(head.shown_type()).into());
+            return Err(Error::GmsUnsupportedMediaType(head.shown_type()).into());
         }
         match Limited::new(req.into_body(), limit).collect().await {
             Ok(collected) => {

@@ -29,12 +29,14 @@ impl FormFields {
         self.owned(name).ok_or(Error::MissingField(name))
     }
 
-    /// Every `userData[key]=value` field (the last wins for a repeated key).
+    /// Every `userData[key]=value` field (the last wins for a repeated key). A key in
+    /// quotes, `userData["Product"]` or `userData['Product']` (as a jQuery widget writes
+    /// it), is the key without them: `Product`.
     pub fn user_data(&self) -> UserData {
         self.0
             .iter()
             .filter_map(|(k, v)| {
-                let key = k.strip_prefix("userData[")?.strip_suffix(']')?;
+                let key = unquoted(k.strip_prefix("userData[")?.strip_suffix(']')?);
                 (!key.is_empty()).then(|| (key.to_owned(), v.clone()))
             })
             .collect()
@@ -53,6 +55,14 @@ impl FormFields {
             },
         }
     }
+}
+
+/// A key without the quotes around it, when it has the same one (`"` or `'`) on both sides.
+fn unquoted(key: &str) -> &str {
+    ['"', '\'']
+        .into_iter()
+        .find_map(|q| key.strip_prefix(q)?.strip_suffix(q))
+        .unwrap_or(key)
 }
 
 /// ASCII digits, any number of them: a position past `u64::MAX` is past the end of any
@@ -183,6 +193,28 @@ mod tests {
             parse_gms_request_chat(&form("subject=s"), "E", None),
             Err(Error::MissingField("nickname"))
         ));
+    }
+
+    #[test]
+    fn quoted_user_data_keys_lose_their_quotes() {
+        let f = form(
+            "nickname=n&userData%5B%22Product%22%5D=TOL&userData%5B'Region'%5D=EU\
+             &userData%5B%22half%5D=1&userData%5B%22%5D=2&userData%5B%22mixed'%5D=3\
+             &userData%5B%22%22%5D=4&userData%5B%22%22x%22%22%5D=5",
+        );
+        let data = parse_gms_request_chat(&f, "E", None).unwrap().user_data;
+        let got: Vec<(&str, &str)> = data.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("\"", "2"),
+                ("\"half", "1"),
+                ("\"mixed'", "3"),
+                ("\"x\"", "5"),
+                ("Product", "TOL"),
+                ("Region", "EU"),
+            ]
+        );
     }
 
     #[test]

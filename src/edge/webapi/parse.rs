@@ -1,5 +1,8 @@
 //! Web API JSON bodies → operations (`NewChat`, `OnChat`). Lenient about unknown fields,
-//! strict about types: a field of the wrong JSON type is refused with its name.
+//! strict about types: a field of the wrong JSON type is refused with its name. Where real
+//! clients send a JSON scalar for a string (docs/gms.md "Compatibility"), it is read the way
+//! the Java Web API Server reads it: `userData` numbers and booleans and a numeric `alias`
+//! as written, a numeric string `transcriptPosition` as its number.
 //!
 //! Owns the Web API's field names and rules (required fields, types, transcript positions)
 //! and its operation names; knows nothing of HTTP or of running an operation.
@@ -17,6 +20,7 @@ struct Body {
     operation_name: Option<String>,
     user_id: Option<String>,
     secure_key: Option<String>,
+    #[serde(default, deserialize_with = "alias")]
     alias: Option<String>,
     tenant_name: Option<String>,
     nickname: Option<String>,
@@ -25,6 +29,7 @@ struct Body {
     email_address: Option<String>,
     subject: Option<String>,
     endpoint: Option<String>,
+    #[serde(default, deserialize_with = "user_data")]
     user_data: Option<UserData>,
     text: Option<String>,
     message_type: Option<String>,
@@ -33,27 +38,121 @@ struct Body {
     transcript_position: Option<u64>,
 }
 
-/// A transcript position: a whole number, written as JSON writes it (`5`) or with a zero
-/// fraction (`5.0`, which JSON Schema's `integer` admits too).
+/// A transcript position: a whole number, written as JSON writes it (`5`), with a zero
+/// fraction (`5.0`, which JSON Schema's `integer` admits too), or as a string of digits
+/// (`"5"`, as some clients send it; past 2^64-1 it saturates, as in the GMS dialect: it is
+/// past the end of any transcript).
 fn position<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Number {
         Whole(u64),
         Float(f64),
+        Digits(String),
     }
-    match Option::<Number>::deserialize(de)? {
-        None => Ok(None),
-        Some(Number::Whole(n)) => Ok(Some(n)),
+    match Option::<Number>::deserialize(de) {
+        Ok(None) => Ok(None),
+        Ok(Some(Number::Whole(n))) => Ok(Some(n)),
         // Below 2^64 (exact as an f64) and whole: that number.
-        Some(Number::Float(f))
+        Ok(Some(Number::Float(f)))
             if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 =>
         {
             Ok(Some(f as u64))
         }
-        Some(Number::Float(f)) => Err(serde::de::Error::custom(format_args!(
-            "invalid value: {f}, expected a whole number from 0 to 2^64-1"
-        ))),
+        Ok(Some(Number::Digits(d))) if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(Some(d.parse().unwrap_or(u64::MAX)))
+        }
+        _ => Err(serde::de::Error::custom(
+            "expected a whole number from 0 to 2^64-1, or a string of digits",
+        )),
+    }
+}
+
+/// What `userData` values and `alias` may be besides strings, for the error message.
+const SCALAR: &str = "a string, a number or a boolean";
+
+/// A JSON scalar as text: a string as it is, a number or boolean as written (`12345`,
+/// `1.5`, `true`; a large integer digit for digit), as a Java server's String field reads it.
+/// Objects, arrays and null are refused.
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Scalar, D::Error> {
+        use serde::de::{Error as _, Unexpected};
+        let raw = <&serde_json::value::RawValue>::deserialize(de)?;
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'"') => serde_json::from_str(text)
+                .map(Scalar)
+                .map_err(D::Error::custom),
+            Some(b't' | b'f' | b'-' | b'0'..=b'9') => Ok(Scalar(text.to_owned())),
+            Some(b'{') => Err(D::Error::invalid_type(Unexpected::Map, &SCALAR)),
+            Some(b'[') => Err(D::Error::invalid_type(Unexpected::Seq, &SCALAR)),
+            _ => Err(D::Error::invalid_type(Unexpected::Unit, &SCALAR)),
+        }
+    }
+}
+
+/// `userData`: an object whose values are strings, numbers or booleans ([`Scalar`]); a
+/// nested object, an array or a null is refused naming its key (`userData.k`).
+fn user_data<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<UserData>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<UserData>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of strings, numbers or booleans")
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+            de.deserialize_map(self)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut data = UserData::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let Scalar(value) = map.next_value()?;
+                data.insert(key, value);
+            }
+            Ok(Some(data))
+        }
+    }
+    de.deserialize_option(Visitor)
+}
+
+/// `alias`: a string, or a whole number as some clients send it (`117`, or `117.0`, which
+/// JSON Schema's `integer` admits too), read as its digits.
+fn alias<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Alias {
+        Text(String),
+        Whole(u64),
+        Float(f64),
+    }
+    match Option::<Alias>::deserialize(de) {
+        Ok(None) => Ok(None),
+        Ok(Some(Alias::Text(t))) => Ok(Some(t)),
+        Ok(Some(Alias::Whole(n))) => Ok(Some(n.to_string())),
+        Ok(Some(Alias::Float(f)))
+            if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 =>
+        {
+            Ok(Some((f as u64).to_string()))
+        }
+        _ => Err(serde::de::Error::custom(
+            "expected a string or a whole number from 0 to 2^64-1",
+        )),
     }
 }
 
@@ -283,6 +382,52 @@ mod tests {
     }
 
     #[test]
+    fn json_scalars_are_read_as_a_java_server_reads_them() {
+        let r = parse_request_chat(
+            br#"{"tenantName":"E","nickname":"n","userData":{"CustomerID":12345,"VIP":true,
+                 "Off":false,"Score":1.5,"Big":123456789012345678901234567890,"Neg":-7,
+                 "Exp":1e3,"Text":"x\u00e9"}}"#,
+        )
+        .unwrap();
+        let got: Vec<(&str, &str)> = r
+            .user_data
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("Big", "123456789012345678901234567890"),
+                ("CustomerID", "12345"),
+                ("Exp", "1e3"),
+                ("Neg", "-7"),
+                ("Off", "false"),
+                ("Score", "1.5"),
+                ("Text", "x\u{e9}"),
+                ("VIP", "true"),
+            ]
+        );
+        let body = br#"{"userId":"u","secureKey":"k","alias":117,"tenantName":"E","operationName":"GetChat"}"#;
+        assert_eq!(parse_chat_operation(body).unwrap().credentials.alias, "117");
+        let get = |p: &str| {
+            parse_get_messages(format!("{{{CREDS},\"transcriptPosition\":{p}}}").as_bytes())
+                .map(|o| o.operation)
+        };
+        assert_eq!(get(r#""5""#).unwrap(), get_messages(Transcript::From(5)));
+        assert_eq!(get(r#""0""#).unwrap(), get_messages(Transcript::None));
+        assert_eq!(
+            get(r#""99999999999999999999999""#).unwrap(),
+            get_messages(Transcript::From(u64::MAX))
+        );
+        for bad in [r#""""#, r#""-1""#, r#"" 5""#, r#""5a""#, "true", "[5]"] {
+            match get(bad) {
+                Err(Error::WrongType { field, .. }) => assert_eq!(field, "transcriptPosition"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn transcript_positions() {
         let get = |extra: &str| {
             parse_get_messages(format!("{{{CREDS}{extra}}}").as_bytes())
@@ -337,8 +482,22 @@ mod tests {
                 ..
             })
         ));
-        match parse_request_chat(br#"{"tenantName":"E","nickname":"n","userData":{"k":1}}"#) {
-            Err(Error::WrongType { field, .. }) => assert_eq!(field, "userData.k"),
+        for nested in ["{}", "[1]", "null", r#"{"a":"b"}"#] {
+            let body = format!(
+                r#"{{"tenantName":"E","nickname":"n","userData":{{"ok":"v","k":{nested}}}}}"#
+            );
+            match parse_request_chat(body.as_bytes()) {
+                Err(Error::WrongType { field, .. }) => assert_eq!(field, "userData.k", "{nested}"),
+                other => panic!("{nested}: {other:?}"),
+            }
+        }
+        match parse_request_chat(br#"{"tenantName":"E","nickname":"n","userData":[]}"#) {
+            Err(Error::WrongType { field, .. }) => assert_eq!(field, "userData"),
+            other => panic!("{other:?}"),
+        }
+        let float_alias = br#"{"userId":"u","secureKey":"k","alias":1.5,"tenantName":"E","operationName":"GetChat"}"#;
+        match parse_chat_operation(float_alias) {
+            Err(Error::WrongType { field, .. }) => assert_eq!(field, "alias"),
             other => panic!("{other:?}"),
         }
         match op(r#","operationName":"SendMessage","text":5"#) {

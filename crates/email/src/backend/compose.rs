@@ -54,7 +54,13 @@ pub async fn compose<W: AsyncWrite + Unpin>(
         .map_err(|e| DeliveryError::permanent(format!("mailbox {to:?}: {e}")))?;
     let smtp_envelope = SmtpEnvelope::new(Some(sender.clone()), vec![to_address.clone()])
         .map_err(|e| DeliveryError::permanent(format!("envelope: {e}")))?;
-    let display = format!("{} {}", email.first_name, email.last_name);
+    // The name the customer gave with the address (`John Doe <john@doe.com>`), else their
+    // first and last name. Intake refused control characters in it; lettre quotes or
+    // encodes it as the header needs.
+    let display = match &email.from_name {
+        Some(name) => name.clone(),
+        None => format!("{} {}", email.first_name, email.last_name),
+    };
 
     // The customer's name with the contact center's address: mail programs show who wrote,
     // a reply goes to the customer, and nothing claims to come from the customer's domain
@@ -228,6 +234,7 @@ mod tests {
             last_name: "Lee".into(),
             tenant_name: "Environment".into(),
             from_address: from_address.into(),
+            from_name: None,
             subject: "Hi".into(),
             text: "Text".into(),
             mailbox: None,
@@ -271,6 +278,27 @@ mod tests {
                 .unwrap_or_else(|| panic!("no Reply-To for {address}: {text}"));
             assert!(line.starts_with(shown) && line.contains(address), "{line}");
         }
+        // The display name given with the address names the customer in From and Reply-To.
+        let mut named = envelope("john@doe.com");
+        named.from_name = Some(r#"Doe, John "JD""#.into());
+        let mut out = Vec::new();
+        compose(&named, dir.path(), "cc@localhost", "cc@localhost", &mut out)
+            .await
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let header = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+                .to_owned()
+        };
+        // `Doe, John "JD"` as an RFC 2047 word: lettre encodes a name with quotes.
+        let name = "=?utf-8?b?RG9lLCBKb2huICJKRCI=?=";
+        assert_eq!(
+            header("Reply-To:"),
+            format!("Reply-To: {name} <john@doe.com>")
+        );
+        assert_eq!(header("From:"), format!("From: {name} <cc@localhost>"));
         let mut out = Vec::new();
         assert!(compose(
             &envelope("a b@c.d"),
