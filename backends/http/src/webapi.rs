@@ -147,7 +147,13 @@ impl HttpBackend {
             }
         }
         let mut messages = Vec::new();
-        if let Transcript::From(n) = request.transcript {
+        // A bare poll without a transcript still needs the position: Get Messages from 0.
+        let wanted = match request.transcript {
+            Transcript::From(n) => Some(n),
+            Transcript::None if last.is_none() => Some(0),
+            Transcript::None => None,
+        };
+        if let Some(n) = wanted {
             let mut body = credentials(&key_now);
             body.insert("transcriptPosition".into(), n.into());
             let url = self.chats_url(&[&chat.chat_id, "messages"]);
