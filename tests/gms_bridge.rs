@@ -822,3 +822,87 @@ async fn a_real_gms_limits_reply_is_read_and_read_receipts_are_passed_on() {
     assert_eq!(field("secureKey"), Some("4ee15d7e1c343c8e"));
     assert_eq!(field("alias"), Some("117"));
 }
+
+/// N+1 across two Web API remotes: two gateway processes (B1, B2) with the same secret over
+/// the same chat server, each one `http` instance (`dialect = "webapi"`) of A. When the
+/// remote holding a chat is gone, A moves the chat to the other (its restore asks the remote
+/// whether it serves the chat) and the conversation goes on there, nothing lost or doubled.
+#[tokio::test]
+async fn a_chat_moves_to_the_other_web_api_remote_when_its_own_is_gone() {
+    use common::cluster::Cluster;
+    let cluster = Cluster::start(&["1"]);
+    let back = || {
+        Process::start(&format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[credentials]
+secret = "gateway-b-secret-0123456789abcdef0123"
+[[tenants]]
+name = "Environment"
+{}"#,
+            cluster.instances(&[])
+        ))
+    };
+    let mut b1 = back();
+    let mut b2 = back();
+    let a = Process::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+request_timeout_ms = 8000
+[credentials]
+secret = "gateway-a-secret-0123456789abcdef0123"
+[[tenants]]
+name = "Environment"
+[[chat.instances]]
+alias = "wa1"
+kind = "http"
+[chat.instances.http]
+dialect = "webapi"
+base_url = "{}"
+connect_timeout_ms = 1000
+request_timeout_ms = 4000
+[[chat.instances]]
+alias = "wa2"
+kind = "http"
+[chat.instances.http]
+dialect = "webapi"
+base_url = "{}"
+connect_timeout_ms = 1000
+request_timeout_ms = 4000
+"#,
+        b1.base(),
+        b2.base()
+    ));
+    let c = client(&a);
+    let chat = c.request_chat_retrying("Ann").await;
+    let send = |chat: Chat, text: &'static str| {
+        let c = client(&a);
+        async move {
+            eventually("a message accepted", Duration::from_secs(30), || async {
+                let r = c.op(&chat, "SendMessage", json!({ "text": text })).await;
+                match r.status_code() {
+                    0 => Some(Chat {
+                        alias: r.alias(),
+                        secure_key: r.body["secureKey"].as_str().unwrap().into(),
+                        ..chat.clone()
+                    }),
+                    1 => None,
+                    _ => panic!("{:#}", r.body),
+                }
+            })
+            .await
+        }
+    };
+    let chat = send(chat, "before").await;
+    let was = chat.alias.clone();
+    if was == "wa1" {
+        b1.stop();
+    } else {
+        b2.stop();
+    }
+    let chat = send(chat, "after").await;
+    assert_ne!(chat.alias, was, "the chat moved to the other remote");
+    assert_eq!(c.customer_texts(&chat).await, ["before", "after"]);
+}

@@ -453,6 +453,14 @@ impl ChatBackend for HttpBackend {
         self.call(url, &form).await.map(drop)
     }
 
+    async fn restore(&self, chat: &ChatRef) -> Result<(), BackendError> {
+        match self.config.dialect {
+            Dialect::Webapi => self.web_api_restore(chat).await,
+            // A GMS cluster moves its chats itself (a new alias in its replies).
+            Dialect::Gms => Err(BackendError::Unsupported("restore")),
+        }
+    }
+
     fn load(&self) -> Load {
         Load {
             active: self.open.load(Ordering::Relaxed),

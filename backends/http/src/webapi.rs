@@ -183,6 +183,32 @@ impl HttpBackend {
     }
 }
 
+impl HttpBackend {
+    /// Takes over a chat from another instance: Web API front ends of the same chats (Web
+    /// API Servers before one chat server cluster, or gateway replicas sharing a secret and
+    /// chat servers) serve each other's chats, so this asks the remote whether it serves
+    /// this one (Get Messages from 0, which changes nothing). A remote that does not is
+    /// the answer it gives (unknown chat, bad credentials…), and the chat does not move.
+    pub(crate) async fn web_api_restore(&self, chat: &ChatRef) -> Result<(), BackendError> {
+        let update = self
+            .web_api_refresh(
+                chat,
+                Refresh {
+                    action: Action::Poll,
+                    transcript: Transcript::None,
+                    details: false,
+                },
+            )
+            .await?;
+        if update.secure_key.is_some() {
+            // The remote would hand out another key: the gateway's restore cannot carry it,
+            // and the next request on the chat learns it anyway.
+            tracing::debug!(chat_id = %chat.chat_id, "the remote renewed the chat's key on restore");
+        }
+        Ok(())
+    }
+}
+
 /// A new alias or key the remote handed out (its chat moved, or its key was renewed).
 fn follow(key: &mut RemoteKey, reply: &Reply) {
     if let Some(alias) = reply.alias.as_ref().filter(|a| !a.is_empty()) {
