@@ -609,7 +609,10 @@ async fn every_web_api_operation_through_a_web_api_remote() {
         json!({"nickname":"Ann","participantId":1,"type":"Client"})
     );
     for (op, extra) in [
-        ("SendMessage", json!({"text": "Hello", "messageType": "text"})),
+        (
+            "SendMessage",
+            json!({"text": "Hello", "messageType": "text"}),
+        ),
         ("SendStartTypingNotification", json!({})),
         ("SendStopTypingNotification", json!({})),
         ("UpdateUserNickname", json!({"nickname": "Anna"})),
@@ -634,7 +637,13 @@ async fn every_web_api_operation_through_a_web_api_remote() {
     })
     .await;
     let t = types(&msgs);
-    for expected in ["ParticipantJoined", "Message", "TypingStarted", "TypingStopped", "Notice"] {
+    for expected in [
+        "ParticipantJoined",
+        "Message",
+        "TypingStarted",
+        "TypingStopped",
+        "Notice",
+    ] {
         assert!(t.contains(&expected), "{expected} in {t:?}");
     }
     let indexes: Vec<u64> = msgs.iter().map(|m| m["index"].as_u64().unwrap()).collect();
@@ -648,7 +657,11 @@ async fn every_web_api_operation_through_a_web_api_remote() {
 
     // A read receipt reaches B's chat: GetChat through A shows B's read marker.
     let r = c
-        .op(&chat, "ReadReceipt", json!({"transcriptPosition": next - 1}))
+        .op(
+            &chat,
+            "ReadReceipt",
+            json!({"transcriptPosition": next - 1}),
+        )
         .await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
     let r = c.op(&chat, "GetChat", json!({})).await;
@@ -709,7 +722,10 @@ async fn web_api_remote_errors_bad_keys_unknown_chats_and_the_remote_gone() {
         .assert_error(400, 2, 201);
     // A tenant B does not serve: B's refusal passes through with B's code.
     let r = c
-        .post("/api/v2/chats", json!({"tenantName": "Other", "nickname": "n"}))
+        .post(
+            "/api/v2/chats",
+            json!({"tenantName": "Other", "nickname": "n"}),
+        )
         .await;
     assert_eq!(r.status_code(), 2, "{:#}", r.body);
 
@@ -751,8 +767,12 @@ async fn real_shape_gms() -> (String, Calls) {
         )
     }
     async fn limits(State(calls): State<Calls>, body: String) -> axum::Json<Value> {
-        calls.lock().unwrap().push(("file/limits".into(), pairs(&body)));
-        axum::Json(json!({"statusCode":0,"alias":"117","userId":"007555677B20000A",
+        calls
+            .lock()
+            .unwrap()
+            .push(("file/limits".into(), pairs(&body)));
+        axum::Json(
+            json!({"statusCode":0,"alias":"117","userId":"007555677B20000A",
             "secureKey":"4ee15d7e1c343c8e","chatId":"00048aAPEQJ8000U","chatEnded":false,
             "messages":[{"from":{"nickname":"Ann","participantId":1,"type":"Client"},
             "index":0,"type":"Notice","utcTime":1432845887000u64,"text":"file-client-cfg-get",
@@ -760,7 +780,8 @@ async fn real_shape_gms() -> (String, Calls) {
             "upload-max-file-size":"104857600","used-upload-max-total-size":"0",
             "used-upload-max-files":"2","upload-max-total-size":"209715200",
             "upload-need-agent":"true","upload-file-types":"bmp:txt",
-            "used-download-attempts":"1"}}]}))
+            "used-download-attempts":"1"}}]}),
+        )
     }
     async fn op(
         State(calls): State<Calls>,

@@ -200,7 +200,10 @@ fn gms_http_and_file_sections() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("dialect") && e.contains("chat.instances[1]"), "{e}");
+    assert!(
+        e.contains("dialect") && e.contains("chat.instances[1]"),
+        "{e}"
+    );
     let keyed = load(
         &format!("{toml}[gms.tenant_api_keys]\nEnvironment = \"0123456789abcdef\"\n"),
         &[],

@@ -67,8 +67,14 @@ async fn browser_widget_reads_file_limits_from_the_first_messages_user_data() {
     let id = up.body["userData"]["file-id"].as_str().unwrap().to_owned();
     assert_eq!(c.download(&chat, &id).await.0, 200);
     let r = c.op(&chat, "file/limits", &[]).await;
-    assert_eq!(r.body["messages"][0]["userData"]["used-download-attempts"], "1");
-    assert_eq!(r.body["messages"][0]["userData"]["used-upload-max-files"], "1");
+    assert_eq!(
+        r.body["messages"][0]["userData"]["used-download-attempts"],
+        "1"
+    );
+    assert_eq!(
+        r.body["messages"][0]["userData"]["used-upload-max-files"],
+        "1"
+    );
 }
 
 #[tokio::test]
@@ -88,10 +94,17 @@ async fn clients_send_read_receipts_and_the_agent_side_sees_the_read_marker() {
         .await;
     assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
     assert_eq!(r.body["chatEnded"], false);
-    assert_eq!(r.body["messages"], json!([]), "a receipt sends nothing back");
+    assert_eq!(
+        r.body["messages"],
+        json!([]),
+        "a receipt sends nothing back"
+    );
     // The receipt adds no event: the next refresh has nothing new from the customer.
     let again = c.refresh(&mut chat).await;
-    assert!(again.messages().iter().all(|m| m["from"]["type"] != "Client"));
+    assert!(again
+        .messages()
+        .iter()
+        .all(|m| m["from"]["type"] != "Client"));
 
     // The chat's state shows it: GetChat (the Web API view of the same chat).
     let web = gw.client();

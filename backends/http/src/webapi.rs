@@ -219,8 +219,11 @@ fn follow(key: &mut RemoteKey, reply: &Reply) {
     }
 }
 
+/// A Web API operation: its `operationName` and its own fields.
+type Operation = (&'static str, Map<String, Value>);
+
 /// The Web API operation of an action and its fields; `None` for a poll (only reads).
-fn operation(action: Action) -> Result<Option<(&'static str, Map<String, Value>)>, BackendError> {
+fn operation(action: Action) -> Result<Option<Operation>, BackendError> {
     let mut fields = Map::new();
     let mut put = |k: &str, v: Option<Value>| {
         if let Some(v) = v {

@@ -124,7 +124,11 @@ impl Reply {
         };
         ChatDetails {
             state,
-            participants: self.participants.iter().map(WireParty::to_participant).collect(),
+            participants: self
+                .participants
+                .iter()
+                .map(WireParty::to_participant)
+                .collect(),
             user_data: self.user_data(),
             read_position: self.read_position,
         }
