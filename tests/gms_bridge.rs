@@ -926,4 +926,75 @@ request_timeout_ms = 4000
     let chat = send(chat, "after").await;
     assert_ne!(chat.alias, was, "the chat moved to the other remote");
     assert_eq!(c.customer_texts(&chat).await, ["before", "after"]);
+    // A read receipt crosses A, the remote and the chat-server protocol, and is stored.
+    let r = c
+        .op(&chat, "ReadReceipt", json!({"transcriptPosition": 2}))
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    let chat = Chat {
+        secure_key: r.body["secureKey"].as_str().unwrap().into(),
+        ..chat
+    };
+    let r = c.op(&chat, "GetChat", json!({})).await;
+    assert_eq!(r.body["readPosition"], 2, "{:#}", r.body);
+}
+
+/// A Web API remote whose reads fail: `SendMessage` is answered, Get Messages is a 500.
+async fn web_api_remote_whose_reads_fail() -> (String, Arc<Mutex<u32>>) {
+    use axum::extract::State;
+    use axum::routing::post;
+    let sends: Arc<Mutex<u32>> = Arc::default();
+    let reply = |extra: Value| {
+        let mut v = json!({"statusCode":0,"alias":"117","userId":"U1","secureKey":"K1",
+            "chatId":"C1","tenantName":"Environment","chatEnded":false,"nextPosition":2,
+            "messages":[]});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        axum::Json(v)
+    };
+    let app = axum::Router::new()
+        .route(
+            "/api/v2/chats",
+            post(move || async move { reply(json!({"path": "/api/v2/chats/C1"})) }),
+        )
+        .route(
+            "/api/v2/chats/{chat}",
+            post(move |State(sends): State<Arc<Mutex<u32>>>, body: String| async move {
+                if body.contains("SendMessage") {
+                    *sends.lock().unwrap() += 1;
+                }
+                reply(json!({}))
+            }),
+        )
+        .route(
+            "/api/v2/chats/{chat}/messages",
+            post(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        .with_state(Arc::clone(&sends));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, sends)
+}
+
+/// A GMS widget sends with `transcriptPosition`: over a Web API remote that is the send and
+/// then a read. The read failing must not fail the send (the widget would send it again):
+/// the reply is statusCode 0 without events, its `nextPosition` where the widget asked.
+#[tokio::test]
+async fn a_failed_read_after_a_send_to_a_web_api_remote_never_makes_the_client_resend() {
+    let (remote, sends) = web_api_remote_whose_reads_fail().await;
+    let a = gateway_a_webapi(&remote);
+    let g = GmsClient::new(&a.base(), "customer-support");
+    let chat = g.request_chat(&[("nickname", "Ann")]).await;
+    let r = g
+        .op(&chat, "send", &[("message", "hi"), ("transcriptPosition", "1")])
+        .await;
+    assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
+    assert_eq!(r.body["messages"], json!([]));
+    assert_eq!(r.body["nextPosition"], 1);
+    assert_eq!(*sends.lock().unwrap(), 1);
+    // A plain refresh, which repeats nothing, reports the failed read (statusCode 1).
+    let r = g.op(&chat, "refresh", &[("transcriptPosition", "1")]).await;
+    assert_eq!(r.status_code(), 1, "{:#}", r.body);
 }
