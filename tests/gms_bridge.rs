@@ -960,12 +960,14 @@ async fn web_api_remote_whose_reads_fail() -> (String, Arc<Mutex<u32>>) {
         )
         .route(
             "/api/v2/chats/{chat}",
-            post(move |State(sends): State<Arc<Mutex<u32>>>, body: String| async move {
-                if body.contains("SendMessage") {
-                    *sends.lock().unwrap() += 1;
-                }
-                reply(json!({}))
-            }),
+            post(
+                move |State(sends): State<Arc<Mutex<u32>>>, body: String| async move {
+                    if body.contains("SendMessage") {
+                        *sends.lock().unwrap() += 1;
+                    }
+                    reply(json!({}))
+                },
+            ),
         )
         .route(
             "/api/v2/chats/{chat}/messages",
@@ -988,7 +990,11 @@ async fn a_failed_read_after_a_send_to_a_web_api_remote_never_makes_the_client_r
     let g = GmsClient::new(&a.base(), "customer-support");
     let chat = g.request_chat(&[("nickname", "Ann")]).await;
     let r = g
-        .op(&chat, "send", &[("message", "hi"), ("transcriptPosition", "1")])
+        .op(
+            &chat,
+            "send",
+            &[("message", "hi"), ("transcriptPosition", "1")],
+        )
         .await;
     assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
     assert_eq!(r.body["messages"], json!([]));

@@ -147,6 +147,7 @@ impl HttpBackend {
             }
         }
         let mut messages = Vec::new();
+        let mut unread = None;
         // A bare poll without a transcript still needs the position: Get Messages from 0.
         let wanted = match request.transcript {
             Transcript::From(n) => Some(n),
@@ -157,19 +158,20 @@ impl HttpBackend {
             let mut body = credentials(&key_now);
             body.insert("transcriptPosition".into(), n.into());
             let url = self.chats_url(&[&chat.chat_id, "messages"]);
-            if let Some(reply) = read(self.post_json(url, &Value::Object(body)).await)? {
-                follow(&mut key_now, &reply);
-                messages = reply.events();
-                messages.retain(|e| e.index >= n);
-                last = Some(reply);
+            match read(self.post_json(url, &Value::Object(body)).await)? {
+                Some(reply) => {
+                    follow(&mut key_now, &reply);
+                    messages = reply.events();
+                    messages.retain(|e| e.index >= n);
+                    last = Some(reply);
+                }
+                // The transcript read failed after the action: the client asks from where
+                // it asked again (the action's own `nextPosition` would skip events).
+                None => unread = Some(n.max(1)),
             }
         }
         let last = last.unwrap_or_default();
-        let next_position = match request.transcript {
-            // A read that failed after an action: from where the client asked, again.
-            Transcript::From(n) if last.next_position.is_none() => n,
-            _ => last.next_position(&messages),
-        };
+        let next_position = unread.unwrap_or_else(|| last.next_position(&messages));
         if key_now.alias != key.alias {
             tracing::info!(from = %key.alias, to = %key_now.alias, "the Web API remote moved the chat");
         }
