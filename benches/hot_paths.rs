@@ -133,6 +133,7 @@ fn encoding(c: &mut Criterion) {
                     state: None,
                     participants: None,
                     user_data: None,
+                    read_position: None,
                 },
             )
         })

@@ -543,3 +543,464 @@ request_timeout_ms = 300
         .await
         .assert_error(400, 2, 212);
 }
+
+/// Gateway A with one `http` instance in the Web API dialect in front of `remote` (another
+/// gateway's Web API front end), and the GMS dialect on A for GMS clients.
+fn gateway_a_webapi(remote: &str) -> Process {
+    Process::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+request_timeout_ms = 8000
+[credentials]
+secret = "gateway-a-secret-0123456789abcdef0123"
+[[tenants]]
+name = "Environment"
+[[tenants]]
+name = "Other"
+[[chat.instances]]
+alias = "wa"
+kind = "http"
+[chat.instances.http]
+dialect = "webapi"
+base_url = "{remote}"
+connect_timeout_ms = 1000
+request_timeout_ms = 4000
+[[gms.services]]
+name = "customer-support"
+tenant = "Environment"
+"#
+    ))
+}
+
+/// Gateway B listening on a given address (to restart it where A expects it).
+fn gateway_b_at(listen: &str) -> Process {
+    Process::start(&format!(
+        r#"
+[server]
+listen = "{listen}"
+[credentials]
+secret = "gateway-b-secret-0123456789abcdef0123"
+[[tenants]]
+name = "Environment"
+[[chat.instances]]
+alias = "117"
+kind = "mock"
+[mock]
+agent_join_delay_ms = 0
+agent_reply_delay_ms = 0
+"#
+    ))
+}
+
+#[tokio::test]
+async fn every_web_api_operation_through_a_web_api_remote() {
+    let b = gateway_b(100);
+    let a = gateway_a_webapi(&b.base());
+    let c = client(&a);
+    let chat = c.request_chat("Ann").await;
+    assert_eq!(chat.alias, "wa", "the client sees A's instance alias");
+
+    let r = c.op(&chat, "GetChat", json!({})).await;
+    assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
+    assert!(["WaitingForAgent", "Chatting"].contains(&r.body["state"].as_str().unwrap()));
+    assert_eq!(
+        r.body["participants"][0],
+        json!({"nickname":"Ann","participantId":1,"type":"Client"})
+    );
+    for (op, extra) in [
+        (
+            "SendMessage",
+            json!({"text": "Hello", "messageType": "text"}),
+        ),
+        ("SendStartTypingNotification", json!({})),
+        ("SendStopTypingNotification", json!({})),
+        ("UpdateUserNickname", json!({"nickname": "Anna"})),
+        ("SendUrl", json!({"pushUrl": "https://example.com/page"})),
+        ("UpdateUserData", json!({"userData": {"key1": "value1"}})),
+    ] {
+        let r = c.op(&chat, op, extra).await;
+        assert_eq!((r.http, r.status_code()), (200, 0), "{op}: {:#}", r.body);
+        assert_eq!(r.body["alias"], "wa");
+        assert_eq!(r.body["chatEnded"], false);
+    }
+    let (msgs, next) = eventually("the agent's answer", Duration::from_secs(10), || async {
+        let r = c.messages(&chat, Some(1)).await;
+        assert_eq!(r.status_code(), 0, "{:#}", r.body);
+        let msgs = r.messages().clone();
+        let answered = msgs
+            .iter()
+            .filter(|m| m["type"] == "Message" && m["from"]["type"] == "Agent")
+            .count()
+            >= 2;
+        answered.then_some((msgs, r.body["nextPosition"].as_u64().unwrap()))
+    })
+    .await;
+    let t = types(&msgs);
+    for expected in [
+        "ParticipantJoined",
+        "Message",
+        "TypingStarted",
+        "TypingStopped",
+        "Notice",
+    ] {
+        assert!(t.contains(&expected), "{expected} in {t:?}");
+    }
+    let indexes: Vec<u64> = msgs.iter().map(|m| m["index"].as_u64().unwrap()).collect();
+    assert_eq!(indexes, (1..=indexes.len() as u64).collect::<Vec<_>>());
+    assert_eq!(next, indexes.len() as u64 + 1);
+    let r = c.messages(&chat, Some(3)).await;
+    assert_eq!(r.messages()[0]["index"], 3);
+    let r = c.messages(&chat, Some(0)).await;
+    assert!(r.messages().is_empty());
+    assert_eq!(r.body["nextPosition"].as_u64(), Some(next));
+
+    // A read receipt reaches B's chat: GetChat through A shows B's read marker.
+    let r = c
+        .op(
+            &chat,
+            "ReadReceipt",
+            json!({"transcriptPosition": next - 1}),
+        )
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    let r = c.op(&chat, "GetChat", json!({})).await;
+    assert_eq!(r.body["state"], "Chatting");
+    assert_eq!(r.body["userData"]["key1"], "value1");
+    assert_eq!(r.body["readPosition"], next - 1);
+    let parts = r.body["participants"].as_array().unwrap();
+    assert!(parts.contains(&json!({"nickname":"Anna","participantId":1,"type":"Client"})));
+
+    // A GMS client on A, over the Web API remote: the same chat operations.
+    let g = GmsClient::new(&a.base(), "customer-support");
+    let mut gchat = g.request_chat(&[("nickname", "Gus")]).await;
+    assert_eq!(gchat.alias, "wa");
+    g.poll_until(&mut gchat, "Message").await;
+    let r = g.op(&gchat, "send", &[("message", "hi")]).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    let r = g
+        .op(&gchat, "readReceipt", &[("transcriptPosition", "1")])
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    // What the Web API has not: custom notices and files, refused at A (213).
+    let r = g.op(&gchat, "customNotice", &[("message", "n")]).await;
+    assert_eq!((r.status_code(), r.error_code()), (2, 213), "{:#}", r.body);
+    let r = g.op(&gchat, "file/limits", &[]).await;
+    assert_eq!((r.status_code(), r.error_code()), (2, 213), "{:#}", r.body);
+
+    let r = c.op(&chat, "Complete", json!({})).await;
+    assert_eq!((r.status_code(), &r.body["chatEnded"]), (0, &json!(true)));
+    let r = c.op(&chat, "GetChat", json!({})).await;
+    assert_eq!((r.status_code(), &r.body["state"]), (0, &json!("Idle")));
+    // B's "chat ended" (statusCode 2, 211, chatEnded, nextPosition) comes out of A as B said it.
+    let r = c.op(&chat, "SendMessage", json!({"text": "late"})).await;
+    r.assert_error(409, 2, 211);
+    assert_eq!(r.body["chatEnded"], true);
+    assert!(r.body["nextPosition"].as_u64().unwrap() > 1, "{:#}", r.body);
+}
+
+#[tokio::test]
+async fn web_api_remote_errors_bad_keys_unknown_chats_and_the_remote_gone() {
+    let mut b = gateway_b_at("127.0.0.1:0");
+    let listen = b.addr.clone();
+    let a = gateway_a_webapi(&b.base());
+    let c = client(&a);
+    let chat = c.request_chat("Ann").await;
+
+    // Bad keys stop at A (its code 200, the throttle's 401), a lost alias too (201).
+    let mut forged = chat.clone();
+    forged.secure_key = "0".repeat(chat.secure_key.len());
+    c.op(&forged, "GetChat", json!({}))
+        .await
+        .assert_error(401, 2, 200);
+    let lost = Chat {
+        alias: "999".into(),
+        ..chat.clone()
+    };
+    c.op(&lost, "GetChat", json!({}))
+        .await
+        .assert_error(400, 2, 201);
+    // A tenant B does not serve: B's refusal passes through with B's code.
+    let r = c
+        .post(
+            "/api/v2/chats",
+            json!({"tenantName": "Other", "nickname": "n"}),
+        )
+        .await;
+    assert_eq!(r.status_code(), 2, "{:#}", r.body);
+
+    // B gone: statusCode 1 at A, for new chats and existing ones; a send is not repeated.
+    b.stop();
+    c.post(
+        "/api/v2/chats",
+        json!({"tenantName": "Environment", "nickname": "n"}),
+    )
+    .await
+    .assert_error(503, 1, 301);
+    c.op(&chat, "SendMessage", json!({"text": "anyone?"}))
+        .await
+        .assert_error(503, 1, 301);
+
+    // B back where it was, without the chat (its mock forgot it): B's "unknown chat" (210).
+    drop(b);
+    let _b = gateway_b_at(&listen);
+    let r = eventually("B back", Duration::from_secs(10), || async {
+        let r = c.op(&chat, "GetChat", json!({})).await;
+        (r.status_code() != 1).then_some(r)
+    })
+    .await;
+    r.assert_error(404, 2, 210);
+}
+
+/// A GMS that answers in GMS's own shapes: `file/limits` with the limits only in the
+/// `file-client-cfg-get` Notice, and no `readReceipt` (an older GMS: 404).
+async fn real_shape_gms() -> (String, Calls) {
+    use axum::extract::{Path, State};
+    use axum::routing::post;
+    let calls: Calls = Arc::default();
+    async fn create() -> axum::Json<Value> {
+        axum::Json(
+            json!({"statusCode":0,"alias":"117","userId":"007555677B20000A",
+            "secureKey":"4ee15d7e1c343c8e","chatId":"00048aAPEQJ8000U","chatEnded":false,
+            "nextPosition":2,"messages":[{"from":{"nickname":"Ann","participantId":1,
+            "type":"Client"},"index":1,"type":"ParticipantJoined","utcTime":1432845088000u64}]}),
+        )
+    }
+    async fn limits(State(calls): State<Calls>, body: String) -> axum::Json<Value> {
+        calls
+            .lock()
+            .unwrap()
+            .push(("file/limits".into(), pairs(&body)));
+        axum::Json(
+            json!({"statusCode":0,"alias":"117","userId":"007555677B20000A",
+            "secureKey":"4ee15d7e1c343c8e","chatId":"00048aAPEQJ8000U","chatEnded":false,
+            "messages":[{"from":{"nickname":"Ann","participantId":1,"type":"Client"},
+            "index":0,"type":"Notice","utcTime":1432845887000u64,"text":"file-client-cfg-get",
+            "userData":{"download-attempts":"10","upload-max-files":"7","delete-file":"enabled",
+            "upload-max-file-size":"104857600","used-upload-max-total-size":"0",
+            "used-upload-max-files":"2","upload-max-total-size":"209715200",
+            "upload-need-agent":"true","upload-file-types":"bmp:txt",
+            "used-download-attempts":"1"}}]}),
+        )
+    }
+    async fn op(
+        State(calls): State<Calls>,
+        Path((_svc, _chat, op)): Path<(String, String, String)>,
+        body: String,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        calls.lock().unwrap().push((op.clone(), pairs(&body)));
+        if op == "readReceipt" {
+            return (axum::http::StatusCode::NOT_FOUND, "Not Found").into_response();
+        }
+        axum::Json(json!({"statusCode":0,"alias":"117","chatEnded":false,
+            "nextPosition":2,"messages":[]}))
+        .into_response()
+    }
+    let app = axum::Router::new()
+        .route("/genesys/2/chat/{svc}", post(create))
+        .route("/genesys/2/chat/{svc}/{chat}/file/limits", post(limits))
+        .route("/genesys/2/chat/{svc}/{chat}/{op}", post(op))
+        .with_state(Arc::clone(&calls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, calls)
+}
+
+#[tokio::test]
+async fn a_real_gms_limits_reply_is_read_and_read_receipts_are_passed_on() {
+    let (gms, calls) = real_shape_gms().await;
+    let a = gateway_a_with(
+        &gms,
+        "[[gms.services]]\nname = \"customer-support\"\ntenant = \"Environment\"\n",
+    );
+    let c = GmsClient::new(&a.base(), "customer-support");
+    let chat = c.request_chat(&[("nickname", "Ann")]).await;
+    let r = c.op(&chat, "file/limits", &[]).await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    let limits = &r.body["messages"][0]["userData"];
+    assert_eq!(limits["upload-max-files"], "7", "{:#}", r.body);
+    assert_eq!(limits["upload-max-file-size"], "104857600");
+    assert_eq!(limits["upload-max-total-size"], "209715200");
+    assert_eq!(limits["upload-file-types"], "bmp:txt");
+    assert_eq!(limits["upload-need-agent"], "true");
+    assert_eq!(limits["delete-file"], "true");
+    assert_eq!(limits["download-attempts"], "10");
+    assert_eq!(limits["used-download-attempts"], "1");
+    assert_eq!(limits["used-upload-max-files"], "2");
+
+    // The receipt goes to GMS as its readReceipt; a GMS without one (404) is not an error.
+    let r = c
+        .op(&chat, "readReceipt", &[("transcriptPosition", "1")])
+        .await;
+    assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
+    let calls = calls.lock().unwrap();
+    let (op, fields) = calls.last().unwrap();
+    assert_eq!(op, "readReceipt");
+    let field = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(field("transcriptPosition"), Some("1"));
+    assert_eq!(field("secureKey"), Some("4ee15d7e1c343c8e"));
+    assert_eq!(field("alias"), Some("117"));
+}
+
+/// N+1 across two Web API remotes: two gateway processes (B1, B2) with the same secret over
+/// the same chat server, each one `http` instance (`dialect = "webapi"`) of A. When the
+/// remote holding a chat is gone, A moves the chat to the other (its restore asks the remote
+/// whether it serves the chat) and the conversation goes on there, nothing lost or doubled.
+#[tokio::test]
+async fn a_chat_moves_to_the_other_web_api_remote_when_its_own_is_gone() {
+    use common::cluster::Cluster;
+    let cluster = Cluster::start(&["1"]);
+    let back = || {
+        Process::start(&format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[credentials]
+secret = "gateway-b-secret-0123456789abcdef0123"
+[[tenants]]
+name = "Environment"
+{}"#,
+            cluster.instances(&[])
+        ))
+    };
+    let mut b1 = back();
+    let mut b2 = back();
+    let a = Process::start(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+request_timeout_ms = 8000
+[credentials]
+secret = "gateway-a-secret-0123456789abcdef0123"
+[[tenants]]
+name = "Environment"
+[[chat.instances]]
+alias = "wa1"
+kind = "http"
+[chat.instances.http]
+dialect = "webapi"
+base_url = "{}"
+connect_timeout_ms = 1000
+request_timeout_ms = 4000
+[[chat.instances]]
+alias = "wa2"
+kind = "http"
+[chat.instances.http]
+dialect = "webapi"
+base_url = "{}"
+connect_timeout_ms = 1000
+request_timeout_ms = 4000
+"#,
+        b1.base(),
+        b2.base()
+    ));
+    let c = client(&a);
+    let chat = c.request_chat_retrying("Ann").await;
+    let send = |chat: Chat, text: &'static str| {
+        let c = client(&a);
+        async move {
+            eventually("a message accepted", Duration::from_secs(30), || async {
+                let r = c.op(&chat, "SendMessage", json!({ "text": text })).await;
+                match r.status_code() {
+                    0 => Some(Chat {
+                        alias: r.alias(),
+                        secure_key: r.body["secureKey"].as_str().unwrap().into(),
+                        ..chat.clone()
+                    }),
+                    1 => None,
+                    _ => panic!("{:#}", r.body),
+                }
+            })
+            .await
+        }
+    };
+    let chat = send(chat, "before").await;
+    let was = chat.alias.clone();
+    if was == "wa1" {
+        b1.stop();
+    } else {
+        b2.stop();
+    }
+    let chat = send(chat, "after").await;
+    assert_ne!(chat.alias, was, "the chat moved to the other remote");
+    assert_eq!(c.customer_texts(&chat).await, ["before", "after"]);
+    // A read receipt crosses A, the remote and the chat-server protocol, and is stored.
+    let r = c
+        .op(&chat, "ReadReceipt", json!({"transcriptPosition": 2}))
+        .await;
+    assert_eq!(r.status_code(), 0, "{:#}", r.body);
+    let chat = Chat {
+        secure_key: r.body["secureKey"].as_str().unwrap().into(),
+        ..chat
+    };
+    let r = c.op(&chat, "GetChat", json!({})).await;
+    assert_eq!(r.body["readPosition"], 2, "{:#}", r.body);
+}
+
+/// A Web API remote whose reads fail: `SendMessage` is answered, Get Messages is a 500.
+async fn web_api_remote_whose_reads_fail() -> (String, Arc<Mutex<u32>>) {
+    use axum::extract::State;
+    use axum::routing::post;
+    let sends: Arc<Mutex<u32>> = Arc::default();
+    let reply = |extra: Value| {
+        let mut v = json!({"statusCode":0,"alias":"117","userId":"U1","secureKey":"K1",
+            "chatId":"C1","tenantName":"Environment","chatEnded":false,"nextPosition":2,
+            "messages":[]});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        axum::Json(v)
+    };
+    let app = axum::Router::new()
+        .route(
+            "/api/v2/chats",
+            post(move || async move { reply(json!({"path": "/api/v2/chats/C1"})) }),
+        )
+        .route(
+            "/api/v2/chats/{chat}",
+            post(
+                move |State(sends): State<Arc<Mutex<u32>>>, body: String| async move {
+                    if body.contains("SendMessage") {
+                        *sends.lock().unwrap() += 1;
+                    }
+                    reply(json!({}))
+                },
+            ),
+        )
+        .route(
+            "/api/v2/chats/{chat}/messages",
+            post(|| async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }),
+        )
+        .with_state(Arc::clone(&sends));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (base, sends)
+}
+
+/// A GMS widget sends with `transcriptPosition`: over a Web API remote that is the send and
+/// then a read. The read failing must not fail the send (the widget would send it again):
+/// the reply is statusCode 0 without events, its `nextPosition` where the widget asked.
+#[tokio::test]
+async fn a_failed_read_after_a_send_to_a_web_api_remote_never_makes_the_client_resend() {
+    let (remote, sends) = web_api_remote_whose_reads_fail().await;
+    let a = gateway_a_webapi(&remote);
+    let g = GmsClient::new(&a.base(), "customer-support");
+    let chat = g.request_chat(&[("nickname", "Ann")]).await;
+    let r = g
+        .op(
+            &chat,
+            "send",
+            &[("message", "hi"), ("transcriptPosition", "1")],
+        )
+        .await;
+    assert_eq!((r.http, r.status_code()), (200, 0), "{:#}", r.body);
+    assert_eq!(r.body["messages"], json!([]));
+    assert_eq!(r.body["nextPosition"], 1);
+    assert_eq!(*sends.lock().unwrap(), 1);
+    // A plain refresh, which repeats nothing, reports the failed read (statusCode 1).
+    let r = g.op(&chat, "refresh", &[("transcriptPosition", "1")]).await;
+    assert_eq!(r.status_code(), 1, "{:#}", r.body);
+}

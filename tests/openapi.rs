@@ -369,6 +369,7 @@ async fn real_replies_match_the_document() {
         ("UpdateUserNickname", json!({"nickname": "Bo"})),
         ("SendUrl", json!({"pushUrl": "https://example.com"})),
         ("UpdateUserData", json!({"userData": {"a": "b"}})),
+        ("ReadReceipt", json!({"transcriptPosition": 1})),
         ("GetChat", json!({})),
     ] {
         let r = c.op(&chat, op, extra).await;
@@ -399,6 +400,7 @@ async fn real_replies_match_the_document() {
         ("updateNickname", &[("nickname", "Cy")]),
         ("updateData", &[("userData[a]", "b")]),
         ("customNotice", &[("message", "n")]),
+        ("readReceipt", &[("transcriptPosition", "2")]),
     ] {
         let r = g.op(&gms_chat, op, extra).await;
         assert_eq!(r.http, 200, "{op}: {}", r.body);
@@ -426,7 +428,7 @@ async fn real_replies_match_the_document() {
         )
         .await;
     assert_eq!(r.http, 200, "{}", r.body);
-    conform("GmsReply", &r.body);
+    conform("GmsLimitsReply", &r.body);
     let r = g
         .upload(&gms_chat, "note.txt", "text/plain", b"hello".to_vec())
         .await;

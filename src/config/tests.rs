@@ -178,6 +178,32 @@ fn gms_http_and_file_sections() {
         "Environment"
     );
     assert_eq!(c.mock.files.max_files, 2);
+    assert_eq!(http.dialect, backend_http::Dialect::Gms, "the default");
+    let webapi = load(
+        &toml.replace(
+            "[chat.instances.http]\n",
+            "[chat.instances.http]\ndialect = \"webapi\"\n",
+        ),
+        &[],
+    )
+    .unwrap();
+    let InstanceKind::Http(http) = &webapi.chat.instances[1].kind else {
+        panic!("{:?}", webapi.chat.instances[1].kind)
+    };
+    assert_eq!(http.dialect, backend_http::Dialect::Webapi);
+    let e = load(
+        &toml.replace(
+            "[chat.instances.http]\n",
+            "[chat.instances.http]\ndialect = \"soap\"\n",
+        ),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("dialect") && e.contains("chat.instances[1]"),
+        "{e}"
+    );
     let keyed = load(
         &format!("{toml}[gms.tenant_api_keys]\nEnvironment = \"0123456789abcdef\"\n"),
         &[],

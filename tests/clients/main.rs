@@ -7,5 +7,6 @@
 mod common;
 
 mod browser;
+mod gms_shapes;
 mod tolerance;
 mod transport;

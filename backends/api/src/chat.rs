@@ -148,12 +148,20 @@ pub enum Action {
         text: String,
     },
     Complete,
+    /// The customer has read the transcript up to this index (GMS `readReceipt`). Recorded
+    /// as the chat's read marker ([`ChatDetails::read_position`]); adds no event, so a
+    /// client acknowledging what it reads never makes more to read.
+    #[serde(rename_all = "camelCase")]
+    ReadReceipt {
+        position: u64,
+    },
 }
 
 impl Action {
-    /// Whether the action ends or changes the chat (refused once the chat has ended).
+    /// Whether the action ends or changes the chat (refused once the chat has ended). A read
+    /// receipt is not: a customer may still read what the agent wrote before it left.
     pub fn is_write(&self) -> bool {
-        !matches!(self, Action::Poll)
+        !matches!(self, Action::Poll | Action::ReadReceipt { .. })
     }
 
     /// Whether running the action twice differs from running it once. Such actions are never
@@ -166,6 +174,7 @@ impl Action {
                 | Action::StopTyping { .. }
                 | Action::Complete
                 | Action::UpdateUserData { .. }
+                | Action::ReadReceipt { .. }
         )
     }
 }
@@ -196,6 +205,10 @@ pub struct ChatDetails {
     pub state: ChatState,
     pub participants: Vec<Participant>,
     pub user_data: UserData,
+    /// The customer's read marker: the highest transcript index its read receipts
+    /// acknowledged, `None` before the first one (or where the backend keeps none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_position: Option<u64>,
 }
 
 /// The reply to a refresh.

@@ -31,6 +31,9 @@ pub struct FileLimits {
     pub used_files: u32,
     /// Bytes uploaded so far on this chat (deleted ones included).
     pub used_total_size: u64,
+    /// Downloads made so far of the chat's files (GMS's `used-download-attempts`).
+    #[serde(default)]
+    pub used_downloads: u32,
 }
 
 /// A file the customer uploads.

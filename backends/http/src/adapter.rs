@@ -16,7 +16,7 @@ use reqwest::Url;
 
 use crate::key::RemoteKey;
 use crate::wire::{self, Reply};
-use crate::HttpConfig;
+use crate::{Dialect, HttpConfig};
 
 /// Why [`HttpBackend::new`] could not build the adapter.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +31,12 @@ pub enum BuildError {
 
 /// A GMS cluster as one chat instance. Cheap to share; one connection pool for all chats.
 pub struct HttpBackend {
-    config: HttpConfig,
-    base: Url,
-    client: reqwest::Client,
+    pub(crate) config: HttpConfig,
+    pub(crate) base: Url,
+    pub(crate) client: reqwest::Client,
     /// Chats started here and not completed here: an estimate for placement only (GMS
     /// reports no load, and chats that end on their own are not seen ending).
-    open: AtomicU64,
+    pub(crate) open: AtomicU64,
 }
 
 type Form = Vec<(String, String)>;
@@ -97,8 +97,22 @@ impl HttpBackend {
         interpret(status, &body)
     }
 
+    /// A read receipt: a GMS that predates `readReceipt` answers 404 without a GMS reply.
+    /// The receipt is advisory, so that is taken as done (logged) rather than failing the
+    /// client's call (widgets throw on it).
+    async fn read_receipt(&self, url: Url, form: &Form) -> Result<Reply, BackendError> {
+        let (status, body) = self.exchange(self.client.post(url).form(form)).await?;
+        match interpret(status, &body) {
+            Err(BackendError::Rejected { .. }) if status == reqwest::StatusCode::NOT_FOUND => {
+                tracing::debug!("GMS has no readReceipt operation; the receipt is dropped");
+                Ok(Reply::default())
+            }
+            other => other,
+        }
+    }
+
     /// One request. Never retried here: whoever calls decides, from the error.
-    async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<(reqwest::StatusCode, Bytes), BackendError> {
@@ -116,6 +130,14 @@ impl HttpBackend {
         Ok((status, body))
     }
 
+    /// File transfer is a GMS operation: a Web API remote has none.
+    fn files_supported(&self) -> Result<(), BackendError> {
+        match self.config.dialect {
+            Dialect::Gms => Ok(()),
+            Dialect::Webapi => Err(BackendError::Unsupported("file transfer over the Web API")),
+        }
+    }
+
     /// The chat's GMS coordinates and its form credentials.
     fn chat_form(chat: &ChatRef) -> Result<(RemoteKey, Form), BackendError> {
         let key = RemoteKey::unpack(&chat.secure_key).ok_or(BackendError::BadCredentials)?;
@@ -129,7 +151,7 @@ impl HttpBackend {
 }
 
 /// What a GMS answer means: its reply, whatever the HTTP status, or the HTTP status alone.
-fn interpret(status: reqwest::StatusCode, body: &[u8]) -> Result<Reply, BackendError> {
+pub(crate) fn interpret(status: reqwest::StatusCode, body: &[u8]) -> Result<Reply, BackendError> {
     match serde_json::from_slice::<Reply>(body) {
         // A GMS reply says what happened, whatever the HTTP status.
         Ok(reply) if reply.status_code.is_some() => reply.into_success(),
@@ -203,6 +225,10 @@ fn action_call(action: Action) -> (&'static str, Form) {
             "customNotice"
         }
         Action::Complete => "disconnect",
+        Action::ReadReceipt { position } => {
+            field("transcriptPosition", Some(position.to_string()));
+            "readReceipt"
+        }
     };
     (op, form)
 }
@@ -210,6 +236,9 @@ fn action_call(action: Action) -> (&'static str, Form) {
 #[async_trait]
 impl ChatBackend for HttpBackend {
     async fn create(&self, chat: NewChat) -> Result<ChatCreated, BackendError> {
+        if self.config.dialect == Dialect::Webapi {
+            return self.web_api_create(chat).await;
+        }
         let service = self
             .config
             .service_for(&chat.tenant_name, &chat.endpoint)
@@ -248,6 +277,9 @@ impl ChatBackend for HttpBackend {
     }
 
     async fn refresh(&self, chat: &ChatRef, request: Refresh) -> Result<ChatUpdate, BackendError> {
+        if self.config.dialect == Dialect::Webapi {
+            return self.web_api_refresh(chat, request).await;
+        }
         // The key was sealed by the gateway: one it cannot unpack was not made here.
         let key = RemoteKey::unpack(&chat.secure_key).ok_or(BackendError::BadCredentials)?;
         let credentials = |form: &mut Form, key: &RemoteKey| {
@@ -263,13 +295,18 @@ impl ChatBackend for HttpBackend {
             Transcript::None => None,
             Transcript::From(n) => Some(n),
         };
+        let receipt = matches!(request.action, Action::ReadReceipt { .. });
         let (op, mut form) = action_call(request.action);
         credentials(&mut form, &key);
         if let Some(p) = position {
             form.push(("transcriptPosition".into(), p.to_string()));
         }
         let url = self.url(&key.service, Some((&chat.chat_id, op)));
-        let mut reply = self.call(url, &form).await?;
+        let mut reply = if receipt {
+            self.read_receipt(url, &form).await?
+        } else {
+            self.call(url, &form).await?
+        };
         let mut key_now = RemoteKey {
             alias: reply.alias.clone().unwrap_or_else(|| key.alias.clone()),
             secure_key: reply
@@ -320,13 +357,15 @@ impl ChatBackend for HttpBackend {
     }
 
     async fn file_limits(&self, chat: &ChatRef) -> Result<FileLimits, BackendError> {
+        self.files_supported()?;
         let (key, form) = Self::chat_form(chat)?;
         let url = self.url_of(&key.service, &[&chat.chat_id, "file", "limits"]);
         let reply = self.call(url, &form).await?;
-        Ok(wire::file_limits(&reply.user_data()))
+        Ok(wire::file_limits(&reply.limits_data()))
     }
 
     async fn upload_file(&self, chat: &ChatRef, file: NewFile) -> Result<String, BackendError> {
+        self.files_supported()?;
         let (key, form) = Self::chat_form(chat)?;
         let mut multipart = reqwest::multipart::Form::new();
         for (k, v) in form {
@@ -359,6 +398,7 @@ impl ChatBackend for HttpBackend {
         chat: &ChatRef,
         file_id: &str,
     ) -> Result<FileContent, BackendError> {
+        self.files_supported()?;
         let (key, form) = Self::chat_form(chat)?;
         let url = self.url_of(&key.service, &[&chat.chat_id, "file", file_id, "download"]);
         let response = self
@@ -407,9 +447,18 @@ impl ChatBackend for HttpBackend {
     }
 
     async fn delete_file(&self, chat: &ChatRef, file_id: &str) -> Result<(), BackendError> {
+        self.files_supported()?;
         let (key, form) = Self::chat_form(chat)?;
         let url = self.url_of(&key.service, &[&chat.chat_id, "file", file_id, "delete"]);
         self.call(url, &form).await.map(drop)
+    }
+
+    async fn restore(&self, chat: &ChatRef) -> Result<(), BackendError> {
+        match self.config.dialect {
+            Dialect::Webapi => self.web_api_restore(chat).await,
+            // A GMS cluster moves its chats itself (a new alias in its replies).
+            Dialect::Gms => Err(BackendError::Unsupported("restore")),
+        }
     }
 
     fn load(&self) -> Load {

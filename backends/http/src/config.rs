@@ -13,6 +13,11 @@ use serde::Deserialize;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
+    /// The API the remote speaks: `gms` (GMS Chat API v2, the default) or `webapi` (a Web
+    /// API Server's Chat API v2, `/api/v2/chats…`: another Web API Server, or another
+    /// gateway, behind this one).
+    #[serde(default)]
+    pub dialect: Dialect,
     /// Where GMS listens, e.g. `https://gms.example.com:8443` (a path prefix is kept);
     /// `/genesys/2/chat/…` is appended.
     pub base_url: String,
@@ -45,6 +50,18 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
 }
 
+/// The API an `http` instance speaks to its remote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    /// GMS Chat API v2: `/genesys/2/chat/{service}/…`, form-encoded.
+    #[default]
+    Gms,
+    /// Web API v2: `/api/v2/chats…`, JSON. The chat's tenant is sent as `tenantName`;
+    /// `service` and `services` are not used. No file transfer (the Web API has none).
+    Webapi,
+}
+
 fn default_service() -> String {
     "customer-support".into()
 }
@@ -62,6 +79,7 @@ impl HttpConfig {
     /// Defaults for a GMS at `base_url`.
     pub fn new(base_url: impl Into<String>) -> HttpConfig {
         HttpConfig {
+            dialect: Dialect::default(),
             base_url: base_url.into(),
             service: default_service(),
             services: BTreeMap::new(),

@@ -20,7 +20,8 @@
 mod adapter;
 mod config;
 mod key;
+mod webapi;
 mod wire;
 
 pub use adapter::{BuildError, HttpBackend};
-pub use config::HttpConfig;
+pub use config::{Dialect, HttpConfig};

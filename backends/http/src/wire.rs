@@ -26,6 +26,10 @@ pub(crate) struct Reply {
     pub messages: Vec<WireEvent>,
     pub errors: Vec<WireError>,
     pub user_data: BTreeMap<String, Value>,
+    /// Web API GetChat: the chat's state, participants and the customer's read marker.
+    pub state: Option<String>,
+    pub participants: Vec<WireParty>,
+    pub read_position: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -95,6 +99,54 @@ impl Reply {
     pub fn user_data(&self) -> UserData {
         strings(&self.user_data)
     }
+
+    /// `file/limits`: GMS sends the limits in the `userData` of a `Notice` event with text
+    /// `file-client-cfg-get`; some versions (and this gateway, as a copy) in the reply's own
+    /// `userData`. Both are read, the event's values winning.
+    pub fn limits_data(&self) -> UserData {
+        let mut data = self.user_data();
+        if let Some(notice) = self
+            .messages
+            .iter()
+            .find(|e| e.kind == "Notice" && e.text.as_deref() == Some("file-client-cfg-get"))
+        {
+            data.extend(strings(&notice.user_data));
+        }
+        data
+    }
+
+    /// Web API GetChat's details, as the reply shows them.
+    pub fn web_api_details(&self) -> ChatDetails {
+        let state = match self.state.as_deref() {
+            Some("Chatting") => ChatState::Chatting,
+            Some("WaitingForAgent") => ChatState::WaitingForAgent,
+            _ => ChatState::Idle,
+        };
+        ChatDetails {
+            state,
+            participants: self
+                .participants
+                .iter()
+                .map(WireParty::to_participant)
+                .collect(),
+            user_data: self.user_data(),
+            read_position: self.read_position,
+        }
+    }
+}
+
+impl WireParty {
+    fn to_participant(&self) -> Participant {
+        Participant {
+            nickname: Arc::from(self.nickname.as_str()),
+            participant_id: match &self.participant_id {
+                Value::Number(n) => n.as_u64().unwrap_or(0) as u32,
+                Value::String(s) => s.parse().unwrap_or(0),
+                _ => 0,
+            },
+            kind: participant_type(&self.kind),
+        }
+    }
 }
 
 impl WireEvent {
@@ -102,15 +154,7 @@ impl WireEvent {
         Event {
             index: self.index,
             kind: event_type(&self.kind),
-            from: Participant {
-                nickname: Arc::from(self.from.nickname.as_str()),
-                participant_id: match &self.from.participant_id {
-                    Value::Number(n) => n.as_u64().unwrap_or(0) as u32,
-                    Value::String(s) => s.parse().unwrap_or(0),
-                    _ => 0,
-                },
-                kind: participant_type(&self.from.kind),
-            },
+            from: self.from.to_participant(),
             text: self.text.as_deref().map(Arc::from),
             message_type: self.message_type.as_deref().map(Arc::from),
             utc_time: self.utc_time,
@@ -167,9 +211,14 @@ pub(crate) fn file_limits(d: &UserData) -> FileLimits {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0)
     };
+    // GMS writes switches as `true` / `false`, some versions as `enabled` / `disabled`.
     let yes = |k: &str| {
-        d.get(k)
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        d.get(k).is_some_and(|v| {
+            let v = v.trim();
+            ["true", "enabled", "yes", "1"]
+                .iter()
+                .any(|y| v.eq_ignore_ascii_case(y))
+        })
     };
     FileLimits {
         max_files: num("upload-max-files") as u32,
@@ -189,6 +238,7 @@ pub(crate) fn file_limits(d: &UserData) -> FileLimits {
         delete_allowed: yes("delete-file"),
         used_files: num("used-upload-max-files") as u32,
         used_total_size: num("used-upload-max-total-size"),
+        used_downloads: num("used-download-attempts") as u32,
     }
 }
 
@@ -234,6 +284,8 @@ pub(crate) fn details(events: &[Event], ended: bool, user_data: UserData) -> Cha
         state,
         participants: present,
         user_data,
+        // GMS's transcript shows no read marker.
+        read_position: None,
     }
 }
 
@@ -257,6 +309,37 @@ mod tests {
         let d = details(&events, false, UserData::new());
         assert_eq!(d.state, ChatState::WaitingForAgent);
         assert_eq!(d.participants.len(), 1);
+    }
+
+    /// GMS's own `file/limits` reply: the limits in the `file-client-cfg-get` Notice only.
+    #[test]
+    fn limits_are_read_from_the_gms_notice() {
+        let r: Reply = serde_json::from_str(
+            r#"{"statusCode":0,"alias":"117","chatEnded":false,"messages":[{"from":
+            {"nickname":"John","participantId":1,"type":"Client"},"index":0,"type":"Notice",
+            "utcTime":1432845887000,"text":"file-client-cfg-get","userData":{
+            "download-attempts":"10","upload-max-files":"5","delete-file":"enabled",
+            "upload-max-file-size":"104857600","used-upload-max-total-size":"12",
+            "used-upload-max-files":"1","upload-max-total-size":"209715200",
+            "upload-need-agent":"true","upload-file-types":"bmp:txt","used-download-attempts":"3"}}]}"#,
+        )
+        .unwrap();
+        let l = file_limits(&r.limits_data());
+        assert_eq!(l.max_files, 5);
+        assert_eq!(l.max_file_size, 104_857_600);
+        assert_eq!(l.max_total_size, 209_715_200);
+        assert_eq!(l.file_types, ["bmp", "txt"]);
+        assert!(l.need_agent && l.delete_allowed);
+        assert_eq!((l.download_attempts, l.used_downloads), (10, 3));
+        assert_eq!((l.used_files, l.used_total_size), (1, 12));
+        // The top-level copy alone reads the same.
+        let top: Reply = serde_json::from_str(
+            r#"{"statusCode":0,"userData":{"upload-max-files":"5","delete-file":"false"}}"#,
+        )
+        .unwrap();
+        let l = file_limits(&top.limits_data());
+        assert_eq!(l.max_files, 5);
+        assert!(!l.delete_allowed);
     }
 
     #[test]

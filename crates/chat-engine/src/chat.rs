@@ -70,6 +70,10 @@ pub struct ChatRecord {
     /// Uploaded files (kept with the chat so a restored chat keeps them too).
     #[serde(default, skip_serializing_if = "is_default")]
     files: ChatFiles,
+    /// The customer's read marker (its read receipts, the highest index acknowledged,
+    /// never past the transcript); absent in records saved before read receipts existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    read_position: Option<u64>,
 }
 
 fn is_default(files: &ChatFiles) -> bool {
@@ -104,6 +108,7 @@ impl ChatRecord {
             ended_at: None,
             version: 0,
             files: ChatFiles::default(),
+            read_position: None,
         };
         let client = record.join(&chat.nickname, ParticipantType::Client, now);
         let _ = client;
@@ -260,6 +265,14 @@ impl ChatRecord {
                 self.end(now);
                 return Ok(true);
             }
+            Action::ReadReceipt { position } => {
+                // Only forward, and only up to what exists: a receipt for an event not yet
+                // sent (or a late, lower one) cannot move the marker there.
+                let read = position.min(self.next_position() - 1);
+                if read > self.read_position.unwrap_or(0) {
+                    self.read_position = Some(read);
+                }
+            }
         }
         Ok(false)
     }
@@ -299,7 +312,7 @@ impl ChatRecord {
     /// the user data as a whole too, and room in the transcript for the event it adds.
     fn check_sizes(&self, action: &Action, behaviour: &Behaviour) -> Result<(), BackendError> {
         let added = match action {
-            Action::Poll | Action::Complete => return Ok(()),
+            Action::Poll | Action::Complete | Action::ReadReceipt { .. } => return Ok(()),
             Action::SendMessage { text, message_type } => {
                 check_len("text", text, behaviour)?;
                 let kind = message_type.as_deref().unwrap_or("");
@@ -392,6 +405,7 @@ impl ChatRecord {
                 .map(|s| s.participant.clone())
                 .collect(),
             user_data: self.user_data.clone(),
+            read_position: self.read_position,
         }
     }
 

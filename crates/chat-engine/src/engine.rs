@@ -454,6 +454,34 @@ mod tests {
     }
 
     #[test]
+    fn a_read_receipt_moves_the_read_marker_forward_only_and_adds_no_event() {
+        let engine = Engine::new(behaviour());
+        let created = engine.create(new_chat()).unwrap();
+        let chat = &created.chat;
+        let before = act(&engine, chat, Action::Poll).unwrap();
+        assert_eq!(before.details.as_ref().unwrap().read_position, None);
+        let last = before.next_position - 1;
+        let read = |p| {
+            act(&engine, chat, Action::ReadReceipt { position: p })
+                .unwrap()
+                .details
+                .unwrap()
+                .read_position
+        };
+        assert_eq!(read(1), Some(1));
+        // Past the end: up to the last event only. A late, lower receipt changes nothing.
+        assert_eq!(read(last + 50), Some(last));
+        assert_eq!(read(1), Some(last));
+        assert_eq!(read(0), Some(last));
+        let after = act(&engine, chat, Action::Poll).unwrap();
+        assert_eq!(after.next_position, before.next_position, "no event added");
+        // Once the chat ended, a receipt is answered (not refused) and records nothing.
+        act(&engine, chat, Action::Complete).unwrap();
+        let ended = act(&engine, chat, Action::ReadReceipt { position: 999 }).unwrap();
+        assert!(ended.chat_ended);
+    }
+
+    #[test]
     fn wrong_key_is_refused_and_complete_ends() {
         let engine = Engine::new(behaviour());
         let created = engine.create(new_chat()).unwrap();

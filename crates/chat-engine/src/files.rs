@@ -89,6 +89,7 @@ impl ChatFiles {
             delete_allowed: rules.delete_allowed,
             used_files: self.uploaded,
             used_total_size: self.uploaded_bytes,
+            used_downloads: self.files.iter().map(|f| f.downloads).sum(),
         }
     }
 

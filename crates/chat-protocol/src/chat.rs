@@ -172,6 +172,12 @@ pub enum Action {
         text: String,
     },
     Complete,
+    /// An addition to v1 (issue 14): `{"action":"readReceipt","readPosition":5}`. A server
+    /// that predates it refuses the call as malformed; nothing else changes on the wire.
+    #[serde(rename_all = "camelCase")]
+    ReadReceipt {
+        read_position: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +186,10 @@ pub struct ChatDetails {
     pub state: ChatState,
     pub participants: Vec<Participant>,
     pub user_data: UserData,
+    /// An addition to v1 (issue 14): the customer's read marker, absent until its first read
+    /// receipt (and so absent from every answer an older peer sees or sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_position: Option<u64>,
 }
 
 /// The `update` answer. `details` is written as `null` when absent.

@@ -86,7 +86,7 @@ fields!(ChatRef {
     secure_key
 });
 fields!(ChatCreated { chat, next_position } list { messages });
-fields!(ChatDetails { state, user_data } list { participants });
+fields!(ChatDetails { state, user_data, read_position } list { participants });
 fields!(ChatUpdate {
     next_position,
     chat_ended,
@@ -112,6 +112,9 @@ impl From<domain::Action> for Action {
             domain::Action::UpdateUserData { data, text } => Action::UpdateUserData { data, text },
             domain::Action::CustomNotice { text } => Action::CustomNotice { text },
             domain::Action::Complete => Action::Complete,
+            domain::Action::ReadReceipt { position } => Action::ReadReceipt {
+                read_position: position,
+            },
         }
     }
 }
@@ -130,6 +133,9 @@ impl From<Action> for domain::Action {
             Action::UpdateUserData { data, text } => domain::Action::UpdateUserData { data, text },
             Action::CustomNotice { text } => domain::Action::CustomNotice { text },
             Action::Complete => domain::Action::Complete,
+            Action::ReadReceipt { read_position } => domain::Action::ReadReceipt {
+                position: read_position,
+            },
         }
     }
 }

@@ -178,3 +178,43 @@ fn optional_fields_may_be_absent() {
         }
     );
 }
+
+/// The read receipt (issue 14) is an addition: its call and the read marker in an answer's
+/// details are pinned here, and an answer without the marker reads as before (`None`).
+#[test]
+fn read_receipts_are_protocol_v1_additions() {
+    let call = Call::Refresh {
+        chat: fixtures::chat().into(),
+        action: domain::Action::ReadReceipt { position: 5 }.into(),
+        transcript_position: 0,
+        details: false,
+    };
+    let sent = String::from_utf8(encode(&request(7, call, None)).to_vec()).unwrap();
+    assert!(
+        sent.contains(r#""action":"readReceipt","readPosition":5"#),
+        "{sent}"
+    );
+    let read: Request = decode(sent.as_bytes()).unwrap();
+    let Call::Refresh { action, .. } = read.call else {
+        panic!("not a refresh")
+    };
+    assert_eq!(
+        domain::Action::from(action),
+        domain::Action::ReadReceipt { position: 5 }
+    );
+    let details = domain::ChatDetails {
+        state: domain::ChatState::Chatting,
+        participants: Vec::new(),
+        user_data: domain::UserData::new(),
+        read_position: Some(4),
+    };
+    let wire = chat::ChatDetails::from(details.clone());
+    assert_eq!(
+        String::from_utf8(encode(&wire).to_vec()).unwrap(),
+        r#"{"state":"Chatting","participants":[],"userData":{},"readPosition":4}"#
+    );
+    assert_eq!(domain::ChatDetails::from(wire), details);
+    let old: chat::ChatDetails =
+        decode(br#"{"state":"Idle","participants":[],"userData":{}}"#).unwrap();
+    assert_eq!(domain::ChatDetails::from(old).read_position, None);
+}

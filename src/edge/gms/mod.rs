@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use self::body::GmsBody;
 pub use self::config::{GmsConfig, GmsServiceConfig};
 use self::parse::{gms_credentials, parse_gms_operation, parse_gms_request_chat};
-use self::wire::{limits_user_data, GmsReply};
+use self::wire::{limits_user_data, GmsReply, LimitsNotice, LimitsReply};
 use super::email::Emails;
 use super::error::GmsFailure;
 use super::wire::{json, Events};
@@ -225,11 +225,19 @@ async fn file_limits(
     let served = operation::file_limits(&chats, &chat_id, &creds)
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
-    Ok(file_reply(
-        &served.alias,
-        &creds,
-        &chat_id,
-        &limits_user_data(&served.value),
+    let data = limits_user_data(&served.value);
+    Ok(json(
+        StatusCode::OK,
+        &LimitsReply {
+            status_code: 0,
+            alias: &served.alias,
+            user_id: &creds.user_id,
+            secure_key: &creds.secure_key,
+            chat_id: &chat_id,
+            chat_ended: false,
+            messages: [LimitsNotice::new(&data)],
+            user_data: &data,
+        },
     ))
 }
 

@@ -154,6 +154,13 @@ pub fn parse_gms_operation(op: &str, fields: &FormFields, tenant: &str) -> Resul
         "customNotice" => Action::CustomNotice {
             text: fields.required("message")?,
         },
+        // Its `transcriptPosition` is the event read up to, not a transcript request.
+        "readReceipt" => {
+            return Ok(OnChat {
+                credentials: gms_credentials(fields, tenant)?,
+                operation: read_receipt(fields)?,
+            })
+        }
         _ => return Err(Error::NotFound),
     };
     Ok(OnChat {
@@ -164,6 +171,21 @@ pub fn parse_gms_operation(op: &str, fields: &FormFields, tenant: &str) -> Resul
             action,
             transcript: fields.transcript()?,
         },
+    })
+}
+
+/// `readReceipt`: the customer has read up to `transcriptPosition` (required). It asks for
+/// no events back: a widget acknowledging what it shows is not sent it again.
+fn read_receipt(fields: &FormFields) -> Result<Refresh, Error> {
+    let position = match fields.transcript()? {
+        Transcript::From(n) => n,
+        Transcript::None if fields.get("transcriptPosition").is_some() => 0,
+        Transcript::None => return Err(Error::MissingField("transcriptPosition")),
+    };
+    Ok(Refresh {
+        action: Action::ReadReceipt { position },
+        transcript: Transcript::None,
+        details: false,
     })
 }
 
@@ -249,6 +271,18 @@ mod tests {
                 "E"
             ),
             Err(Error::InvalidValue { .. })
+        ));
+        let o = parse_gms_operation(
+            "readReceipt",
+            &form(&format!("{creds}&transcriptPosition=7")),
+            "E",
+        )
+        .unwrap();
+        assert_eq!(o.operation.action, Action::ReadReceipt { position: 7 });
+        assert_eq!(o.operation.transcript, Transcript::None);
+        assert!(matches!(
+            parse_gms_operation("readReceipt", &form(creds), "E"),
+            Err(Error::MissingField("transcriptPosition"))
         ));
         assert!(matches!(
             parse_gms_operation("dance", &form(creds), "E"),

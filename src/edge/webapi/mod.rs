@@ -139,6 +139,7 @@ async fn run(
             state: details.map(|d| chat_state(d.state)),
             participants: details.map(|d| &d.participants[..]),
             user_data: details.map(|d| &d.user_data),
+            read_position: details.and_then(|d| d.read_position),
         },
     ))
 }

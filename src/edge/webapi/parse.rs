@@ -270,6 +270,11 @@ pub fn parse_chat_operation(bytes: &[u8]) -> Result<OnChat, Error> {
             text: b.text,
         }),
         "Complete" => act(Action::Complete),
+        "ReadReceipt" => act(Action::ReadReceipt {
+            position: b
+                .transcript_position
+                .ok_or(Error::MissingField("transcriptPosition"))?,
+        }),
         "GetChat" => Refresh {
             action: Action::Poll,
             transcript: Transcript::None,
@@ -329,6 +334,7 @@ pub fn operation_name(operation: &Refresh) -> &'static str {
         Action::UpdateUserData { .. } => "UpdateUserData",
         Action::CustomNotice { .. } => "CustomNotice",
         Action::Complete => "Complete",
+        Action::ReadReceipt { .. } => "ReadReceipt",
     }
 }
 

@@ -49,6 +49,9 @@ pub struct ChatReply<'a> {
     pub participants: Option<&'a [Participant]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_data: Option<&'a backend_api::UserData>,
+    /// GetChat: the customer's read marker (its read receipts), once it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_position: Option<u64>,
 }
 
 /// Send Email's reply.
