@@ -256,24 +256,9 @@ impl ChatBackend for HttpBackend {
         }
         user_data_fields(&mut form, &chat.user_data);
         let reply = self.call(self.url(&service, None), &form).await?;
-        let missing = |f: &str| BackendError::Interrupted(format!("GMS reply without {f}"));
-        let events = reply.events();
-        let next_position = reply.next_position(&events);
-        let key = RemoteKey {
-            alias: reply.alias.unwrap_or_default(),
-            service,
-            secure_key: reply.secure_key.ok_or_else(|| missing("secureKey"))?,
-        };
+        let created = reply.into_created(service, "GMS")?;
         self.open.fetch_add(1, Ordering::Relaxed);
-        Ok(ChatCreated {
-            chat: ChatRef {
-                chat_id: reply.chat_id.ok_or_else(|| missing("chatId"))?,
-                user_id: reply.user_id.ok_or_else(|| missing("userId"))?,
-                secure_key: key.pack(),
-            },
-            messages: events,
-            next_position,
-        })
+        Ok(created)
     }
 
     async fn refresh(&self, chat: &ChatRef, request: Refresh) -> Result<ChatUpdate, BackendError> {

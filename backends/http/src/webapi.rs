@@ -71,24 +71,9 @@ impl HttpBackend {
         let reply = self
             .post_json(self.chats_url(&[]), &Value::Object(body))
             .await?;
-        let missing = |f: &str| BackendError::Interrupted(format!("Web API reply without {f}"));
-        let events = reply.events();
-        let next_position = reply.next_position(&events);
-        let key = RemoteKey {
-            alias: reply.alias.clone().unwrap_or_default(),
-            service: chat.tenant_name,
-            secure_key: reply.secure_key.ok_or_else(|| missing("secureKey"))?,
-        };
+        let created = reply.into_created(chat.tenant_name, "Web API")?;
         self.open.fetch_add(1, Ordering::Relaxed);
-        Ok(ChatCreated {
-            chat: ChatRef {
-                chat_id: reply.chat_id.ok_or_else(|| missing("chatId"))?,
-                user_id: reply.user_id.ok_or_else(|| missing("userId"))?,
-                secure_key: key.pack(),
-            },
-            messages: events,
-            next_position,
-        })
+        Ok(created)
     }
 
     pub(crate) async fn web_api_refresh(

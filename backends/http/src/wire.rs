@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use backend_api::{
-    BackendError, ChatDetails, ChatState, Event, EventType, FileLimits, Participant,
-    ParticipantType, UserData,
+    BackendError, ChatCreated, ChatDetails, ChatRef, ChatState, Event, EventType, FileLimits,
+    Participant, ParticipantType, UserData,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -83,6 +83,29 @@ impl Reply {
                 })
             }
         }
+    }
+
+    /// A new chat from the remote's Request Chat reply (either dialect: `remote` names it in
+    /// errors), its key sealing the remote's alias, `service` (the GMS service or the Web API
+    /// tenant) and the remote's secure key.
+    pub fn into_created(self, service: String, remote: &str) -> Result<ChatCreated, BackendError> {
+        let missing = |f: &str| BackendError::Interrupted(format!("{remote} reply without {f}"));
+        let messages = self.events();
+        let next_position = self.next_position(&messages);
+        let key = crate::key::RemoteKey {
+            alias: self.alias.unwrap_or_default(),
+            service,
+            secure_key: self.secure_key.ok_or_else(|| missing("secureKey"))?,
+        };
+        Ok(ChatCreated {
+            chat: ChatRef {
+                chat_id: self.chat_id.ok_or_else(|| missing("chatId"))?,
+                user_id: self.user_id.ok_or_else(|| missing("userId"))?,
+                secure_key: key.pack(),
+            },
+            messages,
+            next_position,
+        })
     }
 
     pub fn events(&self) -> Vec<Event> {
