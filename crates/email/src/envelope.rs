@@ -67,3 +67,26 @@ pub struct Attachment {
     pub stored_as: String,
     pub size: u64,
 }
+
+#[cfg(test)]
+impl Envelope {
+    /// A minimal accepted e-mail for unit tests: customer Ann Lee at `from_address`, tenant
+    /// Environment, no mailbox, user data or attachments.
+    pub(crate) fn sample(interaction_id: &str, from_address: &str) -> Envelope {
+        Envelope {
+            interaction_id: interaction_id.into(),
+            first_name: "Ann".into(),
+            last_name: "Lee".into(),
+            tenant_name: "Environment".into(),
+            from_address: from_address.into(),
+            from_name: None,
+            subject: "Hi".into(),
+            text: "Text".into(),
+            mailbox: None,
+            user_data: vec![],
+            attachments: vec![],
+            accepted_at_ms: 0,
+            requeued_at_ms: None,
+        }
+    }
+}

@@ -371,21 +371,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     fn envelope(id: &InteractionId) -> Envelope {
-        Envelope {
-            interaction_id: id.to_string(),
-            first_name: "John".into(),
-            last_name: "Doe".into(),
-            tenant_name: "Environment".into(),
-            from_address: "john@doe.com".into(),
-            from_name: None,
-            subject: "Hi".into(),
-            text: "Text".into(),
-            mailbox: None,
-            user_data: vec![],
-            attachments: vec![],
-            accepted_at_ms: 0,
-            requeued_at_ms: None,
-        }
+        Envelope::sample(&id.to_string(), "ann@shop.example")
     }
 
     #[tokio::test]

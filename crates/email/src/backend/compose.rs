@@ -228,21 +228,7 @@ mod tests {
     }
 
     fn envelope(from_address: &str) -> Envelope {
-        Envelope {
-            interaction_id: "0001".into(),
-            first_name: "Ann".into(),
-            last_name: "Lee".into(),
-            tenant_name: "Environment".into(),
-            from_address: from_address.into(),
-            from_name: None,
-            subject: "Hi".into(),
-            text: "Text".into(),
-            mailbox: None,
-            user_data: vec![],
-            attachments: vec![],
-            accepted_at_ms: 0,
-            requeued_at_ms: None,
-        }
+        Envelope::sample("0001", from_address)
     }
 
     /// Intake takes a local part past RFC 5321's 64 octets (its rule is the document's
