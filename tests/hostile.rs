@@ -55,7 +55,7 @@ fn client_from(gw: &TestGateway, last: u8) -> Client {
 }
 
 /// Reads one reply (head and a JSON body) or whatever came before the connection closed.
-async fn read_reply(s: &mut TcpStream) -> String {
+async fn read_reply<R: tokio::io::AsyncRead + Unpin>(s: &mut R) -> String {
     let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -92,22 +92,9 @@ async fn trickle(gw: &TestGateway, path: &str, content_type: &str, first: &str) 
             }
         }
     });
-    let reply = tokio::time::timeout(LONG, async {
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let text = String::from_utf8_lossy(&reply).into_owned();
-            if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
-                return text;
-            }
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => return text,
-                Ok(n) => reply.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("an answer while the body still trickles");
+    let reply = tokio::time::timeout(LONG, read_reply(&mut read))
+        .await
+        .expect("an answer while the body still trickles");
     dripping.abort();
     reply
 }
@@ -188,22 +175,9 @@ async fn steady(gw: &TestGateway, body: &[u8], announced: usize, chunk: usize) -
         // Keeps the connection open (and silent) until the reply.
         std::future::pending::<()>().await;
     });
-    let reply = tokio::time::timeout(LONG, async {
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let text = String::from_utf8_lossy(&reply).into_owned();
-            if text.contains("\r\n\r\n") && text.trim_end().ends_with('}') {
-                return text;
-            }
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => return text,
-                Ok(n) => reply.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("a reply");
+    let reply = tokio::time::timeout(LONG, read_reply(&mut read))
+        .await
+        .expect("a reply");
     sending.abort();
     reply
 }
