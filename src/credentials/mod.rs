@@ -10,7 +10,8 @@
 //! So any replica checks any chat's credentials without state of its own, a wrong or
 //! borrowed key is refused before a backend sees it (a Genesys Chat Server would remove the
 //! real customer on a wrong key), and the alias is left out of the MAC because failover
-//! changes it. This module owns the scheme and nothing else: no I/O, no routing.
+//! changes it. `token` seals whole payloads (the push channels' tokens) under the same
+//! secret. This module owns the schemes and nothing else: no I/O, no routing.
 
 use std::borrow::Cow;
 
@@ -19,7 +20,9 @@ use rand::RngCore;
 use sha2::Sha256;
 
 mod config;
+mod token;
 pub use config::CredentialsConfig;
+pub use token::{Purpose, Tokens, MAX_TOKEN_CHARS};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -33,6 +36,7 @@ const CONTEXT: &[u8] = b"wag1";
 #[derive(Clone)]
 pub struct Credentials {
     keyed: HmacSha256,
+    tokens: Tokens,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -51,9 +55,16 @@ pub struct Claim<'a> {
 
 impl Credentials {
     pub fn new(secret: &[u8]) -> Credentials {
+        let keyed = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
         Credentials {
-            keyed: HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length"),
+            tokens: Tokens::new(&keyed),
+            keyed,
         }
+    }
+
+    /// Sealed tokens under the same secret (see `token`).
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
     /// A per-process secret from the OS CSPRNG, for a single gateway without a configured one.

@@ -77,7 +77,16 @@ impl Chats {
         &self,
         work: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.request_timeout, work).await {
+        self.within_plus(Duration::ZERO, work).await
+    }
+
+    /// Bounds a request by the request timeout plus `extra` (the wait of a watch).
+    pub(super) async fn within_plus<T>(
+        &self,
+        extra: Duration,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.request_timeout + extra, work).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout),
         }

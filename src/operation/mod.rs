@@ -14,7 +14,7 @@ mod tests;
 
 pub use chats::Chats;
 pub use files::{delete_file, download_file, file_limits, upload_file, Served};
-pub use run::{on_chat, request_chat, ChatReply, Created};
+pub use run::{on_chat, request_chat, watch, ChatReply, Created};
 
 use backend_api::Refresh;
 

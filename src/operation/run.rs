@@ -4,6 +4,7 @@
 //! MAC have been checked.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use backend_api::{Action, BackendError, ChatRef, ChatUpdate, Event, NewChat, Refresh};
 
@@ -99,40 +100,96 @@ pub(super) const MAX_ATTEMPTS: usize = 3;
 /// request moves too if that is safe: always when it cannot have arrived (connection
 /// refused), and for idempotent actions when it may have; otherwise the client gets
 /// statusCode 1 and its retry finds the chat moved.
-pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatReply, Error> {
-    let opened = check_chat(gw, chat_id, &req.credentials)?;
-    let refresh = &req.operation;
-    let tenant = req.credentials.tenant_name.as_str();
+pub async fn on_chat(gw: &Chats, chat_id: &str, req: OnChat) -> Result<ChatReply, Error> {
+    let OnChat {
+        credentials,
+        operation,
+    } = req;
+    serve(gw, chat_id, credentials, Call::Refresh(&operation)).await
+}
+
+/// The push channels' long poll on a chat: answers once the transcript has an event at
+/// `from` or later, or the chat ended, or after `wait` with no events (see
+/// `ChatBackend::watch`). The same checks, routing and moves as [`on_chat`] (a watch only
+/// reads, so it moves after an interruption too); the deadline is `wait` plus the request
+/// timeout. The reply's alias is where the chat lives now.
+pub async fn watch(
+    gw: &Chats,
+    chat_id: &str,
+    credentials: ClientCredentials,
+    from: u64,
+    wait: Duration,
+) -> Result<ChatReply, Error> {
+    serve(gw, chat_id, credentials, Call::Watch { from, wait }).await
+}
+
+/// What [`serve`] asks of the chat's instance.
+#[derive(Clone, Copy)]
+enum Call<'r> {
+    Refresh(&'r Refresh),
+    Watch { from: u64, wait: Duration },
+}
+
+impl Call<'_> {
+    fn is_idempotent(&self) -> bool {
+        match self {
+            Call::Refresh(refresh) => refresh.action.is_idempotent(),
+            Call::Watch { .. } => true,
+        }
+    }
+
+    /// The request deadline, plus the wait of a watch.
+    fn extra_time(&self) -> Duration {
+        match self {
+            Call::Refresh(_) => Duration::ZERO,
+            Call::Watch { wait, .. } => *wait,
+        }
+    }
+
+    async fn run(&self, instance: &Instance, chat: &ChatRef) -> Result<ChatUpdate, BackendError> {
+        let refresh = match self {
+            Call::Watch { from, wait } => return instance.backend.watch(chat, *from, *wait).await,
+            Call::Refresh(refresh) => *refresh,
+        };
+        match instance.backend.refresh(chat, refresh.clone()).await {
+            Err(e) if refresh.action == Action::Complete && ended(&e) => {
+                // Complete ends the chat "if it hasn't been ended already": on an ended
+                // chat it is answered as a read of it, with chatEnded.
+                let read = Refresh {
+                    action: Action::Poll,
+                    ..refresh.clone()
+                };
+                instance
+                    .backend
+                    .refresh(chat, read)
+                    .await
+                    .map(|u| ChatUpdate {
+                        chat_ended: true,
+                        ..u
+                    })
+            }
+            other => other,
+        }
+    }
+}
+
+/// The checks, the routing and the moves every request on a chat goes through (see
+/// [`on_chat`]).
+async fn serve(
+    gw: &Chats,
+    chat_id: &str,
+    mut credentials: ClientCredentials,
+    call: Call<'_>,
+) -> Result<ChatReply, Error> {
+    let opened = check_chat(gw, chat_id, &credentials)?;
+    let tenant = credentials.tenant_name.as_str();
     let (instance, update) = gw
-        .within(async {
+        .within_plus(call.extra_time(), async {
             let mut instance = settle(&opened, tenant).await?;
             let mut attempts = 0;
             loop {
                 attempts += 1;
-                let result = instance
-                    .backend
-                    .refresh(&opened.chat, refresh.clone())
-                    .await;
-                let result = match result {
-                    Err(e) if refresh.action == Action::Complete && ended(&e) => {
-                        // Complete ends the chat "if it hasn't been ended already": on an
-                        // ended chat it is answered as a read of it, with chatEnded.
-                        let read = Refresh {
-                            action: Action::Poll,
-                            ..refresh.clone()
-                        };
-                        instance
-                            .backend
-                            .refresh(&opened.chat, read)
-                            .await
-                            .map(|u| ChatUpdate {
-                                chat_ended: true,
-                                ..u
-                            })
-                    }
-                    other => other,
-                };
-                let e = match result {
+                let e = match call.run(&instance, &opened.chat).await {
                     Ok(update) => {
                         instance.health.request_ok();
                         return Ok((instance, update));
@@ -145,7 +202,7 @@ pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatR
                 // applied, so even a message may run again where the chat is restored.
                 let movable = match &e {
                     BackendError::Unreachable(_) | BackendError::Moved(_) => true,
-                    BackendError::Interrupted(_) => refresh.action.is_idempotent(),
+                    BackendError::Interrupted(_) => call.is_idempotent(),
                     // Everything else is an answer about this request. An oversize reply
                     // (`TooLarge`) above all: any instance would build the same one.
                     _ => false,
@@ -181,13 +238,13 @@ pub async fn on_chat(gw: &Chats, chat_id: &str, mut req: OnChat) -> Result<ChatR
         let claim = Claim {
             chat_id,
             user_id: &opened.chat.user_id,
-            tenant_name: &req.credentials.tenant_name,
+            tenant_name: &credentials.tenant_name,
         };
-        req.credentials.secure_key = gw.credentials().seal(claim, new_key);
+        credentials.secure_key = gw.credentials().seal(claim, new_key);
     }
     Ok(ChatReply {
         alias: Arc::clone(&instance.alias),
-        credentials: req.credentials,
+        credentials,
         update,
     })
 }

@@ -20,7 +20,12 @@ pub use error::BackendError;
 pub use file::{FileContent, FileLimits, FileRefusal, NewFile};
 pub use url::{check_push_url, MAX_PUSH_URL_CHARS, PUSH_URL_PATTERN};
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+
+/// How often the default [`ChatBackend::watch`] reads the chat while it waits.
+pub const WATCH_POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// A chat server instance as the gateway sees it.
 ///
@@ -35,6 +40,41 @@ pub trait ChatBackend: Send + Sync + 'static {
     /// Runs one action on an existing chat and returns the transcript from the requested
     /// position (the flex protocol's "refresh").
     async fn refresh(&self, chat: &ChatRef, request: Refresh) -> Result<ChatUpdate, BackendError>;
+
+    /// Waits for the chat's transcript to reach `from` (the push channels' long poll, see
+    /// `docs/push.md`). Answers as a Get Messages from `from` would, as soon as that has an
+    /// event or the chat has ended; at once when `from` is past the transcript's end
+    /// (`next_position < from`: the caller's position is not this chat's); else after
+    /// `wait`, with no events. It changes nothing but what a poll changes (the customer's
+    /// activity), so it may be sent again anywhere.
+    ///
+    /// The default reads the chat every [`WATCH_POLL_EVERY`]; adapters with events at the
+    /// source override it and answer when the event happens.
+    async fn watch(
+        &self,
+        chat: &ChatRef,
+        from: u64,
+        wait: Duration,
+    ) -> Result<ChatUpdate, BackendError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let read = Refresh {
+                action: Action::Poll,
+                transcript: Transcript::From(from),
+                details: false,
+            };
+            let update = self.refresh(chat, read).await?;
+            let now = tokio::time::Instant::now();
+            if !update.messages.is_empty()
+                || update.chat_ended
+                || update.next_position < from
+                || now + WATCH_POLL_EVERY >= deadline
+            {
+                return Ok(update);
+            }
+            tokio::time::sleep(WATCH_POLL_EVERY).await;
+        }
+    }
 
     /// Takes over a chat whose instance died, from the shared store, keeping its ids and
     /// transcript. Instances without a shared store answer [`BackendError::Unsupported`].
