@@ -158,7 +158,10 @@ mod tests {
         let a = tokens(b"0123456789abcdef0123456789abcdef");
         let b = tokens(b"0123456789abcdef0123456789abcdef");
         let t = a.seal(Purpose::Stream, b"payload", Some(Duration::from_secs(60)));
-        assert_eq!(b.open(Purpose::Stream, &t).as_deref(), Some(&b"payload"[..]));
+        assert_eq!(
+            b.open(Purpose::Stream, &t).as_deref(),
+            Some(&b"payload"[..])
+        );
         assert_eq!(b.open(Purpose::Chat, &t), None);
         let other = tokens(b"another secret, same length.....");
         assert_eq!(other.open(Purpose::Stream, &t), None);
@@ -185,6 +188,9 @@ mod tests {
         assert_eq!(a.open(Purpose::Chat, "not base64 !"), None);
         let expired = a.seal(Purpose::Chat, b"payload", Some(Duration::ZERO));
         assert_eq!(a.open(Purpose::Chat, &expired), None);
-        assert_eq!(a.open(Purpose::Chat, &"A".repeat(MAX_TOKEN_CHARS + 4)), None);
+        assert_eq!(
+            a.open(Purpose::Chat, &"A".repeat(MAX_TOKEN_CHARS + 4)),
+            None
+        );
     }
 }
