@@ -3,7 +3,7 @@
 # Redis (when redis-server is installed), one chat-server storing chats in it, and a gateway in
 # front over TCP, then:
 #   1. latency: STREAMS (default 1000) chats each with an open SSE stream; RATE (default 200)
-#      customer messages a second for SECONDS (default 20); the simulated agent answers each
+#      customer messages a second for DURATION_SECS (default 20); the simulated agent answers each
 #      after AGENT_DELAY_MS; prints p50/p99/max from the agent message's utcTime to its
 #      arrival in the stream, and the gaps and duplicates seen (both must be 0);
 #   2. idle: IDLE_STREAMS (default 10000) more streams held open; the gateway's resident memory
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 STREAMS=${STREAMS:-1000}
 RATE=${RATE:-200}
-SECONDS_=${SECONDS:-20}
+SECONDS_=${DURATION_SECS:-20}
 IDLE_STREAMS=${IDLE_STREAMS:-10000}
 IDLE_SECONDS=${IDLE_SECONDS:-30}
 AGENT_DELAY_MS=${AGENT_DELAY_MS:-200}
