@@ -34,6 +34,7 @@
   var typingTimer = null;
   var agentTypingTimer = null;
   var limits = null;
+  var files = "off"; // file transfer on this chat: "loading" | "on" | "off" (the backend has none)
   var generation = 0; // bumps when a chat ends or a new one starts: stale loops stop
   var channel = "BroadcastChannel" in window ? new BroadcastChannel(CHANNEL) : null;
   var stats = { streamsOpened: 0, polls: 0, typingStarts: 0, reconnects: 0 };
@@ -331,6 +332,7 @@
       agentTyping(e);
       var item = render(e);
       if (!item) continue;
+      item.setAttribute("data-index", String(e.index));
       ui.transcript.appendChild(item);
       if (ui.panel.hidden && e.type === "Message" && !isMine(e.from) && e.index > seenIndex) {
         unread += 1;
@@ -686,11 +688,16 @@
 
   function loadLimits() {
     ui.fileRow.hidden = true;
+    files = "off";
     if (!config.fileService || !chat) return;
+    files = "loading";
     var gen = generation;
     var form = new URLSearchParams({ userId: chat.userId, secureKey: chat.secureKey, alias: chat.alias });
     request(gmsPath("file/limits"), null, form).then(function (r) {
-      if (gen !== generation || r.reply.statusCode !== 0) return;
+      if (gen !== generation) return;
+      files = "off";
+      // Refused: this chat's backend transfers no files (or not now): no file button.
+      if (r.reply.statusCode !== 0) return;
       follow(r.reply);
       var d = r.reply.userData || {};
       limits = {
@@ -708,7 +715,8 @@
       ui.fileLimits.textContent = parts.join(" · ");
       if (limits.types.length) ui.fileInput.setAttribute("accept", limits.types.map(function (t) { return "." + t; }).join(","));
       ui.fileRow.hidden = false;
-    }).catch(function () { /* no file transfer this time */ });
+      files = "on";
+    }).catch(function () { files = "off"; });
   }
 
   function upload(file) {
@@ -777,7 +785,7 @@
     data.append("text", form.text.value);
     if (config.mailbox) data.append("mailbox", config.mailbox);
     var files = form.attachment.files;
-    for (var i = 0; i < files.length; i++) data.append("file" + i, files[i], files[i].name);
+    for (var i = 0; i < files.length; i++) data.append("files", files[i], files[i].name);
     ui.emailSend.disabled = true;
     ui.emailError.textContent = "";
     request("/api/v2/emails", null, data).then(function (r) {
@@ -1004,7 +1012,7 @@
     /** What the widget is doing, for tests and for a page's own diagnostics. */
     state: function () {
       return { chatId: chat && chat.chatId, alias: chat && chat.alias, ended: ended, leader: leader, transport: leader ? transport : "follower",
-        position: position, view: ui.currentView, open: ui.panel ? !ui.panel.hidden : false, unread: unread, stats: Object.assign({}, stats) };
+        position: position, files: files, view: ui.currentView, open: ui.panel ? !ui.panel.hidden : false, unread: unread, stats: Object.assign({}, stats) };
     },
     safeLink: safeLink,
     open: function () { if (ui.panel) open(); },

@@ -1,6 +1,7 @@
 //! The chat widget the gateway serves: its files, its configuration and the demo page.
 //!
-//! Owns the widget's routes under `widget.path` (`widget.js`, `widget.css`, `config.json`),
+//! Owns the widget's routes under `widget.path` (`widget.js`, `widget.css`, `config.json`,
+//! and `demo.css`, the demo page's style),
 //! the demo page's handler (routed at `/` by `edge::routes`), the files themselves (built
 //! into the binary from `widget/` at the repository root: no build step, no CDN), their
 //! content types, `Cache-Control` and `ETag`, and the demo page's Content-Security-Policy
@@ -25,11 +26,14 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
+use super::Failure;
+use crate::error::Error;
 pub use self::config::{PrechatField, Transport, WidgetColors, WidgetConfig, DEFAULT_PATH};
 
 const SCRIPT: &[u8] = include_bytes!("../../../widget/widget.js");
 const STYLE: &[u8] = include_bytes!("../../../widget/widget.css");
 const DEMO: &str = include_str!("../../../widget/index.html");
+const DEMO_STYLE: &[u8] = include_bytes!("../../../widget/demo.css");
 
 /// The demo page's policy: its own files only, no inline script or style, no framing.
 pub const DEMO_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -148,11 +152,19 @@ where
         "text/css; charset=utf-8",
         ASSET_CACHE,
     );
+    let demo_style = Served::new(
+        Bytes::from_static(DEMO_STYLE),
+        "text/css; charset=utf-8",
+        ASSET_CACHE,
+    );
     let settings = Served::new(Bytes::from(json), "application/json", "no-cache");
     let files = Router::new()
         .route("/widget.js", get(script.handler()))
         .route("/widget.css", get(style.handler()))
-        .route("/config.json", get(settings.handler()));
+        .route("/config.json", get(settings.handler()))
+        .route("/demo.css", get(demo_style.handler()))
+        // Nested, these routes would answer another method with the outer fallback (404).
+        .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) });
     match config.path.trim_end_matches('/') {
         "" => files,
         prefix => Router::new().nest(prefix, files),
