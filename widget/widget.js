@@ -321,8 +321,9 @@
     }
   }
 
-  /** Shows events in index order, each once, whichever way they came. */
-  function show(events, nextPosition) {
+  /** Shows events in index order, each once, whichever way they came. The position moves
+   * only past events shown: a reply's nextPosition alone never skips anything. */
+  function show(events) {
     var list = events || [];
     for (var i = 0; i < list.length; i++) {
       var e = list[i];
@@ -339,7 +340,6 @@
         showUnread();
       }
     }
-    if (typeof nextPosition === "number" && nextPosition > position && list.length === 0) position = nextPosition;
     if (!ui.panel.hidden && position - 1 > seenIndex) {
       seenIndex = position - 1;
       saveUi();
@@ -366,8 +366,9 @@
   /** A reply (poll or stream) that carries events and the chat's state. */
   function received(reply, fromLeader) {
     follow(reply);
-    show(reply.messages, reply.nextPosition);
-    if (fromLeader) post({ type: "events", chatId: chat.chatId, messages: reply.messages || [], nextPosition: reply.nextPosition, chatEnded: !!reply.chatEnded });
+    show(reply.messages);
+    var events = reply.messages || [];
+    if (fromLeader && (events.length || reply.chatEnded)) post({ type: "events", chatId: chat.chatId, messages: events, chatEnded: !!reply.chatEnded });
     if (reply.chatEnded) chatEnded("The chat has ended.");
   }
 
@@ -496,14 +497,33 @@
       }).catch(function () { /* stale */ }).then(function () { leader = false; });
     }
     if (navigator.locks && channel) {
-      // A follower catches up once, then listens; the lock passes on when the reader's tab closes.
-      getMessages(1, gen).then(function (reply) {
-        if (gen === generation && reply.statusCode === 0) received(reply, false);
-      }).catch(function () { /* stale */ });
+      // A follower catches up, then listens; the lock passes on when the reader's tab closes.
+      catchUp();
       navigator.locks.request(CHANNEL + ":reader:" + id, function () { return lead(); });
     } else {
       lead();
     }
+  }
+
+  var catchingUp = false;
+  var catchUpAgain = false;
+
+  /** A follower reads what it has not shown yet, until a read brings nothing new; one read
+   * at a time (a call during a read makes it read once more after). */
+  function catchUp() {
+    if (catchingUp) {
+      catchUpAgain = true;
+      return;
+    }
+    catchingUp = true;
+    catchUpAgain = false;
+    var gen = generation;
+    getMessages(position, gen).then(function (r) {
+      catchingUp = false;
+      if (gen !== generation || r.statusCode !== 0) return;
+      received(r, false);
+      if (catchUpAgain || (r.messages || []).length) catchUp();
+    }).catch(function () { catchingUp = false; });
   }
 
   if (channel) {
@@ -525,11 +545,10 @@
         resetTranscript();
       } else if (msg.type === "events" && !leader) {
         var first = msg.messages[0];
-        if (first && first.index > position) {
-          // Missed some (this tab started late): one read fills the gap.
-          getMessages(position, generation).then(function (r) { if (r.statusCode === 0) received(r, false); }).catch(function () {});
-        }
-        show(msg.messages, msg.nextPosition);
+        // Missed some (this tab started late, or is still catching up): a read fills the
+        // gap, these events included.
+        if (first && first.index > position) catchUp();
+        else show(msg.messages);
         if (msg.chatEnded) chatEnded("The chat has ended.");
       } else if (msg.type === "ended") {
         chatEnded("The chat has ended.");
@@ -576,7 +595,7 @@
       seenIndex = 0;
       saveUi();
       view("chat");
-      show(reply.messages, reply.nextPosition);
+      show(reply.messages);
       loadLimits();
       startReading();
       ui.input.focus();

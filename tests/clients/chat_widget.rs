@@ -267,12 +267,15 @@ async fn chromium_customer_on_the_demo_page_chats_reloads_uses_two_tabs_sends_a_
     let embed = serve_embed_page(&base).await;
     let gw = gateway()
         .behaviour(|b| {
+            // The agent types for 2.5 s before it answers, and the widget polls every 200 ms
+            // (or is pushed each event): the indicator is seen between the two.
             b.agent_typing = true;
-            b.agent_reply_delay = Duration::from_millis(1000);
+            b.agent_reply_delay = Duration::from_millis(2500);
         })
         .env("GATEWAY__SERVER__LISTEN", &format!("127.0.0.1:{port}"))
         .cors_origins(&[&base, &embed])
         .toml(FILES)
+        .toml("poll_interval_ms = 200\n")
         .start()
         .await;
     assert_eq!(gw.base, base);
