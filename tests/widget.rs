@@ -75,6 +75,7 @@ async fn config_json_is_the_widget_section_with_the_tenant_resolved() {
         .toml(
             "[widget]\ntitle = \"Help <b>desk</b>\"\ntransport = \"poll\"\npoll_interval_ms = 500\n\
              prechat_fields = [\"email\"]\nfile_service = \"customer-support\"\n\
+             hours = [\"mon-fri 08:00-18:00\", \"sat 09:00-12:30\"]\ntime_zone = \"Europe/Berlin\"\n\
              [widget.colors]\naccent = \"#112233\"\n",
         )
         .in_process();
@@ -92,6 +93,14 @@ async fn config_json_is_the_widget_section_with_the_tenant_resolved() {
     assert_eq!(c["leaveMessage"], true);
     assert_eq!(c["colors"]["accent"], "#112233");
     assert_eq!(c["colors"]["accent_text"], "#ffffff");
+    assert_eq!(
+        c["hours"],
+        serde_json::json!([
+            {"days": [1, 2, 3, 4, 5], "from": 480, "to": 1080},
+            {"days": [6], "from": 540, "to": 750}
+        ])
+    );
+    assert_eq!(c["timeZone"], "Europe/Berlin");
 }
 
 #[tokio::test]

@@ -78,6 +78,24 @@
     return wrap;
   }
 
+  /** A small inline icon (static path data; no text from the network). */
+  function icon(d) {
+    var ns = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "20");
+    svg.setAttribute("height", "20");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    var path = document.createElementNS(ns, "path");
+    path.setAttribute("d", d);
+    path.setAttribute("fill", "currentColor");
+    svg.appendChild(path);
+    return svg;
+  }
+  var CHAT_ICON = "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z";
+  var CLIP_ICON = "M16.5 6.5 8.6 14.4a1.5 1.5 0 0 0 2.1 2.1l7.4-7.4a3 3 0 0 0-4.2-4.2L6.4 12.4a4.5 4.5 0 0 0 6.4 6.4l6.7-6.7 1.4 1.4-6.7 6.7a6.5 6.5 0 0 1-9.2-9.2l7.5-7.5a5 5 0 0 1 7.1 7.1l-7.4 7.4a3.5 3.5 0 0 1-5-5l7.9-7.9z";
+
   function sleep(ms) {
     return new Promise(function (done) { setTimeout(done, ms); });
   }
@@ -823,13 +841,51 @@
     });
   }
 
+  // ---- opening hours ---------------------------------------------------------------------------
+
+  var DAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+  /** Whether a chat is offered now: within one of config.hours in config.timeZone (the
+   * browser applies the zone's rules), or always when there are no hours. */
+  function openNow() {
+    var hours = config.hours || [];
+    if (!hours.length) return true;
+    var parts;
+    try {
+      parts = new Intl.DateTimeFormat("en-US", { timeZone: config.timeZone || "UTC", weekday: "short", hour: "2-digit", minute: "2-digit", hourCycle: "h23" })
+        .formatToParts(new Date());
+    } catch (e) {
+      return true; // a zone this browser does not know: the gateway decides, as without hours
+    }
+    var get = function (type) {
+      var p = parts.filter(function (x) { return x.type === type; })[0];
+      return p ? p.value : "";
+    };
+    var day = DAY_NAMES.indexOf(get("weekday")) + 1;
+    var minute = (Number(get("hour")) % 24) * 60 + Number(get("minute"));
+    return hours.some(function (h) { return h.days.indexOf(day) >= 0 && minute >= h.from && minute < h.to; });
+  }
+
+  function hoursText() {
+    var hm = function (m) { return String(Math.floor(m / 60)).padStart(2, "0") + ":" + String(m % 60).padStart(2, "0"); };
+    return (config.hours || []).map(function (h) {
+      var days = h.days.map(function (d) { return DAY_NAMES[d - 1]; });
+      return days.join(", ") + " " + hm(h.from) + "–" + hm(h.to);
+    }).join("; ") + " (" + (config.timeZone || "UTC") + ")";
+  }
+
   // ---- the interface -------------------------------------------------------------------------
 
   function view(name) {
+    if (name === "prechat") {
+      var open = openNow();
+      ui.prechatForm.hidden = !open;
+      ui.closed.hidden = open;
+    }
     ui.currentView = name;
     Object.keys(ui.views).forEach(function (k) { ui.views[k].hidden = k !== name; });
     ui.endButton.hidden = !(name === "chat" && chat && !ended);
-    var focus = { prechat: ui.nickname, message: ui.emailFirst, sent: ui.sentClose, confirm: ui.confirmKeep }[name];
+    var focus = { prechat: ui.prechatForm.hidden ? ui.closedFocus : ui.nickname, message: ui.emailFirst, sent: ui.sentClose, confirm: ui.confirmKeep }[name];
     if (focus && !ui.panel.hidden) focus.focus();
   }
 
@@ -841,7 +897,9 @@
     showUnread();
     seenIndex = Math.max(seenIndex, position - 1);
     saveUi();
-    var target = ui.currentView === "chat" && !ended ? ui.input : ui.views[ui.currentView].querySelector("input, textarea, button");
+    var target = ui.currentView === "chat" && !ended ? ui.input
+      : ui.currentView === "prechat" ? (ui.prechatForm.hidden ? ui.closedFocus : ui.nickname)
+        : ui.views[ui.currentView].querySelector("input, textarea, button");
     if (target) target.focus();
     ui.transcript.scrollTop = ui.transcript.scrollHeight;
   }
@@ -924,7 +982,7 @@
     ui.fileInput = el("input", { type: "file", className: "visually-hidden", tabindex: "-1", "aria-hidden": "true" });
     ui.fileInput.addEventListener("change", function () { upload(ui.fileInput.files[0]); });
     var attach = el("button", { type: "button", className: "icon attach", "aria-label": "Send a file", title: "Send a file",
-      onclick: function () { ui.fileInput.click(); }, text: "📎" });
+      onclick: function () { ui.fileInput.click(); } }, icon(CLIP_ICON));
     ui.fileLimits = el("span", { className: "hint file-limits" });
     ui.fileStatus = el("span", { className: "hint", role: "status" });
     ui.fileError = el("p", { className: "error", role: "alert" });
@@ -999,12 +1057,20 @@
     ui.badge = el("span", { className: "badge", "aria-hidden": "true", hidden: true });
     var panelId = uid("panel");
     ui.launcher = el("button", { type: "button", className: "launcher", "aria-label": "Open chat", "aria-expanded": "false", "aria-controls": panelId, onclick: function () { if (ui.panel.hidden) open(); else minimise(); } },
-      el("span", { className: "launcher-icon", "aria-hidden": "true", text: "💬" }), el("span", { className: "launcher-text", text: "Chat" }), ui.badge);
+      el("span", { className: "launcher-icon", "aria-hidden": "true" }, icon(CHAT_ICON)), el("span", { className: "launcher-text", text: "Chat" }), ui.badge);
     var title = el("h2", { id: uid("title"), text: config.title });
     ui.status = el("p", { className: "status", role: "status", "aria-live": "polite" });
     ui.endButton = el("button", { type: "button", className: "header-button", text: "End chat", hidden: true, onclick: function () { view("confirm"); } });
     var minButton = el("button", { type: "button", className: "header-button", "aria-label": "Minimise chat", title: "Minimise", text: "—", onclick: minimise });
-    ui.views = { prechat: prechatForm(), chat: chatView(), confirm: confirmView(), message: messageView(), sent: sentView() };
+    ui.prechatForm = prechatForm();
+    ui.closedFocus = config.leaveMessage
+      ? el("button", { type: "button", className: "primary", text: "Leave a message", onclick: function () { view("message"); } })
+      : null;
+    ui.closed = el("div", { className: "closed", hidden: true },
+      el("p", { className: "intro", text: "We are closed right now. A chat is open " + hoursText() + "." }),
+      config.leaveMessage ? el("p", { text: "Leave us a message and we will answer by e-mail." }) : null,
+      ui.closedFocus);
+    ui.views = { prechat: el("div", { className: "prechat" }, ui.prechatForm, ui.closed), chat: chatView(), confirm: confirmView(), message: messageView(), sent: sentView() };
     var body = el("div", { className: "body" });
     Object.keys(ui.views).forEach(function (k) { body.appendChild(ui.views[k]); });
     ui.panel = el("section", { id: panelId, className: "panel", role: "dialog", "aria-modal": "false", "aria-labelledby": title.id, hidden: true },

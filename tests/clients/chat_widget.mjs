@@ -70,10 +70,40 @@ try {
       p,
     );
 
+  /** Leave a message: the e-mail form, a file with it, and the reference it was given,
+   * which the Rust test looks for in the mock outbox. */
+  async function leaveMessage() {
+    await page.getByRole("button", { name: "Leave a message" }).click();
+    const mail = {
+      "First name (required)": "Ann",
+      "Last name (required)": "Lee",
+      "E-mail (required)": "ann@example.com",
+      "Subject (required)": "About order 42",
+      "Message (required)": "Please call me back about order 42. <b>not bold</b>",
+    };
+    for (const [label, value] of Object.entries(mail)) await page.getByLabel(label, { exact: true }).fill(value);
+    await page.getByLabel("Attachment (optional)").setInputFiles({ name: "receipt.txt", mimeType: "text/plain", buffer: Buffer.from("receipt 42") });
+    await page.getByRole("button", { name: "Send message" }).click();
+    const done = page.locator("[data-interaction-id]");
+    await done.waitFor({ timeout: 30000 });
+    result.interactionId = await done.getAttribute("data-interaction-id");
+    await step("email", { interactionId: result.interactionId });
+  }
+
   // The launcher, then the pre-chat form: the nickname field has the focus.
   const launcher = page.getByRole("button", { name: /open chat/i });
   await launcher.waitFor();
   await launcher.click();
+  journey: {
+  if (options.closed) {
+    // Outside the opening hours: no chat on offer, only a message.
+    await page.getByText("We are closed right now.", { exact: false }).waitFor();
+    result.closedText = await page.getByText("We are closed right now.", { exact: false }).textContent();
+    result.startButtons = await page.getByRole("button", { name: "Start chat" }).count();
+    result.focusOnOpen = await shadowEval("const a = root.activeElement; return a ? a.textContent : null;");
+    await leaveMessage();
+    break journey;
+  }
   result.focusOnOpen = await shadowEval("const a = root.activeElement; return a ? a.name || a.textContent : null;");
   const form = {
     "Nickname (required)": "Ann",
@@ -280,22 +310,7 @@ try {
   result.ended = (await state()).ended;
   result.credentialsLeft = await page.evaluate(() => Object.keys(sessionStorage).filter((k) => k.endsWith(":chat")).length);
 
-  // Leave a message: the e-mail form, a file with it, and the reference it was given.
-  await page.getByRole("button", { name: "Leave a message" }).click();
-  const mail = {
-    "First name (required)": "Ann",
-    "Last name (required)": "Lee",
-    "E-mail (required)": "ann@example.com",
-    "Subject (required)": "About order 42",
-    "Message (required)": "Please call me back about order 42. <b>not bold</b>",
-  };
-  for (const [label, value] of Object.entries(mail)) await page.getByLabel(label, { exact: true }).fill(value);
-  await page.getByLabel("Attachment (optional)").setInputFiles({ name: "receipt.txt", mimeType: "text/plain", buffer: Buffer.from("receipt 42") });
-  await page.getByRole("button", { name: "Send message" }).click();
-  const done = page.locator("[data-interaction-id]");
-  await done.waitFor({ timeout: 30000 });
-  result.interactionId = await done.getAttribute("data-interaction-id");
-  await step("email", { interactionId: result.interactionId });
+  await leaveMessage();
 
   // The same widget on another site's page, by the one-line snippet (CORS).
   if (options.embed) {
@@ -308,6 +323,7 @@ try {
     await other.locator("li.msg.system, li.msg.agent").first().waitFor({ timeout: 30000 });
     result.embedOrigin = await other.evaluate(() => location.origin);
     result.embedChat = (await state(other)).chatId;
+  }
   }
   result.log = log;
   console.log("RESULT " + JSON.stringify(result));

@@ -6,7 +6,8 @@
 //! (`chat_widget.mjs` does it, step by step, and reports what the widget did). Twice: on the
 //! embedded mock, with the one-line snippet on another site's page too; and in front of two
 //! `chat-server`s sharing Redis, one killed mid-chat, where the widget carries on under the
-//! new alias and the screenshot for docs/widget.md is taken.
+//! new alias (no files there: chat servers transfer none) and the screenshot for
+//! docs/widget.md is taken. And outside the opening hours, where only a message is offered.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -383,4 +384,39 @@ fn keep_screenshot(shot: &PathBuf) {
         println!("wrote {}", docs.display());
     }
     let _ = std::fs::remove_file(shot);
+}
+
+#[tokio::test]
+async fn chromium_outside_the_opening_hours_the_widget_offers_only_a_message() {
+    require_parts();
+    // Open only on the day after tomorrow (UTC): closed now, whatever the time.
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    // 1970-01-01 was a Thursday (index 3 from Monday).
+    let open_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][((days + 3 + 2) % 7) as usize];
+    let gw = gateway()
+        .toml(&format!(
+            "[widget]\nhours = [\"{open_day} 00:00-24:00\"]\ntime_zone = \"UTC\"\n"
+        ))
+        .start()
+        .await;
+    let email_dir = gw.email_dir.clone();
+    let r = drive(
+        json!({"page": format!("{}/", gw.base), "closed": true, "embed": null}),
+        move |step| match step["step"].as_str() {
+            Some("email") => check_email(&email_dir, step),
+            other => format!("fail: unexpected step {other:?}"),
+        },
+    )
+    .await;
+    let text = r["closedText"].as_str().unwrap();
+    let day = format!("{}{}", open_day[..1].to_uppercase(), &open_day[1..]);
+    assert!(text.contains(&format!("{day} 00:00–24:00 (UTC)")), "{text}");
+    assert_eq!(r["startButtons"], 0, "no chat on offer: {r:#}");
+    assert_eq!(r["focusOnOpen"], "Leave a message", "{r:#}");
+    assert_eq!(r["problems"], json!([]), "{r:#}");
+    assert!(r["interactionId"].is_string());
 }

@@ -52,6 +52,14 @@ pub struct WidgetConfig {
     /// The mailbox the widget's e-mails are sent to (one of the `[email]` allow-list); the
     /// e-mail backend's default mailbox when absent.
     pub mailbox: Option<String>,
+    /// When the widget offers a chat: entries `DAYS HH:MM-HH:MM`, days `mon` … `sun`, a range
+    /// (`mon-fri`) or a list (`sat,sun`), e.g. `["mon-fri 08:00-18:00", "sat 09:00-13:00"]`.
+    /// Outside them it offers only "leave a message" (when `leave_message` is on). Empty
+    /// (the default): always.
+    pub hours: Vec<String>,
+    /// The time zone of `hours`: an IANA name (`Europe/Berlin`), applied by the customer's
+    /// browser (daylight saving included). Default `UTC`.
+    pub time_zone: String,
     /// The GMS service (`[[gms.services]]`) the widget uploads and downloads files through;
     /// no file transfer in the widget when absent. It must serve the widget's tenant and
     /// must not require an API key (the widget runs in a public page).
@@ -74,6 +82,8 @@ impl Default for WidgetConfig {
             poll_interval_ms: 1000,
             leave_message: true,
             mailbox: None,
+            hours: Vec::new(),
+            time_zone: "UTC".into(),
             file_service: None,
         }
     }
@@ -168,6 +178,18 @@ impl WidgetConfig {
                 return Err(Invalid::new(key, "must be a colour as #rgb or #rrggbb"));
             }
         }
+        for entry in &self.hours {
+            parse_hours(entry).map_err(|why| Invalid::new("hours", format!("`{entry}`: {why}")))?;
+        }
+        let tz_ok = !self.time_zone.is_empty()
+            && self.time_zone.len() <= 64
+            && self
+                .time_zone
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
+        if !tz_ok {
+            return Err(Invalid::new("time_zone", "must be an IANA time zone name such as `Europe/Berlin`"));
+        }
         let mut seen = Vec::new();
         for f in &self.prechat_fields {
             if seen.contains(f) {
@@ -177,6 +199,70 @@ impl WidgetConfig {
         }
         Ok(())
     }
+}
+
+/// One `hours` entry as the widget reads it: ISO weekdays (1 = Monday … 7 = Sunday) and
+/// minutes since midnight, `from` included, `to` excluded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OpenHours {
+    pub days: Vec<u8>,
+    pub from: u32,
+    pub to: u32,
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Reads `DAYS HH:MM-HH:MM`; the error says what is wrong.
+pub fn parse_hours(entry: &str) -> Result<OpenHours, String> {
+    let (days, times) = entry
+        .trim()
+        .split_once(' ')
+        .ok_or("write DAYS HH:MM-HH:MM, e.g. `mon-fri 08:00-18:00`")?;
+    let day = |d: &str| {
+        DAYS.iter()
+            .position(|n| n.eq_ignore_ascii_case(d.trim()))
+            .map(|i| i as u8 + 1)
+            .ok_or_else(|| format!("`{d}` is not a day (mon … sun)"))
+    };
+    let mut list = Vec::new();
+    for part in days.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (day(a)?, day(b)?);
+                if a > b {
+                    return Err(format!("`{part}`: a range goes from Monday towards Sunday"));
+                }
+                list.extend(a..=b);
+            }
+            None => list.push(day(part)?),
+        }
+    }
+    let minute = |t: &str| -> Result<u32, String> {
+        let (h, m) = t.trim().split_once(':').ok_or_else(|| format!("`{t}` is not HH:MM"))?;
+        let (h, m): (u32, u32) = (
+            h.parse().map_err(|_| format!("`{t}` is not HH:MM"))?,
+            m.parse().map_err(|_| format!("`{t}` is not HH:MM"))?,
+        );
+        if m > 59 || h > 24 || (h == 24 && m > 0) {
+            return Err(format!("`{t}` is not a time of day"));
+        }
+        Ok(h * 60 + m)
+    };
+    let (from, to) = times
+        .trim()
+        .split_once('-')
+        .ok_or("write the hours as HH:MM-HH:MM")?;
+    let (from, to) = (minute(from)?, minute(to)?);
+    if from >= to {
+        return Err("the hours must end after they start (the same day)".into());
+    }
+    list.sort_unstable();
+    list.dedup();
+    Ok(OpenHours {
+        days: list,
+        from,
+        to,
+    })
 }
 
 #[cfg(test)]
@@ -204,6 +290,19 @@ mod tests {
         bad(
             |c| c.prechat_fields = vec![PrechatField::Email, PrechatField::Email],
             "prechat_fields",
+        );
+        bad(|c| c.hours = vec!["mon-fri".into()], "hours");
+        bad(|c| c.hours = vec!["fri-mon 08:00-18:00".into()], "hours");
+        bad(|c| c.hours = vec!["mon 18:00-08:00".into()], "hours");
+        bad(|c| c.hours = vec!["mon 08:00-25:00".into()], "hours");
+        bad(|c| c.time_zone = "Europe/Berlin; x".into(), "time_zone");
+        assert_eq!(
+            parse_hours("mon-wed,fri 08:30-24:00").unwrap(),
+            OpenHours {
+                days: vec![1, 2, 3, 5],
+                from: 510,
+                to: 1440
+            }
         );
         let mut root = WidgetConfig::default();
         root.path = "/".into();

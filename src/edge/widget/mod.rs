@@ -28,7 +28,9 @@ use serde::Serialize;
 
 use super::Failure;
 use crate::error::Error;
-pub use self::config::{PrechatField, Transport, WidgetColors, WidgetConfig, DEFAULT_PATH};
+pub use self::config::{
+    OpenHours, PrechatField, Transport, WidgetColors, WidgetConfig, DEFAULT_PATH,
+};
 
 const SCRIPT: &[u8] = include_bytes!("../../../widget/widget.js");
 const STYLE: &[u8] = include_bytes!("../../../widget/widget.css");
@@ -115,6 +117,8 @@ struct ClientConfig<'a> {
     poll_interval_ms: u64,
     leave_message: bool,
     mailbox: Option<&'a str>,
+    hours: Vec<OpenHours>,
+    time_zone: &'a str,
     file_service: Option<&'a str>,
 }
 
@@ -139,6 +143,13 @@ where
         poll_interval_ms: config.poll_interval_ms,
         leave_message: config.leave_message,
         mailbox: config.mailbox.as_deref(),
+        // Checked when the configuration was read.
+        hours: config
+            .hours
+            .iter()
+            .filter_map(|h| config::parse_hours(h).ok())
+            .collect(),
+        time_zone: &config.time_zone,
         file_service: config.file_service.as_deref(),
     };
     let json = serde_json::to_vec(&client).unwrap_or_else(|_| b"{}".to_vec());
