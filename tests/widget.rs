@@ -17,7 +17,11 @@ use webapi_gateway::Config;
 
 const SERVICE: &str = "[[gms.services]]\nname = \"customer-support\"\ntenant = \"Environment\"\n";
 
-async fn get(gw: &InProcess, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+async fn get(
+    gw: &InProcess,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Bytes) {
     let mut req = Request::builder().method(Method::GET).uri(path);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -29,7 +33,11 @@ async fn get(gw: &InProcess, path: &str, headers: &[(&str, &str)]) -> (StatusCod
         .await
         .unwrap();
     let (parts, body) = response.into_parts();
-    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
@@ -43,7 +51,11 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 async fn the_files_come_with_their_types_caching_and_nosniff() {
     let gw = gateway().toml(SERVICE).in_process();
     for (path, kind, needle) in [
-        ("/widget/widget.js", "text/javascript; charset=utf-8", "document.currentScript"),
+        (
+            "/widget/widget.js",
+            "text/javascript; charset=utf-8",
+            "document.currentScript",
+        ),
         ("/widget/widget.css", "text/css; charset=utf-8", ":host"),
         ("/widget/demo.css", "text/css; charset=utf-8", "body"),
     ] {
@@ -63,7 +75,13 @@ async fn the_files_come_with_their_types_caching_and_nosniff() {
     // The script never writes data as HTML.
     let (_, _, script) = get(&gw, "/widget/widget.js", &[]).await;
     let script = String::from_utf8_lossy(&script);
-    for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
         assert!(!script.contains(sink), "widget.js uses {sink}");
     }
 }
@@ -113,13 +131,22 @@ async fn the_demo_page_is_at_the_root_under_a_strict_policy() {
     let csp = header(&headers, "content-security-policy");
     assert!(csp.contains("script-src 'self'"), "{csp}");
     assert!(csp.contains("default-src 'none'"), "{csp}");
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     let page = String::from_utf8_lossy(&body);
-    assert!(page.contains(r#"<script src="/widget/widget.js" async></script>"#), "{page}");
+    assert!(
+        page.contains(r#"<script src="/widget/widget.js" async></script>"#),
+        "{page}"
+    );
     // No inline script or style for the policy to refuse: the only script is the file.
     assert_eq!(page.matches("<script").count(), 1, "{page}");
-    assert!(!page.contains("<style") && !page.contains("style="), "{page}");
+    assert!(
+        !page.contains("<style") && !page.contains("style="),
+        "{page}"
+    );
     assert!(page.contains(r#"href="/widget/demo.css""#), "{page}");
 }
 
@@ -128,21 +155,39 @@ async fn path_and_switches_move_or_remove_the_routes() {
     let moved = gateway()
         .toml("[widget]\npath = \"/help/chat/\"\n")
         .in_process();
-    assert_eq!(get(&moved, "/help/chat/widget.js", &[]).await.0, StatusCode::OK);
-    assert_eq!(get(&moved, "/widget/widget.js", &[]).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&moved, "/help/chat/widget.js", &[]).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&moved, "/widget/widget.js", &[]).await.0,
+        StatusCode::NOT_FOUND
+    );
     let (_, _, page) = get(&moved, "/", &[]).await;
     assert!(String::from_utf8_lossy(&page).contains(r#"src="/help/chat/widget.js""#));
 
     let no_demo = gateway().toml("[widget]\ndemo_page = false\n").in_process();
-    assert_eq!(get(&no_demo, "/widget/widget.js", &[]).await.0, StatusCode::OK);
+    assert_eq!(
+        get(&no_demo, "/widget/widget.js", &[]).await.0,
+        StatusCode::OK
+    );
     let (status, _, body) = get(&no_demo, "/", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let error: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(error["errors"][0]["code"], 120, "{error}");
 
     let off = gateway().toml("[widget]\nenabled = false\n").in_process();
-    for path in ["/", "/widget/widget.js", "/widget/widget.css", "/widget/config.json"] {
-        assert_eq!(get(&off, path, &[]).await.0, StatusCode::NOT_FOUND, "{path}");
+    for path in [
+        "/",
+        "/widget/widget.js",
+        "/widget/widget.css",
+        "/widget/config.json",
+    ] {
+        assert_eq!(
+            get(&off, path, &[]).await.0,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
     }
     // Only GET (and HEAD): another method is refused as on every route.
     for path in ["/help/chat/widget.js", "/help/chat/config.json", "/"] {
@@ -185,7 +230,8 @@ async fn another_sites_page_reads_the_config_only_when_its_origin_is_allowed() {
 
 #[test]
 fn the_config_rules_across_sections_name_their_key() {
-    let base = "[[tenants]]\nname = \"Environment\"\n[[chat.instances]]\nalias = \"1\"\nkind = \"mock\"\n";
+    let base =
+        "[[tenants]]\nname = \"Environment\"\n[[chat.instances]]\nalias = \"1\"\nkind = \"mock\"\n";
     let refused = |extra: &str, key: &str| {
         let e = Config::from_toml_str(&format!("{base}{extra}"))
             .expect_err(extra)
@@ -199,9 +245,15 @@ fn the_config_rules_across_sections_name_their_key() {
          [widget]\nfile_service = \"s\"\n",
         "widget.file_service",
     );
-    refused("[widget]\nmailbox = \"someone@else.example\"\n", "widget.mailbox");
+    refused(
+        "[widget]\nmailbox = \"someone@else.example\"\n",
+        "widget.mailbox",
+    );
     refused("[widget]\npath = \"widget\"\n", "widget.path");
-    refused("[widget]\ncolors = { accent = \"red\" }\n", "widget.colors.accent");
+    refused(
+        "[widget]\ncolors = { accent = \"red\" }\n",
+        "widget.colors.accent",
+    );
     refused("[widget]\ntransport = \"carrier-pigeon\"\n", "transport");
     let ok = Config::from_toml_str(&format!(
         "{base}[[gms.services]]\nname = \"s\"\ntenant = \"Environment\"\n\

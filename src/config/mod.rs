@@ -249,7 +249,10 @@ impl Config {
         w.validate().map_err(|e| e.within("widget"))?;
         if let Some(t) = &w.tenant {
             if self.tenant(t).is_none() {
-                return Err(Invalid::new("widget.tenant", format!("unknown tenant `{t}`")));
+                return Err(Invalid::new(
+                    "widget.tenant",
+                    format!("unknown tenant `{t}`"),
+                ));
             }
         }
         if let Some(name) = &w.file_service {

@@ -38,10 +38,7 @@ const AFTER_FAILOVER: &str = "Are you still there after the failover?";
 
 /// Runs `chat_widget.mjs` with `options`, answering its steps with `on_step`, and returns
 /// its result. Fails with the driver's own account when the browser run failed.
-async fn drive(
-    options: Value,
-    on_step: impl FnMut(&Value) -> String + Send + 'static,
-) -> Value {
+async fn drive(options: Value, on_step: impl FnMut(&Value) -> String + Send + 'static) -> Value {
     require_parts();
     let script = here().join("chat_widget.mjs");
     tokio::task::spawn_blocking(move || run_driver(&script, &options, on_step))
@@ -49,11 +46,7 @@ async fn drive(
         .unwrap()
 }
 
-fn run_driver(
-    script: &Path,
-    options: &Value,
-    mut on_step: impl FnMut(&Value) -> String,
-) -> Value {
+fn run_driver(script: &Path, options: &Value, mut on_step: impl FnMut(&Value) -> String) -> Value {
     let mut child = Command::new("node")
         .arg(script)
         .arg(options.to_string())
@@ -107,10 +100,14 @@ fn run_driver(
 
 /// The delivered e-mail, once the deliverer wrote it into the mock outbox.
 fn delivered(email_dir: &Path, id: &str) -> String {
-    let path = email_dir.join("spool/mock-outbox").join(format!("{id}.eml"));
-    testkit::eventually_blocking("the e-mail in the mock outbox", Duration::from_secs(30), || {
-        std::fs::read_to_string(&path).ok()
-    })
+    let path = email_dir
+        .join("spool/mock-outbox")
+        .join(format!("{id}.eml"));
+    testkit::eventually_blocking(
+        "the e-mail in the mock outbox",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&path).ok(),
+    )
 }
 
 /// The answer to the driver's `email` step: the e-mail it sent reached the outbox, with
@@ -221,7 +218,10 @@ fn check_conversation(r: &Value, files: bool, extra_texts: &[&str], allowed_prob
             .iter()
             .filter(|e| e["type"] == "Message" && e["from"] == "Client" && e["text"] == *text)
             .count();
-        assert_eq!(times, 1, "{text:?} is in the chat {times} times: {transcript:#?}");
+        assert_eq!(
+            times, 1,
+            "{text:?} is in the chat {times} times: {transcript:#?}"
+        );
     }
     let shown_texts: Vec<&str> = r["customerTexts"]
         .as_array()
@@ -242,7 +242,10 @@ fn check_conversation(r: &Value, files: bool, extra_texts: &[&str], allowed_prob
     );
     for e in transcript.iter().filter(|e| e["type"] == "Message") {
         let index = e["index"].as_u64().unwrap();
-        assert!(shown.contains(&index), "message {e} was never shown: {shown:?}");
+        assert!(
+            shown.contains(&index),
+            "message {e} was never shown: {shown:?}"
+        );
     }
     // Typing notifications are debounced: not one per key (the first message alone was
     // typed key by key, 43 keys).
@@ -302,7 +305,9 @@ async fn chromium_customer_on_the_demo_page_chats_reloads_uses_two_tabs_sends_a_
     // The one-line snippet on another site: a chat started from there, under CORS.
     assert_eq!(r["embedOrigin"], embed.as_str());
     assert_ne!(embed, base);
-    let embedded = r["embedChat"].as_str().expect("a chat from the embedding page");
+    let embedded = r["embedChat"]
+        .as_str()
+        .expect("a chat from the embedding page");
     // The chat servers saw the widget's chats, and its file.
     let chat_id = r["chatId"].as_str().unwrap();
     for id in [chat_id, embedded] {
@@ -319,7 +324,10 @@ async fn chromium_widget_carries_on_under_the_new_alias_when_its_chat_server_is_
     require_parts();
     let cluster = Cluster::start(&["1", "2"]);
     let gw = cluster
-        .gateway(&[], &format!("{FILES}transport = \"poll\"\npoll_interval_ms = 300\n"))
+        .gateway(
+            &[],
+            &format!("{FILES}transport = \"poll\"\npoll_interval_ms = 300\n"),
+        )
         .await;
     let shot = std::env::temp_dir().join(format!("widget-{}.png", testkit::free_port()));
     let email_dir = gw.email_dir.clone();
@@ -359,7 +367,11 @@ async fn chromium_widget_carries_on_under_the_new_alias_when_its_chat_server_is_
         ],
     );
     assert_eq!(r["transport"], "poll", "{r:#}");
-    let killed = killed.lock().unwrap().clone().expect("the driver asked for the kill");
+    let killed = killed
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the driver asked for the kill");
     assert_eq!(r["aliasAtStart"].as_str(), Some(killed.as_str()), "{r:#}");
     assert_ne!(
         r["aliasAfterFailover"].as_str(),
@@ -377,7 +389,10 @@ async fn chromium_widget_carries_on_under_the_new_alias_when_its_chat_server_is_
 /// picture differs in its times, so it is not rewritten on every run).
 fn keep_screenshot(shot: &PathBuf) {
     let png = std::fs::read(shot).expect("the driver took a screenshot");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "not a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "not a screenshot"
+    );
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/widget.png");
     if !docs.exists() || std::env::var_os("UPDATE_WIDGET_SCREENSHOT").is_some_and(|v| v == "1") {
         std::fs::write(&docs, &png).unwrap();

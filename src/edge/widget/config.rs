@@ -77,7 +77,11 @@ impl Default for WidgetConfig {
             title: "Chat with us".into(),
             intro: "Tell us who you are and an agent will be with you shortly.".into(),
             colors: WidgetColors::default(),
-            prechat_fields: vec![PrechatField::Name, PrechatField::Email, PrechatField::Subject],
+            prechat_fields: vec![
+                PrechatField::Name,
+                PrechatField::Email,
+                PrechatField::Subject,
+            ],
             transport: Transport::Auto,
             poll_interval_ms: 1000,
             leave_message: true,
@@ -188,7 +192,10 @@ impl WidgetConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
         if !tz_ok {
-            return Err(Invalid::new("time_zone", "must be an IANA time zone name such as `Europe/Berlin`"));
+            return Err(Invalid::new(
+                "time_zone",
+                "must be an IANA time zone name such as `Europe/Berlin`",
+            ));
         }
         let mut seen = Vec::new();
         for f in &self.prechat_fields {
@@ -238,7 +245,10 @@ pub fn parse_hours(entry: &str) -> Result<OpenHours, String> {
         }
     }
     let minute = |t: &str| -> Result<u32, String> {
-        let (h, m) = t.trim().split_once(':').ok_or_else(|| format!("`{t}` is not HH:MM"))?;
+        let (h, m) = t
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| format!("`{t}` is not HH:MM"))?;
         let (h, m): (u32, u32) = (
             h.parse().map_err(|_| format!("`{t}` is not HH:MM"))?,
             m.parse().map_err(|_| format!("`{t}` is not HH:MM"))?,
@@ -304,8 +314,10 @@ mod tests {
                 to: 1440
             }
         );
-        let mut root = WidgetConfig::default();
-        root.path = "/".into();
+        let root = WidgetConfig {
+            path: "/".into(),
+            ..WidgetConfig::default()
+        };
         root.validate().unwrap();
     }
 }

@@ -26,11 +26,11 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use super::Failure;
-use crate::error::Error;
 pub use self::config::{
     OpenHours, PrechatField, Transport, WidgetColors, WidgetConfig, DEFAULT_PATH,
 };
+use super::Failure;
+use crate::error::Error;
 
 const SCRIPT: &[u8] = include_bytes!("../../../widget/widget.js");
 const STYLE: &[u8] = include_bytes!("../../../widget/widget.css");
