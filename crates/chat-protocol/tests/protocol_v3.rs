@@ -58,7 +58,7 @@ fn a_watch_is_answered_by_an_update() {
     assert_eq!(decode::<Reply>(json.as_bytes()).unwrap(), reply);
     // An empty answer: the wait ran out, or the server shuts down.
     pinned(
-        r#"{"id":13,"ok":{"update":{"messages":[],"nextPosition":7,"chatEnded":false}}}"#,
+        r#"{"id":13,"ok":{"update":{"messages":[],"nextPosition":7,"chatEnded":false,"details":null}}}"#,
         &Reply::ok(
             13,
             Answer::Update(WireUpdate::from(backend_api::ChatUpdate {
