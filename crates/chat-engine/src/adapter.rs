@@ -210,6 +210,47 @@ mod tests {
         assert!(watcher.await.unwrap().unwrap().chat_ended);
     }
 
+    /// A held watch is the customer's presence: a watch longer than the disconnect timeout
+    /// keeps the chat open (it reads the chat halfway to the timeout), where the same wait
+    /// without a watch ends it.
+    #[tokio::test]
+    async fn a_held_watch_keeps_its_chat_from_ending_as_idle() {
+        let engine = Engine::new(Behaviour {
+            agent_join_delay: Duration::ZERO,
+            disconnect_timeout: Duration::from_millis(1000),
+            ..Behaviour::default()
+        });
+        engine.spawn_sweeper(Duration::from_millis(50));
+        let backend = MockBackend::new(Arc::clone(&engine));
+        let new_chat = || NewChat {
+            tenant_name: "Environment".into(),
+            nickname: "Ann".into(),
+            endpoint: "default".into(),
+            ..NewChat::default()
+        };
+        let watched = backend.create(new_chat()).await.unwrap().chat;
+        let idle = backend.create(new_chat()).await.unwrap().chat;
+        let poll = || Refresh {
+            action: backend_api::Action::Poll,
+            transcript: Transcript::From(1),
+            details: false,
+        };
+        let from = backend.refresh(&watched, poll()).await.unwrap().next_position;
+        let reads_before = engine.requests_seen();
+        let update = backend
+            .watch(&watched, from, Duration::from_millis(2500))
+            .await
+            .unwrap();
+        assert!(!update.chat_ended, "the chat ended under a held watch");
+        let reads = engine.requests_seen() - reads_before;
+        // A read about every half second (the keep-alive), not a poll every few ms.
+        assert!((4..=8).contains(&reads), "{reads} reads");
+        assert!(
+            backend.refresh(&idle, poll()).await.unwrap().chat_ended,
+            "the unwatched chat did not end: the test proves nothing"
+        );
+    }
+
     /// A watcher of a chat that is discarded (the chat server's stale copy dropped) wakes
     /// and hears that the chat is not here.
     #[tokio::test]

@@ -44,6 +44,10 @@ impl Slot {
     }
 }
 
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// What a reader of a chat sees change: where the transcript ends and whether it ended.
 pub(crate) fn seen(record: &ChatRecord) -> (u64, bool) {
     (record.next_position(), record.is_ended())
@@ -65,7 +69,8 @@ pub enum Wake {
 
 impl Engine {
     /// Waits until chat `chat_id` has changed from what a reader saw (its transcript ending
-    /// at `seen_next_position`, not ended), its next scheduled event falls due, or `until`.
+    /// at `seen_next_position`, not ended), its next scheduled event falls due, half the
+    /// disconnect timeout has passed since the customer's last activity, or `until`.
     /// No polling: the waiter registers on the chat's bell before it looks, so a change
     /// between its last read and this call is not missed. It reads nothing for the caller and
     /// changes nothing: the caller reads the chat again (and so counts as the customer's
@@ -86,7 +91,11 @@ impl Engine {
             if record.next_position() != seen_next_position || record.is_ended() {
                 return Wake::Changed;
             }
-            record.next_due()
+            // A held watch is the customer's presence: it reads the chat again (activity)
+            // halfway to the disconnect timeout, so an open stream never lets the chat end as
+            // idle, whatever its wait.
+            let keep_alive = record.last_activity + ms(self.behaviour().disconnect_timeout) / 2;
+            Some(record.next_due().map_or(keep_alive, |due| due.min(keep_alive)))
         };
         // The engine's clock is wall time in ms; the wait is on Tokio's clock.
         let due = due.map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())));
