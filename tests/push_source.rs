@@ -44,9 +44,7 @@ async fn send(c: &Client, chat: &mut Chat, text: &str) {
                 chat.alias = r.alias();
                 return;
             }
-            1 if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
+            1 if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
             _ => panic!("{:#}", r.body),
         }
     }
@@ -70,7 +68,10 @@ async fn a_watch_through_the_gateway_on_the_mock_wakes_on_the_event_without_poll
     let reads_before = gw.backend_requests();
     let sent_at = Instant::now();
     send(&c, &mut chat, "hello").await;
-    let (reply, answered_at) = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
+    let (reply, answered_at) = tokio::time::timeout(PATIENCE, watch)
+        .await
+        .unwrap()
+        .unwrap();
     let reply = reply.unwrap();
     assert_eq!(reply.update.messages[0].index, from);
     assert_eq!(reply.update.messages[0].text.as_deref(), Some("hello"));
@@ -119,7 +120,10 @@ async fn a_watch_over_tcp_follows_a_chat_killed_9_to_another_server_without_gap(
     cluster.server(&holder).kill9();
     send(&c, &mut chat, "after").await;
     assert_ne!(chat.alias, holder, "the chat did not move");
-    let (reply, answered_at) = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
+    let (reply, answered_at) = tokio::time::timeout(PATIENCE, watch)
+        .await
+        .unwrap()
+        .unwrap();
     let reply = match reply {
         Ok(reply) => reply,
         // The watch failed before the chat was restored elsewhere: a client watches again
@@ -136,7 +140,11 @@ async fn a_watch_over_tcp_follows_a_chat_killed_9_to_another_server_without_gap(
         reply.alias
     );
     let indexes: Vec<u64> = reply.update.messages.iter().map(|e| e.index).collect();
-    assert_eq!(indexes.first(), Some(&from), "a gap or a repeat at the failover");
+    assert_eq!(
+        indexes.first(),
+        Some(&from),
+        "a gap or a repeat at the failover"
+    );
     assert_eq!(
         indexes,
         (from..from + indexes.len() as u64).collect::<Vec<_>>()

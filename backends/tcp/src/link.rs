@@ -208,7 +208,11 @@ pub async fn connect(
                 if fallback(&supported, secret.is_some()).is_some() =>
             {
                 let version = fallback(&supported, secret.is_some()).unwrap_or(PROTOCOL_V1);
-                tracing::info!(address, version, "the chat server speaks an older protocol: no watch, polled instead");
+                tracing::info!(
+                    address,
+                    version,
+                    "the chat server speaks an older protocol: no watch, polled instead"
+                );
                 handshake(address, peer_name, secret, version).await
             }
             other => other,
@@ -230,7 +234,11 @@ fn fallback(supported: &[u16], with_secret: bool) -> Option<u16> {
     if supported.contains(&PROTOCOL_VERSION) {
         return None;
     }
-    let lowest = if with_secret { PROTOCOL_V2 } else { PROTOCOL_V1 };
+    let lowest = if with_secret {
+        PROTOCOL_V2
+    } else {
+        PROTOCOL_V1
+    };
     supported
         .iter()
         .copied()
@@ -261,7 +269,9 @@ async fn handshake(
         let _ = stream.set_nodelay(true);
         let mut frames = Framed::new(stream, codec());
         // Version 1 has no nonce; from version 2 a client with a secret sends one.
-        let client_nonce = secret.filter(|_| version > PROTOCOL_V1).map(|_| auth::nonce());
+        let client_nonce = secret
+            .filter(|_| version > PROTOCOL_V1)
+            .map(|_| auth::nonce());
         let hello = Hello {
             version,
             peer: peer_name.to_owned(),

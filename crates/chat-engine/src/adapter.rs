@@ -235,7 +235,11 @@ mod tests {
             transcript: Transcript::From(1),
             details: false,
         };
-        let from = backend.refresh(&watched, poll()).await.unwrap().next_position;
+        let from = backend
+            .refresh(&watched, poll())
+            .await
+            .unwrap()
+            .next_position;
         let reads_before = engine.requests_seen();
         let update = backend
             .watch(&watched, from, Duration::from_millis(2500))

@@ -95,7 +95,11 @@ impl Engine {
             // halfway to the disconnect timeout, so an open stream never lets the chat end as
             // idle, whatever its wait.
             let keep_alive = record.last_activity + ms(self.behaviour().disconnect_timeout) / 2;
-            Some(record.next_due().map_or(keep_alive, |due| due.min(keep_alive)))
+            Some(
+                record
+                    .next_due()
+                    .map_or(keep_alive, |due| due.min(keep_alive)),
+            )
         };
         // The engine's clock is wall time in ms; the wait is on Tokio's clock.
         let due = due.map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())));

@@ -9,8 +9,8 @@ mod fixtures;
 
 use chat_protocol::chat::ChatUpdate as WireUpdate;
 use chat_protocol::{
-    decode, encode, Answer, Call, ErrorCode, Hello, HelloReply, Refused, Reply, Request,
-    WireError, PROTOCOL_V2, PROTOCOL_VERSION, WATCH_SINCE,
+    decode, encode, Answer, Call, ErrorCode, Hello, HelloReply, Refused, Reply, Request, WireError,
+    PROTOCOL_V2, PROTOCOL_VERSION, WATCH_SINCE,
 };
 
 fn pinned<T>(json: &str, message: &T)

@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_protocol::auth::{self, Role};
 use chat_protocol::{
-    codec, decode, encode, Challenge, DecodeError, ErrorCode, Hello, HelloReply, Proof, Refused,
-    Call, Reply, Request, RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_V1,
+    codec, decode, encode, Call, Challenge, DecodeError, ErrorCode, Hello, HelloReply, Proof,
+    Refused, Reply, Request, RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_V1,
     PROTOCOL_V2, PROTOCOL_VERSION, WATCH_SINCE,
 };
 use config_types::Secret;

@@ -170,8 +170,7 @@ impl Server {
             let Answer::Update(update) = &answer else {
                 return Ok(answer);
             };
-            let over =
-                tokio::time::Instant::now() >= until || self.stop_watches.is_cancelled();
+            let over = tokio::time::Instant::now() >= until || self.stop_watches.is_cancelled();
             if !update.messages.is_empty()
                 || update.chat_ended
                 || update.next_position < transcript_position

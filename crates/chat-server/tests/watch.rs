@@ -18,8 +18,8 @@ use backend_api::{
 };
 use backend_tcp::{TcpBackend, TcpConfig};
 use chat_protocol::{
-    codec, decode, encode, Call, ErrorCode, Hello, HelloReply, Refused, Reply, Request,
-    WireError, PROTOCOL_V2,
+    codec, decode, encode, Call, ErrorCode, Hello, HelloReply, Refused, Reply, Request, WireError,
+    PROTOCOL_V2,
 };
 use futures::{SinkExt, StreamExt};
 use support::{connected, poll, say, PATIENCE};
@@ -87,7 +87,10 @@ async fn answered_when_the_event_happens(server: &ChatServer, what: &str) {
     assert!(!watch.is_finished(), "the watch did not wait");
     let sent_at = Instant::now();
     sender.refresh(&chat, say("hello")).await.unwrap();
-    let (answer, answered_at) = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
+    let (answer, answered_at) = tokio::time::timeout(PATIENCE, watch)
+        .await
+        .unwrap()
+        .unwrap();
     let update = answer.unwrap();
     assert_eq!(update.messages[0].index, from);
     assert_eq!(update.messages[0].text.as_deref(), Some("hello"));
@@ -105,7 +108,10 @@ async fn answered_when_the_event_happens(server: &ChatServer, what: &str) {
         .unwrap();
     let waited = started.elapsed();
     let reply = update.messages.first().expect("an event");
-    assert_eq!((reply.index, reply.from.kind), (from, ParticipantType::Agent));
+    assert_eq!(
+        (reply.index, reply.from.kind),
+        (from, ParticipantType::Agent)
+    );
     println!("{what}: watch answered by the agent's reply (due 1.5 s after the message) after {waited:?}");
 }
 
@@ -142,7 +148,10 @@ async fn a_held_watch_is_answered_at_shutdown_at_once() {
     let exited = tokio::task::spawn_blocking(move || server.terminate(PATIENCE))
         .await
         .unwrap();
-    let (answer, answered_at) = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
+    let (answer, answered_at) = tokio::time::timeout(PATIENCE, watch)
+        .await
+        .unwrap()
+        .unwrap();
     let update = answer.unwrap();
     assert!(update.messages.is_empty(), "{update:?}");
     assert_eq!(update.next_position, from);
@@ -157,8 +166,7 @@ async fn a_held_watch_is_answered_at_shutdown_at_once() {
 }
 
 #[tokio::test]
-async fn kill_9_during_a_watch_fails_it_promptly_and_the_restored_chat_is_watched_on_without_gap()
-{
+async fn kill_9_during_a_watch_fails_it_promptly_and_the_restored_chat_is_watched_on_without_gap() {
     let redis = Redis::start();
     let mut first = ChatServer::builder(BIN)
         .alias("117")
@@ -190,7 +198,10 @@ async fn kill_9_during_a_watch_fails_it_promptly_and_the_restored_chat_is_watche
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed_at = Instant::now();
     first.kill9();
-    let (answer, failed_at) = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
+    let (answer, failed_at) = tokio::time::timeout(PATIENCE, watch)
+        .await
+        .unwrap()
+        .unwrap();
     let error = answer.unwrap_err();
     assert!(
         matches!(
@@ -212,7 +223,10 @@ async fn kill_9_during_a_watch_fails_it_promptly_and_the_restored_chat_is_watche
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!watch.is_finished(), "nothing new, yet the watch answered");
     to_second.refresh(&chat, say("after")).await.unwrap();
-    let (answer, _) = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
+    let (answer, _) = tokio::time::timeout(PATIENCE, watch)
+        .await
+        .unwrap()
+        .unwrap();
     let update = answer.unwrap();
     let indexes: Vec<u64> = update.messages.iter().map(|e| e.index).collect();
     assert_eq!(indexes[0], from, "a gap or a repeat at the failover");
@@ -323,13 +337,23 @@ async fn a_server_without_version_3_is_watched_by_polling() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let sent_at = Instant::now();
     backend.refresh(&chat, say("polled")).await.unwrap();
-    let (answer, answered_at) = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
+    let (answer, answered_at) = tokio::time::timeout(PATIENCE, watch)
+        .await
+        .unwrap()
+        .unwrap();
     let update = answer.unwrap();
     assert_eq!(update.messages[0].index, from);
     assert_eq!(update.messages[0].text.as_deref(), Some("polled"));
-    assert_eq!(counts.watches.load(Ordering::SeqCst), 0, "a watch reached a v2 peer");
+    assert_eq!(
+        counts.watches.load(Ordering::SeqCst),
+        0,
+        "a watch reached a v2 peer"
+    );
     let reads = counts.refreshes.load(Ordering::SeqCst) - reads_before - 1;
-    assert!(reads >= 3, "the watch read the chat {reads} times: it did not poll");
+    assert!(
+        reads >= 3,
+        "the watch read the chat {reads} times: it did not poll"
+    );
     println!(
         "v2 peer: watch polled {reads} times, answered {:?} after the message",
         answered_at - sent_at
@@ -367,7 +391,9 @@ async fn a_version_2_connection_is_served_as_before_and_refused_a_watch() {
         panic!("a v2 hello was refused")
     };
     assert_eq!(welcome.version, PROTOCOL_V2);
-    let created = call(&mut framed, 1, Call::LoginJoin(new_chat().into())).await.unwrap();
+    let created = call(&mut framed, 1, Call::LoginJoin(new_chat().into()))
+        .await
+        .unwrap();
     let chat_protocol::Answer::Created(created) = created else {
         panic!("{created:?}")
     };
@@ -389,7 +415,10 @@ async fn a_version_2_connection_is_served_as_before_and_refused_a_watch() {
         transcript_position: 1,
         details: false,
     };
-    assert!(call(&mut framed, 3, refresh).await.is_ok(), "the connection went on");
+    assert!(
+        call(&mut framed, 3, refresh).await.is_ok(),
+        "the connection went on"
+    );
 }
 
 #[tokio::test]
@@ -411,7 +440,10 @@ async fn past_the_held_watch_bounds_watches_are_refused_retryably_and_normal_cal
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = backend.watch(&chat, from, LONG_WAIT).await.unwrap_err();
-    assert!(matches!(refused, BackendError::Overloaded(_)), "{refused:?}");
+    assert!(
+        matches!(refused, BackendError::Overloaded(_)),
+        "{refused:?}"
+    );
     assert!(refused.retryable() && refused.never_arrived());
     // Normal calls pass, more of them than the in-flight bound, while both watches are held.
     for _ in 0..5 {
@@ -427,12 +459,18 @@ async fn past_the_held_watch_bounds_watches_are_refused_retryably_and_normal_cal
     let one = spawn_watch(&bounded, &chat, from, LONG_WAIT);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = bounded.watch(&chat, from, LONG_WAIT).await.unwrap_err();
-    assert!(matches!(refused, BackendError::Overloaded(_)), "{refused:?}");
+    assert!(
+        matches!(refused, BackendError::Overloaded(_)),
+        "{refused:?}"
+    );
     assert!(refused.to_string().contains("watches"), "{refused}");
     // A message answers every held watch.
     backend.refresh(&chat, say("to all")).await.unwrap();
     for watch in held.into_iter().chain([one]) {
-        let (answer, _) = tokio::time::timeout(PATIENCE, watch).await.unwrap().unwrap();
+        let (answer, _) = tokio::time::timeout(PATIENCE, watch)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(answer.unwrap().messages[0].text.as_deref(), Some("to all"));
     }
 }
