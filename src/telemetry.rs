@@ -263,6 +263,20 @@ impl ChatBackend for MeteredBackend {
         result
     }
 
+    /// Forwarded, so an adapter's own watch (events at the source) is the one that runs,
+    /// not the trait's polling default around it. Its duration is mostly the wait.
+    async fn watch(
+        &self,
+        chat: &ChatRef,
+        from: u64,
+        wait: std::time::Duration,
+    ) -> Result<ChatUpdate, BackendError> {
+        let started = Instant::now();
+        let result = self.inner.watch(chat, from, wait).await;
+        self.record("watch", started, &result);
+        result
+    }
+
     async fn restore(&self, chat: &ChatRef) -> Result<(), BackendError> {
         let started = Instant::now();
         let result = self.inner.restore(chat).await;
