@@ -15,6 +15,7 @@ use common::sse::{self, Frame, Sse};
 use common::{eventually, gateway, Chat, Client, Reply, SECRET};
 use serde_json::{json, Value};
 use webapi_gateway::credentials::{Credentials, Purpose};
+use webapi_gateway::operation::{stream_payload, ClientCredentials};
 
 const WAIT: Duration = Duration::from_secs(10);
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -64,7 +65,12 @@ fn url(base: &str, chat_id: &str, token: &str, position: Option<u64>) -> String 
 }
 
 async fn open_stream(c: &Client, s: &Started, position: Option<u64>, last: Option<u64>) -> Sse {
-    sse::open(&c.http, &url(&c.base, &s.chat.chat_id, &s.token, position), last).await
+    sse::open(
+        &c.http,
+        &url(&c.base, &s.chat.chat_id, &s.token, position),
+        last,
+    )
+    .await
 }
 
 /// Sends a message, retrying statusCode 1 with a new text each time (so an attempt that
@@ -80,7 +86,11 @@ async fn send_acked(c: &Client, chat: &mut Chat, label: &str) -> String {
                 chat.alias = r.alias();
                 return text;
             }
-            1 => assert!(Instant::now() < deadline, "no message acknowledged: {:#}", r.body),
+            1 => assert!(
+                Instant::now() < deadline,
+                "no message acknowledged: {:#}",
+                r.body
+            ),
             _ => panic!("{:#}", r.body),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -93,7 +103,10 @@ async fn send_acked(c: &Client, chat: &mut Chat, label: &str) -> String {
 async fn read_to_end(stream: &mut Sse, within: Duration) -> BTreeMap<u64, Value> {
     let deadline = Instant::now() + within;
     let mut seen = BTreeMap::new();
-    while let Some(frame) = stream.next(deadline.saturating_duration_since(Instant::now())).await {
+    while let Some(frame) = stream
+        .next(deadline.saturating_duration_since(Instant::now()))
+        .await
+    {
         collect(&mut seen, &frame);
     }
     seen
@@ -145,7 +158,11 @@ async fn events_arrive_in_order_with_ids_and_the_shape_of_get_messages() {
     let mut s = start_chat(&c, "Ann").await;
     let mut stream = open_stream(&c, &s, None, None).await;
     assert_eq!(stream.status, 200);
-    assert_eq!(stream.next(WAIT).await, Some(Frame::Retry(1000)), "retry: first");
+    assert_eq!(
+        stream.next(WAIT).await,
+        Some(Frame::Retry(1000)),
+        "retry: first"
+    );
     let mut sent = Vec::new();
     for i in 0..3 {
         sent.push(send_acked(&c, &mut s.chat, &format!("m{i}")).await);
@@ -194,11 +211,17 @@ async fn the_gms_dialect_streams_its_refresh_shape_and_names_the_tokens_tenant()
         )
         .await;
     assert_eq!(send.status_code(), 0, "{:#}", send.body);
-    assert!(send.body["streamToken"].is_string(), "every chat reply has one");
+    assert!(
+        send.body["streamToken"].is_string(),
+        "every chat reply has one"
+    );
 
     let http = reqwest::Client::new();
     let stream_url = |service: &str, token: &str| {
-        format!("{}/genesys/2/chat/{service}/{chat_id}/events?streamToken={token}", gw.base)
+        format!(
+            "{}/genesys/2/chat/{service}/{chat_id}/events?streamToken={token}",
+            gw.base
+        )
     };
     let mut stream = sse::open(&http, &stream_url("customer-support", &token), None).await;
     assert_eq!(stream.status, 200);
@@ -219,7 +242,10 @@ async fn the_gms_dialect_streams_its_refresh_shape_and_names_the_tokens_tenant()
     reply_keys.retain(|k| k != "secureKey" && k != "streamToken" && k != "userData");
     for (id, data) in &seen {
         assert_eq!(keys(data), reply_keys, "event {id}");
-        assert_eq!(data["messages"], json!([refresh.messages()[*id as usize - 1]]));
+        assert_eq!(
+            data["messages"],
+            json!([refresh.messages()[*id as usize - 1]])
+        );
     }
     assert_no_secure_key(&stream.raw, &secure_key);
 
@@ -232,8 +258,8 @@ async fn the_gms_dialect_streams_its_refresh_shape_and_names_the_tokens_tenant()
 }
 
 #[tokio::test]
-async fn resuming_by_last_event_id_or_transcript_position_the_later_wins_with_no_gap_or_duplicate(
-) {
+async fn resuming_by_last_event_id_or_transcript_position_the_later_wins_with_no_gap_or_duplicate()
+{
     let gw = gateway().start().await;
     let c = gw.client();
     let mut s = start_chat(&c, "Ann").await;
@@ -276,7 +302,11 @@ async fn a_position_past_the_chats_end_gets_a_reset_then_the_transcript_from_1()
     assert_eq!(stream.status, 200);
     let reset = stream.next_event(WAIT).await.unwrap();
     assert_eq!(reset.name(), Some("reset"));
-    assert_eq!(reset.id(), Some(0), "a reconnect after the reset asks from 1");
+    assert_eq!(
+        reset.id(),
+        Some(0),
+        "a reconnect after the reset asks from 1"
+    );
     let data = reset.json();
     assert_eq!(data["nextPosition"], 1);
     assert_eq!(data["transcriptPosition"], 1000);
@@ -315,13 +345,16 @@ async fn the_end_of_the_chat_closes_the_stream_and_a_reconnect_gets_204() {
 
 /// A token as `operation` seals one, for tests that need one it would not hand out.
 fn sealed(purpose: Purpose, chat: &Chat, chat_id: &str, ttl: Duration) -> String {
-    let payload = json!({"c": chat_id, "u": chat.user_id, "t": chat.tenant,
-                         "a": chat.alias, "k": chat.secure_key});
-    Credentials::new(SECRET.as_bytes()).tokens().seal(
-        purpose,
-        payload.to_string().as_bytes(),
-        Some(ttl),
-    )
+    let creds = ClientCredentials {
+        user_id: chat.user_id.clone(),
+        secure_key: chat.secure_key.clone(),
+        alias: chat.alias.clone(),
+        tenant_name: chat.tenant.clone(),
+    };
+    let payload = stream_payload(chat_id, &creds);
+    Credentials::new(SECRET.as_bytes())
+        .tokens()
+        .seal(purpose, &payload, Some(ttl))
 }
 
 #[tokio::test]
@@ -345,11 +378,20 @@ async fn expired_forged_and_other_chats_tokens_get_401() {
     let i = forged.len() / 2;
     forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
     let refused = [
-        ("expired", sealed(Purpose::Stream, &a.chat, &a.chat.chat_id, Duration::ZERO)),
+        (
+            "expired",
+            sealed(Purpose::Stream, &a.chat, &a.chat.chat_id, Duration::ZERO),
+        ),
         ("forged", String::from_utf8(forged).unwrap()),
         ("another chat's", b.token.clone()),
-        ("for another chat id", sealed(Purpose::Stream, &a.chat, &b.chat.chat_id, long)),
-        ("another purpose's", sealed(Purpose::Chat, &a.chat, &a.chat.chat_id, long)),
+        (
+            "for another chat id",
+            sealed(Purpose::Stream, &a.chat, &b.chat.chat_id, long),
+        ),
+        (
+            "another purpose's",
+            sealed(Purpose::Chat, &a.chat, &a.chat.chat_id, long),
+        ),
         ("empty", String::new()),
     ];
     for (what, token) in refused {
@@ -393,9 +435,18 @@ async fn past_its_cap_an_address_gets_429_while_another_address_streams() {
     let third = sse::open(&one, &url, None).await;
     assert_eq!(third.status, 429);
     let body = third.json().await;
-    assert_eq!((body["statusCode"].as_i64(), body["errors"][0]["code"].as_i64()), (Some(1), Some(416)));
+    assert_eq!(
+        (
+            body["statusCode"].as_i64(),
+            body["errors"][0]["code"].as_i64()
+        ),
+        (Some(1), Some(416))
+    );
     let mut elsewhere = sse::open(&two, &url, None).await;
-    assert_eq!(elsewhere.status, 200, "another address is not held to the first's cap");
+    assert_eq!(
+        elsewhere.status, 200,
+        "another address is not held to the first's cap"
+    );
     assert!(elsewhere.next_event(WAIT).await.is_some());
     // A closed stream gives its place back.
     drop(first);
@@ -421,7 +472,13 @@ async fn past_the_global_cap_a_stream_gets_503_retryable() {
     let third = sse::open(&client_from([127, 0, 0, 3]), &url, None).await;
     assert_eq!(third.status, 503);
     let body = third.json().await;
-    assert_eq!((body["statusCode"].as_i64(), body["errors"][0]["code"].as_i64()), (Some(1), Some(415)));
+    assert_eq!(
+        (
+            body["statusCode"].as_i64(),
+            body["errors"][0]["code"].as_i64()
+        ),
+        (Some(1), Some(415))
+    );
 }
 
 #[tokio::test]
@@ -448,7 +505,11 @@ async fn a_quiet_stream_gets_heartbeat_comments_without_an_id() {
     }
     println!("two heartbeats in {:?}", started.elapsed());
     assert!(stream.raw.contains("\n\n: keep-alive\n\n"));
-    assert!(!stream.raw.contains("id:"), "a heartbeat carries no id: {}", stream.raw);
+    assert!(
+        !stream.raw.contains("id:"),
+        "a heartbeat carries no id: {}",
+        stream.raw
+    );
 }
 
 #[tokio::test]
@@ -472,7 +533,10 @@ async fn a_stream_has_the_headers_proxies_need_is_never_compressed_and_allows_it
     let h = resp.headers();
     let header = |name: &str| h.get(name).map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(header("content-type").as_deref(), Some("text/event-stream"));
-    assert_eq!(header("cache-control").as_deref(), Some("no-cache, no-transform"));
+    assert_eq!(
+        header("cache-control").as_deref(),
+        Some("no-cache, no-transform")
+    );
     assert_eq!(header("x-accel-buffering").as_deref(), Some("no"));
     assert_eq!(header("content-encoding"), None);
     assert_eq!(header("content-length"), None);
@@ -517,7 +581,11 @@ async fn shutdown_closes_open_streams_promptly() {
     gw.signal("TERM");
     for stream in &mut streams {
         read_to_end(stream, WAIT).await;
-        assert!(stream.ended(), "closed by the server, not cut: {}", stream.raw);
+        assert!(
+            stream.ended(),
+            "closed by the server, not cut: {}",
+            stream.raw
+        );
     }
     let closed = asked.elapsed();
     eventually_exit(&mut gw).await;
@@ -553,8 +621,7 @@ fn cluster_config(cluster: &Cluster, scratch: &Scratch, extra: &str) -> std::pat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_dropped_with_its_gateway_resumes_on_another_replica_without_gap_or_duplicate()
-{
+async fn a_stream_dropped_with_its_gateway_resumes_on_another_replica_without_gap_or_duplicate() {
     let cluster = Cluster::start(&["1", "2"]);
     let scratch = Scratch::new("push-replicas");
     let config = cluster_config(&cluster, &scratch, "");
@@ -572,7 +639,10 @@ async fn a_stream_dropped_with_its_gateway_resumes_on_another_replica_without_ga
     let (c1, c2) = (client(&one), client(&two));
     let started = eventually("a new chat", PATIENCE, || async {
         let r = c1
-            .post("/api/v2/chats", json!({"tenantName": "Environment", "nickname": "Ann"}))
+            .post(
+                "/api/v2/chats",
+                json!({"tenantName": "Environment", "nickname": "Ann"}),
+            )
             .await;
         (r.status_code() == 0).then(|| Started {
             chat: Chat::created(&r),
@@ -600,16 +670,26 @@ async fn a_stream_dropped_with_its_gateway_resumes_on_another_replica_without_ga
     while texts_from_client(&seen) != sent {
         collect(&mut seen, &resumed.next_event(WAIT).await.unwrap());
     }
-    println!("resumed on gateway 2 {:?} after gateway 1 died", dropped.elapsed());
+    println!(
+        "resumed on gateway 2 {:?} after gateway 1 died",
+        dropped.elapsed()
+    );
     let r = c2.op(&chat, "Complete", json!({})).await;
     assert_eq!(r.status_code(), 0, "{:#}", r.body);
     for frame in read_to_end(&mut resumed, PATIENCE).await.values() {
         let id = frame["messages"][0]["index"].as_u64().unwrap();
-        assert!(seen.insert(id, frame.clone()).is_none(), "event {id} sent twice");
+        assert!(
+            seen.insert(id, frame.clone()).is_none(),
+            "event {id} sent twice"
+        );
     }
     assert_whole(&seen);
     let transcript = c2.messages(&chat, Some(1)).await;
-    assert_eq!(seen.len(), transcript.messages().len(), "every event of the chat");
+    assert_eq!(
+        seen.len(),
+        transcript.messages().len(),
+        "every event of the chat"
+    );
     assert_no_secure_key(&(stream.raw + &resumed.raw), &chat.secure_key);
 }
 
@@ -635,7 +715,10 @@ async fn a_kill_9_of_the_chat_server_holding_the_chat_mid_stream_loses_and_doubl
     for i in 4..8 {
         sent.push(send_acked(&c, &mut s.chat, &format!("m{i}")).await);
     }
-    println!("messages acknowledged again {:?} after the kill", killed.elapsed());
+    println!(
+        "messages acknowledged again {:?} after the kill",
+        killed.elapsed()
+    );
     assert_ne!(s.chat.alias, victim, "the chat moved");
     eventually("the chat completed", PATIENCE, || async {
         let r = c.op(&s.chat, "Complete", json!({})).await;
@@ -647,16 +730,31 @@ async fn a_kill_9_of_the_chat_server_holding_the_chat_mid_stream_loses_and_doubl
     })
     .await;
     let (seen, stream) = reader.await.unwrap();
-    assert!(stream.ended(), "the stream ended with the chat: {}", stream.raw);
+    assert!(
+        stream.ended(),
+        "the stream ended with the chat: {}",
+        stream.raw
+    );
     assert_whole(&seen);
     let transcript = c.messages(&s.chat, Some(1)).await;
-    assert_eq!(seen.len(), transcript.messages().len(), "every event of the chat once");
+    assert_eq!(
+        seen.len(),
+        transcript.messages().len(),
+        "every event of the chat once"
+    );
     for text in &sent {
-        let n = texts_from_client(&seen).iter().filter(|t| *t == text).count();
+        let n = texts_from_client(&seen)
+            .iter()
+            .filter(|t| *t == text)
+            .count();
         assert_eq!(n, 1, "{text} streamed {n} times");
     }
     let last = seen.values().last().unwrap();
-    assert_eq!(last["alias"], s.chat.alias.as_str(), "the data names the new alias");
+    assert_eq!(
+        last["alias"],
+        s.chat.alias.as_str(),
+        "the data names the new alias"
+    );
     assert_eq!(last["chatEnded"], true);
     assert_no_secure_key(&stream.raw, &s.chat.secure_key);
 }

@@ -170,6 +170,12 @@ impl Failure {
     }
 }
 
+/// Whether the client should send the same request again later (statusCode 1): what an
+/// event stream waits out by itself instead of ending.
+pub fn retryable(error: &Error) -> bool {
+    error.wire().status_code == 1
+}
+
 /// What a refusal said, left on the response for the request metrics (the layers see the
 /// response, not its JSON).
 #[derive(Clone, Copy, Debug)]

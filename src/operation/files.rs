@@ -19,7 +19,13 @@ pub struct Served<T> {
 }
 
 impl<T> Served<T> {
-    fn new(gw: &Chats, chat_id: &str, creds: &ClientCredentials, alias: &Arc<str>, value: T) -> Self {
+    fn new(
+        gw: &Chats,
+        chat_id: &str,
+        creds: &ClientCredentials,
+        alias: &Arc<str>,
+        value: T,
+    ) -> Self {
         let creds = ClientCredentials {
             alias: alias.to_string(),
             ..creds.clone()

@@ -16,7 +16,7 @@ mod tests;
 pub use chats::Chats;
 pub use files::{delete_file, download_file, file_limits, upload_file, Served};
 pub use run::{on_chat, request_chat, watch, ChatReply, Created};
-pub use stream::open_stream_token;
+pub use stream::{open_stream_token, stream_payload};
 
 use backend_api::Refresh;
 

@@ -9,48 +9,89 @@
 //! stream presents to `run::watch` like any request: the usual checks run on every wait. It
 //! must not know HTTP or how a stream is written.
 
-use serde::{Deserialize, Serialize};
-
 use super::{Chats, ClientCredentials};
 use crate::credentials::Purpose;
 
-/// What a stream token holds. Short keys: it travels in a URL.
-#[derive(Serialize, Deserialize)]
-struct Payload {
-    /// The chat id: the path's must match.
-    c: String,
-    u: String,
-    t: String,
-    a: String,
-    /// The client's sealed secureKey (the backend key with its MAC).
-    k: String,
+/// The payload a stream token seals: the chat id, then the credentials (user id, tenant,
+/// alias, the client's sealed secureKey), each a 16-bit big-endian length and its bytes.
+/// Public for tests that seal tokens a gateway would not hand out (expired ones).
+pub fn stream_payload(chat_id: &str, creds: &ClientCredentials) -> Vec<u8> {
+    let fields = [
+        chat_id,
+        &creds.user_id,
+        &creds.tenant_name,
+        &creds.alias,
+        &creds.secure_key,
+    ];
+    let mut out = Vec::with_capacity(fields.iter().map(|f| f.len() + 2).sum());
+    for field in fields {
+        // Chat ids, user ids, tenants, aliases and keys are short; a longer field is cut at
+        // the bound, and such a token opens to credentials that fail the MAC check.
+        let bytes = &field.as_bytes()[..field.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// The fields of a [`stream_payload`], or `None` when it is not one.
+fn read_payload(mut bytes: &[u8]) -> Option<[String; 5]> {
+    let mut fields: [String; 5] = Default::default();
+    for field in &mut fields {
+        let (len, rest) = bytes.split_first_chunk::<2>()?;
+        let len = u16::from_be_bytes(*len) as usize;
+        let (value, rest) = (rest.get(..len)?, &rest[len..]);
+        *field = String::from_utf8(value.to_vec()).ok()?;
+        bytes = rest;
+    }
+    bytes.is_empty().then_some(fields)
 }
 
 /// A stream token for the chat `chat_id` with these credentials, valid for the configured
 /// lifetime.
 pub fn stream_token(gw: &Chats, chat_id: &str, creds: &ClientCredentials) -> String {
-    let payload = Payload {
-        c: chat_id.to_owned(),
-        u: creds.user_id.clone(),
-        t: creds.tenant_name.clone(),
-        a: creds.alias.clone(),
-        k: creds.secure_key.clone(),
-    };
-    let bytes = serde_json::to_vec(&payload).expect("a struct of strings encodes");
-    gw.credentials()
-        .tokens()
-        .seal(Purpose::Stream, &bytes, Some(gw.stream_token_ttl()))
+    gw.credentials().tokens().seal(
+        Purpose::Stream,
+        &stream_payload(chat_id, creds),
+        Some(gw.stream_token_ttl()),
+    )
 }
 
 /// The credentials inside a stream token that opens (sealed under this secret, for streams,
 /// not expired) and names `chat_id`; `None` for anything else.
 pub fn open_stream_token(gw: &Chats, chat_id: &str, token: &str) -> Option<ClientCredentials> {
     let bytes = gw.credentials().tokens().open(Purpose::Stream, token)?;
-    let payload: Payload = serde_json::from_slice(&bytes).ok()?;
-    (payload.c == chat_id).then(|| ClientCredentials {
-        user_id: payload.u,
-        secure_key: payload.k,
-        alias: payload.a,
-        tenant_name: payload.t,
+    let [c, user_id, tenant_name, alias, secure_key] = read_payload(&bytes)?;
+    (c == chat_id).then_some(ClientCredentials {
+        user_id,
+        secure_key,
+        alias,
+        tenant_name,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_reads_back_and_anything_else_does_not() {
+        let creds = ClientCredentials {
+            user_id: "u".into(),
+            secure_key: "KEY".into(),
+            alias: "117".into(),
+            tenant_name: "Environment".into(),
+        };
+        let payload = stream_payload("chat", &creds);
+        let [c, u, t, a, k] = read_payload(&payload).unwrap();
+        assert_eq!(
+            [c, u, t, a, k],
+            ["chat", "u", "Environment", "117", "KEY"].map(String::from)
+        );
+        assert_eq!(read_payload(&payload[..payload.len() - 1]), None);
+        let mut longer = payload.clone();
+        longer.push(0);
+        assert_eq!(read_payload(&longer), None);
+        assert_eq!(read_payload(b""), None);
+    }
 }

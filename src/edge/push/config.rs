@@ -87,11 +87,41 @@ mod tests {
     fn the_defaults_are_valid_and_each_rule_names_its_key() {
         assert_eq!(PushConfig::default().validate(), Ok(()));
         let bad = [
-            ("heartbeat_secs", PushConfig { heartbeat: Duration::ZERO, ..Default::default() }),
-            ("heartbeat_secs", PushConfig { heartbeat: Duration::from_secs(26), ..Default::default() }),
-            ("watch_secs", PushConfig { watch: Duration::from_secs(61), ..Default::default() }),
-            ("token_ttl_secs", PushConfig { token_ttl: Duration::from_secs(59), ..Default::default() }),
-            ("max_streams", PushConfig { max_streams: 0, ..Default::default() }),
+            (
+                "heartbeat_secs",
+                PushConfig {
+                    heartbeat: Duration::ZERO,
+                    ..Default::default()
+                },
+            ),
+            (
+                "heartbeat_secs",
+                PushConfig {
+                    heartbeat: Duration::from_secs(26),
+                    ..Default::default()
+                },
+            ),
+            (
+                "watch_secs",
+                PushConfig {
+                    watch: Duration::from_secs(61),
+                    ..Default::default()
+                },
+            ),
+            (
+                "token_ttl_secs",
+                PushConfig {
+                    token_ttl: Duration::from_secs(59),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max_streams",
+                PushConfig {
+                    max_streams: 0,
+                    ..Default::default()
+                },
+            ),
         ];
         for (key, config) in bad {
             let e = config.validate().unwrap_err();

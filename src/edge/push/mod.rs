@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::config::{PushConfig, MAX_HEARTBEAT};
 use self::wire::{GmsEvent, Reset, WebApiEvent, RESET_MESSAGE};
+use super::error::retryable;
 use super::gms::Services;
 use super::layers::OperationName;
 use super::limits::client_key;
@@ -174,13 +175,20 @@ pub async fn gms(
     let result = match services.tenant_of(&service) {
         Ok(tenant) => {
             let tenant = tenant.to_owned();
-            open(&chats, &streams, &chat_id, Some(&tenant), head, Dialect::Gms).await
+            open(
+                &chats,
+                &streams,
+                &chat_id,
+                Some(&tenant),
+                head,
+                Dialect::Gms,
+            )
+            .await
         }
         Err(e) => Err(e),
     };
-    let response = result.unwrap_or_else(|e| {
-        super::GmsFailure::on_chat(e, &chat_id).into_response()
-    });
+    let response =
+        result.unwrap_or_else(|e| super::GmsFailure::on_chat(e, &chat_id).into_response());
     tagged(response)
 }
 
@@ -294,7 +302,8 @@ async fn open(
             }
             Some(Ok(reply))
         }
-        // A fault the stream retries by itself: the client sees only a delay.
+        // A fault the stream waits out by itself (a chat server down or busy, a move under
+        // way, a deadline passed: statusCode 1): the client sees only a delay.
         Err(e) if retryable(&e) => Some(Err(e)),
         Err(e) => return Err(e),
     };
@@ -322,12 +331,6 @@ async fn open(
         HeaderValue::from_static("no"),
     );
     Ok(response)
-}
-
-/// A fault a stream waits out (a chat server down or busy, a move under way, a deadline
-/// passed): the errors the dialects answer with statusCode 1.
-fn retryable(e: &Error) -> bool {
-    e.wire().status_code == 1
 }
 
 /// The response body: the frames the stream's task writes, until it ends.
@@ -407,8 +410,11 @@ impl Stream {
                     self.beside_heartbeats(&mut heartbeat, pause).await
                 }
                 Err(e) => {
-                    let body = Failure::on_chat(e, &self.chat_id).body(self.dialect == Dialect::Gms);
-                    let _ = self.send(format!("event: error\ndata: {body}\n\n").into_bytes()).await;
+                    let body =
+                        Failure::on_chat(e, &self.chat_id).body(self.dialect == Dialect::Gms);
+                    let _ = self
+                        .send(format!("event: error\ndata: {body}\n\n").into_bytes())
+                        .await;
                     return;
                 }
             };
@@ -532,11 +538,23 @@ mod tests {
     fn the_later_of_last_event_id_and_transcript_position_wins() {
         let from = |uri: &str, id: Option<&str>| asked(&request(uri, id)).map(|a| a.from);
         assert_eq!(from("/e?streamToken=t", None).unwrap(), 1);
-        assert_eq!(from("/e?streamToken=t&transcriptPosition=5", None).unwrap(), 5);
+        assert_eq!(
+            from("/e?streamToken=t&transcriptPosition=5", None).unwrap(),
+            5
+        );
         assert_eq!(from("/e?streamToken=t", Some("7")).unwrap(), 8);
-        assert_eq!(from("/e?streamToken=t&transcriptPosition=5", Some("7")).unwrap(), 8);
-        assert_eq!(from("/e?streamToken=t&transcriptPosition=9", Some("7")).unwrap(), 9);
-        assert_eq!(from("/e?streamToken=t&transcriptPosition=0", Some("0")).unwrap(), 1);
+        assert_eq!(
+            from("/e?streamToken=t&transcriptPosition=5", Some("7")).unwrap(),
+            8
+        );
+        assert_eq!(
+            from("/e?streamToken=t&transcriptPosition=9", Some("7")).unwrap(),
+            9
+        );
+        assert_eq!(
+            from("/e?streamToken=t&transcriptPosition=0", Some("0")).unwrap(),
+            1
+        );
         assert!(from("/e?streamToken=t&transcriptPosition=-1", None).is_err());
         assert!(from("/e?streamToken=t&transcriptPosition=01", None).is_err());
         assert!(from("/e?streamToken=t", Some("x")).is_err());
@@ -560,7 +578,10 @@ mod tests {
         let b = Some(IpAddr::from([10, 0, 0, 2]));
         let a1 = streams.admit(a).unwrap();
         let _a2 = streams.admit(a).unwrap();
-        assert!(matches!(streams.admit(a), Err(Error::TooManyStreamsFromClient)));
+        assert!(matches!(
+            streams.admit(a),
+            Err(Error::TooManyStreamsFromClient)
+        ));
         let _b1 = streams.admit(b).unwrap();
         assert!(matches!(streams.admit(b), Err(Error::TooManyStreams)));
         drop(a1);
