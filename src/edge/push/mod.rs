@@ -285,6 +285,10 @@ async fn open(
     if !streams.0.config.enabled {
         return Err(Error::NotFound);
     }
+    if streams.0.shutdown.is_cancelled() {
+        // The client retries on another replica.
+        return Err(Error::NotReady("shutting down".into()));
+    }
     let asked = head.asked?;
     let creds = operation::open_stream_token(chats, chat_id, &asked.token)
         .filter(|c| gms_tenant.is_none_or(|t| t == c.tenant_name))
@@ -318,6 +322,7 @@ async fn open(
         shutdown: streams.0.shutdown.clone(),
         tx,
     };
+    tracing::debug!(chat_id, from = asked.from, "event stream opened");
     tokio::spawn(stream.run(first, permit));
     let mut response = Body::new(EventBody { rx }).into_response();
     let headers = response.headers_mut();
@@ -370,8 +375,14 @@ struct Stream {
 struct Closed;
 
 impl Stream {
-    async fn run(mut self, first: Option<Result<ChatReply, Error>>, permit: Permit) {
-        let _permit = permit;
+    async fn run(self, first: Option<Result<ChatReply, Error>>, permit: Permit) {
+        let chat_id = self.chat_id.clone();
+        self.pump(first).await;
+        drop(permit);
+        tracing::debug!(chat_id, "event stream closed");
+    }
+
+    async fn pump(mut self, first: Option<Result<ChatReply, Error>>) {
         let start = Instant::now() + self.config.heartbeat;
         let mut heartbeat = tokio::time::interval_at(start, self.config.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
