@@ -749,12 +749,114 @@ async fn a_kill_9_of_the_chat_server_holding_the_chat_mid_stream_loses_and_doubl
             .count();
         assert_eq!(n, 1, "{text} streamed {n} times");
     }
+    // The stream's own reads moved the chat too: its data names an instance that serves it
+    // (the stream and the sender may each have restored it elsewhere; fencing keeps one
+    // record), never the dead one.
     let last = seen.values().last().unwrap();
-    assert_eq!(
+    assert_ne!(
         last["alias"],
-        s.chat.alias.as_str(),
+        victim.as_str(),
         "the data names the new alias"
     );
     assert_eq!(last["chatEnded"], true);
     assert_no_secure_key(&stream.raw, &s.chat.secure_key);
+}
+
+fn event(index: u64, text: &str) -> backend_api::Event {
+    backend_api::Event {
+        index,
+        kind: backend_api::EventType::Message,
+        from: backend_api::Participant {
+            nickname: "Agent".into(),
+            participant_id: 2,
+            kind: backend_api::ParticipantType::Agent,
+        },
+        text: Some(text.into()),
+        message_type: None,
+        utc_time: 1,
+        user_data: Default::default(),
+    }
+}
+
+fn update(events: Vec<backend_api::Event>, next_position: u64) -> backend_api::ChatUpdate {
+    backend_api::ChatUpdate {
+        messages: events,
+        next_position,
+        chat_ended: false,
+        details: None,
+        secure_key: None,
+    }
+}
+
+#[tokio::test]
+async fn faults_are_waited_out_inside_the_stream_and_a_refusal_ends_it_with_event_error() {
+    let backend = testkit::ScriptedBackend::new();
+    let gw = gateway()
+        .aliases(&["A"])
+        .toml("[chat.health]\neject_after = 100\ninterval_ms = 3600000")
+        .start_over(vec![(
+            "A".into(),
+            backend.clone() as std::sync::Arc<dyn backend_api::ChatBackend>,
+        )])
+        .await;
+    let c = gw.client();
+    let s = start_chat(&c, "Ann").await;
+    let busy = || Err(backend_api::BackendError::Overloaded("busy".into()));
+    backend
+        .refresh
+        .then(Ok(update(vec![event(1, "one"), event(2, "two")], 3)))
+        .then(busy())
+        .then(busy())
+        .then(busy())
+        .then(Ok(update(vec![event(3, "three")], 4)))
+        .then(Err(backend_api::BackendError::UnknownChat));
+    let mut stream = open_stream(&c, &s, None, None).await;
+    assert_eq!(stream.status, 200);
+    let mut frames = Vec::new();
+    while let Some(frame) = stream.next(WAIT).await {
+        frames.push(frame);
+    }
+    assert!(stream.ended(), "the server closed the stream");
+    let events: Vec<&Frame> = frames
+        .iter()
+        .filter(|f| matches!(f, Frame::Event { .. }))
+        .collect();
+    let ids: Vec<Option<u64>> = events.iter().map(|f| f.id()).collect();
+    assert_eq!(ids, [Some(1), Some(2), Some(3), None], "{frames:#?}");
+    let error = events[3];
+    assert_eq!(error.name(), Some("error"));
+    let body = error.json();
+    assert_eq!(body["statusCode"], 2);
+    assert_eq!(
+        body["errors"][0]["code"], 210,
+        "the Web API error reply: {body}"
+    );
+    assert_eq!(body["chatId"], s.chat.chat_id.as_str());
+    // The three busy answers were waited out: every read reached the backend.
+    assert_eq!(backend.refreshes(), 6);
+}
+
+#[tokio::test]
+async fn with_push_off_the_routes_answer_404_and_replies_still_carry_a_token() {
+    let gw = gateway()
+        .toml(GMS_SERVICES)
+        .toml("[push]\nenabled = false")
+        .start()
+        .await;
+    let c = gw.client();
+    let s = start_chat(&c, "Ann").await;
+    let stream = open_stream(&c, &s, None, None).await;
+    assert_eq!(stream.status, 404);
+    assert_eq!(stream.json().await["errors"][0]["code"], 120);
+    let gms = sse::open(
+        &c.http,
+        &format!(
+            "{}/genesys/2/chat/customer-support/{}/events?streamToken={}",
+            c.base, s.chat.chat_id, s.token
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(gms.status, 404);
+    assert_eq!(gms.json().await["chatEnded"], false, "the GMS error shape");
 }
