@@ -4,8 +4,8 @@
 //! concrete backend crates), each instance's active health check (a task per instance), the
 //! current router table and its replacement on reload, and the running e-mail side (spool
 //! and deliverer). It composes the narrow states the handlers take (`FromRef`): the chat
-//! operations' [`Chats`], the e-mail intake's [`Emails`], the GMS service table, readiness
-//! and the body read limits; a public edge handler takes one of those, not the whole gateway.
+//! operations' [`Chats`], the e-mail intake's [`Emails`], the GMS service table, the open
+//! event streams ([`Streams`]), readiness and the body read limits; a public edge handler takes one of those, not the whole gateway.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -23,6 +23,7 @@ use crate::edge::body::ReadLimits;
 use crate::edge::email::Emails;
 use crate::edge::gms::Services;
 use crate::edge::health::Readiness;
+use crate::edge::push::Streams;
 use crate::operation::Chats;
 use crate::router::{Health, Instance, Router};
 use crate::telemetry::MeteredBackend;
@@ -42,6 +43,8 @@ pub struct Gateway {
     email: Emails,
     /// The GMS dialect's services.
     gms: Services,
+    /// The open event streams and their caps (`[push]`).
+    streams: Streams,
     /// Cancelled when shutdown starts: background work (the e-mail deliverer) watches it
     /// and heads for a safe point.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -116,13 +119,16 @@ impl Gateway {
             credentials,
             Arc::clone(&router),
             config.server.request_timeout,
-        );
+        )
+        .with_stream_token_ttl(config.push.token_ttl);
+        let streams = Streams::new(config.push.clone(), shutdown.clone());
         let tenants = config.tenants.iter().map(|t| t.name.clone()).collect();
         Ok(Arc::new(Gateway {
             applied: tokio::sync::Mutex::new(config.chat.clone()),
             chats,
             email: Emails::new(email, tenants, config.limits.max_tracked_keys),
             gms: Services::new(config.gms.clone()),
+            streams,
             config: Arc::new(config),
             router,
             shutdown,
@@ -229,6 +235,12 @@ impl FromRef<Arc<Gateway>> for Services {
     }
 }
 
+impl FromRef<Arc<Gateway>> for Streams {
+    fn from_ref(gw: &Arc<Gateway>) -> Streams {
+        gw.streams.clone()
+    }
+}
+
 impl FromRef<Arc<Gateway>> for Readiness {
     fn from_ref(gw: &Arc<Gateway>) -> Readiness {
         gw.readiness_state()
@@ -303,6 +315,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)>
         ("mock", old.mock != new.mock),
         ("tcp", old.tcp != new.tcp),
         ("gms", old.gms != new.gms),
+        ("push", old.push != new.push),
         ("admin", old.admin != new.admin),
         ("log", old.log != new.log),
         ("email", old.email != new.email),

@@ -4,7 +4,7 @@
 //! Owns loading, the composition of the sections into [`Config`], the tenant list, and the
 //! rules that involve more than one section. Each section's type, defaults and local rules
 //! belong to the code that uses it (`server`, `credentials`, `admin`, `edge::limits`,
-//! `edge::cors`, `edge::gms`, `router`, `telemetry`, and the `backend-tcp`, `backend-http`,
+//! `edge::cors`, `edge::gms`, `edge::push`, `router`, `telemetry`, and the `backend-tcp`, `backend-http`,
 //! `chat-engine` and `email` crates); `chat` here reads the instance list. It must not start
 //! anything: the rest of the gateway receives a [`Config`] that is already known to be good.
 
@@ -23,6 +23,7 @@ use crate::admin::AdminConfig;
 use crate::credentials::CredentialsConfig;
 use crate::edge::cors::{AllowedHeader, CorsConfig, Origin};
 use crate::edge::limits::LimitsConfig;
+use crate::edge::push::PushConfig;
 use crate::edge::GmsConfig;
 use crate::server::ServerConfig;
 
@@ -89,6 +90,9 @@ pub struct Config {
     /// Cross-origin requests from web widgets (the allowed origins are per tenant).
     #[serde(default)]
     pub cors: CorsConfig,
+    /// The event streams (Server-Sent Events): heartbeats, token lifetime, caps.
+    #[serde(default)]
+    pub push: PushConfig,
 }
 
 /// One tenant.
@@ -194,6 +198,11 @@ impl Config {
         if self.limits.idle_timeout <= server.request_timeout {
             let why = "must be greater than server.request_timeout_ms";
             return Err(Invalid::new("limits.idle_timeout_ms", why));
+        }
+        self.push.validate().map_err(within("push"))?;
+        if self.push.heartbeat >= self.limits.idle_timeout {
+            let why = "must be less than limits.idle_timeout_ms (a stream would be cut as idle)";
+            return Err(Invalid::new("push.heartbeat_secs", why));
         }
         self.credentials.validate().map_err(within("credentials"))?;
         self.validate_tenants()?;

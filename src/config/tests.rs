@@ -128,6 +128,9 @@ fn errors_name_the_key() {
             "limits.max_header_bytes",
         ),
         ("GATEWAY__ADMIN__TOKEN", "admin.token"),
+        ("GATEWAY__PUSH__HEARTBEAT_SECS", "push.heartbeat_secs"),
+        ("GATEWAY__PUSH__WATCH_SECS", "push.watch_secs"),
+        ("GATEWAY__PUSH__MAX_STREAMS", "push.max_streams"),
         (
             "GATEWAY__SERVER__SHUTDOWN_DEADLINE_MS",
             "server.shutdown_deadline_ms",
@@ -136,6 +139,19 @@ fn errors_name_the_key() {
         let e = load(MINIMAL, &[(env, "0")]).unwrap_err();
         assert!(e.to_string().contains(key), "{e}");
     }
+    // A heartbeat must move bytes before the idle timeout closes the stream's connection.
+    let e = load(
+        MINIMAL,
+        &[
+            ("GATEWAY__PUSH__HEARTBEAT_SECS", "20"),
+            ("GATEWAY__LIMITS__IDLE_TIMEOUT_MS", "20000"),
+        ],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("push.heartbeat_secs"), "{e}");
+    let c = load(MINIMAL, &[("GATEWAY__PUSH__MAX_STREAMS_PER_IP", "0")]).unwrap();
+    assert_eq!(c.push.max_streams_per_ip, 0);
+    assert_eq!(c.push.heartbeat, std::time::Duration::from_secs(15));
     let cors = MINIMAL.replace(
         "name = \"Environment\"",
         "name = \"Environment\"\ncors_origins = [\"https://shop.example.com/\"]",

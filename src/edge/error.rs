@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::wire::json;
-use crate::error::Error;
+use crate::error::{Error, Wire};
 use crate::telemetry::sample::{self, Sample};
 use backend_api::BackendError;
 
@@ -114,27 +114,7 @@ impl Failure {
         } else {
             tracing::debug!(code = wire.code, cause = %self.error, "request refused");
         }
-        let (chat_ended, next_position) = match &self.error {
-            Error::Backend(BackendError::ChatEnded { next_position }) => {
-                (Some(true), Some(*next_position))
-            }
-            Error::Backend(BackendError::Remote {
-                chat_ended: true, ..
-            }) => (Some(true), None),
-            _ if gms => (Some(false), None),
-            _ => (None, None),
-        };
-        let reply = ErrorReply {
-            status_code: wire.status_code,
-            errors: [ErrorItem {
-                code: wire.code,
-                message: &message,
-                advice: wire.advice,
-            }],
-            chat_id: self.chat_id.as_deref(),
-            chat_ended,
-            next_position,
-        };
+        let reply = self.reply(&wire, &message, gms);
         let mut response = json(wire.http, &reply);
         response.extensions_mut().insert(Outcome {
             status_code: wire.status_code,
@@ -149,6 +129,51 @@ impl Failure {
         }
         response
     }
+}
+
+impl Failure {
+    /// The reply body in either dialect's shape (`gms`: GMS always states `chatEnded`).
+    fn reply<'a>(&'a self, wire: &Wire, message: &'a str, gms: bool) -> ErrorReply<'a> {
+        let (chat_ended, next_position) = match &self.error {
+            Error::Backend(BackendError::ChatEnded { next_position }) => {
+                (Some(true), Some(*next_position))
+            }
+            Error::Backend(BackendError::Remote {
+                chat_ended: true, ..
+            }) => (Some(true), None),
+            _ if gms => (Some(false), None),
+            _ => (None, None),
+        };
+        ErrorReply {
+            status_code: wire.status_code,
+            errors: [ErrorItem {
+                code: wire.code,
+                message,
+                advice: wire.advice,
+            }],
+            chat_id: self.chat_id.as_deref(),
+            chat_ended,
+            next_position,
+        }
+    }
+
+    /// The error reply's JSON alone, in either dialect's shape, for a refusal that ends an
+    /// open event stream (`event: error`) instead of answering a request. Logged at debug.
+    pub fn body(&self, gms: bool) -> String {
+        let wire = self.error.wire();
+        let message = self.error.client_message();
+        tracing::debug!(code = wire.code, cause = %self.error, "event stream ended by an error");
+        serde_json::to_string(&self.reply(&wire, &message, gms)).unwrap_or_else(|_| {
+            r#"{"statusCode":2,"errors":[{"code":399,"message":"reply could not be encoded"}]}"#
+                .to_owned()
+        })
+    }
+}
+
+/// Whether the client should send the same request again later (statusCode 1): what an
+/// event stream waits out by itself instead of ending.
+pub fn retryable(error: &Error) -> bool {
+    error.wire().status_code == 1
 }
 
 /// What a refusal said, left on the response for the request metrics (the layers see the

@@ -4,8 +4,8 @@
 //! with its routes, body parsing and reply shapes: `webapi` (the Web API v2, JSON) and `gms`
 //! (GMS Chat API v2, forms and multipart). Shared by both: the middleware (`layers`,
 //! `limits`, `cors`), `health`, the one conversion of errors into replies (`error`), body
-//! reading helpers (`body`), the e-mail stream into the intake (`email`) and the JSON reply
-//! and transcript shapes (`wire`). It knows nothing about backends: it hands typed
+//! reading helpers (`body`), the e-mail stream into the intake (`email`), the JSON reply
+//! and transcript shapes (`wire`) and the event streams of both dialects (`push`). It knows nothing about backends: it hands typed
 //! operations to `operation` and renders what comes back. Every route takes an optional
 //! trailing slash ([`optional_trailing_slash`], before routing).
 
@@ -17,6 +17,7 @@ pub mod gms;
 pub mod health;
 pub mod layers;
 pub mod limits;
+pub mod push;
 pub mod webapi;
 pub mod wire;
 
@@ -40,6 +41,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(webapi::routes())
+        .merge(push::webapi_routes())
         .merge(gms::routes())
         .fallback(|| async { Failure::from(Error::NotFound) })
         .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })

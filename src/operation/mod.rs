@@ -9,12 +9,14 @@
 mod chats;
 mod files;
 mod run;
+mod stream;
 #[cfg(test)]
 mod tests;
 
 pub use chats::Chats;
 pub use files::{delete_file, download_file, file_limits, upload_file, Served};
 pub use run::{on_chat, request_chat, watch, ChatReply, Created};
+pub use stream::{open_stream_token, stream_payload};
 
 use backend_api::Refresh;
 

@@ -8,5 +8,6 @@ mod common;
 
 mod browser;
 mod gms_shapes;
+mod push;
 mod tolerance;
 mod transport;
