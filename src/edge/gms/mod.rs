@@ -51,7 +51,11 @@ impl Services {
 
     /// The configured service a URL names, after its API key check (the service's key,
     /// else its tenant's).
-    fn service(&self, name: &str, headers: &HeaderMap) -> Result<&GmsServiceConfig, Error> {
+    pub(crate) fn service(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+    ) -> Result<&GmsServiceConfig, Error> {
         let service = self
             .0
             .service(name)
