@@ -15,16 +15,16 @@ use crate::common::gateway;
 const PAGE: &str = include_str!("widget/index.html");
 const API_KEY: &str = "widget-key-0123456789";
 
-fn here() -> PathBuf {
+pub(crate) fn here() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
-fn chromium() -> String {
+pub(crate) fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
 }
 
 /// Node, the Chromium binary and playwright-core: each missing one fails the test by name.
-fn require_parts() {
+pub(crate) fn require_parts() {
     let mut node = Command::new("node");
     node.arg("--version");
     testkit::require("node", "apt-get install nodejs npm", node);
