@@ -680,3 +680,94 @@ async fn kill_9_of_the_chat_server_mid_chat_loses_and_doubles_nothing() {
         "the chat moved off {victim}: {aliases:?}"
     );
 }
+
+/// GMS's file operations for a CometD chat: `POST /genesys/2/chat-ntf` with `operation` and
+/// the CometD `secureKey` only (as the Java SDK sends them), on either replica.
+#[tokio::test]
+async fn file_operations_over_chat_ntf_take_the_cometd_secure_key() {
+    let (a, b) = two_replicas("").await;
+    let bayeux = Bayeux::new(&[&a.base, &b.base]);
+    bayeux.handshake().await;
+    let created = bayeux
+        .publish(json!({"operation": "requestChat", "nickname": "files"}))
+        .await;
+    let token = created["secureKey"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let ntf = |base: &str| format!("{base}/genesys/2/chat-ntf");
+    let limits: Value = http
+        .post(ntf(&a.base))
+        .form(&[("operation", "fileGetLimits"), ("secureKey", &token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(limits["statusCode"], 0, "{limits:#}");
+    assert_eq!(limits["secureKey"], token.as_str());
+    assert!(
+        limits["messages"][0]["userData"]["upload-max-files"].is_string(),
+        "{limits:#}"
+    );
+    let part = reqwest::multipart::Part::bytes(b"hello file".to_vec())
+        .file_name("note.txt")
+        .mime_str("text/plain")
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("operation", "fileUpload")
+        .text("secureKey", token.clone())
+        .part("file", part);
+    let uploaded: Value = http
+        .post(ntf(&b.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(uploaded["statusCode"], 0, "{uploaded:#}");
+    assert_eq!(uploaded["secureKey"], token.as_str());
+    let file_id = uploaded["userData"]["file-id"].as_str().unwrap().to_owned();
+    let download = http
+        .post(ntf(&a.base))
+        .form(&[
+            ("operation", "fileDownload"),
+            ("secureKey", &token),
+            ("fileId", &file_id),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.bytes().await.unwrap().as_ref(), b"hello file");
+    let deleted: Value = http
+        .post(ntf(&b.base))
+        .form(&[
+            ("operation", "fileDelete"),
+            ("secureKey", &token),
+            ("fileId", &file_id),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted["statusCode"], 0, "{deleted:#}");
+    // A forged key reaches no backend.
+    let before = a.backend_requests();
+    let refused = http
+        .post(ntf(&a.base))
+        .form(&[
+            ("operation", "fileGetLimits"),
+            ("secureKey", &token[..token.len() - 2]),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(refused["errors"][0]["code"], 200, "{refused:#}");
+    assert_eq!(a.backend_requests(), before);
+}

@@ -2,7 +2,8 @@
 //! service channel `/service/chatV2/{serviceName}` (docs/cometd.md).
 //!
 //! Owns the routes, the Bayeux meta channels (handshake, connect, subscribe, unsubscribe,
-//! disconnect), the held `/meta/connect` and its bounds ([`Cometd`]: `[cometd]`, the held
+//! disconnect), the file operations GMS serves beside it (`ntf`: `/genesys/2/chat-ntf`),
+//! the held `/meta/connect` and its bounds ([`Cometd`]: `[cometd]`, the held
 //! connects' slots), and the reply array. No affinity: a client's `clientId`, the chats it
 //! follows and its positions are sealed values it carries (`follow`), so any replica serves
 //! any request; a replica keeps nothing per client. The chat operations are the GMS
@@ -12,6 +13,7 @@
 
 mod config;
 mod follow;
+mod ntf;
 mod service;
 
 use std::collections::HashMap;
@@ -145,6 +147,9 @@ where
     Router::new()
         .route("/genesys/cometd", post(bayeux))
         .route("/genesys/cometd/{meta}", post(bayeux_meta))
+        .route("/genesys/2/chat-ntf", post(ntf::chat_ntf))
+        // GmsBody applies gms.max_upload_bytes itself.
+        .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// `POST /genesys/cometd/{handshake,connect,subscribe,unsubscribe,disconnect}`: the same
