@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRef, FromRequest, Path, Request, State};
+use axum::extract::{FromRef, FromRequest, Request, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -47,15 +47,6 @@ use crate::credentials::Tokens;
 use crate::error::Error;
 use crate::operation::{self, Chats};
 use crate::telemetry::REFUSALS;
-
-/// The meta types the JS client appends to the URL (`appendMessageTypeToURL`).
-const META_TYPES: &[&str] = &[
-    "handshake",
-    "connect",
-    "subscribe",
-    "unsubscribe",
-    "disconnect",
-];
 
 /// Extra time a held connect is given past its hold, for the watches' last reads.
 const CONNECT_GRACE: Duration = Duration::from_secs(2);
@@ -146,37 +137,20 @@ where
 {
     Router::new()
         .route("/genesys/cometd", post(bayeux))
-        .route("/genesys/cometd/{meta}", post(bayeux_meta))
+        // The JS client appends the meta type (`appendMessageTypeToURL`): the same endpoint.
+        .route("/genesys/cometd/handshake", post(bayeux))
+        .route("/genesys/cometd/connect", post(bayeux))
+        .route("/genesys/cometd/subscribe", post(bayeux))
+        .route("/genesys/cometd/unsubscribe", post(bayeux))
+        .route("/genesys/cometd/disconnect", post(bayeux))
         .route("/genesys/2/chat-ntf", post(ntf::chat_ntf))
         // GmsBody applies gms.max_upload_bytes itself.
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
-/// `POST /genesys/cometd/{handshake,connect,subscribe,unsubscribe,disconnect}`: the same
-/// endpoint, with the meta type the JS client appends.
-async fn bayeux_meta(
-    State(chats): State<Chats>,
-    State(services): State<Services>,
-    State(cometd): State<Cometd>,
-    State(limits): State<ReadLimits>,
-    Path(meta): Path<String>,
-    req: Request,
-) -> Result<Response, Failure> {
-    if !META_TYPES.contains(&meta.as_str()) {
-        return Err(Error::NotFound.into());
-    }
-    bayeux(
-        State(chats),
-        State(services),
-        State(cometd),
-        State(limits),
-        req,
-    )
-    .await
-}
-
-/// `POST /genesys/cometd`: a JSON array (or one object) of Bayeux messages; the reply is
-/// an array of replies, then the events a held connect delivers and its reply.
+/// `POST /genesys/cometd` (and `/genesys/cometd/{metaType}`): a JSON array (or one object)
+/// of Bayeux messages; the reply is an array of replies, then the events a held connect
+/// delivers and its reply.
 async fn bayeux(
     State(chats): State<Chats>,
     State(services): State<Services>,
