@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::Cluster;
+use common::cluster::{Cluster, GatewayProcess, Scratch, FAST};
 use common::{gateway, TestGateway};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -77,6 +77,13 @@ impl Bayeux {
 
     /// Posts messages to the next replica; returns its HTTP status and reply array.
     async fn post(&self, meta: &str, messages: Value) -> (u16, Vec<Value>) {
+        self.try_post(meta, messages)
+            .await
+            .expect("the gateway answers")
+    }
+
+    /// [`Bayeux::post`], or the transport error (a replica killed under the request).
+    async fn try_post(&self, meta: &str, messages: Value) -> Result<(u16, Vec<Value>), String> {
         let base = {
             let mut turn = self.turn.lock();
             *turn += 1;
@@ -97,9 +104,12 @@ impl Bayeux {
         if !cookie.is_empty() {
             req = req.header("cookie", cookie);
         }
-        let resp = req.send().await.expect("the gateway answers");
+        let resp = req.send().await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        for set in resp.headers().get_all("set-cookie") {
+        // A reply cut off midway sets no cookie: read the whole body first.
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        for set in headers.get_all("set-cookie") {
             let text = set.to_str().unwrap();
             assert!(text.contains("HttpOnly") && text.contains("Path=/genesys/cometd"));
             let (pair, attrs) = text.split_once(';').unwrap_or((text, ""));
@@ -111,9 +121,9 @@ impl Bayeux {
                 jar.insert(name.to_owned(), value.to_owned());
             }
         }
-        let body: Value = resp.json().await.expect("a JSON reply");
+        let body: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
         let replies = body.as_array().cloned().unwrap_or_else(|| vec![body]);
-        (status, replies)
+        Ok((status, replies))
     }
 
     /// Handshake, then subscribe to the chat channel (as the Java SDK does, in a batch).
@@ -771,4 +781,90 @@ async fn file_operations_over_chat_ntf_take_the_cometd_secure_key() {
     let refused: Value = refused.json().await.unwrap();
     assert_eq!(refused["errors"][0]["code"], 200, "{refused:#}");
     assert_eq!(a.backend_requests(), before);
+}
+
+/// A gateway killed (-9) while it holds a client's `/meta/connect`: the client's next
+/// connect, on the other replica, delivers from the position its cookie kept — the events
+/// of the cut connect included — each once. Two gateway processes over a chat server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_cut_by_a_killed_replica_is_delivered_by_the_other() {
+    let cluster = Cluster::start(&["1"]);
+    let scratch = Scratch::new("cometd-pair");
+    let config = scratch.0.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[credentials]\nsecret = \"{}\"\n\
+             [[tenants]]\nname = \"Environment\"\n{}{}{FAST}",
+            common::SECRET,
+            service_toml(),
+            cluster.instances(&[]),
+        ),
+    )
+    .unwrap();
+    let start = |name: &str| {
+        let dir = scratch.0.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        GatewayProcess::start(&config, &dir)
+    };
+    let (mut a, b) = (start("a"), start("b"));
+    let on_b = Bayeux::new(&[&b.base]);
+    let on_a = Bayeux {
+        bases: vec![a.base.clone()],
+        ..on_b.clone()
+    };
+    // The chat server takes chats once the replica's health checks see it.
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let deadline = Instant::now() + PATIENCE;
+    on_b.handshake().await;
+    let created = loop {
+        let r = on_b
+            .publish(json!({"operation": "requestChat", "nickname": "cut"}))
+            .await;
+        if r["statusCode"] == 0 {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no chat: {r:#}");
+    };
+    seen.lock().take(&created);
+    let token = created["secureKey"].as_str().unwrap().to_owned();
+    connect_until(&on_b, &seen, "the agent's greeting", |s| {
+        s.agent_texts() >= 1
+    })
+    .await;
+
+    // A connect held by replica A, which dies under it.
+    let held = {
+        let on_a = on_a.clone();
+        tokio::spawn(async move {
+            let message = json!([{"channel": "/meta/connect", "clientId": on_a.client_id(),
+                                  "connectionType": "long-polling", "id": "held"}]);
+            on_a.try_post("connect", message).await
+        })
+    };
+    // Time for the request to reach A (the outcome below holds either way).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    on_b.publish(
+        json!({"operation": "sendMessage", "message": "after the cut", "secureKey": token}),
+    )
+    .await;
+    a.kill9();
+    let cut = held.await.unwrap();
+    if let Ok((_, replies)) = &cut {
+        // A answered before it died: the client took those events.
+        for m in replies.iter().filter(|m| m["channel"] == json!(channel())) {
+            seen.lock().take(&m["data"]);
+        }
+    }
+    println!(
+        "the held connect on the killed replica: {}",
+        if cut.is_ok() { "answered first" } else { "cut" }
+    );
+    connect_until(&on_b, &seen, "the agent's answer on B", |s| {
+        s.agent_texts() >= 2
+    })
+    .await;
+    let seen = seen.lock();
+    seen.assert_whole();
+    assert_eq!(seen.customer_texts(), ["after the cut"]);
 }
