@@ -217,6 +217,12 @@ impl Config {
         let is_tenant = |name: &str| self.tenant(name).is_some();
         self.gms.validate(is_tenant).map_err(within("gms"))?;
         self.cometd.validate().map_err(within("cometd"))?;
+        // A held connect sends no byte until it answers: the idle timeout must outlast it.
+        let held = self.cometd.connect_timeout + std::time::Duration::from_secs(5);
+        if held > self.limits.idle_timeout {
+            let why = "must be at least 5000 below limits.idle_timeout_ms (a held connect sends nothing until it answers)";
+            return Err(Invalid::new("cometd.connect_timeout_ms", why));
+        }
         self.mock.validate().map_err(within("mock"))?;
         // Its keys are full (`email.…`) already.
         self.email.validate()
