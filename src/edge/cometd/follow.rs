@@ -25,6 +25,13 @@ const CLIENT_ID_BYTES: usize = 16;
 pub const MAX_COOKIE_VALUE: usize = 3800;
 /// Where the cookies are sent back: the CometD routes only.
 const COOKIE_PATH: &str = "/genesys/cometd";
+/// The cookies' names start so, then `c_` (chats) or `p_` (positions) and the client's tag.
+const COOKIE_PREFIX: &str = "wag_cometd_";
+/// How long a browser keeps a client's cookies after their last write (`Max-Age`).
+const COOKIE_MAX_AGE_SECS: u64 = 24 * 3600;
+/// Other CometD clients of the same browser (tabs, reloaded pages) whose cookies a request
+/// may carry: past it, the least recently written go, so the `Cookie` header stays bounded.
+pub const MAX_OTHER_CLIENTS: usize = 4;
 
 /// A CometD client's identity: random, tenant-agnostic, sealed into its `clientId`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +54,10 @@ impl ClientId {
     /// The names of this client's two cookies: the chats it follows, and its positions.
     fn cookie_names(&self) -> (String, String) {
         let tag = hex::encode(&self.0[..8]);
-        (format!("wag_cometd_c_{tag}"), format!("wag_cometd_p_{tag}"))
+        (
+            format!("{COOKIE_PREFIX}c_{tag}"),
+            format!("{COOKIE_PREFIX}p_{tag}"),
+        )
     }
 }
 
@@ -83,6 +93,9 @@ pub struct Position {
 pub struct Follows {
     pub chats: Vec<Followed>,
     pub positions: Vec<Position>,
+    /// Cookies of this browser's other CometD clients to remove: those that do not open, and
+    /// the least recently written past [`MAX_OTHER_CLIENTS`].
+    pub stale: Vec<String>,
 }
 
 impl Follows {
@@ -91,6 +104,8 @@ impl Follows {
     pub fn read(tokens: &Tokens, client: &ClientId, headers: &HeaderMap) -> Follows {
         let (chats_name, positions_name) = client.cookie_names();
         let mut follows = Follows::default();
+        // Other clients' cookies by tag: their names and their latest write.
+        let mut others: Vec<(String, Vec<String>, u64)> = Vec::new();
         for (name, value) in cookies(headers) {
             if name == chats_name {
                 if let Some(chats) =
@@ -104,9 +119,37 @@ impl Follows {
                 {
                     follows.positions = positions;
                 }
+            } else if let Some(rest) = name.strip_prefix(COOKIE_PREFIX) {
+                let tag = rest.get(2..).unwrap_or_default();
+                match written_at(tokens, value) {
+                    // Another secret's, changed, expired: it can never serve again.
+                    None => follows.stale.push(name.to_owned()),
+                    Some(at) => match others.iter_mut().find(|(t, _, _)| t == tag) {
+                        Some((_, names, latest)) => {
+                            names.push(name.to_owned());
+                            *latest = (*latest).max(at);
+                        }
+                        None => others.push((tag.to_owned(), vec![name.to_owned()], at)),
+                    },
+                }
+            }
+        }
+        if others.len() > MAX_OTHER_CLIENTS {
+            others.sort_by_key(|(_, _, latest)| std::cmp::Reverse(*latest));
+            for (_, names, _) in others.drain(MAX_OTHER_CLIENTS..) {
+                follows.stale.extend(names);
             }
         }
         follows
+    }
+
+    /// The `Set-Cookie`s that remove [`Follows::stale`] cookies.
+    pub fn stale_cookies(&self, config: &CometdConfig) -> Vec<HeaderValue> {
+        self.stale
+            .iter()
+            .filter(|name| name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            .map(|name| set_cookie(name, "", config, true))
+            .collect()
     }
 
     /// Where to watch a followed chat from, and whether it is over: its position of the
@@ -229,24 +272,45 @@ fn set_cookie(name: &str, value: &str, config: &CometdConfig, remove: bool) -> H
     }
     if remove {
         text.push_str("; Max-Age=0");
+    } else {
+        text.push_str(&format!("; Max-Age={COOKIE_MAX_AGE_SECS}"));
     }
     // Names are hex and values base64url: always a valid header.
     HeaderValue::from_str(&text).expect("a cookie of token characters")
 }
 
-/// A cookie's payload: its kind, the client it belongs to, then its entries.
+/// A cookie's payload: its kind, the client it belongs to, when it was written (Unix
+/// seconds), then its entries. Sealed for as long as the browser keeps it.
 fn seal(tokens: &Tokens, client: &ClientId, kind: u8, entries: &[u8]) -> String {
-    let mut payload = Vec::with_capacity(1 + CLIENT_ID_BYTES + entries.len());
+    let mut payload = Vec::with_capacity(HEAD + entries.len());
     payload.push(kind);
     payload.extend_from_slice(&client.0);
+    payload.extend_from_slice(&now_secs().to_be_bytes());
     payload.extend_from_slice(entries);
-    tokens.seal(Purpose::Follow, &payload, None)
+    let ttl = std::time::Duration::from_secs(COOKIE_MAX_AGE_SECS);
+    tokens.seal(Purpose::Follow, &payload, Some(ttl))
 }
+
+/// Kind, client id, written at.
+const HEAD: usize = 1 + CLIENT_ID_BYTES + 8;
 
 fn open(tokens: &Tokens, client: &ClientId, kind: u8, value: &str) -> Option<Vec<u8>> {
     let payload = tokens.open(Purpose::Follow, value)?;
-    let (head, entries) = payload.split_at_checked(1 + CLIENT_ID_BYTES)?;
-    (head[0] == kind && head[1..] == client.0).then(|| entries.to_vec())
+    let (head, entries) = payload.split_at_checked(HEAD)?;
+    (head[0] == kind && head[1..1 + CLIENT_ID_BYTES] == client.0).then(|| entries.to_vec())
+}
+
+/// When any client's cookie was written, if it opens.
+fn written_at(tokens: &Tokens, value: &str) -> Option<u64> {
+    let payload = tokens.open(Purpose::Follow, value)?;
+    let at = payload.get(1 + CLIENT_ID_BYTES..HEAD)?;
+    Some(u64::from_be_bytes(at.try_into().ok()?))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -384,6 +448,34 @@ mod tests {
             Follows::read(&t, &other, &request_with(&cookies)),
             Follows::default()
         );
+    }
+
+    #[test]
+    fn a_browser_keeps_the_cookies_of_a_few_other_clients_only() {
+        let (t, config) = (tokens(), CometdConfig::default());
+        let (me, _) = ClientId::new(&t);
+        let mut all = Vec::new();
+        for _ in 0..MAX_OTHER_CLIENTS + 2 {
+            let (other, _) = ClientId::new(&t);
+            let mut f = Follows::default();
+            f.follow("tok".into(), "A".into(), "svc", 1, 8);
+            all.push(f.chats_cookie(&t, &other, &config));
+            all.push(f.positions_cookie(&t, &other, &config));
+        }
+        let forged = HeaderValue::from_static("wag_cometd_c_0011223344556677=garbage");
+        all.push(forged);
+        let read = Follows::read(&t, &me, &request_with(&all));
+        // Two clients too many (both their cookies), and the one that never opens.
+        assert_eq!(read.stale.len(), 2 * 2 + 1, "{:?}", read.stale);
+        assert!(read
+            .stale
+            .contains(&"wag_cometd_c_0011223344556677".to_owned()));
+        let removals = read.stale_cookies(&config);
+        assert!(removals
+            .iter()
+            .all(|c| c.to_str().unwrap().contains("Max-Age=0")));
+        let few = Follows::read(&t, &me, &request_with(&all[..4]));
+        assert!(few.stale.is_empty(), "{:?}", few.stale);
     }
 
     #[test]

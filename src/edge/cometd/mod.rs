@@ -558,6 +558,8 @@ impl Exchange<'_> {
     }
 
     fn into_response(mut self) -> Response {
+        self.cookies
+            .extend(self.follows.stale_cookies(&self.cometd.config));
         if self.chats_changed {
             if let Some((client, _)) = &self.client {
                 let cookie =
