@@ -46,7 +46,7 @@ use super::wire::json;
 use crate::credentials::Tokens;
 use crate::error::Error;
 use crate::operation::{self, Chats};
-use crate::telemetry::REFUSALS;
+use crate::telemetry::{COMETD_HELD_CONNECTS, REFUSALS};
 
 /// Extra time a held connect is given past its hold, for the watches' last reads.
 const CONNECT_GRACE: Duration = Duration::from_secs(2);
@@ -93,6 +93,7 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        metrics::gauge!(COMETD_HELD_CONNECTS).decrement(1.0);
         if let Some(ip) = self.ip {
             let mut map = self.held.per_address.lock();
             if let Some(n) = map.get_mut(&ip) {
@@ -118,6 +119,7 @@ impl Held {
             }
             *n += 1;
         }
+        metrics::gauge!(COMETD_HELD_CONNECTS).increment(1.0);
         Ok(Slot {
             _permit: permit,
             held: Arc::clone(self),
