@@ -868,3 +868,33 @@ async fn a_connect_cut_by_a_killed_replica_is_delivered_by_the_other() {
     seen.assert_whole();
     assert_eq!(seen.customer_texts(), ["after the cut"]);
 }
+
+/// Shutdown answers the connects a replica holds at once (the clients reconnect, to another
+/// replica), instead of letting them run out the shutdown deadline.
+#[tokio::test]
+async fn shutdown_answers_held_connects_at_once() {
+    let (a, _b) =
+        two_replicas("[cometd]\nconnect_timeout_ms = 20000\nidle_connect_ms = 20000\n").await;
+    let bayeux = Bayeux::new(&[&a.base]);
+    bayeux.handshake().await;
+    let mut held = {
+        let b = bayeux.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (_, reply) = b.connect(None).await;
+            (reply, started.elapsed())
+        })
+    };
+    // Held: it has not answered while the hold runs.
+    let not_yet = tokio::time::timeout(Duration::from_millis(300), &mut held).await;
+    assert!(not_yet.is_err(), "the connect was answered before shutdown");
+    let cancelled = Instant::now();
+    a.gateway.shutdown.cancel();
+    let (reply, took) = held.await.unwrap();
+    assert_eq!(reply["successful"], true, "{reply}");
+    println!(
+        "answered {:?} after shutdown began (held {took:?}, hold 20 s)",
+        cancelled.elapsed()
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
