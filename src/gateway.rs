@@ -5,7 +5,8 @@
 //! current router table and its replacement on reload, and the running e-mail side (spool
 //! and deliverer). It composes the narrow states the handlers take (`FromRef`): the chat
 //! operations' [`Chats`], the e-mail intake's [`Emails`], the GMS service table, the open
-//! event streams ([`Streams`]), readiness and the body read limits; a public edge handler takes one of those, not the whole gateway.
+//! event streams ([`Streams`]), the CometD dialect's state ([`Cometd`]), readiness and the
+//! body read limits; a public edge handler takes one of those, not the whole gateway.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use email::EmailService;
 use crate::config::{ChatConfig, Config, HealthConfig, InstanceConfig, InstanceKind};
 use crate::credentials::Credentials;
 use crate::edge::body::ReadLimits;
+use crate::edge::cometd::Cometd;
 use crate::edge::email::Emails;
 use crate::edge::gms::Services;
 use crate::edge::health::Readiness;
@@ -45,6 +47,8 @@ pub struct Gateway {
     gms: Services,
     /// The open event streams and their caps (`[push]`).
     streams: Streams,
+    /// The CometD dialect's state: its config, seals and held connects.
+    cometd: Cometd,
     /// Cancelled when shutdown starts: background work (the e-mail deliverer) watches it
     /// and heads for a safe point.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -114,6 +118,11 @@ impl Gateway {
         }
         let router = Router::from_shared(instances, config.chat.placement, None);
         let router = Arc::new(ArcSwap::from_pointee(router));
+        let cometd = Cometd::new(
+            config.cometd.clone(),
+            credentials.tokens().clone(),
+            shutdown.clone(),
+        );
         let chats = Chats::new(
             config.tenants.clone(),
             credentials,
@@ -129,6 +138,7 @@ impl Gateway {
             email: Emails::new(email, tenants, config.limits.max_tracked_keys),
             gms: Services::new(config.gms.clone()),
             streams,
+            cometd,
             config: Arc::new(config),
             router,
             shutdown,
@@ -241,6 +251,12 @@ impl FromRef<Arc<Gateway>> for Streams {
     }
 }
 
+impl FromRef<Arc<Gateway>> for Cometd {
+    fn from_ref(gw: &Arc<Gateway>) -> Cometd {
+        gw.cometd.clone()
+    }
+}
+
 impl FromRef<Arc<Gateway>> for Readiness {
     fn from_ref(gw: &Arc<Gateway>) -> Readiness {
         gw.readiness_state()
@@ -316,6 +332,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)>
         ("tcp", old.tcp != new.tcp),
         ("gms", old.gms != new.gms),
         ("push", old.push != new.push),
+        ("cometd", old.cometd != new.cometd),
         ("admin", old.admin != new.admin),
         ("log", old.log != new.log),
         ("email", old.email != new.email),

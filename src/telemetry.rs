@@ -35,6 +35,7 @@ pub const HTTP_DURATION: &str = "gateway_http_request_duration_seconds";
 pub const REFUSALS: &str = "gateway_refusals_total";
 pub const OPEN_CONNECTIONS: &str = "gateway_open_connections";
 pub const OPEN_STREAMS: &str = "gateway_open_streams";
+pub const COMETD_HELD_CONNECTS: &str = "gateway_cometd_held_connects";
 pub const BACKEND_REQUESTS: &str = "gateway_backend_requests_total";
 pub const BACKEND_ERRORS: &str = "gateway_backend_errors_total";
 pub const BACKEND_DURATION: &str = "gateway_backend_request_duration_seconds";
@@ -85,6 +86,10 @@ fn describe() {
     );
     describe_gauge!(OPEN_CONNECTIONS, "open client connections");
     describe_gauge!(OPEN_STREAMS, "open event streams (SSE)");
+    describe_gauge!(
+        COMETD_HELD_CONNECTS,
+        "CometD /meta/connect requests held open"
+    );
     describe_counter!(
         BACKEND_REQUESTS,
         "calls to chat adapters, by alias and call"

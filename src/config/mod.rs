@@ -4,7 +4,8 @@
 //! Owns loading, the composition of the sections into [`Config`], the tenant list, and the
 //! rules that involve more than one section. Each section's type, defaults and local rules
 //! belong to the code that uses it (`server`, `credentials`, `admin`, `edge::limits`,
-//! `edge::cors`, `edge::gms`, `edge::push`, `router`, `telemetry`, and the `backend-tcp`, `backend-http`,
+//! `edge::cors`, `edge::gms`, `edge::push`, `edge::cometd`, `router`, `telemetry`, and the
+//! `backend-tcp`, `backend-http`,
 //! `chat-engine` and `email` crates); `chat` here reads the instance list. It must not start
 //! anything: the rest of the gateway receives a [`Config`] that is already known to be good.
 
@@ -21,6 +22,7 @@ pub use chat::{ChatConfig, InstanceConfig, InstanceKind};
 
 use crate::admin::AdminConfig;
 use crate::credentials::CredentialsConfig;
+use crate::edge::cometd::CometdConfig;
 use crate::edge::cors::{AllowedHeader, CorsConfig, Origin};
 use crate::edge::limits::LimitsConfig;
 use crate::edge::push::PushConfig;
@@ -75,6 +77,10 @@ pub struct Config {
     /// The GMS dialect front end (`/genesys/2/…`): service names and their tenants.
     #[serde(default)]
     pub gms: GmsConfig,
+    /// The GMS CometD dialect (`/genesys/cometd`): the held connect and its bounds, the
+    /// cookies.
+    #[serde(default)]
+    pub cometd: CometdConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -220,6 +226,13 @@ impl Config {
         }
         let is_tenant = |name: &str| self.tenant(name).is_some();
         self.gms.validate(is_tenant).map_err(within("gms"))?;
+        self.cometd.validate().map_err(within("cometd"))?;
+        // A held connect sends no byte until it answers: the idle timeout must outlast it.
+        let held = self.cometd.connect_timeout + std::time::Duration::from_secs(5);
+        if held > self.limits.idle_timeout {
+            let why = "must be at least 5000 below limits.idle_timeout_ms (a held connect sends nothing until it answers)";
+            return Err(Invalid::new("cometd.connect_timeout_ms", why));
+        }
         self.mock.validate().map_err(within("mock"))?;
         // Its keys are full (`email.…`) already.
         self.email.validate()

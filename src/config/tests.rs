@@ -417,3 +417,26 @@ mod typed {
         assert_ne!(c.admin, other.admin);
     }
 }
+
+#[test]
+fn cometd_keys_are_read_and_checked() {
+    let c = load(
+        &format!("{MINIMAL}\n[cometd]\nconnect_timeout_ms = 20000\nmax_follow = 4\n"),
+        &[("GATEWAY__COMETD__COOKIE_SECURE", "true")],
+    )
+    .unwrap();
+    assert_eq!(c.cometd.connect_timeout, std::time::Duration::from_secs(20));
+    assert_eq!(c.cometd.max_follow, 4);
+    assert!(c.cometd.cookie_secure);
+    for (toml, key) in [
+        ("max_follow = 9", "cometd.max_follow"),
+        ("max_batch = 0", "cometd.max_batch"),
+        ("max_connects = 0", "cometd.max_connects"),
+        ("cookie_same_site = \"none\"", "cometd.cookie_same_site"),
+        ("idle_connect_ms = 30000", "cometd.idle_connect_ms"),
+        ("connect_timeout_ms = 58000", "cometd.connect_timeout_ms"),
+    ] {
+        let e = load(&format!("{MINIMAL}\n[cometd]\n{toml}\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains(key), "{toml}: {e}");
+    }
+}

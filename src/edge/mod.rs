@@ -1,8 +1,8 @@
 //! The HTTP edge: the route table, one folder per dialect, and what both dialects share.
 //!
 //! Owns everything that knows HTTP and the wire shapes. Each dialect lives in its own folder
-//! with its routes, body parsing and reply shapes: `webapi` (the Web API v2, JSON) and `gms`
-//! (GMS Chat API v2, forms and multipart). Shared by both: the middleware (`layers`,
+//! with its routes, body parsing and reply shapes: `webapi` (the Web API v2, JSON), `gms`
+//! (GMS Chat API v2, forms and multipart) and `cometd` (GMS's CometD: Bayeux long-polling). Shared by both: the middleware (`layers`,
 //! `limits`, `cors`), `health`, the one conversion of errors into replies (`error`), body
 //! reading helpers (`body`), the e-mail stream into the intake (`email`), the JSON reply
 //! and transcript shapes (`wire`) and the event streams of both dialects (`push`). It knows nothing about backends: it hands typed
@@ -10,6 +10,7 @@
 //! trailing slash ([`optional_trailing_slash`], before routing).
 
 pub mod body;
+pub mod cometd;
 pub mod cors;
 pub mod email;
 pub mod error;
@@ -43,6 +44,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .merge(webapi::routes())
         .merge(push::webapi_routes())
         .merge(gms::routes())
+        .merge(cometd::routes())
         .fallback(|| async { Failure::from(Error::NotFound) })
         .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })
         .with_state(gw)

@@ -12,11 +12,13 @@ mod run;
 mod stream;
 #[cfg(test)]
 mod tests;
+mod token;
 
 pub use chats::Chats;
 pub use files::{delete_file, download_file, file_limits, upload_file, Served};
 pub use run::{on_chat, request_chat, watch, ChatReply, Created};
 pub use stream::{open_stream_token, stream_payload};
+pub use token::{open_chat_token, seal_chat_token};
 
 use backend_api::Refresh;
 

@@ -581,3 +581,33 @@ async fn a_stream_token_opens_only_its_chat_with_the_alias_that_served() {
         .unwrap();
     assert_eq!(&*watched.alias, "B");
 }
+
+#[tokio::test]
+async fn a_chat_token_opens_to_its_credentials_and_a_forged_one_reaches_no_backend() {
+    let r = rig(&["A", "B"]);
+    let client = r.client("A");
+    let token = seal_chat_token(&r.chats, "C1", &client).unwrap();
+    let (chat_id, opened) = open_chat_token(&r.chats, &token).unwrap();
+    assert_eq!((chat_id.as_str(), &opened), ("C1", &client));
+    assert!(
+        !token.contains(&client.user_id),
+        "the token says nothing readable"
+    );
+    // Only a chat's own credentials become a token.
+    let mut wrong = r.client("A");
+    wrong.secure_key.push('0');
+    assert!(matches!(
+        seal_chat_token(&r.chats, "C1", &wrong),
+        Err(Error::BadCredentials)
+    ));
+    let mut forged = token.clone().into_bytes();
+    forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    for bad in [forged.as_str(), "", "not-a-token", &client.secure_key] {
+        assert!(matches!(
+            open_chat_token(&r.chats, bad),
+            Err(Error::BadCredentials)
+        ));
+    }
+    assert_eq!(r.calls(), vec![("A", vec![]), ("B", vec![])]);
+}

@@ -7,6 +7,7 @@
 mod common;
 
 mod browser;
+mod cometd;
 mod gms_shapes;
 mod push;
 mod tolerance;

@@ -8,10 +8,10 @@
 //! handlers take [`Chats`] and [`Services`], the e-mail handler the e-mail intake's state
 //! and [`Services`]. Knows nothing about backends.
 
-mod body;
+pub(crate) mod body;
 mod config;
 pub mod parse;
-mod wire;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 
@@ -60,7 +60,11 @@ impl Services {
 
     /// The configured service a URL names, after its API key check (the service's key,
     /// else its tenant's).
-    fn service(&self, name: &str, headers: &HeaderMap) -> Result<&GmsServiceConfig, Error> {
+    pub(crate) fn service(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+    ) -> Result<&GmsServiceConfig, Error> {
         let service = self
             .0
             .service(name)
@@ -206,7 +210,7 @@ fn file_request(
 }
 
 /// A file operation's reply: the chat's credentials and `userData`.
-fn file_reply<T>(
+pub(crate) fn file_reply<T>(
     served: &operation::Served<T>,
     creds: &ClientCredentials,
     chat_id: &str,
@@ -287,6 +291,11 @@ async fn file_download(
     let file = operation::download_file(&chats, &chat_id, &creds, &file_id)
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
+    Ok(download_reply(file))
+}
+
+/// A downloaded file as the reply: its bytes, its type, and a safe attachment name.
+pub(crate) fn download_reply(file: backend_api::FileContent) -> Response {
     let content_type = file
         .content_type
         .as_deref()
@@ -314,7 +323,7 @@ async fn file_download(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    Ok(response)
+    response
 }
 
 async fn file_delete(

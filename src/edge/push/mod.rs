@@ -422,7 +422,7 @@ impl Stream {
                 }
                 Err(e) => {
                     let body =
-                        Failure::on_chat(e, &self.chat_id).body(self.dialect == Dialect::Gms);
+                        Failure::on_chat(e, &self.chat_id).json_body(self.dialect == Dialect::Gms);
                     let _ = self
                         .send(format!("event: error\ndata: {body}\n\n").into_bytes())
                         .await;

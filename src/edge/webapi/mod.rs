@@ -5,7 +5,7 @@
 //! [`Chats`], the e-mail handler only the e-mail intake's state. Errors are rendered by
 //! `edge::error`. Knows nothing about backends.
 
-mod body;
+pub(crate) mod body;
 mod config;
 pub mod parse;
 pub mod wire;
