@@ -6,7 +6,7 @@ use std::sync::Arc;
 use backend_api::{FileContent, FileLimits, NewFile};
 
 use super::run::open_chat;
-use super::stream::stream_token;
+use super::token::stream_token;
 use super::{Chats, ClientCredentials};
 use crate::error::Error;
 
@@ -14,7 +14,7 @@ use crate::error::Error;
 pub struct Served<T> {
     pub alias: Arc<str>,
     pub value: T,
-    /// Opens the chat's event stream (`operation::stream`).
+    /// Opens the chat's event stream (`operation::token`).
     pub stream_token: String,
 }
 

@@ -9,7 +9,6 @@
 mod chats;
 mod files;
 mod run;
-mod stream;
 #[cfg(test)]
 mod tests;
 mod token;
@@ -17,8 +16,7 @@ mod token;
 pub use chats::Chats;
 pub use files::{delete_file, download_file, file_limits, upload_file, Served};
 pub use run::{on_chat, request_chat, watch, ChatReply, Created};
-pub use stream::{open_stream_token, stream_payload};
-pub use token::{open_chat_token, seal_chat_token};
+pub use token::{open_chat_token, open_stream_token, seal_chat_token, stream_payload};
 
 use backend_api::Refresh;
 

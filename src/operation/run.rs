@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use backend_api::{Action, BackendError, ChatRef, ChatUpdate, Event, NewChat, Refresh};
 
-use super::stream::stream_token;
+use super::token::stream_token;
 use super::{Chats, ClientCredentials, OnChat};
 use crate::config::AdminState;
 use crate::credentials::Claim;
@@ -25,7 +25,7 @@ pub struct Created {
     pub tenant_name: String,
     pub messages: Vec<Event>,
     pub next_position: u64,
-    /// Opens the chat's event stream (`operation::stream`).
+    /// Opens the chat's event stream (`operation::token`).
     pub stream_token: String,
 }
 
@@ -36,7 +36,7 @@ pub struct ChatReply {
     /// The client's credentials, echoed in the reply.
     pub credentials: ClientCredentials,
     pub update: ChatUpdate,
-    /// Opens the chat's event stream with these credentials (`operation::stream`).
+    /// Opens the chat's event stream with these credentials (`operation::token`).
     pub stream_token: String,
 }
 
