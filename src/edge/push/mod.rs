@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -375,14 +375,17 @@ struct Stream {
 struct Closed;
 
 impl Stream {
-    async fn run(self, first: Option<Result<ChatReply, Error>>, permit: Permit) {
-        let chat_id = self.chat_id.clone();
+    async fn run(mut self, first: Option<Result<ChatReply, Error>>, permit: Permit) {
         self.pump(first).await;
         drop(permit);
-        tracing::debug!(chat_id, "event stream closed");
+        tracing::debug!(chat_id = %self.chat_id, "event stream closed");
     }
 
-    async fn pump(mut self, first: Option<Result<ChatReply, Error>>) {
+    /// Sends the stream until it ends. Held for as long as the stream is open, so it keeps
+    /// its state small (an open stream's memory is mostly this future): the stream by
+    /// reference, and the futures it waits on pinned in place rather than moved into the
+    /// heartbeat loop.
+    async fn pump(&mut self, first: Option<Result<ChatReply, Error>>) {
         let start = Instant::now() + self.config.heartbeat;
         let mut heartbeat = tokio::time::interval_at(start, self.config.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -396,13 +399,13 @@ impl Stream {
             let result = match pending.take() {
                 Some(result) => result,
                 None => {
-                    let watch = operation::watch(
+                    let watch = pin!(operation::watch(
                         &self.chats,
                         &self.chat_id,
                         self.creds.clone(),
                         self.next,
                         self.config.watch,
-                    );
+                    ));
                     match self.beside_heartbeats(&mut heartbeat, watch).await {
                         Ok(result) => result,
                         Err(Closed) => return,
@@ -416,7 +419,7 @@ impl Stream {
                 }
                 Err(e) if retryable(&e) => {
                     tracing::debug!(chat_id = %self.chat_id, error = %e, "event stream waits out a fault");
-                    let pause = tokio::time::sleep(backoff);
+                    let pause = pin!(tokio::time::sleep(backoff));
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     self.beside_heartbeats(&mut heartbeat, pause).await
                 }
@@ -518,9 +521,8 @@ impl Stream {
     async fn beside_heartbeats<F: Future>(
         &self,
         heartbeat: &mut tokio::time::Interval,
-        work: F,
+        mut work: Pin<&mut F>,
     ) -> Result<F::Output, Closed> {
-        tokio::pin!(work);
         loop {
             tokio::select! {
                 biased;
