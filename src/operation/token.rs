@@ -91,15 +91,7 @@ pub fn seal_chat_token(
     chat_id: &str,
     creds: &ClientCredentials,
 ) -> Result<String, Error> {
-    let claim = Claim {
-        chat_id,
-        user_id: &creds.user_id,
-        tenant_name: &creds.tenant_name,
-    };
-    let backend_key = gw
-        .credentials()
-        .open(claim, &creds.secure_key)
-        .ok_or(Error::BadCredentials)?;
+    let backend_key = super::run::backend_key(gw, chat_id, creds)?;
     let payload = pack([
         chat_id,
         &creds.user_id,

@@ -9,14 +9,11 @@
 //! is refused before any backend. It must not keep anything between requests.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::Response;
 
 use crate::edge::error::GmsFailure;
 use crate::edge::gms::body::GmsBody;
-use crate::edge::gms::wire::{limits_user_data, LimitsNotice, LimitsReply};
-use crate::edge::gms::{download_reply, file_reply};
-use crate::edge::wire::json;
+use crate::edge::gms::{download_reply, file_reply, limits_reply};
 use crate::error::Error;
 use crate::operation::{self, Chats, ClientCredentials};
 
@@ -52,21 +49,7 @@ pub async fn chat_ntf(
             let served = operation::file_limits(&chats, &chat_id, &creds)
                 .await
                 .map_err(on_chat)?;
-            let data = limits_user_data(&served.value);
-            Ok(json(
-                StatusCode::OK,
-                &LimitsReply {
-                    status_code: 0,
-                    alias: &served.alias,
-                    user_id: &creds.user_id,
-                    secure_key: &token,
-                    chat_id: &chat_id,
-                    chat_ended: false,
-                    messages: [LimitsNotice::new(&data)],
-                    user_data: &data,
-                    stream_token: &served.stream_token,
-                },
-            ))
+            Ok(limits_reply(&served, &shown, &chat_id))
         }
         "fileUpload" => {
             let file = body

@@ -244,21 +244,31 @@ async fn file_limits(
     let served = operation::file_limits(&chats, &chat_id, &creds)
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
+    Ok(limits_reply(&served, &creds, &chat_id))
+}
+
+/// `file/limits`' reply: the chat's credentials, and the limits both as a `Notice` event
+/// (GMS's own form) and as `userData`.
+pub(crate) fn limits_reply(
+    served: &operation::Served<backend_api::FileLimits>,
+    creds: &ClientCredentials,
+    chat_id: &str,
+) -> Response {
     let data = limits_user_data(&served.value);
-    Ok(json(
+    json(
         StatusCode::OK,
         &LimitsReply {
             status_code: 0,
             alias: &served.alias,
             user_id: &creds.user_id,
             secure_key: &creds.secure_key,
-            chat_id: &chat_id,
+            chat_id,
             chat_ended: false,
             messages: [LimitsNotice::new(&data)],
             user_data: &data,
             stream_token: &served.stream_token,
         },
-    ))
+    )
 }
 
 async fn file_upload(
