@@ -133,6 +133,7 @@ fn encoding(c: &mut Criterion) {
                     state: None,
                     participants: None,
                     user_data: None,
+                    stream_token: "",
                     read_position: None,
                 },
             )

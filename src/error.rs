@@ -77,6 +77,16 @@ pub enum Error {
     TooManyConnectionsFromClient,
     #[error("too many new chats from this client address")]
     TooManyChatStarts,
+    #[error("the stream token is invalid, expired or for another chat")]
+    BadStreamToken,
+    #[error("too many open event streams")]
+    TooManyStreams,
+    #[error("too many open event streams from this client address")]
+    TooManyStreamsFromClient,
+    #[error("too many CometD connects are held open")]
+    TooManyHeldConnects,
+    #[error("too many CometD connects are held open for this client address")]
+    TooManyHeldConnectsFromClient,
     #[error("this admin request needs `Authorization: Bearer <admin.token>`")]
     AdminUnauthorized,
     #[error("admin.token is not set: the instance endpoints are off")]
@@ -182,6 +192,11 @@ impl Error {
             BodyTimeout(_) => (412, StatusCode::REQUEST_TIMEOUT, Some("send the whole body at once")),
             TooManyConnectionsFromClient => (413, StatusCode::TOO_MANY_REQUESTS, Some("close idle connections and retry later")),
             TooManyChatStarts => (414, StatusCode::TOO_MANY_REQUESTS, Some("retry later; chats already started go on")),
+            TooManyStreams => (415, StatusCode::SERVICE_UNAVAILABLE, Some("retry later, or poll Get Messages meanwhile")),
+            TooManyStreamsFromClient => (416, StatusCode::TOO_MANY_REQUESTS, Some("close other event streams from this address, or poll Get Messages")),
+            BadStreamToken => (240, StatusCode::UNAUTHORIZED, Some("open the stream with the streamToken of the chat's latest reply")),
+            TooManyHeldConnects => (430, StatusCode::SERVICE_UNAVAILABLE, Some("connect again after the advised interval")),
+            TooManyHeldConnectsFromClient => (431, StatusCode::TOO_MANY_REQUESTS, Some("connect again after the advised interval; close other tabs")),
             HeaderTooLarge(_) => (410, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None),
             TooManyConnections => (411, StatusCode::SERVICE_UNAVAILABLE, Some("retry later")),
             OriginNotAllowed(_) => (420, StatusCode::FORBIDDEN, Some("the page's origin is not in the tenant's cors_origins")),

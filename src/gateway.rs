@@ -4,8 +4,9 @@
 //! concrete backend crates), each instance's active health check (a task per instance), the
 //! current router table and its replacement on reload, and the running e-mail side (spool
 //! and deliverer). It composes the narrow states the handlers take (`FromRef`): the chat
-//! operations' [`Chats`], the e-mail intake's [`Emails`], the GMS service table, readiness
-//! and the body read limits; a public edge handler takes one of those, not the whole gateway.
+//! operations' [`Chats`], the e-mail intake's [`Emails`], the GMS service table, the open
+//! event streams ([`Streams`]), the CometD dialect's state ([`Cometd`]), readiness and the
+//! body read limits; a public edge handler takes one of those, not the whole gateway.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -20,9 +21,11 @@ use email::EmailService;
 use crate::config::{ChatConfig, Config, HealthConfig, InstanceConfig, InstanceKind};
 use crate::credentials::Credentials;
 use crate::edge::body::ReadLimits;
+use crate::edge::cometd::Cometd;
 use crate::edge::email::Emails;
 use crate::edge::gms::Services;
 use crate::edge::health::Readiness;
+use crate::edge::push::Streams;
 use crate::operation::Chats;
 use crate::router::{Health, Instance, Router};
 use crate::telemetry::MeteredBackend;
@@ -42,6 +45,10 @@ pub struct Gateway {
     email: Emails,
     /// The GMS dialect's services.
     gms: Services,
+    /// The open event streams and their caps (`[push]`).
+    streams: Streams,
+    /// The CometD dialect's state: its config, seals and held connects.
+    cometd: Cometd,
     /// Cancelled when shutdown starts: background work (the e-mail deliverer) watches it
     /// and heads for a safe point.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -111,18 +118,27 @@ impl Gateway {
         }
         let router = Router::from_shared(instances, config.chat.placement, None);
         let router = Arc::new(ArcSwap::from_pointee(router));
+        let cometd = Cometd::new(
+            config.cometd.clone(),
+            credentials.tokens().clone(),
+            shutdown.clone(),
+        );
         let chats = Chats::new(
             config.tenants.clone(),
             credentials,
             Arc::clone(&router),
             config.server.request_timeout,
-        );
+        )
+        .with_stream_token_ttl(config.push.token_ttl);
+        let streams = Streams::new(config.push.clone(), shutdown.clone());
         let tenants = config.tenants.iter().map(|t| t.name.clone()).collect();
         Ok(Arc::new(Gateway {
             applied: tokio::sync::Mutex::new(config.chat.clone()),
             chats,
             email: Emails::new(email, tenants, config.limits.max_tracked_keys),
             gms: Services::new(config.gms.clone()),
+            streams,
+            cometd,
             config: Arc::new(config),
             router,
             shutdown,
@@ -229,6 +245,18 @@ impl FromRef<Arc<Gateway>> for Services {
     }
 }
 
+impl FromRef<Arc<Gateway>> for Streams {
+    fn from_ref(gw: &Arc<Gateway>) -> Streams {
+        gw.streams.clone()
+    }
+}
+
+impl FromRef<Arc<Gateway>> for Cometd {
+    fn from_ref(gw: &Arc<Gateway>) -> Cometd {
+        gw.cometd.clone()
+    }
+}
+
 impl FromRef<Arc<Gateway>> for Readiness {
     fn from_ref(gw: &Arc<Gateway>) -> Readiness {
         gw.readiness_state()
@@ -303,6 +331,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<(&'static str, bool)>
         ("mock", old.mock != new.mock),
         ("tcp", old.tcp != new.tcp),
         ("gms", old.gms != new.gms),
+        ("push", old.push != new.push),
+        ("cometd", old.cometd != new.cometd),
         ("admin", old.admin != new.admin),
         ("log", old.log != new.log),
         ("email", old.email != new.email),

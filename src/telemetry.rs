@@ -34,6 +34,8 @@ pub const HTTP_REQUESTS: &str = "gateway_http_requests_total";
 pub const HTTP_DURATION: &str = "gateway_http_request_duration_seconds";
 pub const REFUSALS: &str = "gateway_refusals_total";
 pub const OPEN_CONNECTIONS: &str = "gateway_open_connections";
+pub const OPEN_STREAMS: &str = "gateway_open_streams";
+pub const COMETD_HELD_CONNECTS: &str = "gateway_cometd_held_connects";
 pub const BACKEND_REQUESTS: &str = "gateway_backend_requests_total";
 pub const BACKEND_ERRORS: &str = "gateway_backend_errors_total";
 pub const BACKEND_DURATION: &str = "gateway_backend_request_duration_seconds";
@@ -83,6 +85,11 @@ fn describe() {
         "requests or connections refused by a limit, by reason"
     );
     describe_gauge!(OPEN_CONNECTIONS, "open client connections");
+    describe_gauge!(OPEN_STREAMS, "open event streams (SSE)");
+    describe_gauge!(
+        COMETD_HELD_CONNECTS,
+        "CometD /meta/connect requests held open"
+    );
     describe_counter!(
         BACKEND_REQUESTS,
         "calls to chat adapters, by alias and call"
@@ -260,6 +267,20 @@ impl ChatBackend for MeteredBackend {
         let started = Instant::now();
         let result = self.inner.refresh(chat, request).await;
         self.record("refresh", started, &result);
+        result
+    }
+
+    /// Forwarded, so an adapter's own watch (events at the source) is the one that runs,
+    /// not the trait's polling default around it. Its duration is mostly the wait.
+    async fn watch(
+        &self,
+        chat: &ChatRef,
+        from: u64,
+        wait: std::time::Duration,
+    ) -> Result<ChatUpdate, BackendError> {
+        let started = Instant::now();
+        let result = self.inner.watch(chat, from, wait).await;
+        self.record("watch", started, &result);
         result
     }
 

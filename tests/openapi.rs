@@ -50,7 +50,8 @@ fn documented() -> BTreeSet<(String, String)> {
 /// The operation a documented path names when it is one of the `{CHAT}/{op}` paths.
 fn gms_op(path: &str) -> Option<&str> {
     let op = path.strip_prefix(GMS_CHAT)?;
-    (!op.contains('/') && op != "file").then_some(op)
+    // `file` is a folder of routes; `events` is the event stream (`edge::push`), a GET.
+    (!op.contains('/') && op != "file" && op != "events").then_some(op)
 }
 
 /// The operations `edge::gms::parse::parse_gms_operation` accepts: its match arms.

@@ -4,7 +4,8 @@
 //! Owns loading, the composition of the sections into [`Config`], the tenant list, and the
 //! rules that involve more than one section. Each section's type, defaults and local rules
 //! belong to the code that uses it (`server`, `credentials`, `admin`, `edge::limits`,
-//! `edge::cors`, `edge::gms`, `edge::widget`, `router`, `telemetry`, and the `backend-tcp`, `backend-http`,
+//! `edge::cors`, `edge::gms`, `edge::push`, `edge::cometd`, `edge::widget`, `router`,
+//! `telemetry`, and the `backend-tcp`, `backend-http`,
 //! `chat-engine` and `email` crates); `chat` here reads the instance list. It must not start
 //! anything: the rest of the gateway receives a [`Config`] that is already known to be good.
 
@@ -21,8 +22,10 @@ pub use chat::{ChatConfig, InstanceConfig, InstanceKind};
 
 use crate::admin::AdminConfig;
 use crate::credentials::CredentialsConfig;
+use crate::edge::cometd::CometdConfig;
 use crate::edge::cors::{AllowedHeader, CorsConfig, Origin};
 use crate::edge::limits::LimitsConfig;
+use crate::edge::push::PushConfig;
 use crate::edge::widget::WidgetConfig;
 use crate::edge::GmsConfig;
 use crate::server::ServerConfig;
@@ -75,6 +78,10 @@ pub struct Config {
     /// The GMS dialect front end (`/genesys/2/…`): service names and their tenants.
     #[serde(default)]
     pub gms: GmsConfig,
+    /// The GMS CometD dialect (`/genesys/cometd`): the held connect and its bounds, the
+    /// cookies.
+    #[serde(default)]
+    pub cometd: CometdConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -90,6 +97,9 @@ pub struct Config {
     /// Cross-origin requests from web widgets (the allowed origins are per tenant).
     #[serde(default)]
     pub cors: CorsConfig,
+    /// The event streams (Server-Sent Events): heartbeats, token lifetime, caps.
+    #[serde(default)]
+    pub push: PushConfig,
     /// The chat widget the gateway serves, and the demo page at `/` (docs/widget.md).
     #[serde(default)]
     pub widget: WidgetConfig,
@@ -199,6 +209,11 @@ impl Config {
             let why = "must be greater than server.request_timeout_ms";
             return Err(Invalid::new("limits.idle_timeout_ms", why));
         }
+        self.push.validate().map_err(within("push"))?;
+        if self.push.heartbeat >= self.limits.idle_timeout {
+            let why = "must be less than limits.idle_timeout_ms (a stream would be cut as idle)";
+            return Err(Invalid::new("push.heartbeat_secs", why));
+        }
         self.credentials.validate().map_err(within("credentials"))?;
         self.validate_tenants()?;
         self.chat.validate()?;
@@ -215,6 +230,13 @@ impl Config {
         }
         let is_tenant = |name: &str| self.tenant(name).is_some();
         self.gms.validate(is_tenant).map_err(within("gms"))?;
+        self.cometd.validate().map_err(within("cometd"))?;
+        // A held connect sends no byte until it answers: the idle timeout must outlast it.
+        let held = self.cometd.connect_timeout + std::time::Duration::from_secs(5);
+        if held > self.limits.idle_timeout {
+            let why = "must be at least 5000 below limits.idle_timeout_ms (a held connect sends nothing until it answers)";
+            return Err(Invalid::new("cometd.connect_timeout_ms", why));
+        }
         self.mock.validate().map_err(within("mock"))?;
         self.validate_widget()?;
         // Its keys are full (`email.…`) already.

@@ -128,6 +128,9 @@ fn errors_name_the_key() {
             "limits.max_header_bytes",
         ),
         ("GATEWAY__ADMIN__TOKEN", "admin.token"),
+        ("GATEWAY__PUSH__HEARTBEAT_SECS", "push.heartbeat_secs"),
+        ("GATEWAY__PUSH__WATCH_SECS", "push.watch_secs"),
+        ("GATEWAY__PUSH__MAX_STREAMS", "push.max_streams"),
         (
             "GATEWAY__SERVER__SHUTDOWN_DEADLINE_MS",
             "server.shutdown_deadline_ms",
@@ -136,6 +139,19 @@ fn errors_name_the_key() {
         let e = load(MINIMAL, &[(env, "0")]).unwrap_err();
         assert!(e.to_string().contains(key), "{e}");
     }
+    // A heartbeat must move bytes before the idle timeout closes the stream's connection.
+    let e = load(
+        MINIMAL,
+        &[
+            ("GATEWAY__PUSH__HEARTBEAT_SECS", "20"),
+            ("GATEWAY__LIMITS__IDLE_TIMEOUT_MS", "20000"),
+        ],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("push.heartbeat_secs"), "{e}");
+    let c = load(MINIMAL, &[("GATEWAY__PUSH__MAX_STREAMS_PER_IP", "0")]).unwrap();
+    assert_eq!(c.push.max_streams_per_ip, 0);
+    assert_eq!(c.push.heartbeat, std::time::Duration::from_secs(15));
     let cors = MINIMAL.replace(
         "name = \"Environment\"",
         "name = \"Environment\"\ncors_origins = [\"https://shop.example.com/\"]",
@@ -399,5 +415,28 @@ mod typed {
         let mut other = c.clone();
         other.admin.token = Some("admin-token-9876543210".into());
         assert_ne!(c.admin, other.admin);
+    }
+}
+
+#[test]
+fn cometd_keys_are_read_and_checked() {
+    let c = load(
+        &format!("{MINIMAL}\n[cometd]\nconnect_timeout_ms = 20000\nmax_follow = 4\n"),
+        &[("GATEWAY__COMETD__COOKIE_SECURE", "true")],
+    )
+    .unwrap();
+    assert_eq!(c.cometd.connect_timeout, std::time::Duration::from_secs(20));
+    assert_eq!(c.cometd.max_follow, 4);
+    assert!(c.cometd.cookie_secure);
+    for (toml, key) in [
+        ("max_follow = 9", "cometd.max_follow"),
+        ("max_batch = 0", "cometd.max_batch"),
+        ("max_connects = 0", "cometd.max_connects"),
+        ("cookie_same_site = \"none\"", "cometd.cookie_same_site"),
+        ("idle_connect_ms = 30000", "cometd.idle_connect_ms"),
+        ("connect_timeout_ms = 58000", "cometd.connect_timeout_ms"),
+    ] {
+        let e = load(&format!("{MINIMAL}\n[cometd]\n{toml}\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains(key), "{toml}: {e}");
     }
 }

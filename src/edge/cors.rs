@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header::{
-    HeaderName, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
+    HeaderName, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,
 };
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
@@ -153,6 +154,10 @@ pub fn layers<'a>(
     Some((origins, cors))
 }
 
+/// The routes whose cross-origin requests carry credentials (cookies): the CometD
+/// dialect's, whose client sends every XHR with `withCredentials`.
+pub const CREDENTIALED_PREFIX: &str = "/genesys/cometd";
+
 /// Refuses a request (preflight or not) whose `Origin` is not allowed. Requests without an
 /// `Origin` (servers, curl) are not cross-origin and pass. An allowed preflight's
 /// `Access-Control-Allow-Headers` lists the headers of the tenants that take its origin.
@@ -172,7 +177,21 @@ pub async fn refuse_other_origins(
     }
     let preflight = req.method() == Method::OPTIONS
         && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD);
+    let credentialed = req.uri().path().starts_with(CREDENTIALED_PREFIX);
     let mut response = next.run(req).await;
+    // The CometD client sends its XHRs with credentials (its cookies): the allowed origin
+    // (always the page's own, never `*`: the layer mirrors it) may read the reply.
+    if credentialed
+        && response
+            .headers()
+            .get(ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_some_and(|o| o.as_bytes() != b"*")
+    {
+        response.headers_mut().insert(
+            ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
     if preflight
         && response
             .headers()

@@ -40,25 +40,26 @@ impl Failure {
     }
 }
 
-#[derive(Serialize)]
+/// Both dialects' error reply body (the GMS shape states `chatEnded` always).
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ErrorReply<'a> {
+pub struct ErrorBody {
     status_code: u8,
-    errors: [ErrorItem<'a>; 1],
+    errors: [ErrorItem; 1],
     #[serde(skip_serializing_if = "Option::is_none")]
-    chat_id: Option<&'a str>,
+    chat_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     chat_ended: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     next_position: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ErrorItem<'a> {
+#[derive(Debug, Serialize)]
+struct ErrorItem {
     code: u16,
-    message: &'a str,
+    message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    advice: Option<&'a str>,
+    advice: Option<&'static str>,
 }
 
 /// A refused request of the GMS dialect: the same error, statusCode and codes, in the GMS
@@ -93,6 +94,31 @@ impl IntoResponse for Failure {
 impl Failure {
     /// Both dialects' error reply: `gms` always states `chatEnded`, as GMS replies do.
     fn render(self, gms: bool) -> Response {
+        let (wire, reply) = self.body(gms);
+        let mut response = json(wire.http, &reply);
+        response.extensions_mut().insert(Outcome {
+            status_code: wire.status_code,
+            code: wire.code,
+        });
+        // Ours (the MAC) or the backend's own check: both are a wrong key for this chat.
+        if matches!(
+            self.error,
+            Error::BadCredentials | Error::Backend(BackendError::BadCredentials)
+        ) {
+            response.extensions_mut().insert(BadCredentials);
+        }
+        response
+    }
+
+    /// The GMS error shape as a value to put inside another reply: the CometD dialect sends
+    /// it as the `data` of a message on the chat's channel (statusCode 1 or 2, `errors`,
+    /// `chatEnded`, the chat id).
+    pub fn gms_body(self) -> ErrorBody {
+        self.body(true).1
+    }
+
+    /// The error's wire form and its reply body, logged as every refusal is.
+    fn body(&self, gms: bool) -> (crate::error::Wire, ErrorBody) {
         let wire = self.error.wire();
         let message = self.error.client_message();
         // Limits (codes 400-449) refuse floods: counted in metrics, not logged one by one.
@@ -124,31 +150,45 @@ impl Failure {
             _ if gms => (Some(false), None),
             _ => (None, None),
         };
-        let reply = ErrorReply {
+        let reply = ErrorBody {
             status_code: wire.status_code,
             errors: [ErrorItem {
                 code: wire.code,
-                message: &message,
+                message,
                 advice: wire.advice,
             }],
-            chat_id: self.chat_id.as_deref(),
+            chat_id: self.chat_id.clone(),
             chat_ended,
             next_position,
         };
-        let mut response = json(wire.http, &reply);
-        response.extensions_mut().insert(Outcome {
-            status_code: wire.status_code,
-            code: wire.code,
-        });
-        // Ours (the MAC) or the backend's own check: both are a wrong key for this chat.
-        if matches!(
-            self.error,
-            Error::BadCredentials | Error::Backend(BackendError::BadCredentials)
-        ) {
-            response.extensions_mut().insert(BadCredentials);
-        }
-        response
+        (wire, reply)
     }
+}
+
+/// A refusal in the Bayeux `error` form, `"code::message"` (the CometD dialect's refusals
+/// of a whole Bayeux message: a held connect past its limits), with the code of the
+/// gateway's table. Counted and logged by the caller's metrics, like the limits'.
+pub fn bayeux_error(error: &Error) -> String {
+    let wire = error.wire();
+    tracing::debug!(code = wire.code, cause = %error, "bayeux message refused");
+    format!("{}::{}", wire.code, error.client_message())
+}
+
+impl Failure {
+    /// The error reply's JSON alone, in either dialect's shape, for a refusal that ends an
+    /// open event stream (`event: error`) instead of answering a request.
+    pub fn json_body(&self, gms: bool) -> String {
+        serde_json::to_string(&self.body(gms).1).unwrap_or_else(|_| {
+            r#"{"statusCode":2,"errors":[{"code":399,"message":"reply could not be encoded"}]}"#
+                .to_owned()
+        })
+    }
+}
+
+/// Whether the client should send the same request again later (statusCode 1): what an
+/// event stream waits out by itself instead of ending.
+pub fn retryable(error: &Error) -> bool {
+    error.wire().status_code == 1
 }
 
 /// What a refusal said, left on the response for the request metrics (the layers see the

@@ -99,6 +99,7 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
                             client = %client,
                             method = %req.method(),
                             path = %req.uri().path(),
+                            query = %redacted_query(req.uri().query()),
                         )
                     })
                     .on_request(())
@@ -113,6 +114,27 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
                 pace_bodies,
             )),
     )
+}
+
+/// Query parameters whose values are credentials: the access log shows them as
+/// `[REDACTED]` (an event stream's `streamToken`, see `edge::push`).
+const SECRET_PARAMS: [&str; 1] = ["streamToken"];
+
+/// The query as the access log shows it: each credential parameter's value replaced.
+fn redacted_query(query: Option<&str>) -> String {
+    let Some(query) = query else {
+        return String::new();
+    };
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) => {
+                format!("{key}=[REDACTED]")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// Every reply says its content type is what it claims: a browser must never sniff a JSON
@@ -232,4 +254,22 @@ async fn record(req: Request, next: Next) -> Response {
         )
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_log_never_shows_a_stream_token() {
+        assert_eq!(redacted_query(None), "");
+        assert_eq!(
+            redacted_query(Some("streamToken=abc.DEF&transcriptPosition=3")),
+            "streamToken=[REDACTED]&transcriptPosition=3"
+        );
+        assert_eq!(
+            redacted_query(Some("x=1&streamtoken=abc")),
+            "x=1&streamtoken=[REDACTED]"
+        );
+    }
 }

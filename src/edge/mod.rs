@@ -1,16 +1,17 @@
 //! The HTTP edge: the route table, one folder per dialect, and what both dialects share.
 //!
 //! Owns everything that knows HTTP and the wire shapes. Each dialect lives in its own folder
-//! with its routes, body parsing and reply shapes: `webapi` (the Web API v2, JSON) and `gms`
-//! (GMS Chat API v2, forms and multipart). Shared by both: the middleware (`layers`,
+//! with its routes, body parsing and reply shapes: `webapi` (the Web API v2, JSON), `gms`
+//! (GMS Chat API v2, forms and multipart) and `cometd` (GMS's CometD: Bayeux long-polling). Shared by both: the middleware (`layers`,
 //! `limits`, `cors`), `health`, the one conversion of errors into replies (`error`), body
-//! reading helpers (`body`), the e-mail stream into the intake (`email`) and the JSON reply
-//! and transcript shapes (`wire`). The chat widget's files and the demo page at `/` are
-//! `widget`'s. It knows nothing about backends: it hands typed
-//! operations to `operation` and renders what comes back. Every route takes an optional
+//! reading helpers (`body`), the e-mail stream into the intake (`email`), the JSON reply
+//! and transcript shapes (`wire`) and the event streams of both dialects (`push`). The chat
+//! widget's files and the demo page at `/` are `widget`'s. It knows nothing about backends:
+//! it hands typed operations to `operation` and renders what comes back. Every route takes an optional
 //! trailing slash ([`optional_trailing_slash`], before routing).
 
 pub mod body;
+pub mod cometd;
 pub mod cors;
 pub mod email;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod gms;
 pub mod health;
 pub mod layers;
 pub mod limits;
+pub mod push;
 pub mod webapi;
 pub mod widget;
 pub mod wire;
@@ -43,7 +45,9 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(webapi::routes())
+        .merge(push::webapi_routes())
         .merge(gms::routes())
+        .merge(cometd::routes())
         .merge(widget::routes(widget, gw.config.widget_tenant()));
     // The demo page: `/` is served by nothing else.
     let router = if widget.enabled && widget.demo_page {

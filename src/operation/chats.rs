@@ -30,6 +30,8 @@ pub struct Chats {
     router: Arc<ArcSwap<Router>>,
     /// Bounds every request, failover and second attempts included.
     request_timeout: Duration,
+    /// How long a stream token minted for a reply opens a stream (`push.token_ttl_secs`).
+    stream_token_ttl: Duration,
 }
 
 impl Chats {
@@ -44,7 +46,18 @@ impl Chats {
             credentials,
             router,
             request_timeout,
+            stream_token_ttl: Duration::from_secs(3600),
         }
+    }
+
+    /// The same, minting stream tokens valid for `ttl`.
+    pub fn with_stream_token_ttl(mut self, ttl: Duration) -> Chats {
+        self.stream_token_ttl = ttl;
+        self
+    }
+
+    pub(super) fn stream_token_ttl(&self) -> Duration {
+        self.stream_token_ttl
     }
 
     /// The configured tenant of that name.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use backend_api::{FileContent, FileLimits, NewFile};
 
 use super::run::open_chat;
+use super::token::stream_token;
 use super::{Chats, ClientCredentials};
 use crate::error::Error;
 
@@ -13,6 +14,28 @@ use crate::error::Error;
 pub struct Served<T> {
     pub alias: Arc<str>,
     pub value: T,
+    /// Opens the chat's event stream (`operation::token`).
+    pub stream_token: String,
+}
+
+impl<T> Served<T> {
+    fn new(
+        gw: &Chats,
+        chat_id: &str,
+        creds: &ClientCredentials,
+        alias: &Arc<str>,
+        value: T,
+    ) -> Self {
+        let creds = ClientCredentials {
+            alias: alias.to_string(),
+            ..creds.clone()
+        };
+        Served {
+            alias: Arc::clone(alias),
+            value,
+            stream_token: stream_token(gw, chat_id, &creds),
+        }
+    }
 }
 
 pub async fn file_limits(
@@ -22,10 +45,7 @@ pub async fn file_limits(
 ) -> Result<Served<FileLimits>, Error> {
     let (instance, chat) = open_chat(gw, chat_id, creds).await?;
     let value = gw.deadline(instance.backend.file_limits(&chat)).await?;
-    Ok(Served {
-        alias: Arc::clone(&instance.alias),
-        value,
-    })
+    Ok(Served::new(gw, chat_id, creds, &instance.alias, value))
 }
 
 /// Returns the new file's id.
@@ -39,10 +59,7 @@ pub async fn upload_file(
     let value = gw
         .deadline(instance.backend.upload_file(&chat, file))
         .await?;
-    Ok(Served {
-        alias: Arc::clone(&instance.alias),
-        value,
-    })
+    Ok(Served::new(gw, chat_id, creds, &instance.alias, value))
 }
 
 pub async fn download_file(
@@ -65,8 +82,5 @@ pub async fn delete_file(
     let (instance, chat) = open_chat(gw, chat_id, creds).await?;
     gw.deadline(instance.backend.delete_file(&chat, file_id))
         .await?;
-    Ok(Served {
-        alias: Arc::clone(&instance.alias),
-        value: (),
-    })
+    Ok(Served::new(gw, chat_id, creds, &instance.alias, ()))
 }

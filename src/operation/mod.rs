@@ -11,10 +11,12 @@ mod files;
 mod run;
 #[cfg(test)]
 mod tests;
+mod token;
 
 pub use chats::Chats;
 pub use files::{delete_file, download_file, file_limits, upload_file, Served};
 pub use run::{on_chat, request_chat, watch, ChatReply, Created};
+pub use token::{open_chat_token, open_stream_token, seal_chat_token, stream_payload};
 
 use backend_api::Refresh;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use backend_api::{Action, BackendError, ChatRef, ChatUpdate, Event, NewChat, Refresh};
 
+use super::token::stream_token;
 use super::{Chats, ClientCredentials, OnChat};
 use crate::config::AdminState;
 use crate::credentials::Claim;
@@ -24,6 +25,8 @@ pub struct Created {
     pub tenant_name: String,
     pub messages: Vec<Event>,
     pub next_position: u64,
+    /// Opens the chat's event stream (`operation::token`).
+    pub stream_token: String,
 }
 
 /// The outcome of an operation on an existing chat.
@@ -33,6 +36,8 @@ pub struct ChatReply {
     /// The client's credentials, echoed in the reply.
     pub credentials: ClientCredentials,
     pub update: ChatUpdate,
+    /// Opens the chat's event stream with these credentials (`operation::token`).
+    pub stream_token: String,
 }
 
 /// Request Chat: place the chat on an instance and start it there. A chat the chosen
@@ -81,7 +86,18 @@ pub async fn request_chat(gw: &Chats, mut chat: NewChat) -> Result<Created, Erro
     };
     let secure_key = gw.credentials().seal(claim, &created.chat.secure_key);
     tracing::debug!(chat_id = %created.chat.chat_id, alias = %instance.alias, "chat created");
+    let stream_token = stream_token(
+        gw,
+        &created.chat.chat_id,
+        &ClientCredentials {
+            user_id: created.chat.user_id.clone(),
+            secure_key: secure_key.clone(),
+            alias: instance.alias.to_string(),
+            tenant_name: tenant_name.clone(),
+        },
+    );
     Ok(Created {
+        stream_token,
         secure_key,
         chat_id: created.chat.chat_id,
         user_id: created.chat.user_id,
@@ -242,10 +258,14 @@ async fn serve(
         };
         credentials.secure_key = gw.credentials().seal(claim, new_key);
     }
+    // The token carries the alias that served: where the chat lives now.
+    credentials.alias = instance.alias.to_string();
+    let stream_token = stream_token(gw, chat_id, &credentials);
     Ok(ChatReply {
         alias: Arc::clone(&instance.alias),
         credentials,
         update,
+        stream_token,
     })
 }
 
@@ -271,21 +291,30 @@ pub(super) struct Opened {
     chat: ChatRef,
 }
 
+/// The backend's key inside the client's `secureKey`, once its MAC checks for this chat, user
+/// and tenant: [`Error::BadCredentials`] otherwise.
+pub(super) fn backend_key<'k>(
+    gw: &Chats,
+    chat_id: &str,
+    creds: &'k ClientCredentials,
+) -> Result<std::borrow::Cow<'k, str>, Error> {
+    let claim = Claim {
+        chat_id,
+        user_id: &creds.user_id,
+        tenant_name: &creds.tenant_name,
+    };
+    gw.credentials()
+        .open(claim, &creds.secure_key)
+        .ok_or(Error::BadCredentials)
+}
+
 /// The check every request on a chat passes before any backend sees it: tenant, the
 /// credentials' MAC, the alias.
 fn check_chat(gw: &Chats, chat_id: &str, creds: &ClientCredentials) -> Result<Opened, Error> {
     if gw.tenant(&creds.tenant_name).is_none() {
         return Err(Error::UnknownTenant(creds.tenant_name.clone()));
     }
-    let claim = Claim {
-        chat_id,
-        user_id: &creds.user_id,
-        tenant_name: &creds.tenant_name,
-    };
-    let backend_key = gw
-        .credentials()
-        .open(claim, &creds.secure_key)
-        .ok_or(Error::BadCredentials)?;
+    let backend_key = backend_key(gw, chat_id, creds)?;
     let router = gw.router();
     let instance = match router.route(&creds.alias) {
         Route::Live(instance) => Some(Arc::clone(instance)),

@@ -546,3 +546,68 @@ async fn a_store_failure_during_a_move_is_statuscode_1_at_once() {
     assert_eq!(restores, 1);
     assert!(r.instance("B").serves_its_chats() && r.instance("C").serves_its_chats());
 }
+
+#[tokio::test]
+async fn a_stream_token_opens_only_its_chat_with_the_alias_that_served() {
+    let r = rig(&["A", "B"]);
+    r.instance("A").set_state(AdminState::Maint);
+    let reply = r.on("A", send()).await.unwrap();
+    assert_eq!(&*reply.alias, "B");
+    let opened = open_stream_token(&r.chats, "C1", &reply.stream_token).expect("opens");
+    // The chat moved: the token names where it lives now, with the client's own key.
+    assert_eq!(
+        opened,
+        ClientCredentials {
+            alias: "B".into(),
+            ..r.client("A")
+        }
+    );
+    assert_eq!(open_stream_token(&r.chats, "C2", &reply.stream_token), None);
+    let other_secret = Chats::new(
+        Vec::new(),
+        Credentials::new(b"another secret"),
+        Arc::clone(&r.table),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        open_stream_token(&other_secret, "C1", &reply.stream_token),
+        None
+    );
+    // The token says nothing readable of the key it carries.
+    assert!(!reply.stream_token.contains("K1"));
+    // A stream presents it to `watch`, which runs the same checks and routing.
+    let watched = watch(&r.chats, "C1", opened, 1, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(&*watched.alias, "B");
+}
+
+#[tokio::test]
+async fn a_chat_token_opens_to_its_credentials_and_a_forged_one_reaches_no_backend() {
+    let r = rig(&["A", "B"]);
+    let client = r.client("A");
+    let token = seal_chat_token(&r.chats, "C1", &client).unwrap();
+    let (chat_id, opened) = open_chat_token(&r.chats, &token).unwrap();
+    assert_eq!((chat_id.as_str(), &opened), ("C1", &client));
+    assert!(
+        !token.contains(&client.user_id),
+        "the token says nothing readable"
+    );
+    // Only a chat's own credentials become a token.
+    let mut wrong = r.client("A");
+    wrong.secure_key.push('0');
+    assert!(matches!(
+        seal_chat_token(&r.chats, "C1", &wrong),
+        Err(Error::BadCredentials)
+    ));
+    let mut forged = token.clone().into_bytes();
+    forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    for bad in [forged.as_str(), "", "not-a-token", &client.secure_key] {
+        assert!(matches!(
+            open_chat_token(&r.chats, bad),
+            Err(Error::BadCredentials)
+        ));
+    }
+    assert_eq!(r.calls(), vec![("A", vec![]), ("B", vec![])]);
+}

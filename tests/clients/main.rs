@@ -9,6 +9,8 @@ mod common;
 
 mod browser;
 mod chat_widget;
+mod cometd;
 mod gms_shapes;
+mod push;
 mod tolerance;
 mod transport;

@@ -4,6 +4,7 @@
 pub mod chaos;
 pub mod cluster;
 pub mod gms;
+pub mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -48,32 +48,15 @@ pub trait ChatBackend: Send + Sync + 'static {
     /// `wait`, with no events. It changes nothing but what a poll changes (the customer's
     /// activity), so it may be sent again anywhere.
     ///
-    /// The default reads the chat every [`WATCH_POLL_EVERY`]; adapters with events at the
-    /// source override it and answer when the event happens.
+    /// The default reads the chat every [`WATCH_POLL_EVERY`] ([`watch_by_polling`]);
+    /// adapters with events at the source override it and answer when the event happens.
     async fn watch(
         &self,
         chat: &ChatRef,
         from: u64,
         wait: Duration,
     ) -> Result<ChatUpdate, BackendError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let read = Refresh {
-                action: Action::Poll,
-                transcript: Transcript::From(from),
-                details: false,
-            };
-            let update = self.refresh(chat, read).await?;
-            let now = tokio::time::Instant::now();
-            if !update.messages.is_empty()
-                || update.chat_ended
-                || update.next_position < from
-                || now + WATCH_POLL_EVERY >= deadline
-            {
-                return Ok(update);
-            }
-            tokio::time::sleep(WATCH_POLL_EVERY).await;
-        }
+        watch_by_polling(self, chat, from, wait, WATCH_POLL_EVERY).await
     }
 
     /// Takes over a chat whose instance died, from the shared store, keeping its ids and
@@ -122,6 +105,38 @@ pub trait ChatBackend: Send + Sync + 'static {
     /// What this instance last said about its load. Never does I/O: the router calls it on
     /// every new chat.
     fn load(&self) -> Load;
+}
+
+/// [`ChatBackend::watch`] by reading the chat every `every` until it has an event from
+/// `from`, has ended, `from` is past its end, or `wait` is over: the trait's default (every
+/// [`WATCH_POLL_EVERY`]), and what an adapter without events at the source uses with its own
+/// interval (the `http` adapter's `watch_poll_ms`, the `tcp` adapter towards a chat server
+/// without protocol version 3).
+pub async fn watch_by_polling<B: ChatBackend + ?Sized>(
+    backend: &B,
+    chat: &ChatRef,
+    from: u64,
+    wait: Duration,
+    every: Duration,
+) -> Result<ChatUpdate, BackendError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let read = Refresh {
+            action: Action::Poll,
+            transcript: Transcript::From(from),
+            details: false,
+        };
+        let update = backend.refresh(chat, read).await?;
+        let now = tokio::time::Instant::now();
+        if !update.messages.is_empty()
+            || update.chat_ended
+            || update.next_position < from
+            || now + every >= deadline
+        {
+            return Ok(update);
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// An instance's load as last known: used to place new chats.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use backend_api::{
-    Action, BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, FileContent, FileLimits,
-    Load, NewChat, NewFile, Refresh, Transcript,
+    watch_by_polling, Action, BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate,
+    FileContent, FileLimits, Load, NewChat, NewFile, Refresh, Transcript,
 };
 use bytes::Bytes;
 use config_types::Invalid;
@@ -436,6 +436,17 @@ impl ChatBackend for HttpBackend {
         let (key, form) = Self::chat_form(chat)?;
         let url = self.url_of(&key.service, &[&chat.chat_id, "file", file_id, "delete"]);
         self.call(url, &form).await.map(drop)
+    }
+
+    /// GMS pushes nothing to the gateway: a watch reads the chat every `watch_poll_ms`
+    /// (the trait's polling, at this instance's own interval).
+    async fn watch(
+        &self,
+        chat: &ChatRef,
+        from: u64,
+        wait: std::time::Duration,
+    ) -> Result<ChatUpdate, BackendError> {
+        watch_by_polling(self, chat, from, wait, self.config.watch_poll).await
     }
 
     async fn restore(&self, chat: &ChatRef) -> Result<(), BackendError> {

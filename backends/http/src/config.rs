@@ -48,7 +48,21 @@ pub struct HttpConfig {
         default = "default_request_timeout"
     )]
     pub request_timeout: Duration,
+    /// How often a held watch (an open SSE stream or CometD connect of a chat on this
+    /// instance, `ChatBackend::watch`) reads the chat from the remote while it waits: GMS
+    /// pushes nothing to the gateway, so the gateway polls it on the browser's behalf, one
+    /// read per open stream per interval. Default 1000, at least 100. A shorter interval
+    /// brings events sooner and costs GMS more requests.
+    #[serde(
+        rename = "watch_poll_ms",
+        deserialize_with = "millis",
+        default = "default_watch_poll"
+    )]
+    pub watch_poll: Duration,
 }
+
+/// The shortest `watch_poll_ms` accepted.
+pub const MIN_WATCH_POLL: Duration = Duration::from_millis(100);
 
 /// The API an `http` instance speaks to its remote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -74,6 +88,9 @@ fn default_connect_timeout() -> Duration {
 fn default_request_timeout() -> Duration {
     Duration::from_secs(8)
 }
+fn default_watch_poll() -> Duration {
+    Duration::from_millis(1000)
+}
 
 impl HttpConfig {
     /// Defaults for a GMS at `base_url`.
@@ -87,6 +104,7 @@ impl HttpConfig {
             api_key: None,
             connect_timeout: default_connect_timeout(),
             request_timeout: default_request_timeout(),
+            watch_poll: default_watch_poll(),
         }
     }
 
@@ -121,6 +139,12 @@ impl HttpConfig {
                 return Err(Invalid::new("api_key", "must be a non-empty header value"));
             }
         }
+        if self.watch_poll < MIN_WATCH_POLL {
+            return Err(Invalid::new(
+                "watch_poll_ms",
+                format!("must be at least {}", MIN_WATCH_POLL.as_millis()),
+            ));
+        }
         nonzero("connect_timeout_ms", self.connect_timeout)?;
         nonzero("request_timeout_ms", self.request_timeout)
     }
@@ -131,5 +155,25 @@ impl HttpConfig {
             .get(&format!("{tenant}/{endpoint}"))
             .or_else(|| self.services.get(tenant))
             .unwrap_or(&self.service)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_poll_defaults_to_a_second_and_refuses_below_100_ms() {
+        let read = |json| serde_json::from_value::<HttpConfig>(json).unwrap();
+        let config = read(serde_json::json!({"base_url": "http://gms:8080"}));
+        assert_eq!(config.watch_poll, Duration::from_millis(1000));
+        assert_eq!(config.validate(), Ok(()));
+        let fast = read(serde_json::json!({"base_url": "http://gms:8080", "watch_poll_ms": 99}));
+        assert_eq!(fast.validate().unwrap_err().key, "watch_poll_ms");
+        let ok = read(serde_json::json!({"base_url": "http://gms:8080", "watch_poll_ms": 100}));
+        assert_eq!(
+            (ok.validate(), ok.watch_poll),
+            (Ok(()), Duration::from_millis(100))
+        );
     }
 }

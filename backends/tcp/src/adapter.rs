@@ -1,21 +1,25 @@
 //! [`TcpBackend`]: one chat-server instance behind the `ChatBackend` trait.
 //!
-//! Owns the request's life from the gateway's side: the bound on requests in flight, the
-//! timeout, and the one mapping of every way a request can end to a `BackendError` (and so to
+//! Owns the request's life from the gateway's side: the bound on requests in flight (and,
+//! apart from it, on held watches), the timeout, and the one mapping of every way a request can end to a `BackendError` (and so to
 //! statusCode 1 or 2). It must not retry anything: a caller that may retry decides from
 //! `retryable()` / `never_arrived()`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use backend_api::{
-    Action, BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, Load, NewChat, Refresh,
+    watch_by_polling, Action, BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, Load,
+    NewChat, Refresh, WATCH_POLL_EVERY,
 };
-use chat_protocol::{encode, position_of, Answer, Call, Request, Restored, MAX_FRAME_LENGTH};
+use chat_protocol::{
+    encode, position_of, Answer, Call, Request, Restored, MAX_FRAME_LENGTH, WATCH_SINCE,
+};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::link::NotSent;
+use crate::link::{Link, NotSent};
 use crate::pool::Pool;
 use crate::TcpConfig;
 
@@ -27,6 +31,9 @@ pub struct TcpBackend {
     /// Permits for requests in flight: `try_acquire` so a full instance answers at once with
     /// statusCode 1 instead of building a queue the client would time out in.
     in_flight: Arc<Semaphore>,
+    /// Permits for held watches (`max_watches`): apart from `in_flight`, so thousands of open
+    /// streams never starve normal requests.
+    watches: Semaphore,
     /// Stops the pool's and the poller's tasks when the backend goes away.
     stop: CancellationToken,
 }
@@ -37,6 +44,7 @@ impl TcpBackend {
         let pool = Pool::start(&config, &stop);
         let backend = TcpBackend {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight.get())),
+            watches: Semaphore::new(config.max_watches.get()),
             config,
             pool,
             stop,
@@ -128,22 +136,37 @@ async fn call(
     config: &TcpConfig,
     call: Call,
 ) -> Result<Answer, BackendError> {
-    let name = call.name();
     let Ok(_permit) = in_flight.try_acquire() else {
         return Err(BackendError::Overloaded(format!(
             "{} requests already in flight to {}",
             config.max_in_flight, config.address
         )));
     };
-    let link = match pool.pick() {
-        Ok(link) => link,
+    let link = pick(pool, config).await?;
+    call_on(&link, config, call, config.request_timeout).await
+}
+
+/// A live connection; waits for the first one while the pool is just starting.
+async fn pick(pool: &Pool, config: &TcpConfig) -> Result<Arc<Link>, BackendError> {
+    match pool.pick() {
+        Ok(link) => Ok(link),
         Err(_) => {
             // Just started: the first connection may be on its way.
             pool.settled(config.connect_timeout).await;
             pool.pick()
-                .map_err(|e| BackendError::Unreachable(e.to_string()))?
+                .map_err(|e| BackendError::Unreachable(e.to_string()))
         }
-    };
+    }
+}
+
+/// Sends one call on `link` and waits at most `timeout` for its answer.
+async fn call_on(
+    link: &Link,
+    config: &TcpConfig,
+    call: Call,
+    timeout: Duration,
+) -> Result<Answer, BackendError> {
+    let name = call.name();
     let trace_id = backend_api::request_id::current().map(|id| id.to_string());
     let sent = tokio::time::timeout(
         config.request_timeout,
@@ -171,7 +194,7 @@ async fn call(
             )))
         }
     };
-    let reply = match tokio::time::timeout(config.request_timeout, reply).await {
+    let reply = match tokio::time::timeout(timeout, reply).await {
         Ok(Ok(reply)) => reply,
         Ok(Err(_)) => {
             return Err(BackendError::Interrupted(format!(
@@ -182,8 +205,8 @@ async fn call(
         Err(_) => {
             link.timed_out(id);
             return Err(BackendError::Interrupted(format!(
-                "{} did not answer {name} within {:?}",
-                config.address, config.request_timeout
+                "{} did not answer {name} within {timeout:?}",
+                config.address
             )));
         }
     };
@@ -239,6 +262,39 @@ impl ChatBackend for TcpBackend {
         match call(&self.pool, &self.in_flight, &self.config, call_).await? {
             Answer::Update(update) => Ok(update.into()),
             other => Err(unexpected(name, &other)),
+        }
+    }
+
+    /// Protocol version 3's `watch`, held by the chat server until the event happens (or
+    /// `wait` is over), with a timeout of `wait` plus the request timeout, under its own
+    /// bound (`max_watches`; past it `Overloaded`, statusCode 1). Towards a chat server that
+    /// speaks an older version it polls like the trait's default.
+    async fn watch(
+        &self,
+        chat: &ChatRef,
+        from: u64,
+        wait: Duration,
+    ) -> Result<ChatUpdate, BackendError> {
+        let link = pick(&self.pool, &self.config).await?;
+        if link.version() < WATCH_SINCE {
+            drop(link);
+            return watch_by_polling(self, chat, from, wait, WATCH_POLL_EVERY).await;
+        }
+        let Ok(_permit) = self.watches.try_acquire() else {
+            return Err(BackendError::Overloaded(format!(
+                "{} watches already held on {}",
+                self.config.max_watches, self.config.address
+            )));
+        };
+        let call_ = Call::Watch {
+            chat: chat.clone().into(),
+            transcript_position: from,
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        let timeout = wait + self.config.request_timeout;
+        match call_on(&link, &self.config, call_, timeout).await? {
+            Answer::Update(update) => Ok(update.into()),
+            other => Err(unexpected("watch", &other)),
         }
     }
 

@@ -33,6 +33,13 @@ pub struct TcpConfig {
     /// Most requests in flight to the instance; past it requests fail at once with
     /// `Overloaded` (statusCode 1) instead of queueing behind a slow server.
     pub max_in_flight: NonZeroUsize,
+    /// Most `watch` calls (the push channels' long poll, protocol version 3) held at once
+    /// on the instance, apart from `max_in_flight`: open streams wait for events, and never
+    /// take the permits normal requests need. Past it a watch fails at once with
+    /// `Overloaded` (statusCode 1, retryable). Each held watch costs a pending entry and a
+    /// task here and one on the chat server (its `max_watches_per_connection`, per
+    /// connection).
+    pub max_watches: NonZeroUsize,
     /// First reconnect delay after a failure; doubles per failure up to `backoff_max`.
     #[serde(rename = "backoff_min_ms", deserialize_with = "millis")]
     pub backoff_min: Duration,
@@ -59,6 +66,7 @@ impl TcpConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
             max_in_flight: NonZeroUsize::new(512).expect("non-zero"),
+            max_watches: NonZeroUsize::new(20_000).expect("non-zero"),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             status_interval: Duration::from_secs(2),

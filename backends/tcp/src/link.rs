@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chat_protocol::auth::{self, Role};
 use chat_protocol::{
     codec, decode, encode, DecodeError, ErrorCode, Hello, HelloReply, Proof, Reply, RequestId,
-    Welcome, MAX_FRAME_LENGTH, PROTOCOL_V1, PROTOCOL_VERSION,
+    Welcome, MAX_FRAME_LENGTH, PROTOCOL_V1, PROTOCOL_V2, PROTOCOL_VERSION,
 };
 use config_types::Secret;
 use futures::stream::{SplitSink, SplitStream};
@@ -113,6 +113,8 @@ pub struct Link {
     timeouts_in_a_row: AtomicU32,
     /// Wakes the connection's future to close it.
     abandon: Notify,
+    /// The protocol version the handshake settled on: `watch` needs 3.
+    version: u16,
 }
 
 /// After this many requests in a row time out, the connection is dropped and made again.
@@ -172,6 +174,11 @@ impl Link {
         self.pending.lock().is_none()
     }
 
+    /// The protocol version both ends speak on this connection.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
     /// Ends the link: every waiting caller's receiver fails now.
     fn close(&self) {
         self.pending.lock().take();
@@ -186,11 +193,65 @@ pub struct Greeted {
 
 /// Connects and completes the handshake within `limit`: with `secret`, the version-2
 /// challenge and response (`chat_protocol::auth`), and the server's proof checked in turn.
+/// It says version 3 first; a server that refuses it for its version (a release before
+/// `watch`) is connected to again with the highest version its refusal lists that this end
+/// speaks (with a secret, at least 2), and is then served without `watch`.
 pub async fn connect(
     address: &str,
     peer_name: &str,
     secret: Option<&Secret>,
     limit: Duration,
+) -> Result<Greeted, ConnectError> {
+    let attempts = async {
+        match handshake(address, peer_name, secret, PROTOCOL_VERSION).await {
+            Err(ConnectError::Refused { supported, .. })
+                if fallback(&supported, secret.is_some()).is_some() =>
+            {
+                let version = fallback(&supported, secret.is_some()).unwrap_or(PROTOCOL_V1);
+                tracing::info!(
+                    address,
+                    version,
+                    "the chat server speaks an older protocol: no watch, polled instead"
+                );
+                handshake(address, peer_name, secret, version).await
+            }
+            other => other,
+        }
+    };
+    tokio::time::timeout(limit, attempts)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ConnectError::Timeout {
+                address: address.to_owned(),
+                limit,
+            })
+        })
+}
+
+/// The version to say again after a refusal listing `supported`: the highest older one this
+/// end speaks (with a secret, one that proves it: 2).
+fn fallback(supported: &[u16], with_secret: bool) -> Option<u16> {
+    if supported.contains(&PROTOCOL_VERSION) {
+        return None;
+    }
+    let lowest = if with_secret {
+        PROTOCOL_V2
+    } else {
+        PROTOCOL_V1
+    };
+    supported
+        .iter()
+        .copied()
+        .filter(|v| (lowest..PROTOCOL_VERSION).contains(v))
+        .max()
+}
+
+/// One connection and handshake saying `version`.
+async fn handshake(
+    address: &str,
+    peer_name: &str,
+    secret: Option<&Secret>,
+    version: u16,
 ) -> Result<Greeted, ConnectError> {
     let owned_address = || address.to_owned();
     let auth_failed = |why| ConnectError::Auth {
@@ -207,15 +268,12 @@ pub async fn connect(
         // Requests are small and each waits for its reply: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
         let mut frames = Framed::new(stream, codec());
-        let client_nonce = secret.map(|_| auth::nonce());
-        // Without a secret there is nothing version 2 adds: say version 1, which chat servers
-        // of every release take (those with a secret refuse it, saying they need one).
+        // Version 1 has no nonce; from version 2 a client with a secret sends one.
+        let client_nonce = secret
+            .filter(|_| version > PROTOCOL_V1)
+            .map(|_| auth::nonce());
         let hello = Hello {
-            version: if secret.is_some() {
-                PROTOCOL_VERSION
-            } else {
-                PROTOCOL_V1
-            },
+            version,
             peer: peer_name.to_owned(),
             nonce: client_nonce.clone(),
         };
@@ -258,14 +316,7 @@ pub async fn connect(
             }
         }
     };
-    tokio::time::timeout(limit, attempt)
-        .await
-        .unwrap_or_else(|_| {
-            Err(ConnectError::Timeout {
-                address: owned_address(),
-                limit,
-            })
-        })
+    attempt.await
 }
 
 async fn send(frames: &mut Frames, frame: Bytes, address: &str) -> Result<(), ConnectError> {
@@ -327,12 +378,14 @@ impl Greeted {
         impl std::future::Future<Output = LinkEnded>,
     ) {
         let (out, outgoing) = mpsc::channel(queue.get());
+        let version = self.welcome.version;
         let link = std::sync::Arc::new(Link {
             out,
             pending: Mutex::new(Some(HashMap::new())),
             next_id: AtomicU64::new(1),
             timeouts_in_a_row: AtomicU32::new(0),
             abandon: Notify::new(),
+            version,
         });
         let (sink, stream) = self.frames.split();
         let running = {

@@ -36,8 +36,8 @@ async fn silent_server() -> (String, mpsc::UnboundedReceiver<()>, Arc<AtomicUsiz
                     return;
                 };
                 let hello: Hello = decode(&frame).unwrap();
-                // A gateway without tcp.secret speaks version 1, which every server takes.
-                assert_eq!(hello.version, chat_protocol::PROTOCOL_V1);
+                // A gateway says the newest version first, with or without tcp.secret.
+                assert_eq!(hello.version, PROTOCOL_VERSION);
                 let welcome = HelloReply::Welcome(Welcome {
                     version: PROTOCOL_VERSION,
                     alias: "999".into(),

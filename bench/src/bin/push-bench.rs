@@ -39,7 +39,10 @@ struct Seen {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 async fn open_chat(http: &reqwest::Client, base: &str) -> Chat {
@@ -79,7 +82,10 @@ async fn follow(
     seen: Arc<Mutex<Seen>>,
     opened: Arc<AtomicU64>,
 ) {
-    let url = format!("{base}/api/v2/chats/{}/events?streamToken={}", chat.id, chat.token);
+    let url = format!(
+        "{base}/api/v2/chats/{}/events?streamToken={}",
+        chat.id, chat.token
+    );
     let resp = http.get(url).send().await.expect("stream request");
     assert_eq!(resp.status(), 200, "stream refused: {}", resp.status());
     opened.fetch_add(1, Ordering::Relaxed);

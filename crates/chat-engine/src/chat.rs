@@ -538,6 +538,16 @@ impl ChatRecord {
         Ok(())
     }
 
+    /// When the next scheduled event (the agent joining or replying) falls due, in ms since
+    /// the epoch: a watcher wakes then and reads the chat, which materialises it. `None` when
+    /// nothing is scheduled or the chat has ended.
+    pub fn next_due(&self) -> Option<u64> {
+        if self.is_ended() {
+            return None;
+        }
+        self.pending.front().map(|p| p.at)
+    }
+
     fn schedule(&mut self, at: u64, what: Scheduled) {
         let pos = self.pending.partition_point(|p| p.at <= at);
         self.pending.insert(pos, Pending { at, what });

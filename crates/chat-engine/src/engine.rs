@@ -9,10 +9,10 @@ use backend_api::{
     NewChat, NewFile, Refresh, Transcript,
 };
 use dashmap::DashMap;
-use parking_lot::Mutex;
 use rand::Rng;
 
 use crate::limits::{check_len, check_size, events_budget, user_data_len, PAGE_MAX_BYTES};
+use crate::watch::{seen, Slot};
 use crate::{Behaviour, ChatRecord};
 
 /// Milliseconds since the Unix epoch: the engine's only clock.
@@ -23,10 +23,11 @@ pub fn now_ms() -> u64 {
 }
 
 /// One chat instance's chats. Every method is synchronous and short: a lock on one chat,
-/// never across I/O.
+/// never across I/O (the one async method, `wait_for_change`, holds no lock while it waits).
+/// Whatever changes what a reader of a chat sees rings that chat's bell (see `watch`).
 pub struct Engine {
     behaviour: Behaviour,
-    chats: DashMap<Box<str>, Arc<Mutex<ChatRecord>>>,
+    chats: DashMap<Box<str>, Arc<Slot>>,
     /// Chats not yet ended: what the session limit counts.
     active: AtomicU64,
     /// Requests on existing chats received, whatever their outcome: lets operators and
@@ -71,14 +72,18 @@ impl Engine {
     /// Ends chats whose customer went silent and forgets ended chats past their retention.
     pub fn sweep(&self, now: u64) {
         let retention = self.behaviour.ended_retention.as_millis() as u64;
-        self.chats.retain(|_, chat| {
-            let mut chat = chat.lock();
+        self.chats.retain(|_, slot| {
+            let mut chat = slot.lock();
+            let before = seen(&chat);
             if self.tracked(&mut chat, |c| c.advance(now, &self.behaviour)) {
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }
             let keep = chat.ended_at.is_none_or(|at| at + retention > now);
             if !keep {
                 self.file_bytes_changed(chat.file_bytes(), 0);
+            }
+            if !keep || seen(&chat) != before {
+                slot.ring();
             }
             keep
         });
@@ -129,7 +134,7 @@ impl Engine {
                 messages,
                 next_position,
             };
-            entry.insert(Arc::new(Mutex::new(record)));
+            entry.insert(Slot::new(record));
             return Ok(created);
         }
     }
@@ -186,7 +191,12 @@ impl Engine {
         let mut live = entry.lock();
         self.count_change(live.is_ended(), record.is_ended());
         self.file_bytes_changed(live.file_bytes(), record.file_bytes());
+        let changed = seen(&live) != seen(&record);
         *live = record;
+        drop(live);
+        if changed {
+            entry.ring();
+        }
     }
 
     /// Keeps the session count right when a chat's record is replaced.
@@ -252,12 +262,24 @@ impl Engine {
             .ok_or(BackendError::UnknownChat)?;
         let mut record = entry.lock();
         record.check_credentials(chat)?;
+        let before = seen(&record);
         let now = now_ms();
         if self.tracked(&mut record, |r| r.advance(now, &self.behaviour)) {
             self.active.fetch_sub(1, Ordering::Relaxed);
         }
         record.last_activity = now;
-        f(&mut record, &self.behaviour, now)
+        let out = f(&mut record, &self.behaviour, now);
+        let changed = seen(&record) != before;
+        drop(record);
+        if changed {
+            entry.ring();
+        }
+        out
+    }
+
+    /// A chat's slot (record and bell), if held here.
+    pub(crate) fn slot(&self, chat_id: &str) -> Option<Arc<Slot>> {
+        self.chats.get(chat_id).map(|e| Arc::clone(e.value()))
     }
 
     pub fn file_limits(&self, chat: &ChatRef) -> Result<FileLimits, BackendError> {
@@ -302,6 +324,8 @@ impl Engine {
             self.count_change(live.is_ended(), record.is_ended());
             self.file_bytes_changed(live.file_bytes(), record.file_bytes());
             *live = record;
+            drop(live);
+            entry.ring();
             return Ok(());
         }
         if !record.is_ended() {
@@ -318,7 +342,7 @@ impl Engine {
         // its files) already exist, and refusing would lose them.
         self.file_bytes_changed(0, record.file_bytes());
         let key = record.chat_id.clone().into_boxed_str();
-        self.chats.insert(key, Arc::new(Mutex::new(record)));
+        self.chats.insert(key, Slot::new(record));
         Ok(())
     }
 
@@ -326,12 +350,14 @@ impl Engine {
     /// could not make the chat durable (the chat server when its store refuses the first save)
     /// and so must not leave a chat behind that nobody holds the credentials of.
     pub fn discard(&self, chat_id: &str) {
-        if let Some((_, chat)) = self.chats.remove(chat_id) {
-            let chat = chat.lock();
+        if let Some((_, slot)) = self.chats.remove(chat_id) {
+            let chat = slot.lock();
             if !chat.is_ended() {
                 self.active.fetch_sub(1, Ordering::Relaxed);
             }
             self.file_bytes_changed(chat.file_bytes(), 0);
+            drop(chat);
+            slot.ring();
         }
     }
 

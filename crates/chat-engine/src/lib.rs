@@ -15,6 +15,8 @@
 //!   many events one reply carries (a page; the client polls for the rest);
 //! - `files`: file-transfer rules and a chat's files (upload, download, delete);
 //! - `engine`: the table of chats, ids, credentials check, session limit, expiry sweep;
+//! - `watch`: each chat's bell, rung whenever what a reader sees changes, and
+//!   `Engine::wait_for_change`, the wait behind the long poll (no polling; per process);
 //! - `adapter`: [`MockBackend`], the `ChatBackend` implementation over an engine.
 //!
 //! It must not know about HTTP, the Web API JSON shapes, aliases or routing.
@@ -25,6 +27,7 @@ mod chat;
 mod engine;
 mod files;
 mod limits;
+mod watch;
 
 pub use adapter::MockBackend;
 pub use behaviour::{Behaviour, MAX_MESSAGE_BYTES_CEILING};
@@ -32,3 +35,4 @@ pub use chat::ChatRecord;
 pub use engine::{now_ms, Engine};
 pub use files::FileRules;
 pub use limits::{PAGE_MAX_BYTES, PAGE_MAX_EVENTS};
+pub use watch::Wake;

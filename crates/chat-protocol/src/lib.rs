@@ -35,14 +35,22 @@ pub use message::{
     Restored, Status, Welcome,
 };
 
-/// The protocol version this build speaks: 2, version 1 plus the shared-secret handshake
-/// (`Challenge`, `Proof`, the nonces). Every frame after the handshake is the same in both.
-/// A server with a secret speaks only 2; one without also takes 1 (see "Versioning" in the
-/// spec).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The protocol version this build speaks: 3, version 2 plus the `watch` call (the long
+/// poll, answered when the event happens). The handshake is version 2's. A server with a
+/// secret speaks 2 and 3; one without also takes 1 (see "Versioning" in the spec). A client
+/// refused for its version reconnects with the highest version the refusal lists that it
+/// speaks, and without version 3 it has no `watch` (it polls).
+pub const PROTOCOL_VERSION: u16 = 3;
+
+/// Version 2: version 1 plus the shared-secret handshake (`Challenge`, `Proof`, the nonces).
+/// Every frame after the handshake is the same as in version 1. Pinned by `protocol_v2`.
+pub const PROTOCOL_V2: u16 = 2;
 
 /// Version 1: the handshake without authentication. Its frames are pinned by `protocol_v1`.
 pub const PROTOCOL_V1: u16 = 1;
+
+/// The first version with the `watch` call.
+pub const WATCH_SINCE: u16 = 3;
 
 #[cfg(test)]
 mod tests {

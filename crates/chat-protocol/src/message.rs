@@ -126,6 +126,17 @@ pub enum Call {
     /// Take over a chat whose server died, from the shared store. Answered by
     /// [`Answer::Restored`].
     Restore { chat: ChatRef },
+    /// Version 3: the long poll. Held by the server until the chat has an event at or after
+    /// `transcript_position`, has ended, or `wait_ms` (capped by the server) has passed, then
+    /// answered by [`Answer::Update`] as a `refresh` with `poll` from that position would be
+    /// (empty when the wait ran out, or when the server shuts down). Changes nothing but what
+    /// a poll changes, so a client may send it again anywhere.
+    #[serde(rename_all = "camelCase")]
+    Watch {
+        chat: ChatRef,
+        transcript_position: u64,
+        wait_ms: u64,
+    },
 }
 
 impl Call {
@@ -137,6 +148,7 @@ impl Call {
             Call::Logout { .. } => "logout",
             Call::Status {} => "status",
             Call::Restore { .. } => "restore",
+            Call::Watch { .. } => "watch",
         }
     }
 }

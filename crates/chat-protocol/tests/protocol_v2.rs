@@ -6,7 +6,7 @@
 use chat_protocol::auth::{self, Role};
 use chat_protocol::{
     decode, encode, Challenge, ErrorCode, Hello, HelloReply, Proof, Refused, Status, WireError,
-    PROTOCOL_V1, PROTOCOL_VERSION,
+    PROTOCOL_V1, PROTOCOL_V2,
 };
 
 fn pinned<T>(json: &str, message: &T)
@@ -23,7 +23,7 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
 #[test]
 fn the_handshake_frames_are_protocol_v2() {
-    assert_eq!((PROTOCOL_V1, PROTOCOL_VERSION), (1, 2));
+    assert_eq!((PROTOCOL_V1, PROTOCOL_V2), (1, 2));
     pinned(
         &format!(r#"{{"version":2,"peer":"webapi-gateway","nonce":"{CLIENT_NONCE}"}}"#),
         &Hello {

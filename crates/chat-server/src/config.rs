@@ -30,10 +30,17 @@ pub struct Config {
     /// Most calls in flight on one connection; past it the server stops reading that
     /// connection until one finishes (backpressure through TCP).
     pub max_in_flight_per_connection: usize,
+    /// Most `watch` calls (protocol version 3, the long poll) held at once on one
+    /// connection. Held watches have their own bound, apart from
+    /// `max_in_flight_per_connection`, so thousands of open streams never hold up normal
+    /// calls; past it a watch is answered at once with `overloaded` (retryable).
+    pub max_watches_per_connection: usize,
+    /// The longest a `watch` is held, whatever `waitMs` it asks for.
+    pub max_watch_wait: Duration,
     /// A new connection must complete the handshake within this.
     pub handshake_timeout: Duration,
-    /// A connection that sends nothing for this long is closed. Clients keep an idle
-    /// connection open by calling `status`.
+    /// A connection that sends nothing for this long, and holds no `watch`, is closed.
+    /// Clients keep an idle connection open by calling `status`.
     pub idle_timeout: Duration,
     /// A reply that cannot be written within this (a peer that does not read) closes the
     /// connection.
@@ -83,6 +90,12 @@ pub struct Args {
     pub max_connections: Option<usize>,
     #[arg(long, env = "CHAT_SERVER_MAX_IN_FLIGHT_PER_CONNECTION")]
     pub max_in_flight_per_connection: Option<usize>,
+    /// Most `watch` calls held at once per connection (default 20000).
+    #[arg(long, env = "CHAT_SERVER_MAX_WATCHES_PER_CONNECTION")]
+    pub max_watches_per_connection: Option<usize>,
+    /// The longest a `watch` is held, in ms (default 60000).
+    #[arg(long, env = "CHAT_SERVER_MAX_WATCH_WAIT_MS")]
+    pub max_watch_wait_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_IDLE_TIMEOUT_MS")]
@@ -139,6 +152,8 @@ struct File {
     store: Option<String>,
     max_connections: Option<usize>,
     max_in_flight_per_connection: Option<usize>,
+    max_watches_per_connection: Option<usize>,
+    max_watch_wait_ms: Option<u64>,
     handshake_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     write_timeout_ms: Option<u64>,
@@ -260,6 +275,11 @@ impl Config {
                 .max_in_flight_per_connection
                 .or(file.max_in_flight_per_connection)
                 .unwrap_or(256),
+            max_watches_per_connection: args
+                .max_watches_per_connection
+                .or(file.max_watches_per_connection)
+                .unwrap_or(20_000),
+            max_watch_wait: ms(args.max_watch_wait_ms, file.max_watch_wait_ms, 60_000),
             handshake_timeout: ms(args.handshake_timeout_ms, file.handshake_timeout_ms, 5_000),
             idle_timeout: ms(args.idle_timeout_ms, file.idle_timeout_ms, 60_000),
             write_timeout: ms(args.write_timeout_ms, file.write_timeout_ms, 10_000),
@@ -292,6 +312,9 @@ impl Config {
         if self.max_in_flight_per_connection == 0 {
             return invalid("max_in_flight_per_connection", "must be at least 1");
         }
+        if self.max_watches_per_connection == 0 {
+            return invalid("max_watches_per_connection", "must be at least 1");
+        }
         // The engine's own rules (sizes, files): one list, the engine's.
         self.behaviour.validate()?;
         for (name, value) in [
@@ -301,6 +324,7 @@ impl Config {
             ("store_timeout_ms", self.store_timeout),
             ("store_connect_timeout_ms", self.store_connect_timeout),
             ("disconnect_timeout_ms", self.behaviour.disconnect_timeout),
+            ("max_watch_wait_ms", self.max_watch_wait),
         ] {
             if value.is_zero() {
                 return invalid(name, "must be more than 0");

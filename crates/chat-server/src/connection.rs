@@ -2,7 +2,8 @@
 //!
 //! Owns the connection's defences: the handshake and idle timeouts, the frame size bound (in
 //! the codec for what it reads; a reply over it becomes that call's `replyTooLarge` error,
-//! never a closed connection), the bound on calls in flight, the write timeout for peers that do not read, and
+//! never a closed connection), the bound on calls in flight and, apart from it, the bound on
+//! held watches (version 3), the write timeout for peers that do not read, and
 //! closing the connection — only this one — with a logged reason when the peer breaks the
 //! protocol. It must not know what a call does: [`Server::handle`] does.
 
@@ -13,8 +14,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_protocol::auth::{self, Role};
 use chat_protocol::{
-    codec, decode, encode, Challenge, DecodeError, ErrorCode, Hello, HelloReply, Proof, Refused,
-    Reply, Request, RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_V1, PROTOCOL_VERSION,
+    codec, decode, encode, Call, Challenge, DecodeError, ErrorCode, Hello, HelloReply, Proof,
+    Refused, Reply, Request, RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_V1,
+    PROTOCOL_V2, PROTOCOL_VERSION, WATCH_SINCE,
 };
 use config_types::Secret;
 use futures::{SinkExt, StreamExt};
@@ -35,6 +37,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
     pub max_in_flight: usize,
+    /// Watches held at once; apart from `max_in_flight` (`max_watches_per_connection`).
+    pub max_watches: usize,
     pub shutdown_grace: Duration,
     /// The shared secret every peer must prove in the handshake; `None` takes any peer
     /// (allowed on loopback only, or with `--allow-no-secret`).
@@ -113,17 +117,18 @@ async fn run(
         Ok(Some(Err(e))) => return Err(Close::Frame(e)),
         Ok(Some(Ok(frame))) => decode(&frame).map_err(Close::BadHello)?,
     };
-    // Version 1 has no authentication: only a server without a secret speaks it.
+    // Version 1 has no authentication: only a server without a secret speaks it. Version 3
+    // is version 2 plus `watch`: the same handshake.
     let supported = match limits.secret {
-        Some(_) => vec![PROTOCOL_VERSION],
-        None => vec![PROTOCOL_V1, PROTOCOL_VERSION],
+        Some(_) => vec![PROTOCOL_V2, PROTOCOL_VERSION],
+        None => vec![PROTOCOL_V1, PROTOCOL_V2, PROTOCOL_VERSION],
     };
     if !supported.contains(&hello.version) {
         let (code, close, message) = if hello.version == PROTOCOL_V1 {
             (
                 ErrorCode::AuthFailed,
                 Close::AuthFailed("a version-1 hello: this server needs the shared secret"),
-                "this server needs the shared secret: protocol version 2".to_owned(),
+                "this server needs the shared secret: protocol version 2 or 3".to_owned(),
             )
         } else {
             (
@@ -150,7 +155,8 @@ async fn run(
         proof,
     });
     send_bounded(&mut framed, encode(&welcome), limits.write_timeout).await?;
-    tracing::debug!(%peer, client = %hello.peer, "handshake done");
+    tracing::debug!(%peer, client = %hello.peer, version = hello.version, "handshake done");
+    let version = hello.version;
 
     let (mut sink, mut frames) = framed.split();
     // Replies from the call tasks to the one writer. Its capacity and the in-flight permits
@@ -177,6 +183,9 @@ async fn run(
         Ok(())
     });
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+    // Held watches wait for events, not for work: their own bound, so they never take the
+    // permits normal calls need.
+    let watches = Arc::new(Semaphore::new(limits.max_watches));
     let calls = TaskTracker::new();
 
     let ended = loop {
@@ -192,14 +201,12 @@ async fn run(
             next = tokio::time::timeout(limits.idle_timeout, frames.next()) => next,
         };
         let frame = match next {
+            // A peer holding watches is waiting for their answers, not idle.
+            Err(_) if watches.available_permits() < limits.max_watches => continue,
             Err(_) => break Err(Close::Idle(limits.idle_timeout)),
             Ok(None) => break Ok(()),
             Ok(Some(Err(e))) => break Err(Close::Frame(e)),
             Ok(Some(Ok(frame))) => frame,
-        };
-        // Backpressure: at the bound, stop reading until a call finishes.
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            break Ok(());
         };
         let request: Request = match decode(&frame) {
             Ok(request) => request,
@@ -218,6 +225,44 @@ async fn run(
                 }
                 Err(_) => break Err(Close::BadRequest(e)),
             },
+        };
+        let permit = if let Call::Watch { .. } = request.call {
+            let refusal = if version < WATCH_SINCE {
+                Some(WireError::new(
+                    ErrorCode::Unsupported,
+                    format!("watch needs protocol version {WATCH_SINCE}; this connection speaks {version}"),
+                ))
+            } else {
+                None
+            };
+            match (refusal, Arc::clone(&watches).try_acquire_owned()) {
+                (None, Ok(permit)) => permit,
+                (refusal, _) => {
+                    let error = refusal.unwrap_or_else(|| {
+                        WireError::new(
+                            ErrorCode::Overloaded,
+                            format!(
+                                "{} watches already held on this connection",
+                                limits.max_watches
+                            ),
+                        )
+                    });
+                    if replies
+                        .send(encode(&Reply::error(request.id, error)))
+                        .await
+                        .is_err()
+                    {
+                        break Ok(());
+                    }
+                    continue;
+                }
+            }
+        } else {
+            // Backpressure: at the bound, stop reading until a call finishes.
+            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                break Ok(());
+            };
+            permit
         };
         let server = Arc::clone(server);
         let replies = replies.clone();
@@ -312,7 +357,7 @@ async fn authenticate(
             limits,
             ErrorCode::AuthFailed,
             "the proof does not match this server's shared secret".to_owned(),
-            vec![PROTOCOL_VERSION],
+            vec![PROTOCOL_V2, PROTOCOL_VERSION],
         )
         .await;
         return Err(Close::AuthFailed(

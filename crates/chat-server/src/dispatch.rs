@@ -10,6 +10,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use backend_api::{Action, BackendError, ChatRef, Refresh};
 use chat_engine::Engine;
@@ -17,6 +18,7 @@ use chat_protocol::{
     transcript_from_position, Answer, Call, ErrorCode, Restored, Status, WireError,
 };
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::{Store, StoreError};
 
@@ -38,10 +40,19 @@ pub struct Server {
     connections: AtomicU64,
     /// Set on SIGTERM: no new chats or restores, and status says not accepting.
     shutting_down: AtomicBool,
+    /// Cancelled on SIGTERM: held watches answer at once.
+    stop_watches: CancellationToken,
+    /// The longest a watch is held (`max_watch_wait_ms`).
+    max_watch_wait: Duration,
 }
 
 impl Server {
-    pub fn new(alias: String, engine: Arc<Engine>, store: Option<Store>) -> Server {
+    pub fn new(
+        alias: String,
+        engine: Arc<Engine>,
+        store: Option<Store>,
+        max_watch_wait: Duration,
+    ) -> Server {
         Server {
             alias,
             engine,
@@ -50,6 +61,8 @@ impl Server {
             hasher: RandomState::new(),
             connections: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
+            stop_watches: CancellationToken::new(),
+            max_watch_wait,
         }
     }
 
@@ -59,6 +72,7 @@ impl Server {
 
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
+        self.stop_watches.cancel();
     }
 
     /// Counts a connection for as long as the guard lives.
@@ -125,6 +139,50 @@ impl Server {
             }
             Call::Status {} => Ok(Answer::Status(self.status())),
             Call::Restore { chat } => self.restore(&chat.into()).await,
+            Call::Watch {
+                chat,
+                transcript_position,
+                wait_ms,
+            } => {
+                let wait = Duration::from_millis(wait_ms).min(self.max_watch_wait);
+                self.watch(&chat.into(), transcript_position, wait).await
+            }
+        }
+    }
+
+    /// A held watch (protocol version 3): (a) one normal refresh with `poll` from the
+    /// position, which with a store is the fenced save (it detects a chat that moved, and
+    /// counts as the customer's activity); answered when it has events, the chat ended, or
+    /// the position is past the end; else (b) a wait for the chat's bell, its next scheduled
+    /// event's due time, the end of `wait`, or shutdown; then (a) once more. Answered with the
+    /// last (empty) update when the wait is over or the server shuts down.
+    async fn watch(
+        &self,
+        chat: &ChatRef,
+        transcript_position: u64,
+        wait: Duration,
+    ) -> Result<Answer, WireError> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let answer = self
+                .refresh(chat, Action::Poll, transcript_position, false)
+                .await?;
+            let Answer::Update(update) = &answer else {
+                return Ok(answer);
+            };
+            let over = tokio::time::Instant::now() >= until || self.stop_watches.is_cancelled();
+            if !update.messages.is_empty()
+                || update.chat_ended
+                || update.next_position < transcript_position
+                || over
+            {
+                return Ok(answer);
+            }
+            let seen = update.next_position;
+            tokio::select! {
+                _ = self.stop_watches.cancelled() => return Ok(answer),
+                _ = self.engine.wait_for_change(&chat.chat_id, seen, until) => {}
+            }
         }
     }
 

@@ -84,7 +84,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     let engine = Engine::new(config.behaviour.clone());
     engine.spawn_sweeper(SWEEP_EVERY);
-    let server = Arc::new(Server::new(config.alias.clone(), engine, store));
+    let server = Arc::new(Server::new(
+        config.alias.clone(),
+        engine,
+        store,
+        config.max_watch_wait,
+    ));
     let listener =
         TcpListener::bind(&config.listen)
             .await
@@ -110,6 +115,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         idle_timeout: config.idle_timeout,
         write_timeout: config.write_timeout,
         max_in_flight: config.max_in_flight_per_connection,
+        max_watches: config.max_watches_per_connection,
         shutdown_grace: config.shutdown_grace,
         secret: config.secret.clone(),
     };

@@ -13,7 +13,7 @@ use chat_protocol::auth::{self, Role};
 use chat_protocol::chat::NewChat as WireNewChat;
 use chat_protocol::{
     codec, decode, encode, Answer, Call, ErrorCode, Hello, HelloReply, Proof, Reply, Request,
-    PROTOCOL_V1, PROTOCOL_VERSION,
+    PROTOCOL_V1, PROTOCOL_V2, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use std::io::Read as _;
@@ -116,7 +116,7 @@ fn refused_for_auth(reply: HelloReply) {
     };
     assert_eq!(refused.error.code, ErrorCode::AuthFailed, "{refused:?}");
     assert!(!refused.error.retryable);
-    assert_eq!(refused.supported_versions, [PROTOCOL_VERSION]);
+    assert_eq!(refused.supported_versions, [PROTOCOL_V2, PROTOCOL_VERSION]);
 }
 
 /// An authenticated raw client: the one way to see the server's state from outside.

@@ -8,17 +8,17 @@
 //! handlers take [`Chats`] and [`Services`], the e-mail handler the e-mail intake's state
 //! and [`Services`]. Knows nothing about backends.
 
-mod body;
+pub(crate) mod body;
 mod config;
 pub mod parse;
-mod wire;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use subtle::ConstantTimeEq;
 
@@ -49,9 +49,22 @@ impl Services {
         self.0.max_upload_bytes
     }
 
+    /// The tenant of the configured service a URL names, without the API key check (the
+    /// event stream's: its token was minted for a reply that passed it).
+    pub fn tenant_of(&self, name: &str) -> Result<&str, Error> {
+        self.0
+            .service(name)
+            .map(|s| s.tenant.as_str())
+            .ok_or_else(|| Error::UnknownService(name.chars().take(64).collect()))
+    }
+
     /// The configured service a URL names, after its API key check (the service's key,
     /// else its tenant's).
-    fn service(&self, name: &str, headers: &HeaderMap) -> Result<&GmsServiceConfig, Error> {
+    pub(crate) fn service(
+        &self,
+        name: &str,
+        headers: &HeaderMap,
+    ) -> Result<&GmsServiceConfig, Error> {
         let service = self
             .0
             .service(name)
@@ -83,11 +96,14 @@ where
     Chats: FromRef<S>,
     Emails: FromRef<S>,
     Services: FromRef<S>,
+    super::push::Streams: FromRef<S>,
 {
     const CHAT: &str = "/genesys/2/chat/{service}/{chat_id}";
     Router::new()
         .route("/genesys/2/chat/{service}", post(request_chat))
         .route(&format!("{CHAT}/{{op}}"), post(chat_operation))
+        // The event stream (`edge::push`); a GET, so no GMS operation is named `events`.
+        .route(&format!("{CHAT}/events"), get(super::push::gms))
         .route(&format!("{CHAT}/file/limits"), post(file_limits))
         .route(&format!("{CHAT}/file"), post(file_upload))
         .route(
@@ -142,6 +158,7 @@ async fn request_chat(
             next_position: Some(c.next_position),
             messages: Some(Events::gms(&c.messages)),
             user_data: None,
+            stream_token: &c.stream_token,
         },
     ))
 }
@@ -173,6 +190,7 @@ async fn chat_operation(
             next_position: Some(update.next_position),
             messages: Some(Events::gms(&update.messages)),
             user_data: update.details.as_ref().map(|d| &d.user_data),
+            stream_token: &reply.stream_token,
         },
     ))
 }
@@ -192,8 +210,8 @@ fn file_request(
 }
 
 /// A file operation's reply: the chat's credentials and `userData`.
-fn file_reply(
-    alias: &str,
+pub(crate) fn file_reply<T>(
+    served: &operation::Served<T>,
     creds: &ClientCredentials,
     chat_id: &str,
     data: &backend_api::UserData,
@@ -202,7 +220,7 @@ fn file_reply(
         StatusCode::OK,
         &GmsReply {
             status_code: 0,
-            alias,
+            alias: &served.alias,
             user_id: &creds.user_id,
             secure_key: &creds.secure_key,
             chat_id,
@@ -210,6 +228,7 @@ fn file_reply(
             next_position: None,
             messages: None,
             user_data: Some(data),
+            stream_token: &served.stream_token,
         },
     )
 }
@@ -225,20 +244,31 @@ async fn file_limits(
     let served = operation::file_limits(&chats, &chat_id, &creds)
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
+    Ok(limits_reply(&served, &creds, &chat_id))
+}
+
+/// `file/limits`' reply: the chat's credentials, and the limits both as a `Notice` event
+/// (GMS's own form) and as `userData`.
+pub(crate) fn limits_reply(
+    served: &operation::Served<backend_api::FileLimits>,
+    creds: &ClientCredentials,
+    chat_id: &str,
+) -> Response {
     let data = limits_user_data(&served.value);
-    Ok(json(
+    json(
         StatusCode::OK,
         &LimitsReply {
             status_code: 0,
             alias: &served.alias,
             user_id: &creds.user_id,
             secure_key: &creds.secure_key,
-            chat_id: &chat_id,
+            chat_id,
             chat_ended: false,
             messages: [LimitsNotice::new(&data)],
             user_data: &data,
+            stream_token: &served.stream_token,
         },
-    ))
+    )
 }
 
 async fn file_upload(
@@ -256,8 +286,8 @@ async fn file_upload(
     let served = operation::upload_file(&chats, &chat_id, &creds, file)
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
-    let data = [("file-id".to_owned(), served.value)].into();
-    Ok(file_reply(&served.alias, &creds, &chat_id, &data))
+    let data = [("file-id".to_owned(), served.value.clone())].into();
+    Ok(file_reply(&served, &creds, &chat_id, &data))
 }
 
 async fn file_download(
@@ -271,6 +301,11 @@ async fn file_download(
     let file = operation::download_file(&chats, &chat_id, &creds, &file_id)
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
+    Ok(download_reply(file))
+}
+
+/// A downloaded file as the reply: its bytes, its type, and a safe attachment name.
+pub(crate) fn download_reply(file: backend_api::FileContent) -> Response {
     let content_type = file
         .content_type
         .as_deref()
@@ -298,7 +333,7 @@ async fn file_download(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    Ok(response)
+    response
 }
 
 async fn file_delete(
@@ -313,5 +348,5 @@ async fn file_delete(
         .await
         .map_err(|e| GmsFailure::on_chat(e, &chat_id))?;
     let data = [("file-id".to_owned(), file_id)].into();
-    Ok(file_reply(&served.alias, &creds, &chat_id, &data))
+    Ok(file_reply(&served, &creds, &chat_id, &data))
 }

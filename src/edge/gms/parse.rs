@@ -42,7 +42,7 @@ impl FormFields {
             .collect()
     }
 
-    fn transcript(&self) -> Result<Transcript, Error> {
+    pub fn transcript(&self) -> Result<Transcript, Error> {
         match self.get("transcriptPosition") {
             None => Ok(Transcript::None),
             Some(p) => match whole_number(p.trim()) {
@@ -122,6 +122,17 @@ pub fn gms_credentials(fields: &FormFields, tenant: &str) -> Result<ClientCreden
 
 /// `POST /genesys/2/chat/{service}/{chatId}/{op}`. An unknown `op` is an unknown route.
 pub fn parse_gms_operation(op: &str, fields: &FormFields, tenant: &str) -> Result<OnChat, Error> {
+    let operation = parse_gms_refresh(op, fields)?;
+    Ok(OnChat {
+        credentials: gms_credentials(fields, tenant)?,
+        operation,
+    })
+}
+
+/// What a GMS operation asks of the chat, from its fields, credentials aside (the CometD
+/// dialect carries them in one token): `op` is the GMS operation's URL name (`send`,
+/// `refresh`, `startTyping`…). An unknown `op` is [`Error::NotFound`].
+pub fn parse_gms_refresh(op: &str, fields: &FormFields) -> Result<Refresh, Error> {
     let action = match op {
         "send" => Action::SendMessage {
             text: fields.required("message")?,
@@ -155,22 +166,14 @@ pub fn parse_gms_operation(op: &str, fields: &FormFields, tenant: &str) -> Resul
             text: fields.required("message")?,
         },
         // Its `transcriptPosition` is the event read up to, not a transcript request.
-        "readReceipt" => {
-            return Ok(OnChat {
-                credentials: gms_credentials(fields, tenant)?,
-                operation: read_receipt(fields)?,
-            })
-        }
+        "readReceipt" => return read_receipt(fields),
         _ => return Err(Error::NotFound),
     };
-    Ok(OnChat {
-        credentials: gms_credentials(fields, tenant)?,
-        operation: Refresh {
-            // A refresh also reports the chat's user data, as GMS does.
-            details: action == Action::Poll,
-            action,
-            transcript: fields.transcript()?,
-        },
+    Ok(Refresh {
+        // A refresh also reports the chat's user data, as GMS does.
+        details: action == Action::Poll,
+        action,
+        transcript: fields.transcript()?,
     })
 }
 

@@ -21,6 +21,8 @@ pub struct GmsReply<'a> {
     pub messages: Option<Events<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_data: Option<&'a UserData>,
+    /// Opens the chat's event stream (`GET …/{chatId}/events?streamToken=`).
+    pub stream_token: &'a str,
 }
 
 /// The text of the `Notice` event that carries the limits in GMS's `file/limits` reply.
@@ -41,6 +43,8 @@ pub struct LimitsReply<'a> {
     pub chat_ended: bool,
     pub messages: [LimitsNotice<'a>; 1],
     pub user_data: &'a UserData,
+    /// Opens the chat's event stream (`GET …/{chatId}/events?streamToken=`).
+    pub stream_token: &'a str,
 }
 
 #[derive(Serialize)]

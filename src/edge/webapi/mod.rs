@@ -5,7 +5,7 @@
 //! [`Chats`], the e-mail handler only the e-mail intake's state. Errors are rendered by
 //! `edge::error`. Knows nothing about backends.
 
-mod body;
+pub(crate) mod body;
 mod config;
 pub mod parse;
 pub mod wire;
@@ -79,6 +79,7 @@ async fn create(chats: &Chats, body: &[u8]) -> Result<Response, Failure> {
             chat_ended: false,
             next_position: c.next_position,
             status_code: 0,
+            stream_token: &c.stream_token,
         },
     ))
 }
@@ -140,6 +141,7 @@ async fn run(
             participants: details.map(|d| &d.participants[..]),
             user_data: details.map(|d| &d.user_data),
             read_position: details.and_then(|d| d.read_position),
+            stream_token: &reply.stream_token,
         },
     ))
 }

@@ -27,6 +27,8 @@ pub struct CreatedReply<'a> {
     pub chat_ended: bool,
     pub next_position: u64,
     pub status_code: u8,
+    /// Opens the chat's event stream (`GET /api/v2/chats/{chatId}/events?streamToken=`).
+    pub stream_token: &'a str,
 }
 
 /// The reply to every operation on an existing chat.
@@ -52,6 +54,8 @@ pub struct ChatReply<'a> {
     /// GetChat: the customer's read marker (its read receipts), once it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_position: Option<u64>,
+    /// Opens the chat's event stream (`GET /api/v2/chats/{chatId}/events?streamToken=`).
+    pub stream_token: &'a str,
 }
 
 /// Send Email's reply.
