@@ -671,18 +671,27 @@
     typingTimer = setTimeout(function () { stopTyping(true); }, TYPING_IDLE_MS);
   }
 
+  var endedByCustomer = false;
+
   function endChat() {
     var gen = generation;
     ui.confirmEnd.disabled = true;
+    // The chat's own events may say it ended before the Complete reply does.
+    endedByCustomer = true;
     onChat("Complete", {}, gen).then(function () {
       ui.confirmEnd.disabled = false;
       post({ type: "ended", chatId: chat.chatId });
       chatEnded("You ended the chat.");
-    }).catch(function () { ui.confirmEnd.disabled = false; });
+    }).catch(function () {
+      ui.confirmEnd.disabled = false;
+      endedByCustomer = false;
+    });
   }
 
   function chatEnded(why) {
     if (ended) return;
+    if (endedByCustomer) why = "You ended the chat.";
+    endedByCustomer = false;
     ended = true;
     generation += 1;
     if (stream) stream.close();

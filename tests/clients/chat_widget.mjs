@@ -234,15 +234,18 @@ try {
   await tab2.close();
   note("second tab");
 
-  // The network drops for a while: the widget says so, and carries on without losing or
-  // doubling anything.
+  // The network drops while the customer sends a message: the widget says so, keeps
+  // trying, and the message arrives once when the network is back.
   await context.setOffline(true);
-  await page.waitForTimeout(3000);
-  result.statusOffline = await shadowEval("return root.querySelector('.status').textContent");
-  await context.setOffline(false);
   await input.fill("Back online");
   await input.press("Enter");
+  await page.getByText("Reconnecting…").waitFor({ timeout: 15000 });
+  result.statusOffline = await shadowEval("return root.querySelector('.status').textContent");
+  result.pendingWhileOffline = await page.locator("li.msg.pending", { hasText: "Back online" }).count();
+  await page.waitForTimeout(2000);
+  await context.setOffline(false);
   await page.locator("li.msg.customer[data-index]", { hasText: "Back online" }).waitFor({ timeout: 60000 });
+  result.statusAfterOutage = await shadowEval("return root.querySelector('.status').textContent");
   note("after the outage");
 
   if (options.failover) {

@@ -197,6 +197,8 @@ fn check_conversation(r: &Value, files: bool, extra_texts: &[&str], allowed_prob
     assert_eq!(r["secondTabSameChat"], true);
     assert_eq!(r["readers"], 1, "one reader for the chat: {:#}", r["tabs"]);
     assert_eq!(r["statusOffline"], "Reconnecting…");
+    assert_eq!(r["pendingWhileOffline"], 1, "shown as being sent: {r:#}");
+    assert_eq!(r["statusAfterOutage"], "", "{r:#}");
     // 320 px wide: nothing sticks out.
     let narrow = &r["narrow"];
     assert!(narrow["panelLeft"].as_f64().unwrap() >= 0.0, "{narrow}");
