@@ -324,67 +324,78 @@ async fn chromium_customer_on_the_demo_page_chats_reloads_uses_two_tabs_sends_a_
 #[tokio::test]
 async fn chromium_widget_carries_on_under_the_new_alias_when_its_chat_server_is_killed_mid_chat() {
     require_parts();
-    let cluster = Cluster::start(&["1", "2"]);
-    let gw = cluster
-        .gateway(
-            &[],
-            &format!("{FILES}transport = \"poll\"\npoll_interval_ms = 300\n"),
+    let cluster = std::sync::Arc::new(std::sync::Mutex::new(Cluster::start(&["1", "2"])));
+    // Once reading with the event stream (the stream carries the new alias), once polling.
+    for transport in ["push", "poll"] {
+        let extra = format!("{FILES}transport = \"{transport}\"\npoll_interval_ms = 300\n");
+        let instances = cluster.lock().unwrap().instances(&[]);
+        let gw = crate::common::gateway()
+            .aliases(&[])
+            .toml(&instances)
+            .toml(crate::common::cluster::FAST)
+            .toml(&extra)
+            .start()
+            .await;
+        crate::common::cluster::all_accepting(&gw).await;
+        let shot = (transport == "push")
+            .then(|| std::env::temp_dir().join(format!("widget-{}.png", testkit::free_port())));
+        let email_dir = gw.email_dir.clone();
+        let killed = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen_kill = std::sync::Arc::clone(&killed);
+        // The kill happens on the driver's thread, mid-chat.
+        let servers = std::sync::Arc::clone(&cluster);
+        let r = drive(
+            json!({"page": format!("{}/", gw.base), "failover": true,
+                   "screenshot": shot.as_ref().map(|s| s.display().to_string()),
+                   "agentTyping": false, "files": false, "embed": null}),
+            move |step| match step["step"].as_str() {
+                Some("kill") => {
+                    let alias = step["alias"].as_str().unwrap().to_owned();
+                    servers.lock().unwrap().server(&alias).kill9();
+                    *seen_kill.lock().unwrap() = Some(alias);
+                    "ok".into()
+                }
+                Some("email") => check_email(&email_dir, step),
+                other => format!("fail: unexpected step {other:?}"),
+            },
         )
         .await;
-    let shot = std::env::temp_dir().join(format!("widget-{}.png", testkit::free_port()));
-    let email_dir = gw.email_dir.clone();
-    let killed = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let seen_kill = std::sync::Arc::clone(&killed);
-    // The cluster goes to the driver's thread: the kill happens there, mid-chat.
-    let mut cluster = Some(cluster);
-    let r = drive(
-        json!({"page": format!("{}/", gw.base), "failover": true,
-               "screenshot": shot.display().to_string(), "agentTyping": false, "files": false,
-               "embed": null}),
-        move |step| match step["step"].as_str() {
-            Some("kill") => {
-                let alias = step["alias"].as_str().unwrap().to_owned();
-                let c = cluster.as_mut().unwrap();
-                c.server(&alias).kill9();
-                *seen_kill.lock().unwrap() = Some(alias);
-                "ok".into()
-            }
-            Some("email") => check_email(&email_dir, step),
-            other => format!("fail: unexpected step {other:?}"),
-        },
-    )
-    .await;
-    // While the chat moves, a request may be answered "retry later": the widget retries.
-    // Chat servers transfer no files (their protocol has no file calls): no file button.
-    check_conversation(
-        &r,
-        false,
-        &[AFTER_FAILOVER],
-        &[
-            "ERR_INTERNET_DISCONNECTED",
-            "status of 503",
-            "HTTP 503",
-            // The question the widget asks to learn that there is no file transfer.
-            "/file/limits",
-        ],
-    );
-    assert_eq!(r["transport"], "poll", "{r:#}");
-    let killed = killed
-        .lock()
-        .unwrap()
-        .clone()
-        .expect("the driver asked for the kill");
-    assert_eq!(r["aliasAtStart"].as_str(), Some(killed.as_str()), "{r:#}");
-    assert_ne!(
-        r["aliasAfterFailover"].as_str(),
-        Some(killed.as_str()),
-        "the widget carries on under the new alias: {r:#}"
-    );
-    println!(
-        "the widget's next message and the agent's answer came {} ms after the kill",
-        r["failoverMs"]
-    );
-    keep_screenshot(&shot);
+        // Chat servers transfer no files (their protocol has no file calls): no file button.
+        // While the chat moves, a request may be answered "retry later": the widget retries.
+        check_conversation(
+            &r,
+            false,
+            &[AFTER_FAILOVER],
+            &[
+                "ERR_INTERNET_DISCONNECTED",
+                "status of 503",
+                "HTTP 503",
+                // The question the widget asks to learn that there is no file transfer.
+                "/file/limits",
+            ],
+        );
+        assert_eq!(r["transport"], transport, "{r:#}");
+        let killed = killed
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the driver asked for the kill");
+        assert_eq!(r["aliasAtStart"].as_str(), Some(killed.as_str()), "{r:#}");
+        assert_ne!(
+            r["aliasAfterFailover"].as_str(),
+            Some(killed.as_str()),
+            "the widget carries on under the new alias: {r:#}"
+        );
+        println!(
+            "{transport}: the widget's next message and the agent's answer came {} ms after the kill",
+            r["failoverMs"]
+        );
+        if let Some(shot) = shot {
+            keep_screenshot(&shot);
+        }
+        // The killed server comes back for the next round.
+        cluster.lock().unwrap().restart(&killed);
+    }
 }
 
 /// docs/widget.png: written when missing, or when UPDATE_WIDGET_SCREENSHOT=1 (every run's
