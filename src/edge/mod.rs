@@ -42,7 +42,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(webapi::routes())
-        .merge(push::webapi_routes())
+        .merge(push::routes())
         .merge(gms::routes())
         .merge(cometd::routes())
         .fallback(|| async { Failure::from(Error::NotFound) })
