@@ -749,15 +749,16 @@ async fn a_kill_9_of_the_chat_server_holding_the_chat_mid_stream_loses_and_doubl
             .count();
         assert_eq!(n, 1, "{text} streamed {n} times");
     }
-    // The stream's own reads moved the chat too: its data names an instance that serves it
-    // (the stream and the sender may each have restored it elsewhere; fencing keeps one
-    // record), never the dead one.
+    // The stream's own reads found the instance dead too, and moved the chat to the same
+    // place as the sender did (the restore target is the chat id's, whoever moves it): its
+    // data names the alias the customer's replies name.
     let last = seen.values().last().unwrap();
-    assert_ne!(
+    assert_eq!(
         last["alias"],
-        victim.as_str(),
+        s.chat.alias.as_str(),
         "the data names the new alias"
     );
+    assert_ne!(last["alias"], victim.as_str());
     assert_eq!(last["chatEnded"], true);
     assert_no_secure_key(&stream.raw, &s.chat.secure_key);
 }

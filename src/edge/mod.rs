@@ -45,7 +45,7 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(webapi::routes())
-        .merge(push::webapi_routes())
+        .merge(push::routes())
         .merge(gms::routes())
         .merge(cometd::routes())
         .merge(widget::routes(widget, gw.config.widget_tenant()));

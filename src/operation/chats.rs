@@ -13,8 +13,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use backend_api::BackendError;
 
+use super::ClientCredentials;
 use crate::config::TenantConfig;
-use crate::credentials::Credentials;
+use crate::credentials::{Claim, Credentials};
 use crate::error::Error;
 use crate::router::Router;
 
@@ -67,6 +68,23 @@ impl Chats {
 
     pub(super) fn credentials(&self) -> &Credentials {
         &self.credentials
+    }
+
+    /// The backend's key inside the client's `secureKey`, once its MAC checks for this chat,
+    /// user and tenant; [`Error::BadCredentials`] otherwise.
+    pub(super) fn backend_key<'k>(
+        &self,
+        chat_id: &str,
+        creds: &'k ClientCredentials,
+    ) -> Result<std::borrow::Cow<'k, str>, Error> {
+        let claim = Claim {
+            chat_id,
+            user_id: &creds.user_id,
+            tenant_name: &creds.tenant_name,
+        };
+        self.credentials
+            .open(claim, &creds.secure_key)
+            .ok_or(Error::BadCredentials)
     }
 
     /// The current router table. A request holds the table it started with to its end.

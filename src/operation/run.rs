@@ -291,30 +291,13 @@ pub(super) struct Opened {
     chat: ChatRef,
 }
 
-/// The backend's key inside the client's `secureKey`, once its MAC checks for this chat, user
-/// and tenant: [`Error::BadCredentials`] otherwise.
-pub(super) fn backend_key<'k>(
-    gw: &Chats,
-    chat_id: &str,
-    creds: &'k ClientCredentials,
-) -> Result<std::borrow::Cow<'k, str>, Error> {
-    let claim = Claim {
-        chat_id,
-        user_id: &creds.user_id,
-        tenant_name: &creds.tenant_name,
-    };
-    gw.credentials()
-        .open(claim, &creds.secure_key)
-        .ok_or(Error::BadCredentials)
-}
-
 /// The check every request on a chat passes before any backend sees it: tenant, the
 /// credentials' MAC, the alias.
 fn check_chat(gw: &Chats, chat_id: &str, creds: &ClientCredentials) -> Result<Opened, Error> {
     if gw.tenant(&creds.tenant_name).is_none() {
         return Err(Error::UnknownTenant(creds.tenant_name.clone()));
     }
-    let backend_key = backend_key(gw, chat_id, creds)?;
+    let backend_key = gw.backend_key(chat_id, creds)?;
     let router = gw.router();
     let instance = match router.route(&creds.alias) {
         Route::Live(instance) => Some(Arc::clone(instance)),
@@ -372,7 +355,7 @@ async fn failover(
 ) -> Result<Arc<Instance>, Error> {
     let mut tried: Vec<&str> = vec![from];
     while tried.len() <= MAX_ATTEMPTS {
-        let Some(target) = router.place_except(tenant, &tried) else {
+        let Some(target) = router.place_chat_except(tenant, &chat.chat_id, &tried) else {
             break;
         };
         match target.backend.restore(chat).await {

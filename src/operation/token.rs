@@ -91,7 +91,7 @@ pub fn seal_chat_token(
     chat_id: &str,
     creds: &ClientCredentials,
 ) -> Result<String, Error> {
-    let backend_key = super::run::backend_key(gw, chat_id, creds)?;
+    let backend_key = gw.backend_key(chat_id, creds)?;
     let payload = pack([
         chat_id,
         &creds.user_id,

@@ -192,6 +192,26 @@ impl Router {
         self.place_except(tenant, &[])
     }
 
+    /// Where a chat whose instance cannot serve it is restored: among the ready, healthy,
+    /// accepting instances of its tenant (less `except`), the one its chat id ranks first
+    /// (rendezvous hashing). Every gateway replica, and every request of the chat, picks the
+    /// same instance while they see the same instances, so two requests that find the chat's
+    /// instance dead at once (a customer's message and its open event stream, on two
+    /// replicas) restore it in the same place rather than each on its own; and the chats of
+    /// a dead instance still spread evenly over the others.
+    pub fn place_chat_except(
+        &self,
+        tenant: &str,
+        chat_id: &str,
+        except: &[&str],
+    ) -> Option<&Arc<Instance>> {
+        self.instances
+            .iter()
+            .filter(|i| i.serves(tenant) && !except.contains(&&*i.alias))
+            .filter(|i| i.relative_load().is_some())
+            .max_by_key(|i| rank(chat_id, &i.alias))
+    }
+
     /// Like [`Router::place`], never choosing one of `except` (instances just found failing).
     pub fn place_except(&self, tenant: &str, except: &[&str]) -> Option<&Arc<Instance>> {
         let open: Vec<_> = self
@@ -227,6 +247,20 @@ impl Router {
             }
         }
     }
+}
+
+/// A chat's rank on an instance for [`Router::place_chat_except`]: FNV-1a over the chat id
+/// and the alias, the same in every process.
+fn rank(chat_id: &str, alias: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in chat_id.bytes().chain([0]).chain(alias.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // FNV's low bits mix poorly for short inputs; one finalising round spreads them.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
 }
 
 #[cfg(test)]
@@ -270,6 +304,45 @@ mod tests {
             .unwrap()
             .block_on(backend.create(chat))
             .unwrap();
+    }
+
+    #[test]
+    fn a_moved_chat_goes_to_the_same_instance_from_every_replica_and_chats_spread() {
+        let table = || {
+            Router::new(
+                ["117", "118", "119", "120"]
+                    .iter()
+                    .map(|a| instance(a, 1, &[], 1000))
+                    .collect(),
+                Placement::LeastLoaded,
+            )
+        };
+        // Two replicas: separate tables, the same instances.
+        let (a, b) = (table(), table());
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for n in 0..3000 {
+            let chat = format!("00019A9SXTQW{n:04}");
+            let here = a.place_chat_except("T", &chat, &["117"]).unwrap();
+            let there = b.place_chat_except("T", &chat, &["117"]).unwrap();
+            assert_eq!(here.alias, there.alias, "{chat}");
+            assert_ne!(&*here.alias, "117");
+            *counts.entry(here.alias.to_string()).or_default() += 1;
+        }
+        // The dead instance's chats spread evenly over the three others.
+        for alias in ["118", "119", "120"] {
+            let n = counts[alias];
+            assert!((850..=1150).contains(&n), "{counts:?}");
+        }
+        // An instance that stops accepting is passed over, for the next in rank.
+        let chat = "00019A9SXTQW0001";
+        let first = a.place_chat_except("T", chat, &[]).unwrap().alias.clone();
+        a.instances
+            .iter()
+            .find(|i| i.alias == first)
+            .unwrap()
+            .set_state(AdminState::Maint);
+        let next = a.place_chat_except("T", chat, &[]).unwrap();
+        assert_ne!(next.alias, first);
     }
 
     #[test]

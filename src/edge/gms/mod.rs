@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, FromRef, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::Router;
 use subtle::ConstantTimeEq;
 
@@ -96,14 +96,11 @@ where
     Chats: FromRef<S>,
     Emails: FromRef<S>,
     Services: FromRef<S>,
-    super::push::Streams: FromRef<S>,
 {
     const CHAT: &str = "/genesys/2/chat/{service}/{chat_id}";
     Router::new()
         .route("/genesys/2/chat/{service}", post(request_chat))
         .route(&format!("{CHAT}/{{op}}"), post(chat_operation))
-        // The event stream (`edge::push`); a GET, so no GMS operation is named `events`.
-        .route(&format!("{CHAT}/events"), get(super::push::gms))
         .route(&format!("{CHAT}/file/limits"), post(file_limits))
         .route(&format!("{CHAT}/file"), post(file_upload))
         .route(

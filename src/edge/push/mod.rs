@@ -136,14 +136,22 @@ impl Streams {
     }
 }
 
-/// The Web API stream route (merged into the public application by `edge::routes`).
-pub fn webapi_routes<S>() -> axum::Router<S>
+/// Both dialects' stream routes (merged into the public application by `edge::routes`). The
+/// GMS one is a GET beside the dialect's `POST …/{chatId}/{op}`, so no GMS operation is
+/// named `events`.
+pub fn routes<S>() -> axum::Router<S>
 where
     S: Clone + Send + Sync + 'static,
     Chats: FromRef<S>,
     Streams: FromRef<S>,
+    Services: FromRef<S>,
 {
-    axum::Router::new().route("/api/v2/chats/{chat_id}/events", axum::routing::get(webapi))
+    axum::Router::new()
+        .route("/api/v2/chats/{chat_id}/events", axum::routing::get(webapi))
+        .route(
+            "/genesys/2/chat/{service}/{chat_id}/events",
+            axum::routing::get(gms),
+        )
 }
 
 /// `GET /api/v2/chats/{chatId}/events?streamToken=…[&transcriptPosition=…]`.
@@ -163,7 +171,7 @@ async fn webapi(
 /// stream. The token was minted for a reply that passed the service's API key check, and
 /// it names the tenant: the service must be that tenant's. (`EventSource` sends no headers,
 /// so no API key is asked for here.)
-pub async fn gms(
+async fn gms(
     State(chats): State<Chats>,
     State(streams): State<Streams>,
     State(services): State<Services>,
