@@ -4,8 +4,8 @@
 //! Owns loading, the composition of the sections into [`Config`], the tenant list, and the
 //! rules that involve more than one section. Each section's type, defaults and local rules
 //! belong to the code that uses it (`server`, `credentials`, `admin`, `edge::limits`,
-//! `edge::cors`, `edge::gms`, `edge::push`, `edge::cometd`, `router`, `telemetry`, and the
-//! `backend-tcp`, `backend-http`,
+//! `edge::cors`, `edge::gms`, `edge::push`, `edge::cometd`, `edge::widget`, `router`,
+//! `telemetry`, and the `backend-tcp`, `backend-http`,
 //! `chat-engine` and `email` crates); `chat` here reads the instance list. It must not start
 //! anything: the rest of the gateway receives a [`Config`] that is already known to be good.
 
@@ -26,6 +26,7 @@ use crate::edge::cometd::CometdConfig;
 use crate::edge::cors::{AllowedHeader, CorsConfig, Origin};
 use crate::edge::limits::LimitsConfig;
 use crate::edge::push::PushConfig;
+use crate::edge::widget::WidgetConfig;
 use crate::edge::GmsConfig;
 use crate::server::ServerConfig;
 
@@ -99,6 +100,9 @@ pub struct Config {
     /// The event streams (Server-Sent Events): heartbeats, token lifetime, caps.
     #[serde(default)]
     pub push: PushConfig,
+    /// The chat widget the gateway serves, and the demo page at `/` (docs/widget.md).
+    #[serde(default)]
+    pub widget: WidgetConfig,
 }
 
 /// One tenant.
@@ -234,6 +238,7 @@ impl Config {
             return Err(Invalid::new("cometd.connect_timeout_ms", why));
         }
         self.mock.validate().map_err(within("mock"))?;
+        self.validate_widget()?;
         // Its keys are full (`email.…`) already.
         self.email.validate()
     }
@@ -256,6 +261,55 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The widget's rules across sections: its tenant exists, its file service is a GMS
+    /// service of that tenant that asks no API key (the widget runs in a public page, where
+    /// a key would be no secret), its mailbox is on the e-mail allow-list.
+    fn validate_widget(&self) -> Result<(), Invalid> {
+        let w = &self.widget;
+        w.validate().map_err(|e| e.within("widget"))?;
+        if let Some(t) = &w.tenant {
+            if self.tenant(t).is_none() {
+                return Err(Invalid::new(
+                    "widget.tenant",
+                    format!("unknown tenant `{t}`"),
+                ));
+            }
+        }
+        if let Some(name) = &w.file_service {
+            let Some(service) = self.gms.service(name) else {
+                let why = format!("`{name}` is not one of gms.services");
+                return Err(Invalid::new("widget.file_service", why));
+            };
+            if service.tenant != self.widget_tenant() {
+                let why = format!("`{name}` serves another tenant than the widget's");
+                return Err(Invalid::new("widget.file_service", why));
+            }
+            if self.gms.api_key(service).is_some() {
+                let why = format!(
+                    "`{name}` requires an API key, which a public page cannot keep secret: \
+                     name a service without one"
+                );
+                return Err(Invalid::new("widget.file_service", why));
+            }
+        }
+        if let Some(mailbox) = &w.mailbox {
+            if !self.email.mailbox_policy().allows(mailbox) {
+                let why = "must be one of the e-mail mailboxes (email.mailbox, the backend's \
+                           default_mailbox, email.mailboxes)";
+                return Err(Invalid::new("widget.mailbox", why));
+            }
+        }
+        Ok(())
+    }
+
+    /// The tenant the widget names: `widget.tenant`, or the first tenant.
+    pub fn widget_tenant(&self) -> &str {
+        match &self.widget.tenant {
+            Some(t) => t,
+            None => self.tenants.first().map_or("", |t| t.name.as_str()),
+        }
     }
 
     pub fn tenant(&self, name: &str) -> Option<&TenantConfig> {

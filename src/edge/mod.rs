@@ -5,8 +5,9 @@
 //! (GMS Chat API v2, forms and multipart) and `cometd` (GMS's CometD: Bayeux long-polling). Shared by both: the middleware (`layers`,
 //! `limits`, `cors`), `health`, the one conversion of errors into replies (`error`), body
 //! reading helpers (`body`), the e-mail stream into the intake (`email`), the JSON reply
-//! and transcript shapes (`wire`) and the event streams of both dialects (`push`). It knows nothing about backends: it hands typed
-//! operations to `operation` and renders what comes back. Every route takes an optional
+//! and transcript shapes (`wire`) and the event streams of both dialects (`push`). The chat
+//! widget's files and the demo page at `/` are `widget`'s. It knows nothing about backends:
+//! it hands typed operations to `operation` and renders what comes back. Every route takes an optional
 //! trailing slash ([`optional_trailing_slash`], before routing).
 
 pub mod body;
@@ -20,6 +21,7 @@ pub mod layers;
 pub mod limits;
 pub mod push;
 pub mod webapi;
+pub mod widget;
 pub mod wire;
 
 use std::sync::Arc;
@@ -38,13 +40,22 @@ pub use gms::{GmsConfig, GmsServiceConfig};
 /// The public route table. A route whose path carries a chat id names it `chat_id` (see
 /// `limits::CHAT_ID_PARAM`); the shared middleware is added around it by `layers::apply`.
 pub fn routes(gw: Arc<Gateway>) -> Router {
-    Router::new()
+    let widget = &gw.config.widget;
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(webapi::routes())
         .merge(push::routes())
         .merge(gms::routes())
         .merge(cometd::routes())
+        .merge(widget::routes(widget, gw.config.widget_tenant()));
+    // The demo page: `/` is served by nothing else.
+    let router = if widget.enabled && widget.demo_page {
+        router.route("/", get(widget::demo_page(widget)))
+    } else {
+        router
+    };
+    router
         .fallback(|| async { Failure::from(Error::NotFound) })
         .method_not_allowed_fallback(|| async { Failure::from(Error::MethodNotAllowed) })
         .with_state(gw)

@@ -30,6 +30,9 @@ pub struct Behaviour {
     /// How long the agent takes to answer a message.
     #[serde(rename = "agent_reply_delay_ms", deserialize_with = "millis")]
     pub agent_reply_delay: Duration,
+    /// Whether the agent, once joined, shows that it is typing (a `TypingStarted` event)
+    /// as soon as a customer message arrives; its answer follows after the reply delay.
+    pub agent_typing: bool,
     /// A customer who makes no request for this long is removed and the chat ends.
     #[serde(rename = "disconnect_timeout_secs", deserialize_with = "secs")]
     pub disconnect_timeout: Duration,
@@ -120,6 +123,7 @@ impl Default for Behaviour {
                 "Understood. Is there anything else I can help with?".into(),
             ],
             agent_reply_delay: Duration::from_secs(1),
+            agent_typing: false,
             disconnect_timeout: Duration::from_secs(45),
             session_limit: NonZeroU64::new(1000).expect("non-zero"),
             ended_retention: Duration::from_secs(300),

@@ -239,6 +239,10 @@ impl ChatRecord {
                     .map_or(0, |p| p.at);
                 let at = (now + ms(behaviour.agent_reply_delay)).max(join_at);
                 self.schedule(at, Scheduled::AgentReplies);
+                // An agent already there starts typing the answer at once (widgets show it).
+                if let Some(agent) = self.agent().filter(|_| behaviour.agent_typing) {
+                    self.push(agent, EventType::TypingStarted, None, None, now);
+                }
             }
             Action::StartTyping { text } => {
                 self.push(CLIENT, EventType::TypingStarted, text.as_deref(), None, now)
