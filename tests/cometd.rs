@@ -248,6 +248,17 @@ impl Seen {
 }
 
 /// Connects until `done` holds, taking every delivered `data` into `seen`.
+/// Starts a chat on the channel and connects until the agent's greeting has arrived: the
+/// requestChat result (its `data`).
+async fn greeted_chat(b: &Bayeux, seen: &Arc<Mutex<Seen>>, nickname: &str) -> Value {
+    let created = b
+        .publish(json!({"operation": "requestChat", "nickname": nickname}))
+        .await;
+    seen.lock().take(&created);
+    connect_until(b, seen, "the agent's greeting", |s| s.agent_texts() >= 1).await;
+    created
+}
+
 async fn connect_until(
     b: &Bayeux,
     seen: &Arc<Mutex<Seen>>,
@@ -375,15 +386,8 @@ async fn a_held_connect_answers_when_the_agent_speaks_on_another_replica() {
     let bayeux = Bayeux::new(&[&a.base, &b.base]);
     bayeux.handshake().await;
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let created = bayeux
-        .publish(json!({"operation": "requestChat", "nickname": "held"}))
-        .await;
-    seen.lock().take(&created);
+    let created = greeted_chat(&bayeux, &seen, "held").await;
     let token = created["secureKey"].as_str().unwrap().to_owned();
-    connect_until(&bayeux, &seen, "the agent's greeting", |s| {
-        s.agent_texts() >= 1
-    })
-    .await;
 
     // A connect is held on one replica while the message is published on the other.
     let held = {
@@ -635,16 +639,9 @@ async fn kill_9_of_the_chat_server_mid_chat_loses_and_doubles_nothing() {
     let bayeux = Bayeux::new(&[&a.base, &b.base]);
     bayeux.handshake().await;
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let created = bayeux
-        .publish(json!({"operation": "requestChat", "nickname": "kill"}))
-        .await;
-    seen.lock().take(&created);
+    let created = greeted_chat(&bayeux, &seen, "kill").await;
     let victim = created["alias"].as_str().unwrap().to_owned();
     let token = created["secureKey"].as_str().unwrap().to_owned();
-    connect_until(&bayeux, &seen, "the agent's greeting", |s| {
-        s.agent_texts() >= 1
-    })
-    .await;
     let mut aliases: HashMap<String, usize> = HashMap::new();
     let mut sent = 0;
     let mut killed_at = None;
