@@ -44,17 +44,21 @@ pub(crate) fn require_parts() {
     );
 }
 
-/// Serves the widget page on its own port: another origin than the gateway's.
-async fn serve_page() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    // A browser asks for the icon too: answered, so that the console stays clean.
-    let app = axum::Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
+/// A test page at `/`, and the icon a browser asks for answered, so that the console stays
+/// clean. Tests add routes for what else their page loads.
+pub(crate) fn page(html: &'static str) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(move || async move { Html(html) }))
         .route(
             "/favicon.ico",
             get(|| async { axum::http::StatusCode::NO_CONTENT }),
-        );
+        )
+}
+
+/// Serves `app` on its own port, another origin than the gateway's, and returns the origin.
+pub(crate) async fn serve_origin(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -64,7 +68,7 @@ async fn serve_page() -> String {
 #[tokio::test]
 async fn chromium_widget_from_another_origin_runs_a_whole_gms_conversation_with_a_file() {
     require_parts();
-    let page = serve_page().await;
+    let page = serve_origin(page(PAGE)).await;
     let gw = gateway()
         .cors_origins(&[&page])
         .toml(&format!(

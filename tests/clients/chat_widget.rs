@@ -18,7 +18,7 @@ use axum::response::Html;
 use axum::routing::get;
 use serde_json::{json, Value};
 
-use super::browser::{chromium, here, require_parts};
+use super::browser::{chromium, here, require_parts, serve_origin};
 use crate::common::cluster::Cluster;
 use crate::common::gateway;
 
@@ -123,19 +123,13 @@ fn check_email(email_dir: &Path, step: &Value) -> String {
 
 /// Serves a page of another site with the one-line snippet on it; returns its origin.
 async fn serve_embed_page(gateway_base: &str) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
     let page = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>A shop</title><link rel=\"icon\" href=\"data:,\"></head>\
          <body><h1>A shop</h1>\
          <script src=\"{gateway_base}/widget/widget.js\" async></script></body></html>"
     );
-    let app = axum::Router::new().route("/", get(move || async move { Html(page) }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    origin
+    serve_origin(axum::Router::new().route("/", get(move || async move { Html(page) }))).await
 }
 
 /// Whether the gateway's replies offer the event stream (`streamToken`): the widget then

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use super::browser::{chromium, here, require_parts};
+use super::browser::{chromium, here, page, require_parts, serve_origin};
 use crate::common::cluster::{all_accepting, Cluster, FAST};
 use crate::common::gateway;
 
@@ -39,27 +39,19 @@ async fn serve_page() -> String {
          `npm ci` in tests/clients",
         cometd_module().display()
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .route(
-            "/cometd/{file}",
-            get(|Path(file): Path<String>| async move {
-                let ok = file.ends_with(".js") && !file.contains("..") && !file.contains('/');
-                match std::fs::read(cometd_module().join(&file)) {
-                    Ok(bytes) if ok => {
-                        ([(header::CONTENT_TYPE, "text/javascript")], bytes).into_response()
-                    }
-                    _ => StatusCode::NOT_FOUND.into_response(),
+    serve_origin(page(PAGE).route(
+        "/cometd/{file}",
+        get(|Path(file): Path<String>| async move {
+            let ok = file.ends_with(".js") && !file.contains("..") && !file.contains('/');
+            match std::fs::read(cometd_module().join(&file)) {
+                Ok(bytes) if ok => {
+                    ([(header::CONTENT_TYPE, "text/javascript")], bytes).into_response()
                 }
-            }),
-        )
-        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    origin
+                _ => StatusCode::NOT_FOUND.into_response(),
+            }
+        }),
+    ))
+    .await
 }
 
 /// A load balancer without affinity: request n goes to replica n mod 2. It records each
@@ -133,13 +125,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, req: Request) -> Response {
 }
 
 async fn serve_proxy(proxy: Arc<Proxy>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().fallback(forward).with_state(proxy);
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    base
+    serve_origin(axum::Router::new().fallback(forward).with_state(proxy)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

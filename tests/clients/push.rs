@@ -10,31 +10,14 @@ use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::response::Html;
-use axum::routing::get;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::browser::{chromium, here, require_parts};
+use crate::browser::{chromium, here, page, require_parts, serve_origin};
 use crate::common::cluster::{Cluster, GatewayProcess, Scratch, FAST};
 use crate::common::{Chat, Client, SECRET};
 
 const PAGE: &str = include_str!("widget/sse.html");
-
-async fn serve_page() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/", get(|| async { Html(PAGE) }))
-        .route(
-            "/favicon.ico",
-            get(|| async { axum::http::StatusCode::NO_CONTENT }),
-        );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    origin
-}
 
 /// A TCP proxy that sends each new connection to the first backend that accepts it: the
 /// page's one address for both gateways, as a load balancer without affinity would be.
@@ -130,7 +113,7 @@ fn addr_of(base: &str) -> SocketAddr {
 async fn chromium_event_source_gets_every_agent_message_once_across_a_replica_change_and_a_kill_9()
 {
     require_parts();
-    let page = serve_page().await;
+    let page = serve_origin(page(PAGE)).await;
     let mut cluster = Cluster::start(&["1", "2"]);
     let scratch = Scratch::new("push-browser");
     let config = scratch.0.join("gateway.toml");
