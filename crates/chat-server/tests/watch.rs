@@ -70,6 +70,16 @@ fn spawn_watch(
     })
 }
 
+/// The held watch's answer and when it came, within `PATIENCE`.
+async fn answer_of(
+    watch: tokio::task::JoinHandle<(Result<ChatUpdate, BackendError>, Instant)>,
+) -> (Result<ChatUpdate, BackendError>, Instant) {
+    tokio::time::timeout(PATIENCE, watch)
+        .await
+        .expect("the watch answered in time")
+        .expect("the watch task ran")
+}
+
 /// Both scenarios of "answered when the event happens" on one server: a message sent on
 /// another connection, then the agent's reply falling due.
 async fn answered_when_the_event_happens(server: &ChatServer, what: &str) {
@@ -87,10 +97,7 @@ async fn answered_when_the_event_happens(server: &ChatServer, what: &str) {
     assert!(!watch.is_finished(), "the watch did not wait");
     let sent_at = Instant::now();
     sender.refresh(&chat, say("hello")).await.unwrap();
-    let (answer, answered_at) = tokio::time::timeout(PATIENCE, watch)
-        .await
-        .unwrap()
-        .unwrap();
+    let (answer, answered_at) = answer_of(watch).await;
     let update = answer.unwrap();
     assert_eq!(update.messages[0].index, from);
     assert_eq!(update.messages[0].text.as_deref(), Some("hello"));
@@ -148,10 +155,7 @@ async fn a_held_watch_is_answered_at_shutdown_at_once() {
     let exited = tokio::task::spawn_blocking(move || server.terminate(PATIENCE))
         .await
         .unwrap();
-    let (answer, answered_at) = tokio::time::timeout(PATIENCE, watch)
-        .await
-        .unwrap()
-        .unwrap();
+    let (answer, answered_at) = answer_of(watch).await;
     let update = answer.unwrap();
     assert!(update.messages.is_empty(), "{update:?}");
     assert_eq!(update.next_position, from);
@@ -198,10 +202,7 @@ async fn kill_9_during_a_watch_fails_it_promptly_and_the_restored_chat_is_watche
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed_at = Instant::now();
     first.kill9();
-    let (answer, failed_at) = tokio::time::timeout(PATIENCE, watch)
-        .await
-        .unwrap()
-        .unwrap();
+    let (answer, failed_at) = answer_of(watch).await;
     let error = answer.unwrap_err();
     assert!(
         matches!(
@@ -223,10 +224,7 @@ async fn kill_9_during_a_watch_fails_it_promptly_and_the_restored_chat_is_watche
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!watch.is_finished(), "nothing new, yet the watch answered");
     to_second.refresh(&chat, say("after")).await.unwrap();
-    let (answer, _) = tokio::time::timeout(PATIENCE, watch)
-        .await
-        .unwrap()
-        .unwrap();
+    let (answer, _) = answer_of(watch).await;
     let update = answer.unwrap();
     let indexes: Vec<u64> = update.messages.iter().map(|e| e.index).collect();
     assert_eq!(indexes[0], from, "a gap or a repeat at the failover");
@@ -337,10 +335,7 @@ async fn a_server_without_version_3_is_watched_by_polling() {
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let sent_at = Instant::now();
     backend.refresh(&chat, say("polled")).await.unwrap();
-    let (answer, answered_at) = tokio::time::timeout(PATIENCE, watch)
-        .await
-        .unwrap()
-        .unwrap();
+    let (answer, answered_at) = answer_of(watch).await;
     let update = answer.unwrap();
     assert_eq!(update.messages[0].index, from);
     assert_eq!(update.messages[0].text.as_deref(), Some("polled"));
@@ -467,10 +462,7 @@ async fn past_the_held_watch_bounds_watches_are_refused_retryably_and_normal_cal
     // A message answers every held watch.
     backend.refresh(&chat, say("to all")).await.unwrap();
     for watch in held.into_iter().chain([one]) {
-        let (answer, _) = tokio::time::timeout(PATIENCE, watch)
-            .await
-            .unwrap()
-            .unwrap();
+        let (answer, _) = answer_of(watch).await;
         assert_eq!(answer.unwrap().messages[0].text.as_deref(), Some("to all"));
     }
 }
