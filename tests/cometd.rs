@@ -65,6 +65,13 @@ impl Bayeux {
         }
     }
 
+    /// A client of these replicas that has handshaken (on the first of them).
+    async fn handshaken(bases: &[&str]) -> Bayeux {
+        let bayeux = Bayeux::new(bases);
+        bayeux.handshake().await;
+        bayeux
+    }
+
     fn id(&self) -> String {
         let mut n = self.next_id.lock();
         *n += 1;
@@ -280,8 +287,7 @@ async fn connect_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_chat_over_two_alternating_replicas_sends_every_event_once() {
     let (a, b) = two_replicas("").await;
-    let bayeux = Bayeux::new(&[&a.base, &b.base]);
-    bayeux.handshake().await;
+    let bayeux = Bayeux::handshaken(&[&a.base, &b.base]).await;
     // A first connect with no chat followed yet holds about a second, not the full timeout.
     let started = Instant::now();
     let (data, reply) = bayeux.connect(None).await;
@@ -383,8 +389,7 @@ async fn a_whole_chat_over_two_alternating_replicas_sends_every_event_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_connect_answers_when_the_agent_speaks_on_another_replica() {
     let (a, b) = two_replicas("[cometd]\nconnect_timeout_ms = 20000\n").await;
-    let bayeux = Bayeux::new(&[&a.base, &b.base]);
-    bayeux.handshake().await;
+    let bayeux = Bayeux::handshaken(&[&a.base, &b.base]).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let created = greeted_chat(&bayeux, &seen, "held").await;
     let token = created["secureKey"].as_str().unwrap().to_owned();
@@ -425,8 +430,7 @@ async fn a_held_connect_answers_when_the_agent_speaks_on_another_replica() {
 #[tokio::test]
 async fn a_forged_or_changed_client_id_gets_402_and_the_handshake_advice() {
     let (a, b) = two_replicas("").await;
-    let bayeux = Bayeux::new(&[&a.base, &b.base]);
-    bayeux.handshake().await;
+    let bayeux = Bayeux::handshaken(&[&a.base, &b.base]).await;
     let real = bayeux.client_id();
     let mut changed = real.clone().into_bytes();
     changed[5] = if changed[5] == b'A' { b'B' } else { b'A' };
@@ -459,8 +463,7 @@ async fn a_forged_or_changed_client_id_gets_402_and_the_handshake_advice() {
 #[tokio::test]
 async fn a_forged_secure_key_is_refused_before_any_backend() {
     let (a, b) = two_replicas("").await;
-    let bayeux = Bayeux::new(&[&a.base, &b.base]);
-    bayeux.handshake().await;
+    let bayeux = Bayeux::handshaken(&[&a.base, &b.base]).await;
     let created = bayeux
         .publish(json!({"operation": "requestChat", "nickname": "victim"}))
         .await;
@@ -544,8 +547,7 @@ async fn held_connects_past_the_per_address_bound_are_refused_with_a_retry_advic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_sdk_balkonsky_chat_api_v2_runs_a_chat() {
     let (a, b) = two_replicas("").await;
-    let bayeux = Bayeux::new(&[&a.base, &b.base]);
-    bayeux.handshake().await;
+    let bayeux = Bayeux::handshaken(&[&a.base, &b.base]).await;
     let mut secure_key: Option<String> = None;
     let mut all: Vec<Value> = Vec::new();
     fn take(all: &mut Vec<Value>, data: &Value, key: &mut Option<String>) {
@@ -636,8 +638,7 @@ async fn kill_9_of_the_chat_server_mid_chat_loses_and_doubles_nothing() {
     let extra = service_toml();
     let a = cluster.gateway(&[], &extra).await;
     let b = cluster.gateway(&[], &extra).await;
-    let bayeux = Bayeux::new(&[&a.base, &b.base]);
-    bayeux.handshake().await;
+    let bayeux = Bayeux::handshaken(&[&a.base, &b.base]).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let created = greeted_chat(&bayeux, &seen, "kill").await;
     let victim = created["alias"].as_str().unwrap().to_owned();
@@ -694,8 +695,7 @@ async fn kill_9_of_the_chat_server_mid_chat_loses_and_doubles_nothing() {
 #[tokio::test]
 async fn file_operations_over_chat_ntf_take_the_cometd_secure_key() {
     let (a, b) = two_replicas("").await;
-    let bayeux = Bayeux::new(&[&a.base, &b.base]);
-    bayeux.handshake().await;
+    let bayeux = Bayeux::handshaken(&[&a.base, &b.base]).await;
     let created = bayeux
         .publish(json!({"operation": "requestChat", "nickname": "files"}))
         .await;
