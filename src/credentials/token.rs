@@ -86,7 +86,10 @@ impl Tokens {
         plain.extend_from_slice(&expires.to_be_bytes());
         plain.extend_from_slice(payload);
         let mut nonce = [0u8; NONCE];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        // The thread's CSPRNG (ChaCha, seeded and reseeded from the OS): every chat reply
+        // seals a token, and a getrandom system call per reply is work the hot path need
+        // not do. A nonce needs to be unique, not secret; 192 random bits are.
+        rand::thread_rng().fill_bytes(&mut nonce);
         let aad = aad(purpose);
         let sealed = self
             .aead
