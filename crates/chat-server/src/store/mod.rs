@@ -237,10 +237,15 @@ impl Store {
 
     /// Runs `op` on the topology's connection within the store timeout. On Sentinel a
     /// failure (of any kind: a dead master, a demoted one answering `READONLY`, a timeout)
-    /// forgets the connection, so the next call asks the Sentinels where the master is now.
-    async fn run<T, F>(&self, op: F) -> Result<T, StoreError>
+    /// forgets the connection, so the next call asks the Sentinels where the master is now;
+    /// and when the connection in use turns out broken (the master it led to died since its
+    /// last call), `op` runs once more on a master found afresh, within the same bound. A
+    /// save run twice is safe: the second run of one already written is refused by the
+    /// version check (the chat is reported moved, and restored), never written twice.
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: AsyncFnOnce(Conn) -> Result<T, StoreError>,
+        F: Fn(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
         let timeout = self.settings.timeout;
         let bounded = async {
@@ -248,15 +253,22 @@ impl Store {
                 Redis::Single(manager) => op(Conn::Single(manager.clone())).await,
                 Redis::Cluster(cluster) => op(Conn::Cluster(cluster.clone())).await,
                 Redis::Sentinel(sentinel) => {
-                    let (generation, connection) = sentinel.get().await?;
-                    let result = op(Conn::Master(connection)).await;
-                    if result
-                        .as_ref()
-                        .is_err_and(|e| !matches!(e, StoreError::Newer { .. }))
-                    {
+                    let mut attempts = 0;
+                    loop {
+                        attempts += 1;
+                        let (generation, connection, fresh) = sentinel.get().await?;
+                        let result = op(Conn::Master(connection)).await;
+                        let Err(error) = &result else { return result };
+                        if matches!(error, StoreError::Newer { .. }) {
+                            return result;
+                        }
                         sentinel.forget(generation).await;
+                        let broken = matches!(error, StoreError::Redis(e)
+                            if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal());
+                        if fresh || !broken || attempts > 1 {
+                            return result;
+                        }
                     }
-                    result
                 }
             }
         };
@@ -274,9 +286,10 @@ impl Store {
         let ttl_ms = self.settings.ttl.as_millis() as u64;
         let wanted = self.settings.replicas_ack;
         let ack_timeout = self.settings.replicas_ack_timeout;
+        let json = &json;
         let (saved, stored) = self
-            .run(async |mut redis: Conn| {
-                let redis = &mut redis;
+            .run(|mut conn: Conn| async move {
+                let redis = &mut conn;
                 // EVAL: the script is a few hundred bytes, and sending it with each save
                 // spares the NOSCRIPT dance of EVALSHA after Redis restarts or fails over.
                 let mut eval = redis::cmd("EVAL");
@@ -322,7 +335,7 @@ impl Store {
     /// The saved record of a chat, if the store has one, with its version.
     pub async fn load(&self, chat_id: &str) -> Result<Option<ChatRecord>, StoreError> {
         let found = self
-            .run(async |mut redis: Conn| {
+            .run(|mut redis: Conn| async move {
                 let found = hmget(&mut redis, key(chat_id)).await?;
                 if found.1.is_some() || redis.is_cluster() {
                     return Ok(found);

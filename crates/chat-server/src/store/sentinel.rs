@@ -69,11 +69,12 @@ impl SentinelConnection {
 
     /// The connection to the master, discovered through the Sentinels if there is none: one
     /// attempt (Sentinels asked in order, the master's role checked, a connection opened),
-    /// bounded by the connect timeout.
-    pub async fn get(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
+    /// bounded by the connect timeout. Says whether the connection is new (`true`) or the
+    /// one in use (which may have broken since its last call).
+    pub async fn get(&self) -> Result<(u64, MultiplexedConnection, bool), StoreError> {
         let mut current = self.inner.current.lock().await;
-        if let Some(connection) = &*current {
-            return Ok(connection.clone());
+        if let Some((generation, connection)) = &*current {
+            return Ok((*generation, connection.clone(), false));
         }
         let discover = async {
             let client = self.inner.client.lock().await.async_get_client().await?;
@@ -87,7 +88,7 @@ impl SentinelConnection {
             .map_err(|_| StoreError::Timeout(timeout))??;
         let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
         *current = Some((generation, connection.clone()));
-        Ok((generation, connection))
+        Ok((generation, connection, true))
     }
 
     /// A call on connection `generation` failed: the next call asks the Sentinels again
