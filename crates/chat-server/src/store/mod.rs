@@ -13,6 +13,8 @@
 mod sentinel;
 mod topology;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_engine::ChatRecord;
@@ -83,10 +85,18 @@ enum Redis {
     Cluster(ClusterConnection),
 }
 
+/// Connections a store keeps when saves wait for replicas. Redis holds back every later
+/// command of a connection blocked in `WAIT` until the replicas answer, so on one
+/// connection saves would go one master-to-replica round trip at a time; this many go side
+/// by side. (Without `WAIT` one multiplexed connection pipelines everything.)
+const WAIT_CONNECTIONS: usize = 8;
+
 /// The shared store, cloned into every connection task.
 #[derive(Clone)]
 pub struct Store {
-    redis: Redis,
+    /// One connection (or cluster connection) per entry, used in turn.
+    pool: Arc<[Redis]>,
+    next: Arc<AtomicUsize>,
     settings: StoreSettings,
 }
 
@@ -173,10 +183,31 @@ impl Store {
     /// Connects once (on Sentinel: finds the master); after a failure each topology
     /// reconnects on a later call, one attempt bounded by `connect_timeout`.
     pub async fn connect(url: &str, settings: StoreSettings) -> Result<Store, StoreError> {
+        let topology = Topology::parse(url).map_err(StoreError::Url)?;
+        let connections = if settings.replicas_ack > 0 {
+            WAIT_CONNECTIONS
+        } else {
+            1
+        };
+        let mut pool = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            pool.push(Self::connect_one(&topology, &settings).await?);
+        }
+        Ok(Store {
+            pool: pool.into(),
+            next: Arc::default(),
+            settings,
+        })
+    }
+
+    async fn connect_one(
+        topology: &Topology,
+        settings: &StoreSettings,
+    ) -> Result<Redis, StoreError> {
         let timeout = settings.timeout.max(settings.connect_timeout);
-        let redis = match Topology::parse(url).map_err(StoreError::Url)? {
+        Ok(match topology {
             Topology::Single(url) => {
-                let client = redis::Client::open(url)?;
+                let client = redis::Client::open(url.as_str())?;
                 // The defaults (6 retries, delays from 1 s multiplied by 100 each time, no
                 // cap) made one reconnect outlast a 10 s Redis outage by minutes, every call
                 // waiting on it. Here a reconnect is a single attempt bounded by
@@ -201,12 +232,13 @@ impl Store {
                 node,
             } => {
                 let node = node
-                    .map(|n| Topology::node_info(&n))
+                    .as_deref()
+                    .map(Topology::node_info)
                     .transpose()
                     .map_err(StoreError::Url)?;
                 let connection = SentinelConnection::new(
-                    &sentinels,
-                    &master,
+                    sentinels,
+                    master,
                     node,
                     settings.timeout,
                     settings.connect_timeout,
@@ -218,7 +250,7 @@ impl Store {
                 // The cluster connection follows MOVED / ASK and refreshes its slot map
                 // after a failover by itself, retrying a command a few times, quickly; every
                 // store call stays bounded by `timeout` around it.
-                let client = redis::cluster::ClusterClient::builder(nodes)
+                let client = redis::cluster::ClusterClient::builder(nodes.clone())
                     .connection_timeout(settings.connect_timeout)
                     .response_timeout(settings.timeout)
                     .retries(16)
@@ -231,8 +263,7 @@ impl Store {
                         .map_err(|_| StoreError::Timeout(timeout))??,
                 )
             }
-        };
-        Ok(Store { redis, settings })
+        })
     }
 
     /// Runs `op` on the topology's connection within the store timeout. On Sentinel a
@@ -249,7 +280,8 @@ impl Store {
     {
         let timeout = self.settings.timeout;
         let bounded = async {
-            match &self.redis {
+            let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+            match &self.pool[turn] {
                 Redis::Single(manager) => op(Conn::Single(manager.clone())).await,
                 Redis::Cluster(cluster) => op(Conn::Cluster(cluster.clone())).await,
                 Redis::Sentinel(sentinel) => {
