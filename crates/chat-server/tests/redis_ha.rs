@@ -257,7 +257,7 @@ async fn chats_talk_through_a_failover(
         last_recovery: 0.0,
     };
     for (chat, talk) in refs.iter().zip(&talks) {
-        let talk = talk.lock().unwrap();
+        let talk = std::mem::take(&mut *talk.lock().unwrap());
         outcome.acknowledged += talk.acknowledged.len();
         if let Some(at) = talk.recovered_at {
             outcome.chats_that_failed += 1;

@@ -8,7 +8,7 @@
 //! and reading their state through `redis-cli`. It must not assert anything about the chat
 //! server: the tests do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -64,13 +64,13 @@ struct Node {
 impl Node {
     /// Starts `redis-server` with `config` (a file in `dir`) plus `args`, waiting until it
     /// answers `PING`.
-    fn start(port: u16, dir: &PathBuf, config: &str, args: &[&str]) -> Node {
+    fn start(port: u16, dir: &Path, config: &str, args: &[&str]) -> Node {
         let file = dir.join(format!("{port}.conf"));
         std::fs::write(&file, config).expect("write redis config");
         let mut node = Node {
             port,
             child: None,
-            dir: dir.clone(),
+            dir: dir.to_path_buf(),
             args: args.iter().map(|a| a.to_string()).collect(),
         };
         node.spawn();
@@ -127,7 +127,7 @@ fn data_config(port: u16) -> String {
 
 /// A master (first) and `replicas` replicas in `dir`, returned once every replica is in
 /// sync.
-fn start_replicated(dir: &PathBuf, replicas: usize) -> Vec<Node> {
+fn start_replicated(dir: &Path, replicas: usize) -> Vec<Node> {
     let port = free_port();
     let mut nodes = vec![Node::start(port, dir, &data_config(port), &[])];
     for _ in 0..replicas {

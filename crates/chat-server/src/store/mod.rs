@@ -333,7 +333,7 @@ impl Store {
                         .arg(key(&record.chat_id))
                         .arg(legacy_key(&record.chat_id));
                 }
-                eval.arg(held).arg(&json).arg(ttl_ms);
+                eval.arg(held).arg(json).arg(ttl_ms);
                 if wanted == 0 {
                     return Ok(eval.query_async::<(u8, String)>(redis).await?);
                 }

@@ -118,18 +118,14 @@ fn hosts_with_port(hosts: &str, default_port: u16) -> Result<Vec<String>, Refusa
             if host.is_empty() {
                 return Err("the store URL has an empty host in its list");
             }
+            // `[::1]` alone has colons but no port.
             let has_port = match host.rsplit_once(':') {
-                Some((before, port)) => {
-                    // `[::1]` alone has colons but no port.
-                    if !before.starts_with('[') || before.ends_with(']') {
-                        port.parse::<u16>()
-                            .map_err(|_| "a port in the store URL is not a number")?;
-                        true
-                    } else {
-                        false
-                    }
+                Some((before, port)) if !before.starts_with('[') || before.ends_with(']') => {
+                    port.parse::<u16>()
+                        .map_err(|_| "a port in the store URL is not a number")?;
+                    true
                 }
-                None => false,
+                _ => false,
             };
             Ok(if has_port {
                 host.to_owned()
