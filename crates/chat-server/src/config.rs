@@ -93,7 +93,8 @@ pub struct Args {
     /// This instance's alias, e.g. 117.
     #[arg(long, env = "CHAT_SERVER_ALIAS")]
     pub alias: Option<String>,
-    /// Shared store, e.g. redis://127.0.0.1:6379.
+    /// Shared store: redis://host:6379, redis+sentinel://host:26379,host:26379/mymaster or
+    /// redis+cluster://host:7000,host:7001,host:7002.
     #[arg(long, env = "CHAT_SERVER_STORE")]
     pub store: Option<String>,
     #[arg(long, env = "CHAT_SERVER_MAX_CONNECTIONS")]
