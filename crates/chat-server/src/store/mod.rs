@@ -1,9 +1,9 @@
 //! The shared store: chats saved to Redis so another instance can restore them.
 //!
-//! Owns the key layout (`chat:{<chatId>}`, the chat id as the key's hash tag, so that every
-//! key of one chat lives in one Redis Cluster slot; a hash: `version`, the number of saves,
-//! and `record`, the chat's `ChatRecord` as JSON; expiring once the chat could no longer be
-//! used), the fencing rule (a save succeeds only over the version its saver holds, checked
+//! Owns the key layout (one key per chat, `chat:<chatId>`, and on a Redis Cluster
+//! `chat:{<chatId>}`, the chat id as the key's hash tag, so that every key of one chat lives
+//! in one slot; a hash: `version`, the number of saves, and `record`, the chat's
+//! `ChatRecord` as JSON; expiring once the chat could no longer be used), the fencing rule (a save succeeds only over the version its saver holds, checked
 //! and written by one Lua script, `EVAL`, in one round trip), the replication a save waits
 //! for before it counts (`WAIT`), the topology the store URL names (one server, Sentinel,
 //! Cluster: `topology`, `sentinel`), and the bounds on how long a store operation and a
@@ -31,28 +31,15 @@ pub use topology::Topology;
 /// Compare and set: writes `record` as version `ARGV[1] + 1` only if the stored version is
 /// `ARGV[1]`. A missing key is accepted too: a new chat, or a store that lost its data
 /// (restarted without persistence), where the saver's copy is the best there is. Returns the
-/// stored version when it refuses.
-///
-/// `KEYS[2]`, when given (one server and Sentinel, never Cluster), is the chat's key from
-/// before keys carried a hash tag (`chat:<chatId>`): while the tagged key does not exist
-/// yet, its version is the stored one, and the first tagged save marks it `moved`, so an
-/// instance still running the older layout is refused from then on (fenced) instead of
-/// saving where nobody reads.
+/// stored version when it refuses. It touches only `KEYS[1]`, so on a cluster it runs on the
+/// master of that key's slot.
 const SAVE_IF_VERSION: &str = r"
 local stored = redis.call('HGET', KEYS[1], 'version')
-if not stored and KEYS[2] then
-  local legacy = redis.call('HGET', KEYS[2], 'version')
-  if legacy ~= 'moved' then stored = legacy end
-end
 if stored and stored ~= ARGV[1] then
   return {0, stored}
 end
 redis.call('HSET', KEYS[1], 'version', tostring(tonumber(ARGV[1]) + 1), 'record', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'version', 'moved')
-  redis.call('HDEL', KEYS[2], 'record')
-end
 return {1, ''}
 ";
 
@@ -121,8 +108,6 @@ pub enum StoreError {
     },
     #[error("the store URL is not valid: {0}")]
     Url(&'static str),
-    #[error("a saved chat's version is not a number")]
-    BadVersion,
 }
 
 /// One store call's connection, whichever the topology.
@@ -133,8 +118,9 @@ enum Conn {
 }
 
 impl Conn {
-    fn is_cluster(&self) -> bool {
-        matches!(self, Conn::Cluster(_))
+    /// The chat's key on this topology.
+    fn key(&self, chat_id: &str) -> String {
+        key(chat_id, matches!(self, Conn::Cluster(_)))
     }
 }
 
@@ -169,14 +155,16 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// The chat's key: the chat id is its hash tag.
-fn key(chat_id: &str) -> String {
-    format!("chat:{{{chat_id}}}")
-}
-
-/// The key of the layout before hash tags (read, and fenced, on one server and Sentinel).
-fn legacy_key(chat_id: &str) -> String {
-    format!("chat:{chat_id}")
+/// The chat's key. On a cluster the chat id is its hash tag: any key a chat ever has beside
+/// this one must carry the same tag, so that one script can touch them all. On one Redis
+/// and on Sentinel there are no slots, and the key stays as chat servers before clusters
+/// wrote it, so that during a rolling upgrade every version reads every chat.
+fn key(chat_id: &str, cluster: bool) -> String {
+    if cluster {
+        format!("chat:{{{chat_id}}}")
+    } else {
+        format!("chat:{chat_id}")
+    }
 }
 
 impl Store {
@@ -325,15 +313,12 @@ impl Store {
                 // EVAL: the script is a few hundred bytes, and sending it with each save
                 // spares the NOSCRIPT dance of EVALSHA after Redis restarts or fails over.
                 let mut eval = redis::cmd("EVAL");
-                eval.arg(SAVE_IF_VERSION);
-                if redis.is_cluster() {
-                    eval.arg(1).arg(key(&record.chat_id));
-                } else {
-                    eval.arg(2)
-                        .arg(key(&record.chat_id))
-                        .arg(legacy_key(&record.chat_id));
-                }
-                eval.arg(held).arg(json).arg(ttl_ms);
+                eval.arg(SAVE_IF_VERSION)
+                    .arg(1)
+                    .arg(redis.key(&record.chat_id))
+                    .arg(held)
+                    .arg(json)
+                    .arg(ttl_ms);
                 if wanted == 0 {
                     return Ok(eval.query_async::<(u8, String)>(redis).await?);
                 }
@@ -368,31 +353,29 @@ impl Store {
     pub async fn load(&self, chat_id: &str) -> Result<Option<ChatRecord>, StoreError> {
         let found = self
             .run(|mut redis: Conn| async move {
-                let found = hmget(&mut redis, key(chat_id)).await?;
-                if found.1.is_some() || redis.is_cluster() {
-                    return Ok(found);
-                }
-                // Saved before keys carried a hash tag (and not since).
-                hmget(&mut redis, legacy_key(chat_id)).await
+                let mut hmget = redis::cmd("HMGET");
+                hmget.arg(redis.key(chat_id)).arg("version").arg("record");
+                Ok(hmget
+                    .query_async::<(Option<u64>, Option<String>)>(&mut redis)
+                    .await?)
             })
             .await?;
         let (version, Some(json)) = found else {
             return Ok(None);
         };
         let mut record: ChatRecord = serde_json::from_str(&json)?;
-        record.version = match version {
-            None => 0,
-            Some(v) => v.parse().map_err(|_| StoreError::BadVersion)?,
-        };
+        record.version = version.unwrap_or(0);
         Ok(Some(record))
     }
 }
 
-async fn hmget(
-    redis: &mut Conn,
-    key: String,
-) -> Result<(Option<String>, Option<String>), StoreError> {
-    let mut hmget = redis::cmd("HMGET");
-    hmget.arg(key).arg("version").arg("record");
-    Ok(hmget.query_async(redis).await?)
+#[cfg(test)]
+mod tests {
+    use super::key;
+
+    #[test]
+    fn a_chat_has_one_key_tagged_with_its_id_on_a_cluster() {
+        assert_eq!(key("Ab12", true), "chat:{Ab12}");
+        assert_eq!(key("Ab12", false), "chat:Ab12");
+    }
 }
