@@ -3,12 +3,12 @@
 //! Owns the key layout (one key per chat, `chat:<chatId>`, and on a Redis Cluster
 //! `chat:{<chatId>}`, the chat id as the key's hash tag, so that every key of one chat lives
 //! in one slot; a hash: `version`, the number of saves, and `record`, the chat's
-//! `ChatRecord` as JSON; expiring once the chat could no longer be used), the fencing rule (a save succeeds only over the version its saver holds, checked
-//! and written by one Lua script, `EVAL`, in one round trip), the replication a save waits
-//! for before it counts (`WAIT`), the topology the store URL names (one server, Sentinel,
-//! Cluster: `topology`, `sentinel`), and the bounds on how long a store operation and a
-//! reconnect may take. It must not decide what a failed save means for the client: the
-//! dispatcher does.
+//! `ChatRecord` as JSON; expiring once the chat could no longer be used), the fencing rule
+//! (a save succeeds only over the version its saver holds, checked and written by one Lua
+//! script, `EVAL`, in one round trip), the replication a save waits for before it counts
+//! (`WAIT`), the topology the store URL names (one server, Sentinel, Cluster: `topology`,
+//! `sentinel`), and the bounds on how long a store operation and a reconnect may take. It
+//! must not decide what a failed save means for the client: the dispatcher does.
 
 mod sentinel;
 mod topology;
@@ -63,8 +63,8 @@ pub struct StoreSettings {
     pub replicas_ack_timeout: Duration,
 }
 
-/// The connection(s) to whichever topology the URL names. Each one multiplexes and
-/// reconnects by itself, so the store needs no pool of its own.
+/// A connection to whichever topology the URL names. Each one multiplexes and reconnects
+/// (or rediscovers) by itself; more than one is kept only for `WAIT` ([`WAIT_CONNECTIONS`]).
 #[derive(Clone)]
 enum Redis {
     Single(ConnectionManager),
