@@ -22,8 +22,10 @@ pub struct Config {
     pub listen: String,
     /// This instance's alias: reported to clients, and what the Web API shows as `alias`.
     pub alias: String,
-    /// Shared store URL (`redis://host:port`). Without one chats live in memory only and
-    /// `restore` is unsupported.
+    /// Shared store URL: `redis://host:port[/db]` (one server; `rediss://` for TLS),
+    /// `redis+sentinel://host:port,host:port/master[/db]` (the master a set of Sentinels
+    /// names) or `redis+cluster://host:port,host:port,...` (a Redis Cluster). Without one
+    /// chats live in memory only and `restore` is unsupported.
     pub store: Option<String>,
     /// Most client connections at once; more are closed as soon as accepted.
     pub max_connections: usize,
@@ -52,6 +54,14 @@ pub struct Config {
     /// attempt, made by the first call after the connection broke: while Redis is away
     /// calls fail at once, and the first call after it is back reconnects.
     pub store_connect_timeout: Duration,
+    /// Replicas that must confirm a save (Redis `WAIT`) before the call is acknowledged;
+    /// fewer within `store_replicas_ack_timeout` and the call fails (`storeUnavailable`,
+    /// retryable, not acknowledged). 0 (the default): the master's answer is enough; 1 is
+    /// recommended with Sentinel or Cluster, so an acknowledged save survives a failover.
+    pub store_replicas_ack: u32,
+    /// How long a save waits for `store_replicas_ack` replicas (default 500 ms); less than
+    /// `store_timeout`.
+    pub store_replicas_ack_timeout: Duration,
     /// On SIGTERM, how long calls in flight get to finish before the process exits.
     pub shutdown_grace: Duration,
     /// How the hosted chats behave (greeting, agent, timeouts, session limit).
@@ -83,7 +93,8 @@ pub struct Args {
     /// This instance's alias, e.g. 117.
     #[arg(long, env = "CHAT_SERVER_ALIAS")]
     pub alias: Option<String>,
-    /// Shared store, e.g. redis://127.0.0.1:6379.
+    /// Shared store: redis://host:6379, redis+sentinel://host:26379,host:26379/mymaster or
+    /// redis+cluster://host:7000,host:7001,host:7002.
     #[arg(long, env = "CHAT_SERVER_STORE")]
     pub store: Option<String>,
     #[arg(long, env = "CHAT_SERVER_MAX_CONNECTIONS")]
@@ -106,6 +117,12 @@ pub struct Args {
     pub store_timeout_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_STORE_CONNECT_TIMEOUT_MS")]
     pub store_connect_timeout_ms: Option<u64>,
+    /// Replicas that must confirm a save before it is acknowledged (Redis WAIT; default 0).
+    #[arg(long, env = "CHAT_SERVER_STORE_REPLICAS_ACK")]
+    pub store_replicas_ack: Option<u32>,
+    /// How long a save waits for those replicas, in ms (default 500).
+    #[arg(long, env = "CHAT_SERVER_STORE_REPLICAS_ACK_TIMEOUT_MS")]
+    pub store_replicas_ack_timeout_ms: Option<u64>,
     #[arg(long, env = "CHAT_SERVER_SHUTDOWN_GRACE_MS")]
     pub shutdown_grace_ms: Option<u64>,
     /// Most open chats; past it new chats are refused (retryable). At least 1.
@@ -159,6 +176,8 @@ struct File {
     write_timeout_ms: Option<u64>,
     store_timeout_ms: Option<u64>,
     store_connect_timeout_ms: Option<u64>,
+    store_replicas_ack: Option<u32>,
+    store_replicas_ack_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
     /// Refused at 0 by serde, the error naming the key's line.
     session_limit: Option<NonZeroU64>,
@@ -289,6 +308,15 @@ impl Config {
                 file.store_connect_timeout_ms,
                 1_000,
             ),
+            store_replicas_ack: args
+                .store_replicas_ack
+                .or(file.store_replicas_ack)
+                .unwrap_or(0),
+            store_replicas_ack_timeout: ms(
+                args.store_replicas_ack_timeout_ms,
+                file.store_replicas_ack_timeout_ms,
+                500,
+            ),
             shutdown_grace: ms(args.shutdown_grace_ms, file.shutdown_grace_ms, 5_000),
             behaviour,
             secret: match args.secret_file.or(file.secret_file) {
@@ -323,6 +351,10 @@ impl Config {
             ("write_timeout_ms", self.write_timeout),
             ("store_timeout_ms", self.store_timeout),
             ("store_connect_timeout_ms", self.store_connect_timeout),
+            (
+                "store_replicas_ack_timeout_ms",
+                self.store_replicas_ack_timeout,
+            ),
             ("disconnect_timeout_ms", self.behaviour.disconnect_timeout),
             ("max_watch_wait_ms", self.max_watch_wait),
         ] {
@@ -331,9 +363,15 @@ impl Config {
             }
         }
         if let Some(store) = &self.store {
-            if !store.starts_with("redis://") {
-                return invalid("store", "must be a redis:// URL");
+            if let Err(reason) = crate::store::Topology::parse(store) {
+                return invalid("store", reason);
             }
+        }
+        if self.store_replicas_ack > 0 && self.store_replicas_ack_timeout >= self.store_timeout {
+            return invalid(
+                "store_replicas_ack_timeout_ms",
+                "must be less than store_timeout_ms (a save waiting for replicas must end before the store call times out)",
+            );
         }
         Ok(())
     }

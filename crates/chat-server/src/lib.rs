@@ -78,6 +78,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 ttl: behaviour.disconnect_timeout + behaviour.ended_retention,
                 timeout: config.store_timeout,
                 connect_timeout: config.store_connect_timeout,
+                replicas_ack: config.store_replicas_ack,
+                replicas_ack_timeout: config.store_replicas_ack_timeout,
             };
             Some(Store::connect(url, settings).await?)
         }

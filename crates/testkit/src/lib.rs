@@ -8,6 +8,7 @@
 //! tests can run in parallel and never assume a service already running.
 
 pub mod backend;
+pub mod redis_ha;
 
 pub use backend::{Call, Received, ScriptedBackend};
 
