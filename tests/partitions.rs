@@ -357,6 +357,8 @@ struct Tab {
     chat: usize,
     /// A writing tab sends messages (and polls between them); a reading one only polls.
     writes: bool,
+    /// The gateway it prefers (0: A, 1: B).
+    gateway: usize,
     customer: Customer,
     log: Arc<Mutex<TabLog>>,
 }
@@ -409,6 +411,7 @@ impl Traffic {
                 tabs.push(Tab {
                     chat: n,
                     writes,
+                    gateway: g,
                     customer,
                     log,
                 });
@@ -430,10 +433,10 @@ impl Traffic {
         traffic
     }
 
-    /// The alias holding the most chats (by the tabs behind gateway A) right now.
-    fn busiest_alias(&self) -> String {
+    /// The alias holding the most chats written to through gateway `g` right now.
+    fn busiest_alias(&self, g: usize) -> String {
         let mut counts: HashMap<String, usize> = HashMap::new();
-        for tab in self.tabs.iter().filter(|t| t.writes) {
+        for tab in self.tabs.iter().filter(|t| t.writes && t.gateway == g) {
             *counts
                 .entry(tab.log.lock().unwrap().chat.alias.clone())
                 .or_default() += 1;
@@ -732,7 +735,7 @@ fn a_chat_server_cut_off_from_one_gateway_but_not_the_other() {
     let outcome = rig.client(async {
         rig.all_healthy().await;
         let traffic = Traffic::start(&rig, "split").await;
-        let victim = traffic.busiest_alias();
+        let victim = traffic.busiest_alias(0);
         let host = host_of(&victim);
 
         let t0 = Instant::now();
