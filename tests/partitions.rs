@@ -135,6 +135,11 @@ impl Rig {
         // The chat servers listen beyond loopback: the gateways prove this secret.
         let secret_file = scratch.0.join("tcp-secret");
         std::fs::write(&secret_file, TCP_SECRET).unwrap();
+        std::fs::set_permissions(
+            &secret_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let servers: Vec<HostProcess> = ALIASES
             .iter()
             .map(|alias| {
@@ -425,9 +430,7 @@ impl Traffic {
             tasks,
         };
         assert!(
-            traffic
-                .wait_acks_since(Instant::now(), 3, PATIENCE)
-                .await,
+            traffic.wait_acks_since(Instant::now(), 3, PATIENCE).await,
             "{scenario}: the chats did not start talking"
         );
         traffic
@@ -550,7 +553,8 @@ impl Traffic {
                         .filter(|(_, t)| t.as_str() == text)
                         .map(|(i, _)| i)
                         .collect();
-                    let around = &texts[at[0].saturating_sub(1)..texts.len().min(at[at.len() - 1] + 2)];
+                    let around =
+                        &texts[at[0].saturating_sub(1)..texts.len().min(at[at.len() - 1] + 2)];
                     outcome.details.push(format!(
                         "chat {chat_id}: {copies} copies of {text}, among {around:?}"
                     ));
@@ -755,6 +759,8 @@ fn a_chat_server_cut_off_from_one_gateway_but_not_the_other() {
             "gateway B lost {victim} during the split"
         );
 
+        let dropped = rig.net.dropped("gwa", &host);
+        assert!(dropped > 0, "the cut dropped nothing");
         let th = Instant::now();
         rig.net.heal("gwa", &host);
         rig.wait_health(0, &victim, true).await;
@@ -766,10 +772,7 @@ fn a_chat_server_cut_off_from_one_gateway_but_not_the_other() {
     });
     rig.check_alive();
     outcome.report();
-    assert!(
-        outcome.moves > 0,
-        "no chat moved: the split tested nothing"
-    );
+    assert!(outcome.moves > 0, "no chat moved: the split tested nothing");
 }
 
 /// Every chat server cut off from Redis for 10 s (the gateways have no link to Redis and no
@@ -790,6 +793,11 @@ fn the_chat_servers_cut_off_from_redis() {
         let cut = Instant::now();
         // The outage lasts 10 s whatever the customers do: this is the fault, not a wait.
         tokio::time::sleep(Duration::from_secs(10).saturating_sub(cut.elapsed())).await;
+        let dropped: u64 = ALIASES
+            .iter()
+            .map(|alias| rig.net.dropped(&host_of(alias), "redis"))
+            .sum();
+        assert!(dropped > 0, "the cut dropped nothing");
         for alias in ALIASES {
             rig.net.heal(&host_of(alias), "redis");
         }
@@ -823,11 +831,23 @@ fn fifty_ms_between_gateways_and_chat_servers() {
     let outcome = rig.client(async {
         rig.all_healthy().await;
         let traffic = Traffic::start(&rig, "latency").await;
+        let before = poll_time(&rig).await;
 
         let t0 = Instant::now();
         for relay in &rig.relays {
             relay.set_delay(Duration::from_millis(50));
         }
+        let during = poll_time(&rig).await;
+        println!(
+            "partition: latency: a poll took {:.0} ms before the delay, {:.0} ms with it \
+             (median of 5)",
+            before.as_secs_f64() * 1000.0,
+            during.as_secs_f64() * 1000.0
+        );
+        assert!(
+            during >= Duration::from_millis(100),
+            "a poll took {during:?} with 50 ms each way: the delay is not in effect"
+        );
         let recovery = traffic.recovery_since(t0).await;
         traffic.wait_acks_since(Instant::now(), 5, TAIL).await;
         let mut outcome = traffic.finish().await;
@@ -843,6 +863,25 @@ fn fifty_ms_between_gateways_and_chat_servers() {
     rig.check_alive();
     outcome.report();
     assert_eq!(outcome.moves, 0, "latency alone moved chats");
+}
+
+/// The median time of five polls (Get Messages) on a new chat through gateway A: one call
+/// from the gateway to a chat server and back.
+async fn poll_time(rig: &Rig) -> Duration {
+    let customer = Customer::new(&rig.bases, 0);
+    let chat = customer.new_chat("latency-probe").await;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let reply = customer
+            .messages(&chat, None)
+            .await
+            .expect("a poll answered");
+        assert_eq!(reply.status_code(), 0, "{:#}", reply.body);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    times[2]
 }
 
 /// 10% of packets lost each way on every link between a gateway and a chat server (TCP
@@ -864,6 +903,13 @@ fn ten_percent_loss_between_gateways_and_chat_servers() {
         }
         let recovery = traffic.recovery_since(t0).await;
         traffic.wait_acks_since(Instant::now(), 5, TAIL).await;
+        let dropped: u64 = GATEWAYS
+            .iter()
+            .flat_map(|gw| ALIASES.iter().map(move |alias| (gw, host_of(alias))))
+            .map(|(gw, host)| rig.net.dropped(gw, &host))
+            .sum();
+        assert!(dropped > 0, "the loss dropped nothing");
+        println!("partition: loss: {dropped} packets dropped");
         let mut outcome = traffic.finish().await;
         let th = Instant::now();
         for gw in GATEWAYS {

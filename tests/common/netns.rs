@@ -176,12 +176,12 @@ impl Net {
             let dev = &end.dev;
             let rules = match fault {
                 Fault::Cut => format!(
-                    "chain out {{ type filter hook output priority 0; oifname \"{dev}\" drop; }}\n\
-                     chain in {{ type filter hook input priority 0; iifname \"{dev}\" drop; }}"
+                    "chain out {{ type filter hook output priority 0; oifname \"{dev}\" counter drop; }}\n\
+                     chain in {{ type filter hook input priority 0; iifname \"{dev}\" counter drop; }}"
                 ),
                 Fault::Loss(percent) => format!(
                     "chain out {{ type filter hook output priority 0; oifname \"{dev}\" \
-                     numgen random mod 100 < {percent} drop; }}"
+                     numgen random mod 100 < {percent} counter drop; }}"
                 ),
             };
             // Created empty (if missing), deleted and made again in one transaction.
@@ -212,6 +212,29 @@ impl Net {
         }
     }
 
+    /// Packets the fault on the link between `a` and `b` has dropped so far, both ends (0
+    /// when there is no fault on it).
+    pub fn dropped(&self, a: &str, b: &str) -> u64 {
+        let (x, y) = self.ends(a, b);
+        [x, y]
+            .into_iter()
+            .map(|end| {
+                let out = self
+                    .command(&end.host, "nft")
+                    .args(["list", "table", "inet", &format!("link_{}", end.dev)])
+                    .output()
+                    .expect("run nft");
+                let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+                let words: Vec<&str> = listing.split_whitespace().collect();
+                words
+                    .windows(2)
+                    .filter(|w| w[0] == "packets")
+                    .filter_map(|w| w[1].parse::<u64>().ok())
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
     /// Runs an nftables script inside `host`.
     fn nft(&self, host: &str, script: &str) {
         let mut child = self
@@ -239,16 +262,18 @@ impl Net {
     /// A [`Relay`] inside `host`: listens on `listen` there and forwards to `target` (an
     /// address reachable from `host`), with no delay until told.
     pub fn relay(&self, host: &str, listen: SocketAddr, target: SocketAddr) -> Relay {
-        Relay::start(PathBuf::from("/run/netns").join(self.ns(host)), listen, target)
+        Relay::start(
+            PathBuf::from("/run/netns").join(self.ns(host)),
+            listen,
+            target,
+        )
     }
 
     /// `program` run inside `host` (`ip netns exec`, which execs it: the child's id is the
     /// program's).
     pub fn command(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.ns(host)])
-            .arg(program);
+        command.args(["netns", "exec", &self.ns(host)]).arg(program);
         command
     }
 
@@ -280,8 +305,7 @@ impl Drop for Net {
 
 /// Moves the calling thread into the namespace mounted at `path`.
 fn enter(path: &Path) {
-    let file = std::fs::File::open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     // SAFETY: setns on a valid descriptor of a network namespace; it changes only the
     // calling thread's network namespace.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -327,7 +351,9 @@ fn preflight() {
     );
     let tried = (|| {
         let veth = Command::new("ip")
-            .args(["-n", &ns, "link", "add", "name", "p0", "type", "veth", "peer", "name", "p1"])
+            .args([
+                "-n", &ns, "link", "add", "name", "p0", "type", "veth", "peer", "name", "p1",
+            ])
             .output()
             .expect("run ip");
         if !veth.status.success() {
