@@ -107,7 +107,7 @@ pub struct Link {
     /// Callers waiting for a reply, each with the count of replies the link had received when
     /// its request was queued. `None` once the connection has ended, so a caller that
     /// registers late learns at once that its request cannot be sent.
-    pending: Mutex<Option<HashMap<RequestId, (oneshot::Sender<Reply>, u64)>>>,
+    pending: Mutex<Option<HashMap<RequestId, Waiter>>>,
     /// Replies received on this connection so far.
     replies: AtomicU64,
     next_id: AtomicU64,
@@ -119,6 +119,10 @@ pub struct Link {
     /// The protocol version the handshake settled on: `watch` needs 3.
     version: u16,
 }
+
+/// A caller waiting for its reply, and the count of replies the link had received when its
+/// request was queued.
+type Waiter = (oneshot::Sender<Reply>, u64);
 
 /// After this many requests in a row time out, the connection is dropped and made again.
 const TIMEOUTS_BEFORE_ABANDONING: u32 = 3;
