@@ -15,20 +15,22 @@
 //! delaying relay: this kernel has no `netem`, see `common/netns.rs`), then healed: a chat
 //! server cut off from one gateway but not the other (the split where the fenced store
 //! matters), the chat servers cut off from Redis, 50 ms each way between gateways and chat
-//! servers, and 10% loss there. Twelve chats talk meanwhile, each from two tabs: one behind gateway A, one
-//! behind gateway B (as a load balancer sticky per connection would place them), each tab
-//! following the alias of its own replies. In the split, the tab behind A follows its chat
-//! to the instance A moves it to while the tab behind B still reaches the old one, so every
-//! save of that chat alternates between two instances and only the store's fencing keeps it
-//! whole.
+//! servers, and 10% loss there. Twelve chats talk meanwhile, each from two tabs of the same
+//! customer: a writing tab (messages, a poll between two) behind one gateway and a reading
+//! tab (polls) behind the other, as a load balancer sticky per connection would place them,
+//! each following the alias of its own replies. In the split, the tab behind A follows its
+//! chat to the instance A moves it to while the tab behind B still reaches the old one; every
+//! request is a fenced save, so every save of that chat alternates between two instances and
+//! only the store's fencing keeps it whole. (Why not two writing tabs: `docs/failover.md`,
+//! "Partitions".)
 //!
 //! The counters are the chaos suite's (`tests/chaos.rs`), counted over both tabs: messages
 //! acknowledged (statusCode 0) then missing from the transcript, extra copies, chats ended by
-//! the fault, seconds until every tab had a message acknowledged again. After the heal, the
+//! the fault, seconds until every tab had a request answered with statusCode 0 again. After the heal, the
 //! transcript read through each tab (so through each gateway, on the instance each tab's alias
 //! names) must hold the same customer texts: the copies converged. Each scenario prints
 //! `partition: <scenario> acked=N missing=0 duplicates=0 ended=0 recovery=Xs …`
-//! (`cargo test --test partitions -- --nocapture | grep '^partition:'`).
+//! (`cargo test --test partitions -- --nocapture | grep -o 'partition: .*'`).
 //!
 //! Needs root (network namespaces), `ip` (iproute2), `nft` (nftables) and `redis-server`:
 //! without them every test fails naming what is missing.
@@ -724,9 +726,10 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Chat server S (the one holding the most chats) cut off from gateway A, not from gateway B.
-/// A marks S down and moves the chats its tabs send to S (a restore elsewhere, chosen by the
-/// chat id); B still reaches S, where the other tab of the same chats keeps talking. Every
+/// Chat server S (the one holding most of the chats written to through gateway A) cut off from
+/// gateway A, not from gateway B. A marks S down and moves the chats its tabs send to S (a
+/// restore elsewhere, chosen by the chat id); B still reaches S, where the other tab of the
+/// same chats keeps polling (or writing). Every
 /// save of such a chat alternates between S and the instance A moved it to, each refused
 /// over the other's newer version and answered after reloading the store's record: nothing
 /// acknowledged may be lost or doubled. Recovery counted from the cut; then the link heals,
