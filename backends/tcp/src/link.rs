@@ -104,9 +104,12 @@ pub enum LinkEnded {
 pub struct Link {
     /// Frames for the writer task.
     out: mpsc::Sender<Bytes>,
-    /// Callers waiting for a reply. `None` once the connection has ended, so a caller that
+    /// Callers waiting for a reply, each with the count of replies the link had received when
+    /// its request was queued. `None` once the connection has ended, so a caller that
     /// registers late learns at once that its request cannot be sent.
-    pending: Mutex<Option<HashMap<RequestId, oneshot::Sender<Reply>>>>,
+    pending: Mutex<Option<HashMap<RequestId, Waiter>>>,
+    /// Replies received on this connection so far.
+    replies: AtomicU64,
     next_id: AtomicU64,
     /// Requests timed out in a row, reset by any reply. A server host that vanished without
     /// closing the connection shows only this way (TCP would take many minutes to notice).
@@ -116,6 +119,10 @@ pub struct Link {
     /// The protocol version the handshake settled on: `watch` needs 3.
     version: u16,
 }
+
+/// A caller waiting for its reply, and the count of replies the link had received when its
+/// request was queued.
+type Waiter = (oneshot::Sender<Reply>, u64);
 
 /// After this many requests in a row time out, the connection is dropped and made again.
 const TIMEOUTS_BEFORE_ABANDONING: u32 = 3;
@@ -142,8 +149,9 @@ impl Link {
             return Err(NotSent::TooLarge { bytes: frame.len() });
         }
         let (tx, rx) = oneshot::channel();
+        let replies = self.replies.load(Ordering::Acquire);
         match self.pending.lock().as_mut() {
-            Some(pending) => pending.insert(id, tx),
+            Some(pending) => pending.insert(id, (tx, replies)),
             None => return Err(NotSent::Closed),
         };
         if self.out.send(frame).await.is_err() {
@@ -161,11 +169,21 @@ impl Link {
     }
 
     /// A request on this link timed out: forgets it, and closes the link when the server
-    /// seems gone.
+    /// seems gone: after [`TIMEOUTS_BEFORE_ABANDONING`] timeouts in a row, or at once when
+    /// nothing at all came back on the link while the request waited. The path may then be
+    /// cut, with the request still queued in this host's kernel; closed (with an RST, see
+    /// `handshake`), the connection can no longer deliver it when the path heals, long after
+    /// its caller was told it failed and the chat moved on.
     pub fn timed_out(&self, id: RequestId) {
-        self.forget(id);
+        let sent_after = self
+            .pending
+            .lock()
+            .as_mut()
+            .and_then(|pending| pending.remove(&id))
+            .map(|(_, replies)| replies);
+        let silent = sent_after.is_some_and(|r| r == self.replies.load(Ordering::Acquire));
         let in_a_row = self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-        if in_a_row >= TIMEOUTS_BEFORE_ABANDONING {
+        if in_a_row >= TIMEOUTS_BEFORE_ABANDONING || silent {
             self.abandon.notify_one();
         }
     }
@@ -267,6 +285,11 @@ async fn handshake(
             })?;
         // Requests are small and each waits for its reply: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
+        // When this connection is closed (abandoned as unresponsive, or its adapter dropped),
+        // requests still queued in the kernel are discarded (an RST, not a FIN after them):
+        // their callers were already told they failed, and a cut path that heals must not
+        // deliver them late, after the chat moved on (`tests/partitions.rs`, the split).
+        let _ = stream.set_zero_linger();
         let mut frames = Framed::new(stream, codec());
         // Version 1 has no nonce; from version 2 a client with a secret sends one.
         let client_nonce = secret
@@ -382,6 +405,7 @@ impl Greeted {
         let link = std::sync::Arc::new(Link {
             out,
             pending: Mutex::new(Some(HashMap::new())),
+            replies: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             timeouts_in_a_row: AtomicU32::new(0),
             abandon: Notify::new(),
@@ -443,11 +467,13 @@ async fn read_loop(mut stream: SplitStream<Frames>, link: &Link) -> LinkEnded {
             Err(e) => return LinkEnded::BrokenProtocol(e),
         };
         link.timeouts_in_a_row.store(0, Ordering::Relaxed);
+        link.replies.fetch_add(1, Ordering::AcqRel);
         let waiter = link
             .pending
             .lock()
             .as_mut()
-            .and_then(|pending| pending.remove(&reply.id));
+            .and_then(|pending| pending.remove(&reply.id))
+            .map(|(waiter, _)| waiter);
         match waiter {
             // The caller may have given up in between; its reply is dropped.
             Some(waiter) => drop(waiter.send(reply)),

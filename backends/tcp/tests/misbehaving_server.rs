@@ -9,7 +9,8 @@ use std::time::Duration;
 use backend_api::{BackendError, ChatBackend, NewChat};
 use backend_tcp::{TcpBackend, TcpConfig};
 use chat_protocol::{
-    codec, decode, encode, Hello, HelloReply, Status, Welcome, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
+    codec, decode, encode, Answer, Call, Hello, HelloReply, Reply, Request, Status, Welcome,
+    MAX_FRAME_LENGTH, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use testkit::eventually;
@@ -17,9 +18,12 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
-/// Accepts connections, greets them, and reports every request frame without answering it;
-/// `accepted` counts connections.
-async fn silent_server() -> (String, mpsc::UnboundedReceiver<()>, Arc<AtomicUsize>) {
+/// Accepts connections, greets them, and reports every request frame without answering it
+/// (with `answers_status`, it answers `status` calls, and only those); `accepted` counts
+/// connections.
+async fn silent_server(
+    answers_status: bool,
+) -> (String, mpsc::UnboundedReceiver<()>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (seen, requests) = mpsc::unbounded_channel();
@@ -38,26 +42,36 @@ async fn silent_server() -> (String, mpsc::UnboundedReceiver<()>, Arc<AtomicUsiz
                 let hello: Hello = decode(&frame).unwrap();
                 // A gateway says the newest version first, with or without tcp.secret.
                 assert_eq!(hello.version, PROTOCOL_VERSION);
+                let status = Status {
+                    alias: "999".into(),
+                    load: chat_protocol::chat::Load {
+                        active: 0,
+                        limit: 10,
+                        accepting: true,
+                    },
+                    chats: 0,
+                    connections: 1,
+                    store: false,
+                };
                 let welcome = HelloReply::Welcome(Welcome {
                     version: PROTOCOL_VERSION,
                     alias: "999".into(),
                     max_frame_length: MAX_FRAME_LENGTH as u64,
-                    status: Status {
-                        alias: "999".into(),
-                        load: chat_protocol::chat::Load {
-                            active: 0,
-                            limit: 10,
-                            accepting: true,
-                        },
-                        chats: 0,
-                        connections: 1,
-                        store: false,
-                    },
+                    status: status.clone(),
                     proof: None,
                 });
                 framed.send(encode(&welcome)).await.unwrap();
-                while let Some(Ok(_)) = framed.next().await {
+                while let Some(Ok(frame)) = framed.next().await {
                     let _ = seen.send(());
+                    let Ok(request) = decode::<Request>(&frame) else {
+                        continue;
+                    };
+                    if answers_status && matches!(request.call, Call::Status {}) {
+                        let reply = Reply::ok(request.id, Answer::Status(status.clone()));
+                        if framed.send(encode(&reply)).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             });
         }
@@ -76,7 +90,7 @@ fn new_chat() -> NewChat {
 
 #[tokio::test]
 async fn no_answer_is_interrupted_and_a_full_pipe_is_overloaded() {
-    let (address, mut requests, _) = silent_server().await;
+    let (address, mut requests, _) = silent_server(false).await;
     let backend = std::sync::Arc::new(TcpBackend::new(TcpConfig {
         max_in_flight: NonZeroUsize::new(1).unwrap(),
         request_timeout: Duration::from_millis(300),
@@ -109,7 +123,7 @@ async fn no_answer_is_interrupted_and_a_full_pipe_is_overloaded() {
 
 #[tokio::test]
 async fn a_connection_whose_requests_keep_timing_out_is_replaced() {
-    let (address, _requests, accepted) = silent_server().await;
+    let (address, _requests, accepted) = silent_server(false).await;
     let backend = TcpBackend::new(TcpConfig {
         connections: 1,
         request_timeout: Duration::from_millis(100),
@@ -122,12 +136,42 @@ async fn a_connection_whose_requests_keep_timing_out_is_replaced() {
     })
     .await;
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
-    for _ in 0..3 {
-        let error = backend.create(new_chat()).await.unwrap_err();
-        assert!(matches!(error, BackendError::Interrupted(_)), "{error:?}");
-    }
+    // Nothing came back while it waited: the connection is replaced at once (a request
+    // queued on a cut path must not be delivered when the path heals).
+    let error = backend.create(new_chat()).await.unwrap_err();
+    assert!(matches!(error, BackendError::Interrupted(_)), "{error:?}");
     eventually("a new connection", Duration::from_secs(10), || async {
         (accepted.load(Ordering::SeqCst) == 2).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_timeout_on_a_connection_that_still_answers_keeps_it() {
+    // Status calls are answered, the chat call is not: a slow call on a live server, not a cut
+    // path. The connection stays (only one silent for a request's whole timeout is replaced).
+    let (address, mut requests, accepted) = silent_server(true).await;
+    let backend = TcpBackend::new(TcpConfig {
+        connections: 1,
+        request_timeout: Duration::from_millis(300),
+        status_interval: Duration::from_millis(20),
+        ..TcpConfig::new(&address)
+    });
+    eventually("connected", Duration::from_secs(10), || async {
+        backend.is_connected().then_some(())
+    })
+    .await;
+    let error = backend.create(new_chat()).await.unwrap_err();
+    assert!(matches!(error, BackendError::Interrupted(_)), "{error:?}");
+    // Twenty more status calls on the connection after the timeout: a replaced connection
+    // would have been made again by now.
+    while requests.try_recv().is_ok() {}
+    for _ in 0..20 {
+        requests.recv().await.expect("status calls go on");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the connection was replaced"
+    );
 }
