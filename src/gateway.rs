@@ -96,7 +96,15 @@ impl Gateway {
             let _ = deliverer.await;
         });
         let credentials = match &config.credentials.secret {
-            Some(secret) => Credentials::new(secret.expose().as_bytes()),
+            Some(secret) => Credentials::rotating(
+                secret.expose().as_bytes(),
+                &config
+                    .credentials
+                    .previous_secrets
+                    .iter()
+                    .map(|s| s.expose().as_bytes())
+                    .collect::<Vec<_>>(),
+            ),
             None => {
                 tracing::warn!(
                     "credentials.secret is not set: using a random per-process secret; chats \

@@ -9,9 +9,12 @@ use tracing_subscriber::EnvFilter;
 use webapi_gateway::config::LogFormat;
 use webapi_gateway::{reload, server, Config, Gateway};
 
+/// `--version`: the crate's version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GIT_VERSION"), ")");
+
 /// The Genesys Web API Server REST API in front of chat and e-mail backends.
 #[derive(Parser)]
-#[command(version)]
+#[command(version = VERSION)]
 struct Args {
     /// Configuration file (TOML). Every key can be overridden as GATEWAY__SECTION__KEY.
     #[arg(long, default_value = "gateway.toml")]

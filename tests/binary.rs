@@ -435,3 +435,30 @@ fn sigterm_with_an_idle_keep_alive_client_exits_within_the_deadline() {
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(conn.read(&mut buf).unwrap_or(0), 0);
 }
+
+/// What `git rev-parse HEAD` says of this checkout; fails naming git when it cannot run (the
+/// version test needs the checkout the binary was built from).
+fn head_commit() -> String {
+    let out = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("git must be installed: --version is checked against `git rev-parse HEAD`");
+    assert!(
+        out.status.success(),
+        "git rev-parse HEAD failed: not a git checkout?"
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn version_names_the_crate_version_and_the_commit_it_was_built_from() {
+    let out = bin().arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8(out.stdout).unwrap();
+    // `webapi-gateway 0.1.0 (<git describe --always --dirty>)`
+    let expected = format!("webapi-gateway {} (", env!("CARGO_PKG_VERSION"));
+    assert!(said.starts_with(&expected), "{said}");
+    let head = head_commit();
+    assert!(said.contains(&head[..7]), "{said} names HEAD {head}");
+}

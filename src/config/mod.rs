@@ -182,6 +182,7 @@ impl Config {
                     .with_list_parse_key("email.file_types")
                     .with_list_parse_key("email.mailboxes")
                     .with_list_parse_key("limits.trusted_proxies")
+                    .with_list_parse_key("credentials.previous_secrets")
                     .source(Some(env)),
             )
             .build()

@@ -11,7 +11,9 @@
 //! borrowed key is refused before a backend sees it (a Genesys Chat Server would remove the
 //! real customer on a wrong key), and the alias is left out of the MAC because failover
 //! changes it. `token` seals whole payloads (the push channels' tokens) under the same
-//! secret. This module owns the schemes and nothing else: no I/O, no routing.
+//! secret. During a rotation (`credentials.previous_secrets`) everything is sealed under the
+//! current secret and opens under it or any previous one. This module owns the schemes and
+//! nothing else: no I/O, no routing.
 
 use std::borrow::Cow;
 
@@ -35,7 +37,11 @@ const CONTEXT: &[u8] = b"wag1";
 /// Signs and checks client secure keys. Cheap to clone; holds the keyed MAC state.
 #[derive(Clone)]
 pub struct Credentials {
+    /// The current secret's keyed MAC: every new key is sealed under it.
     keyed: HmacSha256,
+    /// The secrets of a rotation in progress, tried after the current one when a key does
+    /// not open under it. Nothing is sealed under them.
+    previous: Vec<HmacSha256>,
     tokens: Tokens,
 }
 
@@ -55,10 +61,20 @@ pub struct Claim<'a> {
 
 impl Credentials {
     pub fn new(secret: &[u8]) -> Credentials {
-        let keyed = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
+        Credentials::rotating(secret, &[])
+    }
+
+    /// Seals under `secret` and opens what was sealed under it or under any of `previous`
+    /// (a rotation in progress: chats and tokens sealed under the old secret carry on).
+    pub fn rotating(secret: &[u8], previous: &[&[u8]]) -> Credentials {
+        let key =
+            |s: &[u8]| HmacSha256::new_from_slice(s).expect("HMAC accepts keys of any length");
+        let keyed = key(secret);
+        let previous: Vec<HmacSha256> = previous.iter().map(|s| key(s)).collect();
         Credentials {
-            tokens: Tokens::new(&keyed),
+            tokens: Tokens::new(&keyed, &previous),
             keyed,
+            previous,
         }
     }
 
@@ -76,7 +92,7 @@ impl Credentials {
 
     /// The key to hand to the client for a chat whose backend key is `backend_key`.
     pub fn seal(&self, claim: Claim<'_>, backend_key: &str) -> String {
-        let tag = self.mac(claim, backend_key).finalize().into_bytes();
+        let tag = mac(&self.keyed, claim, backend_key).finalize().into_bytes();
         let mut out = String::with_capacity(backend_key.len() + MAC_HEX);
         out.push_str(backend_key);
         out.push_str(&hex::encode_upper(&tag[..MAC_BYTES]));
@@ -101,7 +117,13 @@ impl Credentials {
         let canonical = tag_hex.to_ascii_uppercase();
         let mut tag = [0u8; MAC_BYTES];
         hex::decode_to_slice(&canonical, &mut tag).ok()?;
-        let opens = |key: &str| self.mac(claim, key).verify_truncated_left(&tag).is_ok();
+        // The current secret first, then each previous one; every comparison in constant
+        // time. Which secret opened a key says nothing the client did not already know.
+        let opens = |key: &str| {
+            std::iter::once(&self.keyed)
+                .chain(&self.previous)
+                .any(|keyed| mac(keyed, claim, key).verify_truncated_left(&tag).is_ok())
+        };
         if opens(backend_key) {
             return Some(Cow::Borrowed(backend_key));
         }
@@ -117,22 +139,23 @@ impl Credentials {
         .find(|k| opens(k))
         .map(Cow::Owned)
     }
+}
 
-    fn mac(&self, claim: Claim<'_>, backend_key: &str) -> HmacSha256 {
-        let mut mac = self.keyed.clone();
-        for part in [
-            CONTEXT,
-            claim.chat_id.as_bytes(),
-            claim.user_id.as_bytes(),
-            claim.tenant_name.as_bytes(),
-            backend_key.as_bytes(),
-        ] {
-            // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
-            mac.update(&(part.len() as u32).to_be_bytes());
-            mac.update(part);
-        }
-        mac
+/// The MAC of a claim and backend key under one secret's keyed state.
+fn mac(keyed: &HmacSha256, claim: Claim<'_>, backend_key: &str) -> HmacSha256 {
+    let mut mac = keyed.clone();
+    for part in [
+        CONTEXT,
+        claim.chat_id.as_bytes(),
+        claim.user_id.as_bytes(),
+        claim.tenant_name.as_bytes(),
+        backend_key.as_bytes(),
+    ] {
+        // Length-prefixing keeps ("ab","c") and ("a","bc") apart.
+        mac.update(&(part.len() as u32).to_be_bytes());
+        mac.update(part);
     }
+    mac
 }
 
 #[cfg(test)]
@@ -216,5 +239,52 @@ mod tests {
             c.open(CLAIM, &format!("{}{mac}", head.to_ascii_lowercase())),
             None
         );
+    }
+
+    #[test]
+    fn during_a_rotation_old_keys_open_and_new_ones_are_sealed_under_the_current_secret() {
+        let a: &[u8] = b"the old secret, 0123456789abcdef";
+        let b: &[u8] = b"the new secret, 0123456789abcdef";
+        let old = Credentials::new(a);
+        let rotating = Credentials::rotating(b, &[a]);
+        let after = Credentials::new(b);
+        let old_key = old.seal(CLAIM, "E1A17B94F802C330");
+        // A key sealed under the old secret opens during the rotation, in either case...
+        assert_eq!(
+            rotating.open(CLAIM, &old_key).as_deref(),
+            Some("E1A17B94F802C330")
+        );
+        assert_eq!(
+            rotating
+                .open(CLAIM, &old_key.to_ascii_lowercase())
+                .as_deref(),
+            Some("E1A17B94F802C330")
+        );
+        // ...for its own claim only, and no longer once the old secret is dropped.
+        let other_user = Claim {
+            user_id: "007553ADB4D9001B",
+            ..CLAIM
+        };
+        assert_eq!(rotating.open(other_user, &old_key), None);
+        assert_eq!(after.open(CLAIM, &old_key), None);
+        // New keys are sealed under the new secret: the old gateways cannot open them.
+        let new_key = rotating.seal(CLAIM, "E1A17B94F802C330");
+        assert_eq!(new_key, after.seal(CLAIM, "E1A17B94F802C330"));
+        assert_eq!(old.open(CLAIM, &new_key), None);
+        assert_eq!(
+            after.open(CLAIM, &new_key).as_deref(),
+            Some("E1A17B94F802C330")
+        );
+        // Tokens likewise: an old token opens during the rotation, a new one only under B.
+        let token = old.tokens().seal(Purpose::Stream, b"chat", None);
+        assert_eq!(
+            rotating.tokens().open(Purpose::Stream, &token).as_deref(),
+            Some(&b"chat"[..])
+        );
+        assert_eq!(rotating.tokens().open(Purpose::Chat, &token), None);
+        assert_eq!(after.tokens().open(Purpose::Stream, &token), None);
+        let token = rotating.tokens().seal(Purpose::Stream, b"chat", None);
+        assert_eq!(old.tokens().open(Purpose::Stream, &token), None);
+        assert!(after.tokens().open(Purpose::Stream, &token).is_some());
     }
 }

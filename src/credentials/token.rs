@@ -59,7 +59,10 @@ impl Purpose {
 /// Seals and opens tokens. Cheap to clone.
 #[derive(Clone)]
 pub struct Tokens {
+    /// Seals, and opens first: the current secret's token key.
     aead: XChaCha20Poly1305,
+    /// The token keys of a rotation's previous secrets: open only.
+    previous: Vec<XChaCha20Poly1305>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -69,13 +72,12 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// The token key, derived from the shared secret (never the secret itself).
-    pub fn new(keyed: &HmacSha256) -> Tokens {
-        let mut mac = keyed.clone();
-        mac.update(b"wag token key v1");
-        let key = mac.finalize().into_bytes();
+    /// The token keys, derived from the shared secrets (never the secrets themselves):
+    /// `keyed`'s seals and opens, each of `previous` only opens.
+    pub fn new(keyed: &HmacSha256, previous: &[HmacSha256]) -> Tokens {
         Tokens {
-            aead: XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key"),
+            aead: token_key(keyed),
+            previous: previous.iter().map(token_key).collect(),
         }
     }
 
@@ -108,7 +110,8 @@ impl Tokens {
     }
 
     /// The payload of a token sealed for `purpose` that has not expired; `None` for anything
-    /// else (wrong secret or purpose, changed, truncated, expired, not base64url).
+    /// else (wrong secret or purpose, changed, truncated, expired, not base64url). Tried under
+    /// the current secret, then each previous one of a rotation.
     pub fn open(&self, purpose: Purpose, token: &str) -> Option<Vec<u8>> {
         if token.len() > MAX_TOKEN_CHARS {
             return None;
@@ -119,20 +122,29 @@ impl Tokens {
         }
         let (nonce, sealed) = raw.split_at(NONCE);
         let aad = aad(purpose);
-        let plain = self
-            .aead
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: &aad,
-                },
-            )
-            .ok()?;
+        let plain = std::iter::once(&self.aead)
+            .chain(&self.previous)
+            .find_map(|aead| {
+                aead.decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: sealed,
+                        aad: &aad,
+                    },
+                )
+                .ok()
+            })?;
         let (expires, payload) = plain.split_at(EXPIRY);
         let expires = u64::from_be_bytes(expires.try_into().expect("8 bytes"));
         (now_secs() < expires).then(|| payload.to_vec())
     }
+}
+
+fn token_key(keyed: &HmacSha256) -> XChaCha20Poly1305 {
+    let mut mac = keyed.clone();
+    mac.update(b"wag token key v1");
+    let key = mac.finalize().into_bytes();
+    XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key")
 }
 
 fn aad(purpose: Purpose) -> Vec<u8> {

@@ -82,6 +82,29 @@ pub fn verify(
         .is_ok()
 }
 
+/// Which of `secrets` `proof` is `role`'s proof under: the first that verifies, or `None`.
+/// A server in a rotation holds its current secret and the previous one and accepts a peer
+/// holding either; it answers with its proof under the secret that matched, the one the peer
+/// holds. Every secret is tried, each in constant time, so the time taken does not tell
+/// which one matched.
+pub fn verify_any<'s>(
+    secrets: &[&'s [u8]],
+    role: Role,
+    server_nonce: &str,
+    client_nonce: &str,
+    proof: &str,
+) -> Option<&'s [u8]> {
+    secrets
+        .iter()
+        .map(|secret| {
+            (
+                *secret,
+                verify(secret, role, server_nonce, client_nonce, proof),
+            )
+        })
+        .fold(None, |found, (secret, ok)| found.or(ok.then_some(secret)))
+}
+
 fn mac(secret: &[u8], role: Role, server_nonce: &str, client_nonce: &str) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC accepts keys of any length");
     for part in [
@@ -148,5 +171,26 @@ mod tests {
             proof(SECRET, Role::Client, "aa", "bb"),
             "c87e4e76b5d2f7530936196ca67e9988e1e6c6d90e127135b46e5f8f98ff7e6e"
         );
+    }
+
+    #[test]
+    fn during_a_rotation_either_secret_proves_and_the_matching_one_is_named() {
+        let old: &[u8] = b"the previous secret, 0123456789abcdef";
+        let (server, client) = (nonce(), nonce());
+        let both = [SECRET, old];
+        for secret in both {
+            let p = proof(secret, Role::Client, &server, &client);
+            assert_eq!(
+                verify_any(&both, Role::Client, &server, &client, &p),
+                Some(secret)
+            );
+        }
+        let p = proof(old, Role::Client, &server, &client);
+        assert_eq!(
+            verify_any(&[SECRET], Role::Client, &server, &client, &p),
+            None
+        );
+        assert_eq!(verify_any(&both, Role::Server, &server, &client, &p), None);
+        assert_eq!(verify_any(&[], Role::Client, &server, &client, &p), None);
     }
 }

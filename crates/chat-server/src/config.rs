@@ -69,6 +69,10 @@ pub struct Config {
     /// The secret shared with the gateways, read from `secret_file`: every connection must
     /// prove it holds it in the handshake (protocol version 2) before any call. Never logged.
     pub secret: Option<Secret>,
+    /// A rotation's previous secret, read from `previous_secret_file`: a peer proving either
+    /// this or `secret` is served (and answered under the one it proved), so gateways can
+    /// move to the new secret one at a time. Never logged.
+    pub previous_secret: Option<Secret>,
     /// Serve without a secret on an address other than loopback (a private network the
     /// operator vouches for). Without it such a server refuses to start.
     pub allow_no_secret: bool,
@@ -79,7 +83,7 @@ pub struct Config {
 // A repeated flag overrides the earlier one, so wrappers can append overrides.
 #[command(
     name = "chat-server",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("GIT_VERSION"), ")"),
     about = "A chat server speaking the chat-server protocol",
     args_override_self = true
 )]
@@ -155,6 +159,10 @@ pub struct Args {
     /// bytes; surrounding whitespace is ignored. A file, so the secret never shows in `ps`.
     #[arg(long, env = "CHAT_SERVER_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
+    /// File holding the previous shared secret during a rotation: gateways proving it are
+    /// still served until it is removed. Same rules as `secret_file`; needs it.
+    #[arg(long, env = "CHAT_SERVER_PREVIOUS_SECRET_FILE")]
+    pub previous_secret_file: Option<PathBuf>,
     /// Serve without a secret on a non-loopback address (a private network only).
     #[arg(long, env = "CHAT_SERVER_ALLOW_NO_SECRET")]
     pub allow_no_secret: bool,
@@ -190,6 +198,7 @@ struct File {
     max_transcript_bytes: Option<usize>,
     duplicate_window_ms: Option<u64>,
     secret_file: Option<PathBuf>,
+    previous_secret_file: Option<PathBuf>,
     allow_no_secret: Option<bool>,
 }
 
@@ -321,7 +330,11 @@ impl Config {
             behaviour,
             secret: match args.secret_file.or(file.secret_file) {
                 None => None,
-                Some(path) => Some(read_secret(path)?),
+                Some(path) => Some(read_secret(path, "secret_file")?),
+            },
+            previous_secret: match args.previous_secret_file.or(file.previous_secret_file) {
+                None => None,
+                Some(path) => Some(read_secret(path, "previous_secret_file")?),
             },
             allow_no_secret: args.allow_no_secret || file.allow_no_secret.unwrap_or(false),
         };
@@ -362,6 +375,12 @@ impl Config {
                 return invalid(name, "must be more than 0");
             }
         }
+        if self.previous_secret.is_some() && self.secret.is_none() {
+            return invalid(
+                "previous_secret_file",
+                "needs secret_file (the secret of the rotation's end)",
+            );
+        }
         if let Some(store) = &self.store {
             if let Err(reason) = crate::store::Topology::parse(store) {
                 return invalid("store", reason);
@@ -379,7 +398,7 @@ impl Config {
 
 /// The secret in `path`, without surrounding whitespace (a trailing newline), refused when
 /// shorter than the protocol's minimum.
-fn read_secret(path: PathBuf) -> Result<Secret, ConfigError> {
+fn read_secret(path: PathBuf, name: &'static str) -> Result<Secret, ConfigError> {
     let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
         path: path.clone(),
         source,
@@ -396,11 +415,23 @@ fn read_secret(path: PathBuf) -> Result<Secret, ConfigError> {
     let secret = Secret::from(text.trim());
     if secret.len() < MIN_SECRET_BYTES {
         return Err(ConfigError::Invalid {
-            name: "secret_file",
+            name,
             reason: "the secret must be at least 32 bytes (use e.g. `openssl rand -hex 32`)",
         });
     }
     Ok(secret)
+}
+
+/// The secrets a peer may prove, as the handshake check takes them: the current one, then a
+/// rotation's previous one.
+pub(crate) fn accepted_secrets<'s>(
+    secret: &'s Secret,
+    previous: Option<&'s Secret>,
+) -> Vec<&'s [u8]> {
+    std::iter::once(secret)
+        .chain(previous)
+        .map(|s| s.expose().as_bytes())
+        .collect()
 }
 
 /// Parses a count that must not be 0 (`--session-limit`); clap names the flag in the error.

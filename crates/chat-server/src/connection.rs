@@ -43,6 +43,8 @@ pub struct Limits {
     /// The shared secret every peer must prove in the handshake; `None` takes any peer
     /// (allowed on loopback only, or with `--allow-no-secret`).
     pub secret: Option<Secret>,
+    /// A rotation's previous secret, accepted besides `secret` (`previous_secret_file`).
+    pub previous_secret: Option<Secret>,
 }
 
 /// Why a connection was closed by the server.
@@ -349,9 +351,15 @@ async fn authenticate(
         Ok(Some(Err(e))) => return Err(Close::Frame(e)),
         Ok(Some(Ok(frame))) => decode(&frame).map_err(Close::BadProof)?,
     };
-    let key = secret.expose().as_bytes();
     let client_nonce = hello.nonce.as_deref().unwrap_or("");
-    if !auth::verify(key, Role::Client, &server_nonce, client_nonce, &proof.proof) {
+    let secrets = crate::config::accepted_secrets(secret, limits.previous_secret.as_ref());
+    let Some(key) = auth::verify_any(
+        &secrets,
+        Role::Client,
+        &server_nonce,
+        client_nonce,
+        &proof.proof,
+    ) else {
         refuse(
             framed,
             limits,
@@ -363,7 +371,7 @@ async fn authenticate(
         return Err(Close::AuthFailed(
             "wrong proof: the peer does not hold the shared secret",
         ));
-    }
+    };
     Ok(auth::proof(key, Role::Server, &server_nonce, client_nonce))
 }
 

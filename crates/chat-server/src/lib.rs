@@ -120,6 +120,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         max_watches: config.max_watches_per_connection,
         shutdown_grace: config.shutdown_grace,
         secret: config.secret.clone(),
+        previous_secret: config.previous_secret.clone(),
     };
     let accept = tokio::spawn(accept_loop(
         listener,

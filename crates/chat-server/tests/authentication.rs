@@ -430,3 +430,87 @@ fn with_a_secret_or_the_explicit_opt_out_it_serves_any_address() {
         );
     }
 }
+
+const NEW_SECRET: &str = "0d2b4f6a8c1e3d5f7b9a2c4e6f8d0b1a3c5e7f9b2d4a6c8e0f1b3d5a7c9e2f4b";
+
+#[tokio::test]
+async fn during_a_tcp_secret_rotation_either_secret_is_served_and_after_it_only_the_new_one() {
+    // During: secret_file holds the new secret, previous_secret_file the old one.
+    let rotating = ChatServer::builder(bin())
+        .arg("--secret-file", secret_file(NEW_SECRET).to_str().unwrap())
+        .arg(
+            "--previous-secret-file",
+            secret_file(SECRET).to_str().unwrap(),
+        )
+        .arg("--handshake-timeout-ms", "2000")
+        .start();
+    for secret in [SECRET, NEW_SECRET] {
+        let gateway = adapter(&rotating, Some(secret));
+        eventually("a chat created", PATIENCE, || async {
+            match gateway.create(new_chat()).await {
+                Ok(created) => Some(created),
+                Err(e) if e.retryable() => None,
+                Err(e) => panic!("create failed: {e}"),
+            }
+        })
+        .await;
+        assert!(first_check(&gateway).await.is_ok());
+    }
+    let stranger = adapter(
+        &rotating,
+        Some("a-wrong-secret-of-the-right-length-0123456789"),
+    );
+    match first_check(&stranger).await {
+        Err(BackendError::Unreachable(why)) => {
+            assert!(why.contains("refused this gateway's proof"), "{why}")
+        }
+        other => panic!("a third secret: {other:?}"),
+    }
+    // A raw peer proving the old secret gets the server's proof under that same secret.
+    assert_eq!(chats_held(&rotating).await, 2, "one chat per secret");
+
+    // After: the previous secret is removed, and a gateway still on it is refused.
+    let after = ChatServer::builder(bin())
+        .arg("--secret-file", secret_file(NEW_SECRET).to_str().unwrap())
+        .arg("--handshake-timeout-ms", "2000")
+        .start();
+    match first_check(&adapter(&after, Some(SECRET))).await {
+        Err(BackendError::Unreachable(why)) => {
+            assert!(why.contains("refused this gateway's proof"), "{why}")
+        }
+        other => panic!("the old secret after the rotation: {other:?}"),
+    }
+    assert!(first_check(&adapter(&after, Some(NEW_SECRET)))
+        .await
+        .is_ok());
+    for server in [&rotating, &after] {
+        let log = server.log();
+        assert!(
+            !log.contains(SECRET) && !log.contains(NEW_SECRET),
+            "secrets are never logged"
+        );
+    }
+}
+
+#[test]
+fn a_previous_secret_needs_a_current_one_and_the_same_length() {
+    let old = secret_file(SECRET);
+    let (code, said) = run(
+        "127.0.0.1:0",
+        &["--previous-secret-file", old.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("previous_secret_file"), "{said}");
+    let (new, short) = (secret_file(NEW_SECRET), secret_file("short"));
+    let (code, said) = run(
+        "127.0.0.1:0",
+        &[
+            "--secret-file",
+            new.to_str().unwrap(),
+            "--previous-secret-file",
+            short.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("previous_secret_file"), "{said}");
+}
