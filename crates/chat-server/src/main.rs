@@ -1,5 +1,7 @@
 //! `chat-server`: parses the configuration, starts the server, prints the bound address on
-//! stdout (so scripts and tests can start it on port 0), and stops on SIGTERM or Ctrl-C.
+//! stdout (so scripts and tests can start it on port 0), and stops on SIGTERM or Ctrl-C. A
+//! SIGHUP (an operator's reflex, `systemctl kill -s HUP`) is logged and otherwise ignored: the
+//! chat server has nothing to reload, and SIGHUP's default action would end it like a crash.
 
 use std::process::ExitCode;
 
@@ -25,6 +27,7 @@ async fn main() -> ExitCode {
     let grace = config.shutdown_grace;
     let authenticated = config.secret.is_some();
     let signalled = shutdown_signal();
+    ignore_hangups();
     let shutdown = CancellationToken::new();
     let running = match chat_server::start(config, shutdown.clone()).await {
         Ok(running) => running,
@@ -47,6 +50,26 @@ async fn main() -> ExitCode {
         tracing::warn!("calls still in flight after the shutdown grace; exiting");
     }
     ExitCode::SUCCESS
+}
+
+/// Registers for SIGHUP now and logs each one: its default action would end the process, and
+/// with it every chat held here (they would move, as after a crash), for a signal that asks a
+/// daemon to reload. Settings change with a restart (docs/deployment.md).
+fn ignore_hangups() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hangups) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP ignored: the chat server has nothing to reload; \
+                         its settings change with a restart"
+                    );
+                }
+            });
+        }
+    }
 }
 
 /// Registers for SIGTERM now (before the address is announced, so a supervisor that stops
