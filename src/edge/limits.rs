@@ -275,18 +275,13 @@ async fn sweeper(guards: Weak<Guards>) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddress(pub IpAddr);
 
-/// The outermost layer: finds the request's client address once, from the TCP peer and,
-/// when the peer is one of `limits.trusted_proxies`, the forwarding headers.
-pub async fn resolve_client(
-    State(trusted): State<Arc<[Cidr]>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// The outermost step (in `layers::front`): finds the request's client address once, from
+/// the TCP peer and, when the peer is one of `limits.trusted_proxies`, the forwarding headers.
+pub fn resolve_client(req: &mut Request, trusted: &[Cidr]) {
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        let client = client_address(*peer, req.headers(), &trusted);
+        let client = client_address(*peer, req.headers(), trusted);
         req.extensions_mut().insert(ClientAddress(client));
     }
-    next.run(req).await
 }
 
 /// The client address a limit is keyed on: the resolved client (the TCP peer unless a
@@ -326,27 +321,41 @@ fn starts_chat(req: &Request) -> bool {
 }
 
 /// Every request, preflights and requests from refused origins included: header size, then
-/// the per-address rate limit.
-pub async fn per_request(State(guards): State<Arc<Guards>>, req: Request, next: Next) -> Response {
-    let head: usize = req.uri().to_string().len()
+/// the per-address rate limit. `Err` is the refusal to answer instead (in `layers::front`).
+pub fn per_request(guards: &Guards, req: &Request) -> Result<(), Response> {
+    let head: usize = uri_len(req.uri())
         + req
             .headers()
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if head > guards.max_header_bytes {
-        return guards.refuse(
-            &RequestHead::of(&req),
+        return Err(guards.refuse(
+            &RequestHead::of(req),
             "header_size",
             Error::HeaderTooLarge(guards.max_header_bytes),
-        );
+        ));
     }
-    if let (Some(limiter), Some(ip)) = (&guards.per_ip, client_key(&req)) {
+    if let (Some(limiter), Some(ip)) = (&guards.per_ip, client_key(req)) {
         if limiter.allow(&ip).is_err() {
-            return guards.refuse(&RequestHead::of(&req), "rate_ip", Error::RateLimitedClient);
+            return Err(guards.refuse(&RequestHead::of(req), "rate_ip", Error::RateLimitedClient));
         }
     }
-    next.run(req).await
+    Ok(())
+}
+
+/// The length of the URI as written (its `Display`), counted without building the string.
+fn uri_len(uri: &axum::http::Uri) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = std::fmt::write(&mut count, format_args!("{uri}"));
+    count.0
 }
 
 /// After routing (a route layer): a new chat is held to the per-address limit on new
@@ -399,6 +408,14 @@ pub async fn per_chat(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_uri_length_is_its_written_length() {
+        for uri in ["/api/v2/chats/abc?x=1&y=%20", "http://example.com:8080/p?q", "*", "/"] {
+            let parsed: axum::http::Uri = uri.parse().unwrap();
+            assert_eq!(uri_len(&parsed), parsed.to_string().len(), "{uri}");
+        }
+    }
 
     #[test]
     fn a_keyed_limiter_never_remembers_more_than_its_bound() {
