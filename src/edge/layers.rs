@@ -53,7 +53,7 @@ pub struct RequestId(pub Arc<str>);
 pub struct OperationName(pub &'static str);
 
 /// Wraps the public routes in the shared stack: after routing, the per-chat limits (a route
-/// layer); around every route one stack (one boxed service per route, not one per layer):
+/// layer, hand-written like the rest); around every route one stack (one boxed service per route, not one per layer):
 /// `front` (client address, request id, nosniff, span and access log, metrics, pace,
 /// per-request limits), CORS when origins are configured, and the reply status setting.
 pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
@@ -66,7 +66,7 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
         &gw.config.limits,
         cors.as_ref().map(|(origins, _)| Arc::clone(origins)),
     );
-    let routes = routes.route_layer(from_fn_with_state(Arc::clone(&guards), limits::per_chat));
+    let routes = routes.route_layer(limits::PerChatLayer(Arc::clone(&guards)));
     let statuses = error::ReplyStatusLayer(Arc::new(error::ReplyStatuses::of(&gw.config)));
     let front = FrontLayer(Arc::new(front::Front {
         trusted: gw.config.limits.trusted_proxies.clone().into(),
