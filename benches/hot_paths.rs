@@ -200,7 +200,10 @@ fn whole_request(c: &mut Criterion) {
         ("GATEWAY__LIMITS__PER_CHAT_PER_SECOND", "0".into()),
         ("GATEWAY__LIMITS__CHAT_STARTS_PER_IP_PER_SECOND", "0".into()),
         ("GATEWAY__EMAIL__SPOOL_DIR", spool.display().to_string()),
-        ("GATEWAY__CREDENTIALS__SECRET", "bench-secret-0123456789abcdef0123456789".into()),
+        (
+            "GATEWAY__CREDENTIALS__SECRET",
+            "bench-secret-0123456789abcdef0123456789".into(),
+        ),
         ("GATEWAY__MOCK__SESSION_LIMIT", "1000000".into()),
     ]
     .map(|(k, v)| (k.to_string(), v));

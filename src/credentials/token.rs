@@ -181,7 +181,10 @@ mod tests {
             )
             .unwrap();
         let earlier = URL_SAFE_NO_PAD.encode([&nonce[..], &sealed].concat());
-        assert_eq!(t.open(Purpose::Stream, &earlier).as_deref(), Some(&b"payload"[..]));
+        assert_eq!(
+            t.open(Purpose::Stream, &earlier).as_deref(),
+            Some(&b"payload"[..])
+        );
         let now = URL_SAFE_NO_PAD
             .decode(t.seal(Purpose::Follow, b"payload", None))
             .unwrap();

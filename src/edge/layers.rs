@@ -204,7 +204,10 @@ mod tests {
             redacted(Some("streamToken=abc.DEF&transcriptPosition=3")),
             "streamToken=[REDACTED]&transcriptPosition=3"
         );
-        assert_eq!(redacted(Some("x=1&streamtoken=abc")), "x=1&streamtoken=[REDACTED]");
+        assert_eq!(
+            redacted(Some("x=1&streamtoken=abc")),
+            "x=1&streamtoken=[REDACTED]"
+        );
         assert_eq!(redacted(Some("a&&b=")), "a&&b=");
     }
 }

@@ -393,7 +393,10 @@ fn chat_key(params: &RawPathParams, ip: IpAddr) -> Option<ChatKey> {
         .iter()
         .find(|(name, _)| *name == CHAT_ID_PARAM)
         .map(|(_, v)| v)?;
-    let end = chat_id.char_indices().nth(64).map_or(chat_id.len(), |(i, _)| i);
+    let end = chat_id
+        .char_indices()
+        .nth(64)
+        .map_or(chat_id.len(), |(i, _)| i);
     Some((Box::from(&chat_id[..end]), ip))
 }
 
@@ -559,7 +562,12 @@ mod tests {
 
     #[test]
     fn the_uri_length_is_its_written_length() {
-        for uri in ["/api/v2/chats/abc?x=1&y=%20", "http://example.com:8080/p?q", "*", "/"] {
+        for uri in [
+            "/api/v2/chats/abc?x=1&y=%20",
+            "http://example.com:8080/p?q",
+            "*",
+            "/",
+        ] {
             let parsed: axum::http::Uri = uri.parse().unwrap();
             assert_eq!(uri_len(&parsed), parsed.to_string().len(), "{uri}");
         }

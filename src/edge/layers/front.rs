@@ -125,21 +125,21 @@ where
 /// backends); otherwise a new one is made. With it, its reply header (the client's own value,
 /// or the new id's bytes shared).
 fn request_id(req: &Request) -> (Arc<str>, Option<HeaderValue>) {
-    let given = req
-        .headers()
-        .get(X_REQUEST_ID)
-        .filter(|v| {
-            let v = v.as_bytes();
-            !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
-        });
+    let given = req.headers().get(X_REQUEST_ID).filter(|v| {
+        let v = v.as_bytes();
+        !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
+    });
     match given {
         // Printable ASCII: `to_str` cannot fail, and the header value is reused as it is.
-        Some(value) => (Arc::from(value.to_str().unwrap_or_default()), Some(value.clone())),
+        Some(value) => (
+            Arc::from(value.to_str().unwrap_or_default()),
+            Some(value.clone()),
+        ),
         None => {
             let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
             let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-            let header = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(text.as_bytes()))
-                .ok();
+            let header =
+                HeaderValue::from_maybe_shared(Bytes::copy_from_slice(text.as_bytes())).ok();
             (Arc::from(&*text), header)
         }
     }

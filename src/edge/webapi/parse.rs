@@ -531,9 +531,21 @@ mod tests {
         assert_eq!(alias(r#""a\"b""#).unwrap(), "a\"b");
         assert_eq!(alias("117").unwrap(), "117");
         assert_eq!(alias("117.0").unwrap(), "117");
-        assert_eq!(alias("18446744073709551615").unwrap(), "18446744073709551615");
+        assert_eq!(
+            alias("18446744073709551615").unwrap(),
+            "18446744073709551615"
+        );
         assert!(matches!(alias("null"), Err(Error::MissingField("alias"))));
-        for bad in ["-1", "1.5", "-2.0", "1e30", "true", "{}", "[1]", "18446744073709551616"] {
+        for bad in [
+            "-1",
+            "1.5",
+            "-2.0",
+            "1e30",
+            "true",
+            "{}",
+            "[1]",
+            "18446744073709551616",
+        ] {
             match alias(bad) {
                 Err(Error::WrongType { field, detail }) => {
                     assert_eq!(field, "alias", "{bad}");
@@ -549,7 +561,10 @@ mod tests {
             parse_get_messages(format!(r#"{{{CREDS},"transcriptPosition":{v}}}"#).as_bytes())
                 .map(|o| o.operation)
         };
-        assert_eq!(position(r#""5""#).unwrap(), get_messages(Transcript::From(5)));
+        assert_eq!(
+            position(r#""5""#).unwrap(),
+            get_messages(Transcript::From(5))
+        );
         assert_eq!(position("5.0").unwrap(), get_messages(Transcript::From(5)));
         assert_eq!(position("null").unwrap(), get_messages(Transcript::From(1)));
         assert_eq!(
@@ -561,8 +576,7 @@ mod tests {
                 Err(Error::WrongType { field, detail }) => {
                     assert_eq!(field, "transcriptPosition", "{bad}");
                     assert_eq!(
-                        detail,
-                        "expected a whole number from 0 to 2^64-1, or a string of digits",
+                        detail, "expected a whole number from 0 to 2^64-1, or a string of digits",
                         "{bad}"
                     );
                 }
