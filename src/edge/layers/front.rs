@@ -106,13 +106,12 @@ where
                     response: Some(refusal),
                 },
                 Ok(()) => State::Called {
-                    inner: scoped(Arc::clone(&id), self.inner.call(req)),
+                    inner: scoped(id, self.inner.call(req)),
                 },
             }
         };
         FrontFuture {
             state,
-            id,
             header,
             span,
             route,
@@ -172,7 +171,6 @@ pin_project_lite::pin_project! {
     pub struct FrontFuture<F> {
         #[pin]
         state: State<F>,
-        id: Arc<str>,
         header: Option<HeaderValue>,
         span: tracing::Span,
         route: &'static str,
