@@ -322,8 +322,8 @@ fn starts_chat(req: &Request) -> bool {
 }
 
 /// Every request, preflights and requests from refused origins included: header size, then
-/// the per-address rate limit. `Err` is the refusal to answer instead (in `layers::front`).
-pub fn per_request(guards: &Guards, req: &Request) -> Result<(), Response> {
+/// the per-address rate limit. `Some` is the refusal to answer instead (in `layers::front`).
+pub fn per_request(guards: &Guards, req: &Request) -> Option<Response> {
     let head: usize = uri_len(req.uri())
         + req
             .headers()
@@ -331,7 +331,7 @@ pub fn per_request(guards: &Guards, req: &Request) -> Result<(), Response> {
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if head > guards.max_header_bytes {
-        return Err(guards.refuse(
+        return Some(guards.refuse(
             &RequestHead::of(req),
             "header_size",
             Error::HeaderTooLarge(guards.max_header_bytes),
@@ -339,10 +339,10 @@ pub fn per_request(guards: &Guards, req: &Request) -> Result<(), Response> {
     }
     if let (Some(limiter), Some(ip)) = (&guards.per_ip, client_key(req)) {
         if limiter.allow(&ip).is_err() {
-            return Err(guards.refuse(&RequestHead::of(req), "rate_ip", Error::RateLimitedClient));
+            return Some(guards.refuse(&RequestHead::of(req), "rate_ip", Error::RateLimitedClient));
         }
     }
-    Ok(())
+    None
 }
 
 /// The length of the URI as written (its `Display`), counted without building the string.

@@ -102,10 +102,10 @@ where
                 req = req.map(|body| Body::new(Paced::new(body, pace)));
             }
             match limits::per_request(&self.front.guards, &req) {
-                Err(refusal) => State::Refused {
+                Some(refusal) => State::Refused {
                     response: Some(refusal),
                 },
-                Ok(()) => State::Called {
+                None => State::Called {
                     inner: scoped(id, self.inner.call(req)),
                 },
             }
