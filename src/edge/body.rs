@@ -114,6 +114,13 @@ impl Paced {
         }
     }
 
+    /// [`Paced::judge`], and the body's end when it fell behind.
+    fn judged(mut self: Pin<&mut Self>) -> Option<axum::Error> {
+        let slow = self.as_mut().judge().err()?;
+        *self.project().done = true;
+        Some(axum::Error::new(slow))
+    }
+
     /// The check that is due now: the error when the body fell behind, or the next check.
     fn judge(self: Pin<&mut Self>) -> Result<(), BodyTooSlow> {
         let this = self.project();
@@ -156,13 +163,15 @@ impl hyper::body::Body for Paced {
         if self.done {
             return Poll::Ready(None);
         }
-        while self.as_mut().project().check.poll(cx).is_ready() {
-            if let Err(slow) = self.as_mut().judge() {
-                *self.as_mut().project().done = true;
-                return Poll::Ready(Some(Err(axum::Error::new(slow))));
+        // Every check that is due is judged before the body is read, as the clock says: the
+        // timer is registered only when the body has to be waited for (below), so a body that
+        // has arrived whole (nearly every one) never touches the timer wheel (issue 17).
+        while Instant::now() >= self.check.deadline() {
+            if let Some(slow) = self.as_mut().judged() {
+                return Poll::Ready(Some(Err(slow)));
             }
         }
-        let this = self.project();
+        let this = self.as_mut().project();
         match Pin::new(this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -178,7 +187,15 @@ impl hyper::body::Body for Paced {
                 *this.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                // Waiting for the client: wake at the next check too.
+                while self.as_mut().project().check.poll(cx).is_ready() {
+                    if let Some(slow) = self.as_mut().judged() {
+                        return Poll::Ready(Some(Err(slow)));
+                    }
+                }
+                Poll::Pending
+            }
         }
     }
 
