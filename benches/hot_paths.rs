@@ -141,5 +141,115 @@ fn encoding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parsing, credentials, transcript, encoding);
+/// Sealing the `streamToken` every chat reply carries (issue 17: one buffer, in place).
+fn tokens(c: &mut Criterion) {
+    let creds = Credentials::new(b"bench-secret-0123456789abcdef0123456789");
+    let payload = [7u8; 60];
+    c.bench_function("seal a stream token", |b| {
+        b.iter(|| {
+            creds.tokens().seal(
+                webapi_gateway::credentials::Purpose::Stream,
+                black_box(&payload),
+                Some(Duration::from_secs(3600)),
+            )
+        })
+    });
+}
+
+/// The mock's expiry sweep over 2,000 open chats (what `bench/run.sh` opens): it runs once a
+/// second on a runtime worker, and a request on that worker waits for it (issue 17, tail).
+fn sweep(c: &mut Criterion) {
+    let engine = Engine::new(Behaviour {
+        session_limit: std::num::NonZeroU64::MAX,
+        ..Behaviour::default()
+    });
+    for _ in 0..2000 {
+        engine
+            .create(NewChat {
+                tenant_name: "Environment".into(),
+                nickname: "bench".into(),
+                endpoint: "default".into(),
+                ..NewChat::default()
+            })
+            .unwrap();
+    }
+    c.bench_function("sweep 2,000 open chats", |b| {
+        b.iter(|| engine.sweep(black_box(chat_engine::now_ms())))
+    });
+}
+
+/// One SendMessage through the whole application in process (`app`: every layer, the
+/// operation, the mock), as `bench/run.sh` configures it, with `oneshot`: the request path's
+/// own cost without sockets (issue 17: the middleware and allocations per request).
+fn whole_request(c: &mut Criterion) {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let spool = std::env::temp_dir().join(format!("hot-paths-{}", std::process::id()));
+    let toml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml"))
+        .expect("gateway.toml");
+    let env = [
+        ("GATEWAY__LIMITS__PER_IP_PER_SECOND", "0".to_string()),
+        ("GATEWAY__LIMITS__PER_CHAT_PER_SECOND", "0".into()),
+        ("GATEWAY__LIMITS__CHAT_STARTS_PER_IP_PER_SECOND", "0".into()),
+        ("GATEWAY__EMAIL__SPOOL_DIR", spool.display().to_string()),
+        (
+            "GATEWAY__CREDENTIALS__SECRET",
+            "bench-secret-0123456789abcdef0123456789".into(),
+        ),
+        ("GATEWAY__MOCK__SESSION_LIMIT", "1000000".into()),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
+    let config = webapi_gateway::Config::from_toml_str_with_env(&toml, env).unwrap();
+    let gateway = webapi_gateway::Gateway::new(config).unwrap();
+    let app = webapi_gateway::app(gateway);
+    let call = |path: String, body: String| {
+        let app = app.clone();
+        async move {
+            let mut req = Request::post(path)
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            req.extensions_mut().insert(axum::extract::ConnectInfo(
+                "127.0.0.1:40000".parse::<std::net::SocketAddr>().unwrap(),
+            ));
+            let reply = app.oneshot(req).await.unwrap();
+            let bytes = reply.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        }
+    };
+    let chat = rt.block_on(call(
+        "/api/v2/chats".into(),
+        r#"{"tenantName":"Environment","nickname":"bench"}"#.into(),
+    ));
+    let path = format!("/api/v2/chats/{}", chat["chatId"].as_str().unwrap());
+    let body = format!(
+        r#"{{"operationName":"SendMessage","userId":"{}","secureKey":"{}","alias":"{}","tenantName":"Environment","text":"Hello, I have a question about my order"}}"#,
+        chat["userId"].as_str().unwrap(),
+        chat["secureKey"].as_str().unwrap(),
+        chat["alias"].as_str().unwrap(),
+    );
+    c.bench_function("SendMessage through the whole app", |b| {
+        b.iter(|| rt.block_on(call(path.clone(), body.clone())))
+    });
+    let _ = std::fs::remove_dir_all(&spool);
+}
+
+criterion_group!(
+    benches,
+    parsing,
+    credentials,
+    transcript,
+    encoding,
+    tokens,
+    sweep,
+    whole_request
+);
 criterion_main!(benches);

@@ -52,6 +52,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How often histogram samples are folded into their buckets between scrapes.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide recorder, installed on first use. Several gateways in one process
 /// (tests) share it, as they share the process.
 pub fn handle() -> &'static PrometheusHandle {
@@ -66,6 +69,21 @@ pub fn handle() -> &'static PrometheusHandle {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
         }
         describe();
+        // A histogram keeps every sample (16 bytes, in blocks of 64) until upkeep folds them
+        // into its buckets, and only a scrape ran it: unscraped, two histograms per request
+        // grew by 1.3 MB a second at 40k requests a second, and the first scrape had millions
+        // of samples to fold. Folded every UPKEEP_EVERY on a thread of its own instead
+        // (issue 17), off the runtime's workers.
+        let upkeep = handle.clone();
+        let started = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "the metrics upkeep thread did not start; histograms are folded at each scrape only");
+        }
         handle
     })
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::Mac;
 use rand::RngCore;
@@ -84,28 +84,28 @@ impl Tokens {
     /// Seals `payload` for `purpose`, valid for `ttl` (`None`: until the secret changes).
     pub fn seal(&self, purpose: Purpose, payload: &[u8], ttl: Option<Duration>) -> String {
         let expires = ttl.map_or(u64::MAX, |ttl| now_secs().saturating_add(ttl.as_secs()));
-        let mut plain = Vec::with_capacity(EXPIRY + payload.len());
-        plain.extend_from_slice(&expires.to_be_bytes());
-        plain.extend_from_slice(payload);
+        // One buffer, sized ahead, encrypted in place (issue 17: was four): nonce, then
+        // the sealed expiry and payload, then the tag — what `encrypt` would have returned
+        // after the nonce.
+        let mut raw = Vec::with_capacity(NONCE + EXPIRY + payload.len() + TAG);
         let mut nonce = [0u8; NONCE];
         // The thread's CSPRNG (ChaCha, seeded and reseeded from the OS): every chat reply
         // seals a token, and a getrandom system call per reply is work the hot path need
         // not do. A nonce needs to be unique, not secret; 192 random bits are.
         rand::thread_rng().fill_bytes(&mut nonce);
-        let aad = aad(purpose);
-        let sealed = self
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&expires.to_be_bytes());
+        raw.extend_from_slice(payload);
+        let mut aad_buf = [0u8; AAD_MAX];
+        let tag = self
             .aead
-            .encrypt(
+            .encrypt_in_place_detached(
                 XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: &aad,
-                },
+                aad(purpose, &mut aad_buf),
+                &mut raw[NONCE..],
             )
             .expect("XChaCha20-Poly1305 seals any length we give it");
-        let mut raw = Vec::with_capacity(NONCE + sealed.len());
-        raw.extend_from_slice(&nonce);
-        raw.extend_from_slice(&sealed);
+        raw.extend_from_slice(&tag);
         URL_SAFE_NO_PAD.encode(raw)
     }
 
@@ -121,18 +121,13 @@ impl Tokens {
             return None;
         }
         let (nonce, sealed) = raw.split_at(NONCE);
-        let aad = aad(purpose);
+        let mut aad_buf = [0u8; AAD_MAX];
+        let aad = aad(purpose, &mut aad_buf);
         let plain = std::iter::once(&self.aead)
             .chain(&self.previous)
             .find_map(|aead| {
-                aead.decrypt(
-                    XNonce::from_slice(nonce),
-                    Payload {
-                        msg: sealed,
-                        aad: &aad,
-                    },
-                )
-                .ok()
+                aead.decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
+                    .ok()
             })?;
         let (expires, payload) = plain.split_at(EXPIRY);
         let expires = u64::from_be_bytes(expires.try_into().expect("8 bytes"));
@@ -147,10 +142,16 @@ fn token_key(keyed: &HmacSha256) -> XChaCha20Poly1305 {
     XChaCha20Poly1305::new_from_slice(&key).expect("32-byte key")
 }
 
-fn aad(purpose: Purpose) -> Vec<u8> {
-    let mut aad = AAD_CONTEXT.to_vec();
-    aad.extend_from_slice(purpose.label());
-    aad
+/// The longest additional data: the context and the longest purpose label.
+const AAD_MAX: usize = AAD_CONTEXT.len() + 6;
+
+/// The additional data for `purpose`, written into `buf` (no allocation).
+fn aad(purpose: Purpose, buf: &mut [u8; AAD_MAX]) -> &[u8] {
+    let label = purpose.label();
+    let len = AAD_CONTEXT.len() + label.len();
+    buf[..AAD_CONTEXT.len()].copy_from_slice(AAD_CONTEXT);
+    buf[AAD_CONTEXT.len()..len].copy_from_slice(label);
+    &buf[..len]
 }
 
 fn now_secs() -> u64 {
@@ -166,6 +167,46 @@ mod tests {
 
     fn tokens(secret: &[u8]) -> Tokens {
         Credentials::new(secret).tokens().clone()
+    }
+
+    /// Sealing in place (issue 17) writes what sealing into fresh buffers wrote: a token
+    /// made the earlier way opens, and a new one opens the earlier way.
+    #[test]
+    fn the_in_place_seal_keeps_the_token_format() {
+        let t = tokens(b"0123456789abcdef0123456789abcdef");
+        let nonce = [7u8; NONCE];
+        let mut plain = u64::MAX.to_be_bytes().to_vec();
+        plain.extend_from_slice(b"payload");
+        let sealed = t
+            .aead
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: b"wagt1stream",
+                },
+            )
+            .unwrap();
+        let earlier = URL_SAFE_NO_PAD.encode([&nonce[..], &sealed].concat());
+        assert_eq!(
+            t.open(Purpose::Stream, &earlier).as_deref(),
+            Some(&b"payload"[..])
+        );
+        let now = URL_SAFE_NO_PAD
+            .decode(t.seal(Purpose::Follow, b"payload", None))
+            .unwrap();
+        let (nonce, sealed) = now.split_at(NONCE);
+        let opened = t
+            .aead
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: b"wagt1follow",
+                },
+            )
+            .unwrap();
+        assert_eq!(&opened[EXPIRY..], b"payload");
     }
 
     #[test]

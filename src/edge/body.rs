@@ -8,6 +8,7 @@
 //! no reader (present or future) can forget it. A reader only recognises the error
 //! ([`too_slow`]) and answers it in its dialect's shape.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,6 +17,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::HeaderValue;
 use hyper::body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -78,20 +80,24 @@ pub fn too_slow(error: &(dyn std::error::Error + 'static)) -> Option<BodyTooSlow
     None
 }
 
-/// A request body held to a [`BodyPace`]. Its clock starts when the body is wrapped (the
-/// head has been read) and runs whether or not the reader is polling, so a handler that
-/// reads slowly on purpose does not stretch a client's allowance either.
-pub struct Paced {
-    inner: Body,
-    pace: BodyPace,
-    started: Instant,
-    /// The next check: the end of the grace, then of each window, then the cap.
-    check: Pin<Box<Sleep>>,
-    /// Bytes read so far, and at the start of the current window.
-    read: u64,
-    read_at_window: u64,
-    /// The body ended or failed: nothing more to judge.
-    done: bool,
+pin_project_lite::pin_project! {
+    /// A request body held to a [`BodyPace`]. Its clock starts when the body is wrapped (the
+    /// head has been read) and runs whether or not the reader is polling, so a handler that
+    /// reads slowly on purpose does not stretch a client's allowance either.
+    pub struct Paced {
+        inner: Body,
+        pace: BodyPace,
+        started: Instant,
+        // The next check: the end of the grace, then of each window, then the cap. Held in
+        // place (the body is boxed by `Body::new` anyway), not in a box of its own.
+        #[pin]
+        check: Sleep,
+        // Bytes read so far, and at the start of the current window.
+        read: u64,
+        read_at_window: u64,
+        // The body ended or failed: nothing more to judge.
+        done: bool,
+    }
 }
 
 impl Paced {
@@ -101,39 +107,47 @@ impl Paced {
             inner,
             pace,
             started,
-            check: Box::pin(tokio::time::sleep_until(started + pace.grace.min(pace.max))),
+            check: tokio::time::sleep_until(started + pace.grace.min(pace.max)),
             read: 0,
             read_at_window: 0,
             done: false,
         }
     }
 
+    /// [`Paced::judge`], and the body's end when it fell behind.
+    fn judged(mut self: Pin<&mut Self>) -> Option<axum::Error> {
+        let slow = self.as_mut().judge().err()?;
+        *self.project().done = true;
+        Some(axum::Error::new(slow))
+    }
+
     /// The check that is due now: the error when the body fell behind, or the next check.
-    fn judge(&mut self) -> Result<(), BodyTooSlow> {
+    fn judge(self: Pin<&mut Self>) -> Result<(), BodyTooSlow> {
+        let this = self.project();
         let now = Instant::now();
-        let elapsed = now - self.started;
-        if elapsed >= self.pace.max || self.pace.min_rate == 0 {
-            let limit = if self.pace.min_rate == 0 {
-                self.pace.grace.min(self.pace.max)
+        let elapsed = now - *this.started;
+        if elapsed >= this.pace.max || this.pace.min_rate == 0 {
+            let limit = if this.pace.min_rate == 0 {
+                this.pace.grace.min(this.pace.max)
             } else {
-                self.pace.max
+                this.pace.max
             };
             return Err(BodyTooSlow::Deadline(limit.as_millis() as u64));
         }
         // The first window is the grace itself; each later one is as long.
-        let window = self.pace.grace;
-        let got = self.read - self.read_at_window;
-        let needed = u64::from(self.pace.min_rate).saturating_mul(window.as_millis() as u64) / 1000;
+        let window = this.pace.grace;
+        let got = *this.read - *this.read_at_window;
+        let needed = u64::from(this.pace.min_rate).saturating_mul(window.as_millis() as u64) / 1000;
         if got < needed {
             return Err(BodyTooSlow::Rate {
                 got,
                 window_ms: window.as_millis() as u64,
-                min_rate: self.pace.min_rate,
+                min_rate: this.pace.min_rate,
             });
         }
-        self.read_at_window = self.read;
-        let next = (self.check.deadline() + window).min(self.started + self.pace.max);
-        self.check.as_mut().reset(next);
+        *this.read_at_window = *this.read;
+        let next = (this.check.deadline() + window).min(*this.started + this.pace.max);
+        this.check.reset(next);
         Ok(())
     }
 }
@@ -146,32 +160,42 @@ impl hyper::body::Body for Paced {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        if this.done {
+        if self.done {
             return Poll::Ready(None);
         }
-        while this.check.as_mut().poll(cx).is_ready() {
-            if let Err(slow) = this.judge() {
-                this.done = true;
-                return Poll::Ready(Some(Err(axum::Error::new(slow))));
+        // Every check that is due is judged before the body is read, as the clock says: the
+        // timer is registered only when the body has to be waited for (below), so a body that
+        // has arrived whole (nearly every one) never touches the timer wheel (issue 17).
+        while Instant::now() >= self.check.deadline() {
+            if let Some(slow) = self.as_mut().judged() {
+                return Poll::Ready(Some(Err(slow)));
             }
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let this = self.as_mut().project();
+        match Pin::new(this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.read = this.read.saturating_add(data.len() as u64);
+                    *this.read = this.read.saturating_add(data.len() as u64);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                this.done = true;
+                *this.done = true;
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
-                this.done = true;
+                *this.done = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                // Waiting for the client: wake at the next check too.
+                while self.as_mut().project().check.poll(cx).is_ready() {
+                    if let Some(slow) = self.as_mut().judged() {
+                        return Poll::Ready(Some(Err(slow)));
+                    }
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -185,44 +209,55 @@ impl hyper::body::Body for Paced {
 }
 
 /// What a request's headers say of its body. Every body reader starts here.
+/// Built without copying the header (issue 17): the content type is the request's own
+/// header value, shared.
 pub(crate) struct BodyHead {
-    /// `Content-Type` as sent (empty when absent or not text), for error messages.
-    pub raw_type: String,
-    /// Its media type, lower case, without parameters (empty when absent).
-    pub media_type: String,
+    /// `Content-Type` as sent, when present and text.
+    content_type: Option<HeaderValue>,
     /// `Content-Length`, when present and a number.
     pub length: Option<u64>,
 }
 
 impl BodyHead {
     pub fn of(req: &Request) -> BodyHead {
-        let raw_type = req
+        let content_type = req
             .headers()
             .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let media_type = raw_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+            .filter(|v| v.to_str().is_ok())
+            .cloned();
         let length = req
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         BodyHead {
-            raw_type,
-            media_type,
+            content_type,
             length,
+        }
+    }
+
+    /// `Content-Type` as sent (empty when absent or not text), for error messages.
+    pub fn raw_type(&self) -> &str {
+        self.content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Its media type, lower case, without parameters (empty when absent); copied only when
+    /// it was not lower case already.
+    pub fn media_type(&self) -> Cow<'_, str> {
+        let essence = self.raw_type().split(';').next().unwrap_or("").trim();
+        if essence.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(essence.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(essence)
         }
     }
 
     /// The content type for an error message, bounded.
     pub fn shown_type(&self) -> String {
-        self.raw_type.chars().take(100).collect()
+        self.raw_type().chars().take(100).collect()
     }
 }
 

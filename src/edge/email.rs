@@ -143,13 +143,13 @@ impl Emails {
             // Refused before a byte is read or written.
             return Err(too_large(email));
         }
-        let id = if tenant.is_some() && head.media_type == "application/x-www-form-urlencoded" {
+        let id = if tenant.is_some() && head.media_type() == "application/x-www-form-urlencoded" {
             self.receive_form(req.into_body(), stream_limit, tenant)
                 .await?
         } else {
-            let boundary = multer::parse_boundary(&head.raw_type).map_err(|_| match tenant {
-                Some(_) => Error::GmsNotMultipart(head.raw_type.clone()),
-                None => Error::NotMultipart(head.raw_type.clone()),
+            let boundary = multer::parse_boundary(head.raw_type()).map_err(|_| match tenant {
+                Some(_) => Error::GmsNotMultipart(head.raw_type().to_owned()),
+                None => Error::NotMultipart(head.raw_type().to_owned()),
             })?;
             let constraints = multer::Constraints::new()
                 .size_limit(multer::SizeLimit::new().whole_stream(stream_limit));

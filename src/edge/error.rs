@@ -2,11 +2,13 @@
 //! is chosen (`rest` or `ok`, per dialect and GMS service: [`ReplyStatus`]).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -273,22 +275,76 @@ impl ReplyStatuses {
 }
 
 /// A layer around the routes: under `ok`, a refusal ([`Outcome`] on the response) that the
-/// dialect made gets HTTP 200; its body is unchanged.
-pub async fn reply_status(
-    State(statuses): State<Arc<ReplyStatuses>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let setting = statuses.for_path(req.uri().path());
-    let mut response = next.run(req).await;
-    if setting == ReplyStatus::Ok {
-        if let Some(outcome) = response.extensions().get::<Outcome>() {
-            if !keeps_its_status(outcome.code) {
-                *response.status_mut() = StatusCode::OK;
-            }
+/// dialect made gets HTTP 200; its body is unchanged. Inside CORS and the per-request limits,
+/// whose own refusals keep their status. Hand-written (no boxed future per request).
+#[derive(Clone)]
+pub struct ReplyStatusLayer(pub Arc<ReplyStatuses>);
+
+impl<S> tower::Layer<S> for ReplyStatusLayer {
+    type Service = ReplyStatusService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ReplyStatusService {
+            inner,
+            statuses: Arc::clone(&self.0),
         }
     }
-    response
+}
+
+/// The service of [`ReplyStatusLayer`].
+#[derive(Clone)]
+pub struct ReplyStatusService<S> {
+    inner: S,
+    statuses: Arc<ReplyStatuses>,
+}
+
+impl<S> tower::Service<Request> for ReplyStatusService<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = ReplyStatusFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let ok = self.statuses.for_path(req.uri().path()) == ReplyStatus::Ok;
+        ReplyStatusFuture {
+            inner: self.inner.call(req),
+            ok,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`ReplyStatusService`].
+    pub struct ReplyStatusFuture<F> {
+        #[pin]
+        inner: F,
+        ok: bool,
+    }
+}
+
+impl<F, E> Future for ReplyStatusFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if *this.ok {
+            if let Some(outcome) = response.extensions().get::<Outcome>() {
+                if !keeps_its_status(outcome.code) {
+                    *response.status_mut() = StatusCode::OK;
+                }
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 #[cfg(test)]

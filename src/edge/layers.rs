@@ -15,28 +15,31 @@
 //! A new route is covered by adding it to the router that [`apply`] wraps; a route whose
 //! path carries a chat id names that parameter `chat_id` to get the per-chat limits.
 //! Handlers must not repeat any of this.
+//!
+//! All of it up to the per-request limits is one hand-written service (`front`, issue 17):
+//! `from_fn` boxed each layer's future and cloned a boxed service per layer per request.
+
+mod front;
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::http::header::X_CONTENT_TYPE_OPTIONS;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::{from_fn, from_fn_with_state, Next};
+use axum::middleware::{from_fn_with_state, Next};
 use axum::response::Response;
 use axum::Router;
-use hyper::body::Body as _;
 use metrics::{Counter, Histogram};
 use tower::ServiceBuilder;
-use tower_http::trace::{OnResponse, TraceLayer};
 
-use super::body::{BodyPace, Paced};
 use super::error::Outcome;
 use super::{cors, error, limits};
 use crate::telemetry::sample::{sampled, Sample};
-use crate::telemetry::{route_label, Handles, HTTP_DURATION, HTTP_REQUESTS};
+use crate::telemetry::{Handles, HTTP_DURATION, HTTP_REQUESTS};
 use crate::Gateway;
+
+pub use front::{FrontLayer, FrontService};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -49,7 +52,10 @@ pub struct RequestId(pub Arc<str>);
 #[derive(Clone, Copy, Debug)]
 pub struct OperationName(pub &'static str);
 
-/// Wraps the public routes in the shared stack.
+/// Wraps the public routes in the shared stack: after routing, the per-chat limits (a route
+/// layer, hand-written like the rest); around every route one stack (one boxed service per route, not one per layer):
+/// `front` (client address, request id, nosniff, span and access log, metrics, pace,
+/// per-request limits), CORS when origins are configured, and the reply status setting.
 pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
     let origins = gw.config.tenants.iter().flat_map(|t| {
         let headers = &t.cors_allowed_headers[..];
@@ -60,60 +66,23 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
         &gw.config.limits,
         cors.as_ref().map(|(origins, _)| Arc::clone(origins)),
     );
-    let routes = routes.route_layer(from_fn_with_state(Arc::clone(&guards), limits::per_chat));
-    let statuses = Arc::new(error::ReplyStatuses::of(&gw.config));
-    let routes = routes.layer(from_fn_with_state(statuses, error::reply_status));
-    let routes = match cors {
+    let routes = routes.route_layer(limits::PerChatLayer(Arc::clone(&guards)));
+    let statuses = error::ReplyStatusLayer(Arc::new(error::ReplyStatuses::of(&gw.config)));
+    let front = FrontLayer(Arc::new(front::Front {
+        trusted: gw.config.limits.trusted_proxies.clone().into(),
+        pace: gw.config.limits.body_pace(),
+        guards,
+    }));
+    match cors {
         Some((origins, cors)) => routes.layer(
             ServiceBuilder::new()
+                .layer(front)
                 .layer(from_fn_with_state(origins, cors::refuse_other_origins))
-                .layer(cors),
+                .layer(cors)
+                .layer(statuses),
         ),
-        None => routes,
-    };
-    let routes = routes.layer(from_fn_with_state(guards, limits::per_request));
-    let trusted: Arc<[limits::Cidr]> = gw.config.limits.trusted_proxies.clone().into();
-    routes.layer(
-        ServiceBuilder::new()
-            .layer(from_fn_with_state(trusted, limits::resolve_client))
-            .layer(from_fn(request_id))
-            .layer(from_fn(nosniff))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(|req: &Request| {
-                        let id = req
-                            .extensions()
-                            .get::<RequestId>()
-                            .map(|r| Arc::clone(&r.0))
-                            .unwrap_or_else(|| Arc::from(""));
-                        // The client as the limits key it: behind a trusted proxy, the
-                        // address it forwarded for.
-                        let client = req
-                            .extensions()
-                            .get::<limits::ClientAddress>()
-                            .map(|c| c.0.to_string())
-                            .unwrap_or_default();
-                        tracing::info_span!(
-                            "request",
-                            request_id = %id,
-                            client = %client,
-                            method = %req.method(),
-                            path = %req.uri().path(),
-                            query = %redacted_query(req.uri().query()),
-                        )
-                    })
-                    .on_request(())
-                    .on_response(AccessLog)
-                    // A failed (5xx) reply is logged once, by `edge::error` (sampled), not
-                    // again here at ERROR.
-                    .on_failure(()),
-            )
-            .layer(from_fn(record))
-            .layer(from_fn_with_state(
-                gw.config.limits.body_pace(),
-                pace_bodies,
-            )),
-    )
+        None => routes.layer(ServiceBuilder::new().layer(front).layer(statuses)),
+    }
 }
 
 /// Query parameters whose values are credentials: the access log shows them as
@@ -121,20 +90,27 @@ pub fn apply(routes: Router, gw: &Arc<Gateway>) -> Router {
 const SECRET_PARAMS: [&str; 1] = ["streamToken"];
 
 /// The query as the access log shows it: each credential parameter's value replaced.
-fn redacted_query(query: Option<&str>) -> String {
-    let Some(query) = query else {
-        return String::new();
-    };
-    query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) => {
-                format!("{key}=[REDACTED]")
+/// Written straight into the log line (no `String` is built).
+struct RedactedQuery<'a>(Option<&'a str>);
+
+impl std::fmt::Display for RedactedQuery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(query) = self.0 else {
+            return Ok(());
+        };
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                f.write_str("&")?;
             }
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+            match pair.split_once('=') {
+                Some((key, _)) if SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) => {
+                    write!(f, "{key}=[REDACTED]")?
+                }
+                _ => f.write_str(pair)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Every reply says its content type is what it claims: a browser must never sniff a JSON
@@ -147,76 +123,37 @@ pub async fn nosniff(req: Request, next: Next) -> Response {
     response
 }
 
-/// Holds every request body to the pace (see `body::BodyPace`), before any reader sees it.
-async fn pace_bodies(State(pace): State<BodyPace>, req: Request, next: Next) -> Response {
-    if req.body().is_end_stream() {
-        return next.run(req).await;
-    }
-    next.run(req.map(|body| Body::new(Paced::new(body, pace))))
-        .await
-}
-
 /// The access log: INFO for a request served or refused for its content, debug for a
 /// refusal that a flood produces (a limit's, codes 400–449, or any retryable one: 429,
 /// 503), with at most one INFO line a second per code saying how many it stands for.
-#[derive(Clone, Copy)]
-struct AccessLog;
-
-impl<B> OnResponse<B> for AccessLog {
-    fn on_response(self, response: &Response<B>, latency: Duration, _span: &tracing::Span) {
-        let status = response.status().as_u16();
-        let latency_ms = latency.as_secs_f64() * 1000.0;
-        let flood_prone = response
-            .extensions()
-            .get::<Outcome>()
-            .filter(|o| o.status_code == 1 || (400..450).contains(&o.code));
-        match flood_prone {
-            None => tracing::info!(status, latency_ms, "finished processing request"),
-            Some(outcome) => {
-                tracing::debug!(status, code = outcome.code, latency_ms, "request refused");
-                if let Some(suppressed) = sampled(Sample::Code(outcome.code)) {
-                    tracing::info!(
-                        status,
-                        code = outcome.code,
-                        suppressed,
-                        "request refused (one line per code per second; `suppressed` more since the last)"
-                    );
-                }
+fn access_log(response: &Response, latency: Duration) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    let flood_prone = response
+        .extensions()
+        .get::<Outcome>()
+        .filter(|o| o.status_code == 1 || (400..450).contains(&o.code));
+    match flood_prone {
+        None => tracing::info!(status, latency_ms, "finished processing request"),
+        Some(outcome) => {
+            tracing::debug!(status, code = outcome.code, latency_ms, "request refused");
+            if let Some(suppressed) = sampled(Sample::Code(outcome.code)) {
+                tracing::info!(
+                    status,
+                    code = outcome.code,
+                    suppressed,
+                    "request refused (one line per code per second; `suppressed` more since the last)"
+                );
             }
         }
     }
-}
-
-/// A client's id is kept when it is short printable ASCII (it goes into logs and to
-/// backends); otherwise a new one is made.
-async fn request_id(mut req: Request, next: Next) -> Response {
-    let id: Arc<str> = req
-        .headers()
-        .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(Arc::from)
-        .unwrap_or_else(|| Arc::from(uuid::Uuid::new_v4().to_string()));
-    req.extensions_mut().insert(RequestId(Arc::clone(&id)));
-    let mut response = backend_api::request_id::scope(Arc::clone(&id), next.run(req)).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(X_REQUEST_ID, value);
-    }
-    response
 }
 
 /// Route, operation, statusCode, HTTP status.
 type RequestLabels = (&'static str, &'static str, u8, u16);
 
 /// Counts and times every request by route, operation and statusCode.
-async fn record(req: Request, next: Next) -> Response {
-    let route = route_label(
-        req.extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str),
-    );
-    let started = Instant::now();
-    let response = next.run(req).await;
+fn record(response: &Response, route: &'static str, latency: Duration) {
     let operation = response
         .extensions()
         .get::<OperationName>()
@@ -252,8 +189,7 @@ async fn record(req: Request, next: Next) -> Response {
             route,
             || metrics::histogram!(HTTP_DURATION, "route" => route),
         )
-        .record(started.elapsed().as_secs_f64());
-    response
+        .record(latency.as_secs_f64());
 }
 
 #[cfg(test)]
@@ -262,14 +198,16 @@ mod tests {
 
     #[test]
     fn the_access_log_never_shows_a_stream_token() {
-        assert_eq!(redacted_query(None), "");
+        let redacted = |q| RedactedQuery(q).to_string();
+        assert_eq!(redacted(None), "");
         assert_eq!(
-            redacted_query(Some("streamToken=abc.DEF&transcriptPosition=3")),
+            redacted(Some("streamToken=abc.DEF&transcriptPosition=3")),
             "streamToken=[REDACTED]&transcriptPosition=3"
         );
         assert_eq!(
-            redacted_query(Some("x=1&streamtoken=abc")),
+            redacted(Some("x=1&streamtoken=abc")),
             "x=1&streamtoken=[REDACTED]"
         );
+        assert_eq!(redacted(Some("a&&b=")), "a&&b=");
     }
 }

@@ -28,10 +28,11 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
+use std::future::Future as _;
+
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request};
 use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ORIGIN, VARY};
 use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::nanos::Nanos;
@@ -275,18 +276,13 @@ async fn sweeper(guards: Weak<Guards>) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddress(pub IpAddr);
 
-/// The outermost layer: finds the request's client address once, from the TCP peer and,
-/// when the peer is one of `limits.trusted_proxies`, the forwarding headers.
-pub async fn resolve_client(
-    State(trusted): State<Arc<[Cidr]>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// The outermost step (in `layers::front`): finds the request's client address once, from
+/// the TCP peer and, when the peer is one of `limits.trusted_proxies`, the forwarding headers.
+pub fn resolve_client(req: &mut Request, trusted: &[Cidr]) {
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        let client = client_address(*peer, req.headers(), &trusted);
+        let client = client_address(*peer, req.headers(), trusted);
         req.extensions_mut().insert(ClientAddress(client));
     }
-    next.run(req).await
 }
 
 /// The client address a limit is keyed on: the resolved client (the TCP peer unless a
@@ -326,79 +322,256 @@ fn starts_chat(req: &Request) -> bool {
 }
 
 /// Every request, preflights and requests from refused origins included: header size, then
-/// the per-address rate limit.
-pub async fn per_request(State(guards): State<Arc<Guards>>, req: Request, next: Next) -> Response {
-    let head: usize = req.uri().to_string().len()
+/// the per-address rate limit. `Some` is the refusal to answer instead (in `layers::front`).
+pub fn per_request(guards: &Guards, req: &Request) -> Option<Response> {
+    let head: usize = uri_len(req.uri())
         + req
             .headers()
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if head > guards.max_header_bytes {
-        return guards.refuse(
-            &RequestHead::of(&req),
+        return Some(guards.refuse(
+            &RequestHead::of(req),
             "header_size",
             Error::HeaderTooLarge(guards.max_header_bytes),
-        );
+        ));
     }
-    if let (Some(limiter), Some(ip)) = (&guards.per_ip, client_key(&req)) {
+    if let (Some(limiter), Some(ip)) = (&guards.per_ip, client_key(req)) {
         if limiter.allow(&ip).is_err() {
-            return guards.refuse(&RequestHead::of(&req), "rate_ip", Error::RateLimitedClient);
+            return Some(guards.refuse(&RequestHead::of(req), "rate_ip", Error::RateLimitedClient));
         }
     }
-    next.run(req).await
+    None
+}
+
+/// The length of the URI as written (its `Display`), counted without building the string.
+fn uri_len(uri: &axum::http::Uri) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = std::fmt::write(&mut count, format_args!("{uri}"));
+    count.0
 }
 
 /// After routing (a route layer): a new chat is held to the per-address limit on new
 /// chats; a request on a chat (routes with a `chat_id` parameter) to the per-chat rate
 /// limit, and its answer, when its key failed, to the bad-credentials throttle.
-pub async fn per_chat(
-    State(guards): State<Arc<Guards>>,
-    params: RawPathParams,
-    req: Request,
-    next: Next,
-) -> Response {
-    if starts_chat(&req) {
-        if let (Some(limiter), Some(ip)) = (&guards.chat_starts, client_key(&req)) {
-            if limiter.allow(&ip).is_err() {
-                return guards.refuse(
-                    &RequestHead::of(&req),
-                    "chat_starts_ip",
-                    Error::TooManyChatStarts,
-                );
-            }
+/// Hand-written (issue 17): no boxed future or cloned boxed service per request, and the
+/// chat's key is built only when a limit needs it.
+#[derive(Clone)]
+pub struct PerChatLayer(pub Arc<Guards>);
+
+impl<S> tower::Layer<S> for PerChatLayer {
+    type Service = PerChat<S>;
+    fn layer(&self, inner: S) -> PerChat<S> {
+        PerChat {
+            inner,
+            guards: Arc::clone(&self.0),
         }
-        return next.run(req).await;
     }
-    let Some(chat_id) = params
+}
+
+/// The service of [`PerChatLayer`].
+#[derive(Clone)]
+pub struct PerChat<S> {
+    inner: S,
+    guards: Arc<Guards>,
+}
+
+/// The key of one chat's limits: its id (at most 64 characters: chat ids are short, a
+/// longer one is refused later anyway and must not grow the maps) and the client.
+type ChatKey = (Box<str>, IpAddr);
+
+fn chat_key(params: &RawPathParams, ip: IpAddr) -> Option<ChatKey> {
+    let chat_id = params
         .iter()
         .find(|(name, _)| *name == CHAT_ID_PARAM)
-        .map(|(_, v)| v)
-    else {
-        return next.run(req).await;
+        .map(|(_, v)| v)?;
+    let end = chat_id
+        .char_indices()
+        .nth(64)
+        .map_or(chat_id.len(), |(i, _)| i);
+    Some((Box::from(&chat_id[..end]), ip))
+}
+
+/// The path parameters as the `RawPathParams` extractor reads them (it is ready at once).
+fn path_params(req: Request) -> (Request, Result<RawPathParams, Response>) {
+    use axum::extract::FromRequestParts;
+    let (mut parts, body) = req.into_parts();
+    let extracted = {
+        let fut = RawPathParams::from_request_parts(&mut parts, &());
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => r.map_err(IntoResponse::into_response),
+            std::task::Poll::Pending => unreachable!("RawPathParams reads the request only"),
+        }
     };
-    // Chat ids are short; a longer one is refused later anyway and must not grow the maps.
-    let chat: Box<str> = chat_id.chars().take(64).collect::<String>().into();
-    let Some(ip) = client_key(&req) else {
-        return next.run(req).await;
-    };
-    let head = RequestHead::of(&req);
-    let key = (chat, ip);
-    if let Some(limiter) = &guards.per_chat {
-        if limiter.allow(&key).is_err() {
-            return guards.refuse(&head, "rate_chat", Error::RateLimitedChat);
+    (Request::from_parts(parts, body), extracted)
+}
+
+impl<S> tower::Service<Request> for PerChat<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = PerChatFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let refused = |response| PerChatFuture {
+            state: PerChatState::Refused {
+                response: Some(response),
+            },
+        };
+        let (req, params) = path_params(req);
+        let params = match params {
+            Ok(params) => params,
+            Err(rejection) => return refused(rejection),
+        };
+        let guards = &self.guards;
+        let mut after = None;
+        if starts_chat(&req) {
+            if let (Some(limiter), Some(ip)) = (&guards.chat_starts, client_key(&req)) {
+                if limiter.allow(&ip).is_err() {
+                    return refused(guards.refuse(
+                        &RequestHead::of(&req),
+                        "chat_starts_ip",
+                        Error::TooManyChatStarts,
+                    ));
+                }
+            }
+        } else if let Some(ip) = client_key(&req) {
+            let has_chat = params.iter().any(|(name, _)| name == CHAT_ID_PARAM);
+            if has_chat {
+                let head = RequestHead::of(&req);
+                let key = match &guards.per_chat {
+                    Some(limiter) => {
+                        let key = chat_key(&params, ip).expect("the route has a chat id");
+                        if limiter.allow(&key).is_err() {
+                            return refused(guards.refuse(
+                                &head,
+                                "rate_chat",
+                                Error::RateLimitedChat,
+                            ));
+                        }
+                        Key::Built(key)
+                    }
+                    None => Key::Later(params, ip),
+                };
+                after = Some(After {
+                    guards: Arc::clone(guards),
+                    key,
+                    head,
+                });
+            }
+        }
+        PerChatFuture {
+            state: PerChatState::Called {
+                inner: self.inner.call(req),
+                after,
+            },
         }
     }
-    let response = next.run(req).await;
-    if response.extensions().get::<BadCredentials>().is_some() && !guards.failed_check(&key) {
-        return guards.refuse(&head, "bad_credentials", Error::CredentialsThrottled);
+}
+
+/// The chat's key, built when the request is let through (a per-chat limit) or only when
+/// its answer needs it (the bad-credentials throttle).
+enum Key {
+    Built(ChatKey),
+    Later(RawPathParams, IpAddr),
+}
+
+/// What the bad-credentials throttle needs once the answer is known.
+struct After {
+    guards: Arc<Guards>,
+    key: Key,
+    head: RequestHead,
+}
+
+pin_project_lite::pin_project! {
+    #[project = PerChatProj]
+    enum PerChatState<F> {
+        Refused { response: Option<Response> },
+        Called { #[pin] inner: F, after: Option<After> },
     }
-    response
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`PerChat`].
+    pub struct PerChatFuture<F> {
+        #[pin]
+        state: PerChatState<F>,
+    }
+}
+
+impl<F, E> std::future::Future for PerChatFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let (inner, after) = match self.project().state.project() {
+            PerChatProj::Refused { response } => {
+                return std::task::Poll::Ready(Ok(response
+                    .take()
+                    .expect("a PerChatFuture is not polled after it finished")))
+            }
+            PerChatProj::Called { inner, after } => (inner, after),
+        };
+        let response = std::task::ready!(inner.poll(cx))?;
+        if response.extensions().get::<BadCredentials>().is_some() {
+            if let Some(After { guards, key, head }) = after.take() {
+                let key = match key {
+                    Key::Built(key) => Some(key),
+                    Key::Later(params, ip) => chat_key(&params, ip),
+                };
+                if key.is_some_and(|key| !guards.failed_check(&key)) {
+                    return std::task::Poll::Ready(Ok(guards.refuse(
+                        &head,
+                        "bad_credentials",
+                        Error::CredentialsThrottled,
+                    )));
+                }
+            }
+        }
+        std::task::Poll::Ready(Ok(response))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_uri_length_is_its_written_length() {
+        for uri in [
+            "/api/v2/chats/abc?x=1&y=%20",
+            "http://example.com:8080/p?q",
+            "*",
+            "/",
+        ] {
+            let parsed: axum::http::Uri = uri.parse().unwrap();
+            assert_eq!(uri_len(&parsed), parsed.to_string().len(), "{uri}");
+        }
+    }
 
     #[test]
     fn a_keyed_limiter_never_remembers_more_than_its_bound() {

@@ -8,13 +8,22 @@ use axum::response::{IntoResponse, Response};
 use backend_api::{Event, EventType, Participant, UserData};
 use serde::{Serialize, Serializer};
 
+/// What a JSON reply's buffer starts at: most chat replies fit.
+const REPLY_CAPACITY: usize = 1024;
+
 /// A JSON reply. Encoding a plain struct cannot fail; if it ever did, the client still gets
 /// a JSON body.
 pub fn json(status: StatusCode, value: &impl Serialize) -> Response {
-    let body = serde_json::to_vec(value).unwrap_or_else(|_| {
-        br#"{"statusCode":1,"errors":[{"code":399,"message":"reply could not be encoded"}]}"#
-            .to_vec()
-    });
+    // Encoded straight into one buffer sized ahead for a chat reply with its stream token and
+    // a few events (issue 17: `to_vec` started at 128 bytes and grew two or three times).
+    let mut body = Vec::with_capacity(REPLY_CAPACITY);
+    let body = match serde_json::to_writer(&mut body, value) {
+        Ok(()) => body,
+        Err(_) => {
+            br#"{"statusCode":1,"errors":[{"code":399,"message":"reply could not be encoded"}]}"#
+                .to_vec()
+        }
+    };
     let mut response = (status, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

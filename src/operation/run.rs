@@ -258,8 +258,11 @@ async fn serve(
         };
         credentials.secure_key = gw.credentials().seal(claim, new_key);
     }
-    // The token carries the alias that served: where the chat lives now.
-    credentials.alias = instance.alias.to_string();
+    // The token carries the alias that served: where the chat lives now (copied only when
+    // the chat moved).
+    if credentials.alias != *instance.alias {
+        credentials.alias = instance.alias.to_string();
+    }
     let stream_token = stream_token(gw, chat_id, &credentials);
     Ok(ChatReply {
         alias: Arc::clone(&instance.alias),

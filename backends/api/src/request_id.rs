@@ -22,6 +22,14 @@ pub async fn scope<F: Future>(id: Arc<str>, fut: F) -> F::Output {
     REQUEST_ID.scope(id, fut).await
 }
 
+/// [`scope`] as a nameable future, for a hand-written service future to hold unboxed.
+pub fn scoped<F: Future>(id: Arc<str>, fut: F) -> Scoped<F> {
+    REQUEST_ID.scope(id, fut)
+}
+
+/// The future [`scoped`] returns.
+pub type Scoped<F> = tokio::task::futures::TaskLocalFuture<Arc<str>, F>;
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -42,7 +42,8 @@ where
         if head.length.is_some_and(|n| n > limit as u64) {
             return Err(Error::BodyTooLarge(limit).into());
         }
-        let essence = head.media_type.as_str();
+        let essence = head.media_type();
+        let essence = &*essence;
         if essence == "multipart/form-data" {
             let req = req.map(|b| Body::new(Limited::new(b, limit)));
             let mut multipart = Multipart::from_request(req, state)

@@ -61,7 +61,8 @@ where
 /// jQuery widgets send a JSON string labelled as a form (returns true then: the body must
 /// still be a JSON object). Anything else (multipart, XML, binary) is refused.
 fn check_content_type(head: &BodyHead) -> Result<bool, Error> {
-    let essence = &head.media_type;
+    let essence = head.media_type();
+    let essence = &*essence;
     let ok = essence.is_empty()
         || essence == "application/json"
         || essence == "text/plain"

@@ -43,29 +43,55 @@ struct Body {
 /// (`"5"`, as some clients send it; past 2^64-1 it saturates, as in the GMS dialect: it is
 /// past the end of any transcript).
 fn position<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Number {
-        Whole(u64),
-        Float(f64),
-        Digits(String),
-    }
-    match Option::<Number>::deserialize(de) {
-        Ok(None) => Ok(None),
-        Ok(Some(Number::Whole(n))) => Ok(Some(n)),
+    const EXPECTED: &str = "expected a whole number from 0 to 2^64-1, or a string of digits";
+    // A visitor, not an untagged enum: no buffered copy of the value (issue 17).
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(EXPECTED)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+            de.deserialize_any(self)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(Some(n))
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            u64::try_from(n).map(Some).map_err(|_| E::custom(EXPECTED))
+        }
         // Below 2^64 (exact as an f64) and whole: that number.
-        Ok(Some(Number::Float(f)))
-            if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 =>
-        {
-            Ok(Some(f as u64))
+        fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Self::Value, E> {
+            if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 {
+                Ok(Some(f as u64))
+            } else {
+                Err(E::custom(EXPECTED))
+            }
         }
-        Ok(Some(Number::Digits(d))) if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) => {
-            Ok(Some(d.parse().unwrap_or(u64::MAX)))
+        fn visit_str<E: serde::de::Error>(self, d: &str) -> Result<Self::Value, E> {
+            if !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(Some(d.parse().unwrap_or(u64::MAX)))
+            } else {
+                Err(E::custom(EXPECTED))
+            }
         }
-        _ => Err(serde::de::Error::custom(
-            "expected a whole number from 0 to 2^64-1, or a string of digits",
-        )),
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(serde::de::Error::custom(EXPECTED))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(serde::de::Error::custom(EXPECTED))
+        }
     }
+    de.deserialize_option(Visitor)
 }
 
 /// What `userData` values and `alias` may be besides strings, for the error message.
@@ -134,26 +160,56 @@ fn user_data<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<UserData>
 /// `alias`: a string, or a whole number as some clients send it (`117`, or `117.0`, which
 /// JSON Schema's `integer` admits too), read as its digits.
 fn alias<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Alias {
-        Text(String),
-        Whole(u64),
-        Float(f64),
-    }
-    match Option::<Alias>::deserialize(de) {
-        Ok(None) => Ok(None),
-        Ok(Some(Alias::Text(t))) => Ok(Some(t)),
-        Ok(Some(Alias::Whole(n))) => Ok(Some(n.to_string())),
-        Ok(Some(Alias::Float(f)))
-            if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 =>
-        {
-            Ok(Some((f as u64).to_string()))
+    const EXPECTED: &str = "expected a string or a whole number from 0 to 2^64-1";
+    // A visitor, not an untagged enum: no buffered copy of the value (issue 17).
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(EXPECTED)
         }
-        _ => Err(serde::de::Error::custom(
-            "expected a string or a whole number from 0 to 2^64-1",
-        )),
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+            de.deserialize_any(self)
+        }
+        fn visit_str<E: serde::de::Error>(self, t: &str) -> Result<Self::Value, E> {
+            Ok(Some(t.to_owned()))
+        }
+        fn visit_string<E: serde::de::Error>(self, t: String) -> Result<Self::Value, E> {
+            Ok(Some(t))
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+            Ok(Some(n.to_string()))
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+            match u64::try_from(n) {
+                Ok(n) => Ok(Some(n.to_string())),
+                Err(_) => Err(E::custom(EXPECTED)),
+            }
+        }
+        fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Self::Value, E> {
+            if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 {
+                Ok(Some((f as u64).to_string()))
+            } else {
+                Err(E::custom(EXPECTED))
+            }
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(serde::de::Error::custom(EXPECTED))
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            Err(serde::de::Error::custom(EXPECTED))
+        }
     }
+    de.deserialize_option(Visitor)
 }
 
 fn body(bytes: &[u8]) -> Result<Body, Error> {
@@ -163,6 +219,12 @@ fn body(bytes: &[u8]) -> Result<Body, Error> {
             Ok(_) => Err(Error::NotAnObject),
             Err(e) => Err(Error::MalformedJson(strip_position(&e))),
         };
+    }
+    // The common case, a good body, without the field path (serde_path_to_error allocates a
+    // `String` per key it passes); only a refused body is read again to name its field, which
+    // gives the same error as reading it once with the path did.
+    if let Ok(body) = serde_json::from_slice::<Body>(bytes) {
+        return Ok(body);
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, Body>(&mut *de) {
@@ -453,6 +515,74 @@ mod tests {
             get(r#","transcriptPosition":7"#),
             get_messages(Transcript::From(7))
         );
+    }
+
+    /// The scalar readers (visitors since issue 17, untagged enums before) read and refuse
+    /// what they did: each case, and the refusal naming its field with the same words.
+    #[test]
+    fn alias_and_position_scalars_read_and_refuse_as_before() {
+        let alias = |v: &str| {
+            let body = format!(
+                r#"{{"userId":"u","secureKey":"k","alias":{v},"tenantName":"E","operationName":"GetChat"}}"#
+            );
+            parse_chat_operation(body.as_bytes()).map(|o| o.credentials.alias)
+        };
+        assert_eq!(alias(r#""117""#).unwrap(), "117");
+        assert_eq!(alias(r#""a\"b""#).unwrap(), "a\"b");
+        assert_eq!(alias("117").unwrap(), "117");
+        assert_eq!(alias("117.0").unwrap(), "117");
+        assert_eq!(
+            alias("18446744073709551615").unwrap(),
+            "18446744073709551615"
+        );
+        assert!(matches!(alias("null"), Err(Error::MissingField("alias"))));
+        for bad in [
+            "-1",
+            "1.5",
+            "-2.0",
+            "1e30",
+            "true",
+            "{}",
+            "[1]",
+            "18446744073709551616",
+        ] {
+            match alias(bad) {
+                Err(Error::WrongType { field, detail }) => {
+                    assert_eq!(field, "alias", "{bad}");
+                    assert_eq!(
+                        detail, "expected a string or a whole number from 0 to 2^64-1",
+                        "{bad}"
+                    );
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let position = |v: &str| {
+            parse_get_messages(format!(r#"{{{CREDS},"transcriptPosition":{v}}}"#).as_bytes())
+                .map(|o| o.operation)
+        };
+        assert_eq!(
+            position(r#""5""#).unwrap(),
+            get_messages(Transcript::From(5))
+        );
+        assert_eq!(position("5.0").unwrap(), get_messages(Transcript::From(5)));
+        assert_eq!(position("null").unwrap(), get_messages(Transcript::From(1)));
+        assert_eq!(
+            position(r#""99999999999999999999999""#).unwrap(),
+            get_messages(Transcript::From(u64::MAX))
+        );
+        for bad in ["-1", "1.5", r#""""#, r#""5a""#, "true", "{}", "[]"] {
+            match position(bad) {
+                Err(Error::WrongType { field, detail }) => {
+                    assert_eq!(field, "transcriptPosition", "{bad}");
+                    assert_eq!(
+                        detail, "expected a whole number from 0 to 2^64-1, or a string of digits",
+                        "{bad}"
+                    );
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]
