@@ -29,7 +29,7 @@ mod message;
 
 pub use convert::{position_of, transcript_from_position};
 pub use error::{ErrorCode, WireError};
-pub use frame::{codec, decode, encode, DecodeError, MAX_FRAME_LENGTH};
+pub use frame::{codec, decode, encode, encode_frame, put_frame, DecodeError, MAX_FRAME_LENGTH};
 pub use message::{
     Answer, Call, Challenge, Hello, HelloReply, Proof, Refused, Reply, Request, RequestId,
     Restored, Status, Welcome,
