@@ -166,7 +166,7 @@ async fn call_on(
 ) -> Result<Answer, BackendError> {
     let name = call.name();
     let trace_id = backend_api::request_id::current().map(|id| id.to_string());
-    let sent = link.send(|id| Request { id, call, trace_id });
+    let sent = link.send(|id| Request { id, call, trace_id }).await;
     let (id, reply) = match sent {
         Ok(sent) => sent,
         Err(NotSent::TooLarge { bytes }) => {

@@ -172,9 +172,12 @@ pub enum NotSent {
 
 impl Link {
     /// Sends a request built from its id: encoded into the outbox and, when nobody is
-    /// writing, written to the socket by this caller. Never waits. The receiver gets the
-    /// reply, or an error when the connection ends first.
-    pub fn send(
+    /// writing, written to the socket by this caller, never waiting for the socket. When
+    /// other requests are waiting for replies on this connection (the link is busy), the
+    /// caller first yields once to its runtime, so that requests made meanwhile by the
+    /// other tasks ready now join the same write. The receiver gets the reply, or an error
+    /// when the connection ends first.
+    pub async fn send(
         &self,
         request: impl FnOnce(RequestId) -> Request,
     ) -> Result<(RequestId, oneshot::Receiver<Reply>), NotSent> {
@@ -182,26 +185,37 @@ impl Link {
         let request = request(id);
         // Waiting before it can be written, so its reply always finds it.
         let (tx, rx) = oneshot::channel();
-        match self.pending.lock().as_mut() {
-            Some(pending) => pending.insert(id, tx),
+        let busy = match self.pending.lock().as_mut() {
+            Some(pending) => {
+                pending.insert(id, tx);
+                pending.len() > 1
+            }
             None => return Err(NotSent::Closed),
         };
-        let mut outbox = self.outbox.lock();
-        if outbox.failed.is_some() {
-            drop(outbox);
-            self.forget(id);
-            return Err(NotSent::Closed);
-        }
-        if let Err(bytes) = encode_frame(&request, &mut outbox.buf) {
-            drop(outbox);
-            self.forget(id);
-            return Err(NotSent::TooLarge { bytes });
-        }
-        if outbox.writer == Writer::Nobody {
-            outbox.writer = Writer::Caller;
-            if let Wrote::HandedOver = self.write_out(outbox, CALLER_ROUNDS) {
-                self.handed_over.notify_one();
+        {
+            let mut outbox = self.outbox.lock();
+            if outbox.failed.is_some() {
+                drop(outbox);
+                self.forget(id);
+                return Err(NotSent::Closed);
             }
+            if let Err(bytes) = encode_frame(&request, &mut outbox.buf) {
+                drop(outbox);
+                self.forget(id);
+                return Err(NotSent::TooLarge { bytes });
+            }
+            if outbox.writer != Writer::Nobody {
+                return Ok((id, rx));
+            }
+            outbox.writer = Writer::Caller;
+        }
+        let mut turn = WritingTurn(Some(self));
+        if busy {
+            tokio::task::yield_now().await;
+        }
+        turn.0 = None;
+        if let Wrote::HandedOver = self.write_out(self.outbox.lock(), CALLER_ROUNDS) {
+            self.handed_over.notify_one();
         }
         Ok((id, rx))
     }
@@ -275,6 +289,20 @@ impl Link {
     /// Ends the link: every waiting caller's receiver fails now.
     fn close(&self) {
         self.pending.lock().take();
+    }
+}
+
+/// A caller's turn at writing the outbox, while it yields: a caller dropped then (its request
+/// abandoned) hands the write over to the connection's future, so the outbox never keeps a
+/// writer that is gone.
+struct WritingTurn<'a>(Option<&'a Link>);
+
+impl Drop for WritingTurn<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = self.0 {
+            link.outbox.lock().writer = Writer::Connection;
+            link.handed_over.notify_one();
+        }
     }
 }
 

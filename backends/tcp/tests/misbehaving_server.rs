@@ -142,8 +142,7 @@ async fn a_connection_whose_requests_keep_timing_out_is_replaced() {
 /// is queued must still get every request whole (each frame decodes, no id twice), and every
 /// caller its own reply.
 #[tokio::test]
-async fn requests_the_socket_cannot_take_at_once_all_arrive_whole_and_each_caller_gets_its_reply(
-) {
+async fn requests_the_socket_cannot_take_at_once_all_arrive_whole_and_each_caller_gets_its_reply() {
     const CALLERS: usize = 64;
     const TEXT_BYTES: usize = 500_000;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -198,16 +198,26 @@ mod tests {
         let mut buf = bytes::BytesMut::new();
         let first = Reply::error(1, WireError::new(ErrorCode::UnknownChat, "no"));
         encode_frame(&first, &mut buf).unwrap();
-        let second = Reply::ok(2, Answer::Status(Status {
-            alias: "117".into(),
-            load: crate::chat::Load { active: 1, limit: 2, accepting: true },
-            chats: 1,
-            connections: 1,
-            store: false,
-        }));
+        let second = Reply::ok(
+            2,
+            Answer::Status(Status {
+                alias: "117".into(),
+                load: crate::chat::Load {
+                    active: 1,
+                    limit: 2,
+                    accepting: true,
+                },
+                chats: 1,
+                connections: 1,
+                store: false,
+            }),
+        );
         put_frame(&encode(&second), &mut buf);
         let before = buf.clone();
-        let huge = Reply::error(3, WireError::new(ErrorCode::Rejected, "x".repeat(MAX_FRAME_LENGTH)));
+        let huge = Reply::error(
+            3,
+            WireError::new(ErrorCode::Rejected, "x".repeat(MAX_FRAME_LENGTH)),
+        );
         assert!(encode_frame(&huge, &mut buf).unwrap_err() > MAX_FRAME_LENGTH);
         assert_eq!(buf, before, "nothing of the oversize frame was appended");
         let mut codec = codec();

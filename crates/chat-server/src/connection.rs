@@ -5,7 +5,10 @@
 //! never a closed connection), the bound on calls in flight and, apart from it, the bound on
 //! held watches (version 3), the write timeout for peers that do not read, and
 //! closing the connection — only this one — with a logged reason when the peer breaks the
-//! protocol. It must not know what a call does: [`Server::handle`] does.
+//! protocol. One task per connection reads requests, answers the calls that cannot wait
+//! inline and writes every reply, many in one write; only calls that may wait run on tasks
+//! of their own. It must not know what a call does, nor which calls may wait:
+//! [`Server::at_once`] and [`Server::handle`] do.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -341,7 +344,10 @@ impl Calls<'_> {
             let Ok(permit) = Arc::clone(&self.watches).try_acquire_owned() else {
                 let error = WireError::new(
                     ErrorCode::Overloaded,
-                    format!("{} watches already held on this connection", self.max_watches),
+                    format!(
+                        "{} watches already held on this connection",
+                        self.max_watches
+                    ),
                 );
                 reply_into(id, Err(error), out);
                 return Ok(());
@@ -357,19 +363,16 @@ impl Calls<'_> {
             Err(call) => call,
         };
         // The connection is read only while a spare permit is held.
-        let permit = self.spare.take().expect("a request is read only with a spare permit");
+        let permit = self
+            .spare
+            .take()
+            .expect("a request is read only with a spare permit");
         self.spare = Arc::clone(&self.in_flight).try_acquire_owned().ok();
         self.spawn(id, call, permit, span);
         Ok(())
     }
 
-    fn spawn(
-        &self,
-        id: RequestId,
-        call: Call,
-        permit: OwnedSemaphorePermit,
-        span: tracing::Span,
-    ) {
+    fn spawn(&self, id: RequestId, call: Call, permit: OwnedSemaphorePermit, span: tracing::Span) {
         let server = Arc::clone(self.server);
         let done = self.done.clone();
         self.tasks.spawn(tracing::Instrument::instrument(

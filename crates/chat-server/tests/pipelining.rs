@@ -87,11 +87,12 @@ async fn pipelined(server: &ChatServer) -> Vec<String> {
     let mut answered = HashSet::new();
     for _ in 0..=MESSAGES {
         let reply = next_reply(&mut framed).await;
-        assert!(answered.insert(reply.id), "request {} answered twice", reply.id);
         assert!(
-            matches!(reply.into_result(), Some(Ok(_))),
-            "a call failed"
+            answered.insert(reply.id),
+            "request {} answered twice",
+            reply.id
         );
+        assert!(matches!(reply.into_result(), Some(Ok(_))), "a call failed");
     }
     let expected: HashSet<u64> = (first..=first + MESSAGES).collect();
     assert_eq!(answered, expected, "every call answered once");
@@ -126,8 +127,7 @@ async fn pipelined_calls_answered_inline_are_each_answered_once_in_order() {
 }
 
 #[tokio::test]
-async fn pipelined_calls_past_the_in_flight_bound_with_a_store_are_each_answered_once_in_order()
-{
+async fn pipelined_calls_past_the_in_flight_bound_with_a_store_are_each_answered_once_in_order() {
     let redis = Redis::start();
     let server = ChatServer::builder(env!("CARGO_BIN_EXE_chat-server"))
         .store(&redis.url())
