@@ -157,6 +157,9 @@ enum Wrote {
     HandedOver,
 }
 
+/// The largest write buffer kept for the next write once emptied.
+const KEEP_BUFFER: usize = 64 * 1024;
+
 /// Rounds one caller writes (what others appended meanwhile) before handing the rest over,
 /// so a caller never writes for everyone else for long.
 const CALLER_ROUNDS: usize = 4;
@@ -236,7 +239,11 @@ impl Link {
             let written = write_now(&self.socket, &mut chunk);
             outbox = self.outbox.lock();
             match written {
-                Ok(()) if chunk.is_empty() => outbox.spare = chunk,
+                // A buffer grown by a burst of large requests is not kept for the next write.
+                Ok(()) if chunk.is_empty() && chunk.capacity() <= KEEP_BUFFER => {
+                    outbox.spare = chunk
+                }
+                Ok(()) if chunk.is_empty() => {}
                 Ok(()) => {
                     // The socket is full: the rest goes first, before what others appended.
                     chunk.extend_from_slice(&outbox.buf);
@@ -567,8 +574,10 @@ async fn write_loop(link: &Link) -> LinkEnded {
                 if outbox.writer != Writer::Connection {
                     break;
                 }
-                if let Some(e) = outbox.failed.take() {
-                    return LinkEnded::Write(e);
+                if let Some(e) = &outbox.failed {
+                    // The failure stays in the outbox: a request made from now on is refused
+                    // as never sent.
+                    return LinkEnded::Write(std::io::Error::new(e.kind(), e.to_string()));
                 }
             }
             if let Err(e) = link.socket.writable().await {
