@@ -570,7 +570,7 @@ async fn write_loop(link: &Link) -> LinkEnded {
         link.handed_over.notified().await;
         loop {
             {
-                let mut outbox = link.outbox.lock();
+                let outbox = link.outbox.lock();
                 if outbox.writer != Writer::Connection {
                     break;
                 }

@@ -32,7 +32,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::dispatch::Server;
+use crate::dispatch::{AtOnce, Server};
 
 /// The per-connection limits, from the config.
 #[derive(Clone, Debug)]
@@ -356,11 +356,11 @@ impl Calls<'_> {
             return Ok(());
         }
         let call = match span.in_scope(|| self.server.at_once(call)) {
-            Ok(result) => {
+            AtOnce::Answered(result) => {
                 reply_into(id, result, out);
                 return Ok(());
             }
-            Err(call) => call,
+            AtOnce::MayWait(call) => call,
         };
         // The connection is read only while a spare permit is held.
         let permit = self

@@ -25,6 +25,14 @@ use crate::store::{Store, StoreError};
 /// Lock stripes for saving chats: see [`Server::save_locks`].
 const SAVE_STRIPES: usize = 64;
 
+/// What [`Server::at_once`] did with a call.
+pub enum AtOnce {
+    /// Answered on the caller's task.
+    Answered(Result<Answer, WireError>),
+    /// The call may wait: run it with [`Server::handle`] on a task of its own.
+    MayWait(Call),
+}
+
 /// One server instance's state, shared by every connection.
 pub struct Server {
     alias: String,
@@ -93,30 +101,31 @@ impl Server {
         }
     }
 
-    /// Answers a call that cannot wait, at once, on the caller's task: `Err` hands the call
-    /// back when it may wait (a held watch; with a store, every call but `status`, since
+    /// Answers a call that cannot wait, at once, on the caller's task; hands the call back
+    /// ([`AtOnce::MayWait`]) when it may wait (a held watch; with a store, every call but `status`, since
     /// each writes or reads the store), and the caller runs it with [`Server::handle`] on a
     /// task of its own. Without a store the engine's calls only take its short locks, so the
     /// connection answers them inline: no task spawned, no hop to a writer.
-    pub fn at_once(&self, call: Call) -> Result<Result<Answer, WireError>, Call> {
+    pub fn at_once(&self, call: Call) -> AtOnce {
         if let Some(refusal) = self.refused_while_stopping(&call) {
-            return Ok(Err(refusal));
+            return AtOnce::Answered(Err(refusal));
         }
         match call {
-            Call::Status {} => Ok(Ok(Answer::Status(self.status()))),
-            Call::Watch { .. } => Err(call),
-            call if self.store.is_some() => Err(call),
-            Call::LoginJoin(new_chat) => Ok(self
-                .engine
-                .create(new_chat.into())
-                .map(|created| Answer::Created(created.into()))
-                .map_err(WireError::from)),
+            Call::Status {} => AtOnce::Answered(Ok(Answer::Status(self.status()))),
+            Call::Watch { .. } => AtOnce::MayWait(call),
+            call if self.store.is_some() => AtOnce::MayWait(call),
+            Call::LoginJoin(new_chat) => AtOnce::Answered(
+                self.engine
+                    .create(new_chat.into())
+                    .map(|created| Answer::Created(created.into()))
+                    .map_err(WireError::from),
+            ),
             Call::Refresh {
                 chat,
                 action,
                 transcript_position,
                 details,
-            } => Ok(self.refresh_in_memory(
+            } => AtOnce::Answered(self.refresh_in_memory(
                 &chat.into(),
                 action.into(),
                 transcript_position,
@@ -125,13 +134,13 @@ impl Server {
             Call::Logout {
                 chat,
                 transcript_position,
-            } => Ok(self.refresh_in_memory(
+            } => AtOnce::Answered(self.refresh_in_memory(
                 &chat.into(),
                 Action::Complete,
                 transcript_position,
                 false,
             )),
-            Call::Restore { .. } => Ok(Err(no_store_to_restore_from())),
+            Call::Restore { .. } => AtOnce::Answered(Err(no_store_to_restore_from())),
         }
     }
 
