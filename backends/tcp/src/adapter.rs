@@ -13,9 +13,7 @@ use backend_api::{
     watch_by_polling, Action, BackendError, ChatBackend, ChatCreated, ChatRef, ChatUpdate, Load,
     NewChat, Refresh, WATCH_POLL_EVERY,
 };
-use chat_protocol::{
-    encode, position_of, Answer, Call, Request, Restored, MAX_FRAME_LENGTH, WATCH_SINCE,
-};
+use chat_protocol::{position_of, Answer, Call, Request, Restored, MAX_FRAME_LENGTH, WATCH_SINCE};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -168,29 +166,19 @@ async fn call_on(
 ) -> Result<Answer, BackendError> {
     let name = call.name();
     let trace_id = backend_api::request_id::current().map(|id| id.to_string());
-    let sent = tokio::time::timeout(
-        config.request_timeout,
-        link.send(|id| encode(&Request { id, call, trace_id })),
-    )
-    .await;
+    let sent = link.send(|id| Request { id, call, trace_id }).await;
     let (id, reply) = match sent {
-        Ok(Ok(sent)) => sent,
-        Ok(Err(NotSent::TooLarge { bytes })) => {
+        Ok(sent) => sent,
+        Err(NotSent::TooLarge { bytes }) => {
             return Err(BackendError::TooLarge(format!(
                 "a {name} request of {bytes} bytes, over the {MAX_FRAME_LENGTH}-byte frame bound"
             )))
         }
         // The connection ended before the frame was queued: it never left this process.
-        Ok(Err(NotSent::Closed)) => {
+        Err(NotSent::Closed) => {
             return Err(BackendError::Unreachable(format!(
                 "connection to {} closed",
                 config.address
-            )))
-        }
-        Err(_) => {
-            return Err(BackendError::Interrupted(format!(
-                "could not send to {} within {:?}",
-                config.address, config.request_timeout
             )))
         }
     };

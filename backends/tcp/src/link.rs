@@ -1,5 +1,12 @@
-//! One connection to a chat server: the handshake, then requests out through a writer task
-//! and replies routed back to their callers by request id.
+//! One connection to a chat server: the handshake, then requests written by their callers
+//! and replies routed back to them by request id.
+//!
+//! A caller encodes its request straight into the connection's one write buffer and, when
+//! nobody is writing, writes the buffer to the socket itself (without waiting: a write the
+//! socket cannot take at once is finished by the connection's future); requests that arrive
+//! while a write is under way join the next write, so no task stands between a caller and
+//! the socket and requests ready together go out in one write. The connection's future reads
+//! replies and hands each to its caller through a oneshot.
 //!
 //! Owns the table of requests waiting for a reply and the promise that when the connection
 //! ends every waiting caller hears about it at once. It must not reconnect (the pool does) or
@@ -9,19 +16,19 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use chat_protocol::auth::{self, Role};
 use chat_protocol::{
-    codec, decode, encode, DecodeError, ErrorCode, Hello, HelloReply, Proof, Reply, RequestId,
-    Welcome, MAX_FRAME_LENGTH, PROTOCOL_V1, PROTOCOL_V2, PROTOCOL_VERSION,
+    codec, decode, encode, encode_frame, DecodeError, ErrorCode, Hello, HelloReply, Proof, Reply,
+    Request, RequestId, Welcome, PROTOCOL_V1, PROTOCOL_V2, PROTOCOL_VERSION,
 };
 use config_types::Secret;
-use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio::sync::{oneshot, Notify};
+use tokio_util::codec::{Framed, FramedRead, LengthDelimitedCodec};
 
 type Frames = Framed<TcpStream, LengthDelimitedCodec>;
 
@@ -87,9 +94,6 @@ impl ConnectError {
 pub enum LinkEnded {
     #[error("write failed: {0}")]
     Write(std::io::Error),
-    /// Every sender of requests went away (the pool dropped the link).
-    #[error("closed")]
-    Closed,
     #[error("closed by the server")]
     ClosedByServer,
     #[error("bad frame from the server: {0}")]
@@ -102,8 +106,13 @@ pub enum LinkEnded {
 
 /// The shared half of a live connection, used by callers.
 pub struct Link {
-    /// Frames for the writer task.
-    out: mpsc::Sender<Bytes>,
+    /// The socket's sending side, written by whoever owns the outbox's write.
+    socket: OwnedWriteHalf,
+    /// Requests encoded and not yet written, and who is writing them.
+    outbox: Mutex<Outbox>,
+    /// Hands the outbox's write to the connection's future: the socket took only part of it,
+    /// or it failed.
+    handed_over: Notify,
     /// Callers waiting for a reply, each with the count of replies the link had received when
     /// its request was queued. `None` once the connection has ended, so a caller that
     /// registers late learns at once that its request cannot be sent.
@@ -127,6 +136,41 @@ type Waiter = (oneshot::Sender<Reply>, u64);
 /// After this many requests in a row time out, the connection is dropped and made again.
 const TIMEOUTS_BEFORE_ABANDONING: u32 = 3;
 
+/// The frames waiting to be written, in order, and the one writer of them at a time.
+struct Outbox {
+    buf: BytesMut,
+    /// The buffer of the last write, emptied, kept for the next one: no allocation per write.
+    spare: BytesMut,
+    writer: Writer,
+    /// Why the socket's sending side failed; the connection's future ends with it.
+    failed: Option<std::io::Error>,
+}
+
+/// Who writes the outbox now. Only one does, so frames are never interleaved.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Nobody,
+    /// A caller, without waiting: it hands over what the socket does not take at once.
+    Caller,
+    /// The connection's future, which waits for the socket to take more.
+    Connection,
+}
+
+/// How one caller's turn at writing the outbox ended.
+enum Wrote {
+    /// Everything is written; the outbox has no writer.
+    All,
+    /// The socket took less than the whole: the connection's future writes the rest.
+    HandedOver,
+}
+
+/// The largest write buffer kept for the next write once emptied.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Rounds one caller writes (what others appended meanwhile) before handing the rest over,
+/// so a caller never writes for everyone else for long.
+const CALLER_ROUNDS: usize = 4;
+
 /// Why a request could not be sent at all (it certainly never arrived).
 pub enum NotSent {
     /// The connection is closed.
@@ -137,28 +181,98 @@ pub enum NotSent {
 }
 
 impl Link {
-    /// Sends a request frame built from its id; the receiver gets the reply, or an error when
-    /// the connection ends first.
+    /// Sends a request built from its id: encoded into the outbox and, when nobody is
+    /// writing, written to the socket by this caller, never waiting for the socket. When
+    /// other requests are waiting for replies on this connection (the link is busy), the
+    /// caller first yields once to its runtime, so that requests made meanwhile by the
+    /// other tasks ready now join the same write. The receiver gets the reply, or an error
+    /// when the connection ends first.
     pub async fn send(
         &self,
-        frame: impl FnOnce(RequestId) -> Bytes,
+        request: impl FnOnce(RequestId) -> Request,
     ) -> Result<(RequestId, oneshot::Receiver<Reply>), NotSent> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = frame(id);
-        if frame.len() > MAX_FRAME_LENGTH {
-            return Err(NotSent::TooLarge { bytes: frame.len() });
-        }
+        let request = request(id);
+        // Waiting before it can be written, so its reply always finds it.
         let (tx, rx) = oneshot::channel();
         let replies = self.replies.load(Ordering::Acquire);
-        match self.pending.lock().as_mut() {
-            Some(pending) => pending.insert(id, (tx, replies)),
+        let busy = match self.pending.lock().as_mut() {
+            Some(pending) => {
+                pending.insert(id, (tx, replies));
+                pending.len() > 1
+            }
             None => return Err(NotSent::Closed),
         };
-        if self.out.send(frame).await.is_err() {
-            self.forget(id);
-            return Err(NotSent::Closed);
+        {
+            let mut outbox = self.outbox.lock();
+            if outbox.failed.is_some() {
+                drop(outbox);
+                self.forget(id);
+                return Err(NotSent::Closed);
+            }
+            if let Err(bytes) = encode_frame(&request, &mut outbox.buf) {
+                drop(outbox);
+                self.forget(id);
+                return Err(NotSent::TooLarge { bytes });
+            }
+            if outbox.writer != Writer::Nobody {
+                return Ok((id, rx));
+            }
+            outbox.writer = Writer::Caller;
+        }
+        let mut turn = WritingTurn(Some(self));
+        if busy {
+            tokio::task::yield_now().await;
+        }
+        turn.0 = None;
+        if let Wrote::HandedOver = self.write_out(self.outbox.lock(), CALLER_ROUNDS) {
+            self.handed_over.notify_one();
         }
         Ok((id, rx))
+    }
+
+    /// Writes the outbox as far as the socket takes it without waiting, for at most `rounds`
+    /// rounds (each writes what was appended during the last), the lock released while the
+    /// socket is written. The caller is the outbox's writer; it stays the writer (as the
+    /// connection's future) when this hands over.
+    fn write_out<'a>(&'a self, mut outbox: MutexGuard<'a, Outbox>, rounds: usize) -> Wrote {
+        for _ in 0..rounds {
+            if outbox.buf.is_empty() {
+                outbox.writer = Writer::Nobody;
+                return Wrote::All;
+            }
+            let spare = std::mem::take(&mut outbox.spare);
+            let mut chunk = std::mem::replace(&mut outbox.buf, spare);
+            drop(outbox);
+            let written = write_now(&self.socket, &mut chunk);
+            outbox = self.outbox.lock();
+            match written {
+                // A buffer grown by a burst of large requests is not kept for the next write.
+                Ok(()) if chunk.is_empty() && chunk.capacity() <= KEEP_BUFFER => {
+                    outbox.spare = chunk
+                }
+                Ok(()) if chunk.is_empty() => {}
+                Ok(()) => {
+                    // The socket is full: the rest goes first, before what others appended.
+                    chunk.extend_from_slice(&outbox.buf);
+                    outbox.buf.clear();
+                    let appended = std::mem::replace(&mut outbox.buf, chunk);
+                    outbox.spare = appended;
+                    break;
+                }
+                Err(e) => {
+                    outbox.failed = Some(e);
+                    outbox.buf.clear();
+                    break;
+                }
+            }
+        }
+        if outbox.buf.is_empty() && outbox.failed.is_none() {
+            outbox.writer = Writer::Nobody;
+            return Wrote::All;
+        }
+        outbox.writer = Writer::Connection;
+        Wrote::HandedOver
     }
 
     /// Stops waiting for a request (its caller gave up); a late reply is then dropped.
@@ -201,6 +315,35 @@ impl Link {
     fn close(&self) {
         self.pending.lock().take();
     }
+}
+
+/// A caller's turn at writing the outbox, while it yields: a caller dropped then (its request
+/// abandoned) hands the write over to the connection's future, so the outbox never keeps a
+/// writer that is gone.
+struct WritingTurn<'a>(Option<&'a Link>);
+
+impl Drop for WritingTurn<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = self.0 {
+            link.outbox.lock().writer = Writer::Connection;
+            link.handed_over.notify_one();
+        }
+    }
+}
+
+/// Writes as much of `chunk` as the socket takes now, advancing past what it took; stops
+/// without an error when the socket would block.
+fn write_now(socket: &OwnedWriteHalf, chunk: &mut BytesMut) -> std::io::Result<()> {
+    while !chunk.is_empty() {
+        match socket.try_write(chunk) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => chunk.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A connected, greeted socket, not yet serving requests.
@@ -391,19 +534,29 @@ fn refusal(address: &str, refused: chat_protocol::Refused) -> ConnectError {
 
 impl Greeted {
     /// Starts serving: returns the link for callers and a future that runs the connection
-    /// until it fails, resolving to the reason. Dropping the future closes the connection and
-    /// fails every waiting caller.
+    /// (reads replies, finishes writes handed over to it) until it fails, resolving to the
+    /// reason. Dropping the future fails every waiting caller.
     pub fn serve(
         self,
-        queue: std::num::NonZeroUsize,
     ) -> (
         std::sync::Arc<Link>,
         impl std::future::Future<Output = LinkEnded>,
     ) {
-        let (out, outgoing) = mpsc::channel(queue.get());
         let version = self.welcome.version;
+        let parts = self.frames.into_parts();
+        let (read_half, socket) = parts.io.into_split();
+        let mut replies = FramedRead::new(read_half, codec());
+        // Anything the server sent right after its welcome was read with it.
+        replies.read_buffer_mut().extend_from_slice(&parts.read_buf);
         let link = std::sync::Arc::new(Link {
-            out,
+            socket,
+            outbox: Mutex::new(Outbox {
+                buf: BytesMut::new(),
+                spare: BytesMut::new(),
+                writer: Writer::Nobody,
+                failed: None,
+            }),
+            handed_over: Notify::new(),
             pending: Mutex::new(Some(HashMap::new())),
             replies: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
@@ -411,14 +564,13 @@ impl Greeted {
             abandon: Notify::new(),
             version,
         });
-        let (sink, stream) = self.frames.split();
         let running = {
             let link = std::sync::Arc::clone(&link);
             async move {
                 let _close = CloseOnDrop(&link);
                 tokio::select! {
-                    reason = write_loop(sink, outgoing) => reason,
-                    reason = read_loop(stream, &link) => reason,
+                    reason = write_loop(&link) => reason,
+                    reason = read_loop(replies, &link) => reason,
                     _ = link.abandon.notified() => LinkEnded::Unresponsive,
                 }
             }
@@ -435,27 +587,38 @@ impl Drop for CloseOnDrop<'_> {
     }
 }
 
-async fn write_loop(
-    mut sink: SplitSink<Frames, Bytes>,
-    mut outgoing: mpsc::Receiver<Bytes>,
-) -> LinkEnded {
-    while let Some(frame) = outgoing.recv().await {
-        // Feed everything already queued, then flush once: fewer syscalls under load.
-        let mut batch = Some(frame);
-        while let Some(frame) = batch.take() {
-            if let Err(e) = sink.feed(frame).await {
+/// Finishes the writes callers hand over: waits until the socket takes more, and writes
+/// until the outbox is empty (callers write again from then on) or the socket fails.
+async fn write_loop(link: &Link) -> LinkEnded {
+    loop {
+        link.handed_over.notified().await;
+        loop {
+            {
+                let outbox = link.outbox.lock();
+                if outbox.writer != Writer::Connection {
+                    break;
+                }
+                if let Some(e) = &outbox.failed {
+                    // The failure stays in the outbox: a request made from now on is refused
+                    // as never sent.
+                    return LinkEnded::Write(std::io::Error::new(e.kind(), e.to_string()));
+                }
+            }
+            if let Err(e) = link.socket.writable().await {
                 return LinkEnded::Write(e);
             }
-            batch = outgoing.try_recv().ok();
-        }
-        if let Err(e) = sink.flush().await {
-            return LinkEnded::Write(e);
+            let outbox = link.outbox.lock();
+            if let Wrote::All = link.write_out(outbox, usize::MAX) {
+                break;
+            }
         }
     }
-    LinkEnded::Closed
 }
 
-async fn read_loop(mut stream: SplitStream<Frames>, link: &Link) -> LinkEnded {
+async fn read_loop(
+    mut stream: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    link: &Link,
+) -> LinkEnded {
     loop {
         let frame = match stream.next().await {
             None => return LinkEnded::ClosedByServer,

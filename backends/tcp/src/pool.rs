@@ -165,7 +165,7 @@ impl Pool {
                     tracing::info!(address = %config.address, alias = %greeted.welcome.alias, slot,
                         "connected to chat server");
                     self.record_status(greeted.welcome.status.clone());
-                    let (link, running) = greeted.serve(config.max_in_flight);
+                    let (link, running) = greeted.serve();
                     *self.slots[slot].lock() = Some(link);
                     self.attempt_ended();
                     let reason = running.await;

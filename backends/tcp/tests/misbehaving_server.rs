@@ -1,22 +1,47 @@
 //! The adapter against a server that completes the handshake and then never answers: the
-//! request timeout and the in-flight bound, which a well-behaved chat server cannot provoke.
+//! request timeout and the in-flight bound, which a well-behaved chat server cannot provoke;
+//! and against one that reads late: requests the socket cannot take at once.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backend_api::{BackendError, ChatBackend, NewChat};
+use backend_api::{Action, BackendError, ChatBackend, ChatRef, NewChat, Refresh, Transcript};
 use backend_tcp::{TcpBackend, TcpConfig};
 use chat_protocol::{
-    codec, decode, encode, Answer, Call, Hello, HelloReply, Reply, Request, Status, Welcome,
-    MAX_FRAME_LENGTH, PROTOCOL_VERSION,
+    codec, decode, encode, Answer, Call, ErrorCode, Hello, HelloReply, Reply, Request, Status,
+    Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_VERSION,
 };
 use futures::{SinkExt, StreamExt};
 use testkit::eventually;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
+
+fn status() -> Status {
+    Status {
+        alias: "999".into(),
+        load: chat_protocol::chat::Load {
+            active: 0,
+            limit: 10,
+            accepting: true,
+        },
+        chats: 0,
+        connections: 1,
+        store: false,
+    }
+}
+
+fn welcome() -> HelloReply {
+    HelloReply::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        alias: "999".into(),
+        max_frame_length: MAX_FRAME_LENGTH as u64,
+        status: status(),
+        proof: None,
+    })
+}
 
 /// Accepts connections, greets them, and reports every request frame without answering it
 /// (with `answers_status`, it answers `status` calls, and only those); `accepted` counts
@@ -42,32 +67,14 @@ async fn silent_server(
                 let hello: Hello = decode(&frame).unwrap();
                 // A gateway says the newest version first, with or without tcp.secret.
                 assert_eq!(hello.version, PROTOCOL_VERSION);
-                let status = Status {
-                    alias: "999".into(),
-                    load: chat_protocol::chat::Load {
-                        active: 0,
-                        limit: 10,
-                        accepting: true,
-                    },
-                    chats: 0,
-                    connections: 1,
-                    store: false,
-                };
-                let welcome = HelloReply::Welcome(Welcome {
-                    version: PROTOCOL_VERSION,
-                    alias: "999".into(),
-                    max_frame_length: MAX_FRAME_LENGTH as u64,
-                    status: status.clone(),
-                    proof: None,
-                });
-                framed.send(encode(&welcome)).await.unwrap();
+                framed.send(encode(&welcome())).await.unwrap();
                 while let Some(Ok(frame)) = framed.next().await {
                     let _ = seen.send(());
                     let Ok(request) = decode::<Request>(&frame) else {
                         continue;
                     };
                     if answers_status && matches!(request.call, Call::Status {}) {
-                        let reply = Reply::ok(request.id, Answer::Status(status.clone()));
+                        let reply = Reply::ok(request.id, Answer::Status(status()));
                         if framed.send(encode(&reply)).await.is_err() {
                             return;
                         }
@@ -144,6 +151,90 @@ async fn a_connection_whose_requests_keep_timing_out_is_replaced() {
         (accepted.load(Ordering::SeqCst) == 2).then_some(())
     })
     .await;
+}
+
+/// Callers write their own requests to the socket and hand what it cannot take at once to
+/// the connection's future. A server that reads nothing until far more than any socket buffer
+/// is queued must still get every request whole (each frame decodes, no id twice), and every
+/// caller its own reply.
+#[tokio::test]
+async fn requests_the_socket_cannot_take_at_once_all_arrive_whole_and_each_caller_gets_its_reply() {
+    const CALLERS: usize = 64;
+    const TEXT_BYTES: usize = 500_000;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (start_reading, reading) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut framed = Framed::new(stream, codec());
+        let Some(Ok(_hello)) = framed.next().await else {
+            panic!("no hello");
+        };
+        framed.send(encode(&welcome())).await.unwrap();
+        // Reads nothing more until every caller has queued its request.
+        reading.await.unwrap();
+        let mut ids = std::collections::HashSet::new();
+        while ids.len() < CALLERS {
+            let frame = framed.next().await.expect("the adapter closed").unwrap();
+            let request: Request = decode(&frame).expect("every frame arrives whole");
+            let Call::Refresh { chat, action, .. } = &request.call else {
+                panic!("unexpected call {}", request.call.name());
+            };
+            let chat_protocol::chat::Action::SendMessage { text, .. } = action else {
+                panic!("unexpected action {action:?}");
+            };
+            assert_eq!(text.len(), TEXT_BYTES);
+            assert!(ids.insert(request.id), "request id {} twice", request.id);
+            // Names the request's chat: each caller checks the reply is its own.
+            let error = WireError::new(ErrorCode::Rejected, chat.chat_id.clone());
+            framed
+                .send(encode(&Reply::error(request.id, error)))
+                .await
+                .unwrap();
+        }
+        ids.len()
+    });
+    let backend = Arc::new(TcpBackend::new(TcpConfig {
+        connections: 1,
+        request_timeout: Duration::from_secs(60),
+        status_interval: Duration::from_secs(3600),
+        ..TcpConfig::new(&address)
+    }));
+    eventually("connected", Duration::from_secs(10), || async {
+        backend.is_connected().then_some(())
+    })
+    .await;
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|n| {
+            let backend = Arc::clone(&backend);
+            tokio::spawn(async move {
+                let chat = ChatRef {
+                    chat_id: format!("chat{n}"),
+                    user_id: "007553ADB4D9001A".into(),
+                    secure_key: "E1A17B94F802C330".into(),
+                };
+                let request = Refresh {
+                    action: Action::SendMessage {
+                        text: "x".repeat(TEXT_BYTES),
+                        message_type: None,
+                    },
+                    transcript: Transcript::From(1),
+                    details: false,
+                };
+                backend.refresh(&chat, request).await
+            })
+        })
+        .collect();
+    // 32 MB queued: far more than a loopback socket's buffers take.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    start_reading.send(()).unwrap();
+    for (n, caller) in callers.into_iter().enumerate() {
+        match caller.await.unwrap().unwrap_err() {
+            BackendError::Rejected { message, .. } => assert_eq!(message, format!("chat{n}")),
+            other => panic!("caller {n} got {other:?}"),
+        }
+    }
+    assert_eq!(server.await.unwrap(), CALLERS);
 }
 
 #[tokio::test]

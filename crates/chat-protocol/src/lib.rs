@@ -29,7 +29,7 @@ mod message;
 
 pub use convert::{position_of, transcript_from_position};
 pub use error::{ErrorCode, WireError};
-pub use frame::{codec, decode, encode, DecodeError, MAX_FRAME_LENGTH};
+pub use frame::{codec, decode, encode, encode_frame, put_frame, DecodeError, MAX_FRAME_LENGTH};
 pub use message::{
     Answer, Call, Challenge, Hello, HelloReply, Proof, Refused, Reply, Request, RequestId,
     Restored, Status, Welcome,
@@ -188,6 +188,43 @@ mod tests {
             examples += 1;
         }
         assert!(examples >= 12, "only {examples} examples found");
+    }
+
+    /// A frame encoded straight into a buffer is what the codec reads back, and one over the
+    /// bound leaves the buffer as it was.
+    #[test]
+    fn frames_encoded_into_a_buffer_read_back_and_an_oversize_one_is_not_appended() {
+        use tokio_util::codec::Decoder;
+        let mut buf = bytes::BytesMut::new();
+        let first = Reply::error(1, WireError::new(ErrorCode::UnknownChat, "no"));
+        encode_frame(&first, &mut buf).unwrap();
+        let second = Reply::ok(
+            2,
+            Answer::Status(Status {
+                alias: "117".into(),
+                load: crate::chat::Load {
+                    active: 1,
+                    limit: 2,
+                    accepting: true,
+                },
+                chats: 1,
+                connections: 1,
+                store: false,
+            }),
+        );
+        put_frame(&encode(&second), &mut buf);
+        let before = buf.clone();
+        let huge = Reply::error(
+            3,
+            WireError::new(ErrorCode::Rejected, "x".repeat(MAX_FRAME_LENGTH)),
+        );
+        assert!(encode_frame(&huge, &mut buf).unwrap_err() > MAX_FRAME_LENGTH);
+        assert_eq!(buf, before, "nothing of the oversize frame was appended");
+        let mut codec = codec();
+        let read = |frame: Option<bytes::BytesMut>| decode::<Reply>(&frame.unwrap()).unwrap();
+        assert_eq!(read(codec.decode(&mut buf).unwrap()), first);
+        assert_eq!(read(codec.decode(&mut buf).unwrap()), second);
+        assert!(buf.is_empty());
     }
 
     #[test]

@@ -5,30 +5,34 @@
 //! never a closed connection), the bound on calls in flight and, apart from it, the bound on
 //! held watches (version 3), the write timeout for peers that do not read, and
 //! closing the connection — only this one — with a logged reason when the peer breaks the
-//! protocol. It must not know what a call does: [`Server::handle`] does.
+//! protocol. One task per connection reads requests, answers the calls that cannot wait
+//! inline and writes every reply, many in one write; only calls that may wait run on tasks
+//! of their own. It must not know what a call does, nor which calls may wait:
+//! [`Server::at_once`] and [`Server::handle`] do.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chat_protocol::auth::{self, Role};
 use chat_protocol::{
-    codec, decode, encode, Call, Challenge, DecodeError, ErrorCode, Hello, HelloReply, Proof,
-    Refused, Reply, Request, RequestId, Welcome, WireError, MAX_FRAME_LENGTH, PROTOCOL_V1,
-    PROTOCOL_V2, PROTOCOL_VERSION, WATCH_SINCE,
+    codec, decode, encode, encode_frame, put_frame, Answer, Call, Challenge, DecodeError,
+    ErrorCode, Hello, HelloReply, Proof, Refused, Reply, Request, RequestId, Welcome, WireError,
+    MAX_FRAME_LENGTH, PROTOCOL_V1, PROTOCOL_V2, PROTOCOL_VERSION, WATCH_SINCE,
 };
 use config_types::Secret;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use thiserror::Error;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::Framed;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::dispatch::Server;
+use crate::dispatch::{AtOnce, Server};
 
 /// The per-connection limits, from the config.
 #[derive(Clone, Debug)]
@@ -160,147 +164,263 @@ async fn run(
     tracing::debug!(%peer, client = %hello.peer, version = hello.version, "handshake done");
     let version = hello.version;
 
-    let (mut sink, mut frames) = framed.split();
-    // Replies from the call tasks to the one writer. Its capacity and the in-flight permits
-    // are the same bound, so a call task never waits here for long.
-    let (replies, mut outgoing) = mpsc::channel::<Bytes>(limits.max_in_flight);
-    let write_timeout = limits.write_timeout;
-    let mut writer = tokio::spawn(async move {
-        while let Some(first) = outgoing.recv().await {
-            // Queue every reply already waiting, then flush once: under load one write
-            // carries many replies instead of one syscall each.
-            let batch = async {
-                sink.feed(first).await?;
-                while let Ok(frame) = outgoing.try_recv() {
-                    sink.feed(frame).await?;
+    // From here this task alone reads requests and writes replies. A call that cannot wait
+    // is answered inline, its reply encoded straight into the write buffer; a call that may
+    // wait (a held watch, a store write) runs on a task of its own and hands its reply back
+    // through `done`, with its permit. Whatever is ready together goes out in one write.
+    // `done` holds at most one reply per call task, and call tasks are bounded by the
+    // in-flight and watch permits, so the channel needs no bound of its own.
+    let (done_tx, mut done) = mpsc::unbounded_channel::<Done>();
+    let mut calls = Calls {
+        server,
+        version,
+        max_watches: limits.max_watches,
+        in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+        // Held watches wait for events, not for work: their own bound, so they never take
+        // the permits normal calls need.
+        watches: Arc::new(Semaphore::new(limits.max_watches)),
+        tasks: TaskTracker::new(),
+        done: done_tx,
+        spare: None,
+    };
+    calls.spare = Arc::clone(&calls.in_flight).try_acquire_owned().ok();
+    let mut idle_until = Instant::now() + limits.idle_timeout;
+
+    let ended = 'serve: loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            Some(finished) = done.recv() => finished.put(framed.write_buffer_mut()),
+            // Backpressure: at the in-flight bound the connection is not read until a call
+            // task finishes and gives its permit back.
+            permit = Arc::clone(&calls.in_flight).acquire_owned(), if calls.spare.is_none() => {
+                calls.spare = permit.ok();
+            }
+            next = tokio::time::timeout_at(idle_until, framed.next()), if calls.spare.is_some() => {
+                match next {
+                    // A peer holding watches is waiting for their answers, not idle.
+                    Err(_) if calls.holds_watches() => {
+                        idle_until = Instant::now() + limits.idle_timeout;
+                    }
+                    Err(_) => break Err(Close::Idle(limits.idle_timeout)),
+                    Ok(None) => break Ok(()),
+                    Ok(Some(Err(e))) => break Err(Close::Frame(e)),
+                    Ok(Some(Ok(frame))) => {
+                        idle_until = Instant::now() + limits.idle_timeout;
+                        if let Err(reason) = calls.take(&frame, framed.write_buffer_mut()) {
+                            break Err(reason);
+                        }
+                    }
                 }
-                sink.flush().await
-            };
-            match tokio::time::timeout(write_timeout, batch).await {
-                Err(_) => return Err(Close::WriteTimeout(write_timeout)),
-                Ok(Err(e)) => return Err(Close::Write(e)),
-                Ok(Ok(())) => {}
             }
         }
-        Ok(())
-    });
-    let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
-    // Held watches wait for events, not for work: their own bound, so they never take the
-    // permits normal calls need.
-    let watches = Arc::new(Semaphore::new(limits.max_watches));
-    let calls = TaskTracker::new();
-
-    let ended = loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => break Ok(()),
-            written = &mut writer => {
-                // The writer only stops early on a write failure.
-                break match written {
-                    Ok(Err(reason)) => Err(reason),
-                    _ => Ok(()),
-                };
+        // Every request already received and every reply already finished joins this write,
+        // up to a bound on the buffer.
+        let mut peer_finished = false;
+        while framed.write_buffer().len() < FLUSH_AT {
+            if let Ok(finished) = done.try_recv() {
+                finished.put(framed.write_buffer_mut());
+                continue;
             }
-            next = tokio::time::timeout(limits.idle_timeout, frames.next()) => next,
-        };
-        let frame = match next {
-            // A peer holding watches is waiting for their answers, not idle.
-            Err(_) if watches.available_permits() < limits.max_watches => continue,
-            Err(_) => break Err(Close::Idle(limits.idle_timeout)),
-            Ok(None) => break Ok(()),
-            Ok(Some(Err(e))) => break Err(Close::Frame(e)),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        let request: Request = match decode(&frame) {
-            Ok(request) => request,
-            Err(e) => match decode::<JustTheId>(&frame) {
-                Ok(JustTheId { id }) => {
-                    let error =
-                        WireError::new(ErrorCode::Unsupported, format!("unknown call: {e}"));
-                    if replies
-                        .send(encode(&Reply::error(id, error)))
-                        .await
-                        .is_err()
-                    {
-                        break Ok(());
-                    }
-                    continue;
+            if calls.spare.is_none() {
+                break;
+            }
+            match framed.next().now_or_never() {
+                None => break,
+                Some(None) => {
+                    peer_finished = true;
+                    break;
                 }
-                Err(_) => break Err(Close::BadRequest(e)),
-            },
-        };
-        let permit = if let Call::Watch { .. } = request.call {
-            let refusal = if version < WATCH_SINCE {
-                Some(WireError::new(
-                    ErrorCode::Unsupported,
-                    format!("watch needs protocol version {WATCH_SINCE}; this connection speaks {version}"),
-                ))
-            } else {
-                None
-            };
-            match (refusal, Arc::clone(&watches).try_acquire_owned()) {
-                (None, Ok(permit)) => permit,
-                (refusal, _) => {
-                    let error = refusal.unwrap_or_else(|| {
-                        WireError::new(
-                            ErrorCode::Overloaded,
-                            format!(
-                                "{} watches already held on this connection",
-                                limits.max_watches
-                            ),
-                        )
-                    });
-                    if replies
-                        .send(encode(&Reply::error(request.id, error)))
-                        .await
-                        .is_err()
-                    {
-                        break Ok(());
+                Some(Some(Err(e))) => break 'serve Err(Close::Frame(e)),
+                Some(Some(Ok(frame))) => {
+                    idle_until = Instant::now() + limits.idle_timeout;
+                    if let Err(reason) = calls.take(&frame, framed.write_buffer_mut()) {
+                        break 'serve Err(reason);
                     }
-                    continue;
                 }
             }
-        } else {
-            // Backpressure: at the bound, stop reading until a call finishes.
-            let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-                break Ok(());
-            };
-            permit
-        };
-        let server = Arc::clone(server);
-        let replies = replies.clone();
-        let span = tracing::debug_span!("call", id = request.id, trace_id = request.trace_id);
-        calls.spawn(tracing::Instrument::instrument(
-            async move {
-                let reply = match server.handle(request.call).await {
-                    Ok(answer) => Reply::ok(request.id, answer),
-                    Err(error) => Reply::error(request.id, error),
-                };
-                let frame = within_the_frame_bound(request.id, encode(&reply));
-                // The writer is gone only when the connection is closing; the reply is lost with it.
-                let _ = replies.send(frame).await;
-                drop(permit);
-            },
-            span,
-        ));
+        }
+        if let Err(reason) = flush_bounded(&mut framed, limits.write_timeout).await {
+            break Err(reason);
+        }
+        if peer_finished {
+            break Ok(());
+        }
     };
 
     match ended {
         Ok(()) => {
-            // Peer finished or the server shuts down: let calls in flight answer.
-            calls.close();
-            let _ = tokio::time::timeout(limits.shutdown_grace, calls.wait()).await;
-            drop(replies);
-            if !writer.is_finished() {
-                let _ = tokio::time::timeout(limits.write_timeout, &mut writer).await;
+            // Peer finished or the server shuts down: let calls in flight answer, each reply
+            // written as it comes, within the grace.
+            calls.tasks.close();
+            let grace = tokio::time::sleep(limits.shutdown_grace);
+            tokio::pin!(grace);
+            loop {
+                tokio::select! {
+                    _ = calls.tasks.wait() => break,
+                    _ = &mut grace => break,
+                    Some(finished) = done.recv() => {
+                        finished.put(framed.write_buffer_mut());
+                        if flush_bounded(&mut framed, limits.write_timeout).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
             }
-            writer.abort();
+            while let Ok(finished) = done.try_recv() {
+                finished.put(framed.write_buffer_mut());
+            }
+            let _ = flush_bounded(&mut framed, limits.write_timeout).await;
             Ok(())
         }
-        Err(reason) => {
-            // A peer that broke the protocol gets nothing more.
-            writer.abort();
-            Err(reason)
+        // A peer that broke the protocol gets nothing more.
+        Err(reason) => Err(reason),
+    }
+}
+
+/// Replies waiting in the write buffer are written once it holds this much, even when more
+/// requests are ready to be answered first.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// A call task's reply, with the permit it held until the reply is in the write buffer.
+struct Done {
+    frame: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Done {
+    fn put(self, out: &mut BytesMut) {
+        put_frame(&self.frame, out);
+    }
+}
+
+/// One connection's calls: answered inline, or handed to a task when they may wait.
+struct Calls<'a> {
+    server: &'a Arc<Server>,
+    /// The protocol version the handshake settled on: `watch` needs 3.
+    version: u16,
+    max_watches: usize,
+    in_flight: Arc<Semaphore>,
+    watches: Arc<Semaphore>,
+    tasks: TaskTracker,
+    done: mpsc::UnboundedSender<Done>,
+    /// The in-flight permit the next call task takes. The connection is read only while it
+    /// holds one, so at the bound it stops reading (TCP backpressure) until a task finishes.
+    spare: Option<OwnedSemaphorePermit>,
+}
+
+impl Calls<'_> {
+    fn holds_watches(&self) -> bool {
+        self.watches.available_permits() < self.max_watches
+    }
+
+    /// Takes one request frame: answered inline into `out` when it cannot wait, else started
+    /// on its own task. Only a frame that says no request id breaks the connection.
+    fn take(&mut self, frame: &[u8], out: &mut BytesMut) -> Result<(), Close> {
+        let request: Request = match decode(frame) {
+            Ok(request) => request,
+            Err(e) => match decode::<JustTheId>(frame) {
+                Ok(JustTheId { id }) => {
+                    let error =
+                        WireError::new(ErrorCode::Unsupported, format!("unknown call: {e}"));
+                    reply_into(id, Err(error), out);
+                    return Ok(());
+                }
+                Err(_) => return Err(Close::BadRequest(e)),
+            },
+        };
+        let Request { id, call, trace_id } = request;
+        let span = tracing::debug_span!("call", id, trace_id);
+        if let Call::Watch { .. } = call {
+            if self.version < WATCH_SINCE {
+                let error = WireError::new(
+                    ErrorCode::Unsupported,
+                    format!(
+                        "watch needs protocol version {WATCH_SINCE}; this connection speaks {}",
+                        self.version
+                    ),
+                );
+                reply_into(id, Err(error), out);
+                return Ok(());
+            }
+            let Ok(permit) = Arc::clone(&self.watches).try_acquire_owned() else {
+                let error = WireError::new(
+                    ErrorCode::Overloaded,
+                    format!(
+                        "{} watches already held on this connection",
+                        self.max_watches
+                    ),
+                );
+                reply_into(id, Err(error), out);
+                return Ok(());
+            };
+            self.spawn(id, call, permit, span);
+            return Ok(());
         }
+        let call = match span.in_scope(|| self.server.at_once(call)) {
+            AtOnce::Answered(result) => {
+                reply_into(id, result, out);
+                return Ok(());
+            }
+            AtOnce::MayWait(call) => call,
+        };
+        // The connection is read only while a spare permit is held.
+        let permit = self
+            .spare
+            .take()
+            .expect("a request is read only with a spare permit");
+        self.spare = Arc::clone(&self.in_flight).try_acquire_owned().ok();
+        self.spawn(id, call, permit, span);
+        Ok(())
+    }
+
+    fn spawn(&self, id: RequestId, call: Call, permit: OwnedSemaphorePermit, span: tracing::Span) {
+        let server = Arc::clone(self.server);
+        let done = self.done.clone();
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                let reply = match server.handle(call).await {
+                    Ok(answer) => Reply::ok(id, answer),
+                    Err(error) => Reply::error(id, error),
+                };
+                let frame = within_the_frame_bound(id, encode(&reply));
+                // The connection is gone only when it is closing; the reply is lost with it.
+                let _ = done.send(Done {
+                    frame,
+                    _permit: permit,
+                });
+            },
+            span,
+        ));
+    }
+}
+
+/// Encodes a reply straight into the write buffer; a reply over the frame bound becomes
+/// that request's `replyTooLarge` error, so only this call fails.
+fn reply_into(id: RequestId, result: Result<Answer, WireError>, out: &mut BytesMut) {
+    let reply = match result {
+        Ok(answer) => Reply::ok(id, answer),
+        Err(error) => Reply::error(id, error),
+    };
+    if let Err(length) = encode_frame(&reply, out) {
+        let error = too_large(id, length);
+        encode_frame(&Reply::error(id, error), out).expect("an error reply is small");
+    }
+}
+
+/// Writes the write buffer out, within the write timeout: a peer that does not read its
+/// replies is closed.
+async fn flush_bounded(
+    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+    limit: Duration,
+) -> Result<(), Close> {
+    if framed.write_buffer().is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(limit, SinkExt::<Bytes>::flush(framed)).await {
+        Err(_) => Err(Close::WriteTimeout(limit)),
+        Ok(Err(e)) => Err(Close::Write(e)),
+        Ok(Ok(())) => Ok(()),
     }
 }
 
@@ -315,19 +435,20 @@ fn within_the_frame_bound(id: RequestId, frame: Bytes) -> Bytes {
     if frame.len() <= MAX_FRAME_LENGTH {
         return frame;
     }
+    encode(&Reply::error(id, too_large(id, frame.len())))
+}
+
+/// The error that replaces a reply of `length` bytes, over the frame bound.
+fn too_large(id: RequestId, length: usize) -> WireError {
     tracing::warn!(
         id,
-        bytes = frame.len(),
+        bytes = length,
         "reply over the frame bound: answered with replyTooLarge"
     );
-    let error = WireError::new(
+    WireError::new(
         ErrorCode::ReplyTooLarge,
-        format!(
-            "the reply would be {} bytes, over the {MAX_FRAME_LENGTH}-byte frame bound",
-            frame.len()
-        ),
-    );
-    encode(&Reply::error(id, error))
+        format!("the reply would be {length} bytes, over the {MAX_FRAME_LENGTH}-byte frame bound"),
+    )
 }
 
 /// The challenge and the client's proof (`chat_protocol::auth`); returns the server's own

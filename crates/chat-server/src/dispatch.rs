@@ -25,6 +25,14 @@ use crate::store::{Store, StoreError};
 /// Lock stripes for saving chats: see [`Server::save_locks`].
 const SAVE_STRIPES: usize = 64;
 
+/// What [`Server::at_once`] did with a call.
+pub enum AtOnce {
+    /// Answered on the caller's task.
+    Answered(Result<Answer, WireError>),
+    /// The call may wait: run it with [`Server::handle`] on a task of its own.
+    MayWait(Call),
+}
+
 /// One server instance's state, shared by every connection.
 pub struct Server {
     alias: String,
@@ -93,14 +101,64 @@ impl Server {
         }
     }
 
-    /// Runs one call to its answer.
-    pub async fn handle(&self, call: Call) -> Result<Answer, WireError> {
+    /// Answers a call that cannot wait, at once, on the caller's task; hands the call back
+    /// ([`AtOnce::MayWait`]) when it may wait (a held watch; with a store, every call but `status`, since
+    /// each writes or reads the store), and the caller runs it with [`Server::handle`] on a
+    /// task of its own. Without a store the engine's calls only take its short locks, so the
+    /// connection answers them inline: no task spawned, no hop to a writer.
+    pub fn at_once(&self, call: Call) -> AtOnce {
+        if let Some(refusal) = self.refused_while_stopping(&call) {
+            return AtOnce::Answered(Err(refusal));
+        }
+        match call {
+            Call::Status {} => AtOnce::Answered(Ok(Answer::Status(self.status()))),
+            Call::Watch { .. } => AtOnce::MayWait(call),
+            call if self.store.is_some() => AtOnce::MayWait(call),
+            Call::LoginJoin(new_chat) => AtOnce::Answered(
+                self.engine
+                    .create(new_chat.into())
+                    .map(|created| Answer::Created(created.into()))
+                    .map_err(WireError::from),
+            ),
+            Call::Refresh {
+                chat,
+                action,
+                transcript_position,
+                details,
+            } => AtOnce::Answered(self.refresh_in_memory(
+                &chat.into(),
+                action.into(),
+                transcript_position,
+                details,
+            )),
+            Call::Logout {
+                chat,
+                transcript_position,
+            } => AtOnce::Answered(self.refresh_in_memory(
+                &chat.into(),
+                Action::Complete,
+                transcript_position,
+                false,
+            )),
+            Call::Restore { .. } => AtOnce::Answered(Err(no_store_to_restore_from())),
+        }
+    }
+
+    /// New chats and restores are refused once the server is stopping.
+    fn refused_while_stopping(&self, call: &Call) -> Option<WireError> {
         let starts_something = matches!(call, Call::LoginJoin(_) | Call::Restore { .. });
-        if starts_something && self.shutting_down.load(Ordering::Acquire) {
-            return Err(WireError::new(
+        (starts_something && self.shutting_down.load(Ordering::Acquire)).then(|| {
+            WireError::new(
                 ErrorCode::ShuttingDown,
                 format!("chat server {} is shutting down", self.alias),
-            ));
+            )
+        })
+    }
+
+    /// Runs one call to its answer.
+    pub async fn handle(&self, call: Call) -> Result<Answer, WireError> {
+        if let Some(refusal) = self.refused_while_stopping(&call) {
+            return Err(refusal);
         }
         match call {
             Call::LoginJoin(new_chat) => {
@@ -193,13 +251,13 @@ impl Server {
         transcript_position: u64,
         details: bool,
     ) -> Result<Answer, WireError> {
+        let Some(store) = &self.store else {
+            return self.refresh_in_memory(chat, action, transcript_position, details);
+        };
         let request = Refresh {
             action,
             transcript: transcript_from_position(transcript_position),
             details,
-        };
-        let Some(store) = &self.store else {
-            return Ok(Answer::Update(self.engine.refresh(chat, request)?.into()));
         };
         let _in_order = self.save_lock(&chat.chat_id).await;
         // Applied to a copy, saved, and only then made live and answered: a failed save
@@ -230,6 +288,22 @@ impl Server {
         }
     }
 
+    /// A refresh without a store: the engine's call alone, which never waits.
+    fn refresh_in_memory(
+        &self,
+        chat: &ChatRef,
+        action: Action,
+        transcript_position: u64,
+        details: bool,
+    ) -> Result<Answer, WireError> {
+        let request = Refresh {
+            action,
+            transcript: transcript_from_position(transcript_position),
+            details,
+        };
+        Ok(Answer::Update(self.engine.refresh(chat, request)?.into()))
+    }
+
     /// The answer for a chat this instance does not hold: `moved` when the store has it (it
     /// lives on elsewhere, or this instance dropped a stale copy), so the gateway restores it
     /// instead of telling the client it is gone; else `unknownChat`.
@@ -258,10 +332,7 @@ impl Server {
     /// chat the store does not have (it lost its data) is served from a copy here if any.
     async fn restore(&self, chat: &ChatRef) -> Result<Answer, WireError> {
         let Some(store) = &self.store else {
-            return Err(WireError::new(
-                ErrorCode::Unsupported,
-                "restore needs a shared store (--store)",
-            ));
+            return Err(no_store_to_restore_from());
         };
         // Two restores of one chat at once, or a restore and a save, must not interleave.
         let _one_at_a_time = self.save_lock(&chat.chat_id).await;
@@ -287,6 +358,13 @@ impl Server {
             chat_ended: record.is_ended(),
         }))
     }
+}
+
+fn no_store_to_restore_from() -> WireError {
+    WireError::new(
+        ErrorCode::Unsupported,
+        "restore needs a shared store (--store)",
+    )
 }
 
 /// The call failed because the store did: nothing was applied (the engine's copy was dropped
