@@ -143,6 +143,10 @@ impl Protocols {
         park: Option<Duration>,
     ) {
         loop {
+            // A connection resumed with bytes already read (a head cut by the parking) is not
+            // parked again before it has served a request: hyper's header-read timeout must
+            // not restart for ever on a client trickling a head.
+            let park = park.filter(|_| io.prefix().is_empty());
             let Some((rewind, unread)) = self.drive_h1(io, service.clone(), park).await else {
                 return;
             };
@@ -164,12 +168,19 @@ impl Protocols {
 
     /// One hyper HTTP/1.1 connection. `Some((io, unread bytes))` when it was parked; `None`
     /// when the connection is over (closed, failed, or shut down).
+    ///
+    /// Parking a connection that has answered a request asks hyper to shut it down
+    /// gracefully: it is idle in hyper's sense (its last response written out), so it ends
+    /// without writing a byte. One that has not started a request yet (hyper would answer
+    /// its first request with `Connection: close` after a graceful shutdown) has written
+    /// nothing and is taken apart directly.
     async fn drive_h1<I>(&self, io: I, service: Serve, park: Option<Duration>) -> Option<(I, Bytes)>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Arc::clone(&service.activity);
         let remote = service.remote;
+        let calls_before = activity.calls();
         let mut conn = self.http1.serve_connection(TokioIo::new(io), service);
         let (mut closing, mut parking) = (false, false);
         let tick = tokio::time::sleep(park.unwrap_or(self.idle));
@@ -188,8 +199,12 @@ impl Protocols {
                 () = &mut tick, if park.is_some() && !closing => {
                     let delay = park.unwrap_or_default();
                     match activity.parkable(delay, Instant::now()) {
-                        // Idle in hyper's sense too: nothing in flight means its last
-                        // response was written out, so it closes without writing a byte.
+                        Ok(()) if activity.calls() == calls_before => {
+                            let parts = conn.into_parts();
+                            return Some((parts.io.into_inner(), parts.read_buf));
+                        }
+                        // Nothing in flight and nothing written for the delay: hyper's last
+                        // response is out and it is idle, so it closes writing nothing.
                         Ok(()) => {
                             std::pin::Pin::new(&mut conn).graceful_shutdown();
                             (closing, parking) = (true, true);

@@ -41,6 +41,8 @@ pub struct Activity {
     write_blocked: AtomicBool,
     /// Requests called and not yet answered to the end of their body.
     in_flight: AtomicUsize,
+    /// Requests called on this connection so far.
+    calls: AtomicU64,
     /// A refusal reply was produced (the connection is to be closed after it).
     pub refused: Notify,
 }
@@ -64,6 +66,11 @@ impl Activity {
 
     fn touch(&self, now: Instant) {
         self.last.store(since_epoch(now), Ordering::Relaxed);
+    }
+
+    /// Requests called so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Acquire)
     }
 
     /// Requests in flight now.
@@ -212,6 +219,11 @@ impl<S> Rewind<S> {
         Rewind { prefix, inner }
     }
 
+    /// What of the prefix was not read yet.
+    pub fn prefix(&self) -> &Bytes {
+        &self.prefix
+    }
+
     /// The stream and what of the prefix was not read yet.
     pub fn into_parts(self) -> (Bytes, S) {
         (self.prefix, self.inner)
@@ -286,6 +298,7 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn enter(activity: &Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.calls.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(activity))
     }
 }
