@@ -109,7 +109,7 @@ impl Protocols {
             if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
                 self.drive_h2(tls, service).await;
             } else {
-                let _ = self.drive_h1(tls, service, None).await;
+                let _ = self.drive_h1(tls, service, None, false).await;
             }
             return;
         }
@@ -146,8 +146,9 @@ impl Protocols {
             // A connection resumed with bytes already read (a head cut by the parking) is not
             // parked again before it has served a request: hyper's header-read timeout must
             // not restart for ever on a client trickling a head.
-            let park = park.filter(|_| io.prefix().is_empty());
-            let Some((rewind, unread)) = self.drive_h1(io, service.clone(), park).await else {
+            let resumed = !io.prefix().is_empty();
+            let Some((rewind, unread)) = self.drive_h1(io, service.clone(), park, resumed).await
+            else {
                 return;
             };
             let (rest, mut socket) = rewind.into_parts();
@@ -156,6 +157,7 @@ impl Protocols {
                 (false, true) => rest,
                 (false, false) => Bytes::from([&rest[..], &unread[..]].concat()),
             };
+            tracing::debug!(remote = %service.remote, unread = prefix.len(), "connection parked");
             if prefix.is_empty() {
                 tokio::select! {
                     r = socket.readable() => if r.is_err() { return },
@@ -174,7 +176,13 @@ impl Protocols {
     /// without writing a byte. One that has not started a request yet (hyper would answer
     /// its first request with `Connection: close` after a graceful shutdown) has written
     /// nothing and is taken apart directly.
-    async fn drive_h1<I>(&self, io: I, service: Serve, park: Option<Duration>) -> Option<(I, Bytes)>
+    async fn drive_h1<I>(
+        &self,
+        io: I,
+        service: Serve,
+        park: Option<Duration>,
+        resumed: bool,
+    ) -> Option<(I, Bytes)>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -200,6 +208,10 @@ impl Protocols {
                     let delay = park.unwrap_or_default();
                     match activity.parkable(delay, Instant::now()) {
                         Ok(()) if activity.calls() == calls_before => {
+                            if resumed {
+                                tick.as_mut().reset(Instant::now() + delay);
+                                continue;
+                            }
                             let parts = conn.into_parts();
                             return Some((parts.io.into_inner(), parts.read_buf));
                         }
