@@ -17,6 +17,7 @@ use tokio_rustls::rustls;
 
 use pki::Pki;
 
+#[path = "tls/pki.rs"]
 mod pki;
 
 /// The gateway binary on the repository's config plus `extra` TOML, on free ports; its log
@@ -432,4 +433,43 @@ fn parked_idle_connections_serve_their_next_request_and_lose_no_byte() {
     println!("parked socket closed and gateway exited {:?} after SIGTERM", started.elapsed());
     assert!(status.success(), "{status:?}");
     assert!(gw.log_text().contains("shut down cleanly"), "{}", gw.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_hold_over_tls_for_http1_and_http2() {
+    let pki = Pki::new();
+    pki.leaf("a");
+    pki.install("a");
+    let gw = Gateway::start(
+        &pki.tls_section(""),
+        &[("GATEWAY__LIMITS__MAX_CONNECTIONS_PER_IP", "1")],
+    );
+    let connector = client(&pki);
+    let mut held = connect(&connector, gw.port).await;
+    assert!(healthz(&mut held).await.contains("200 OK"));
+    let ca = pki.path("ca.pem");
+    let url = format!("https://localhost:{}/healthz", gw.port);
+    for version in ["--http2", "--http1.1"] {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "-w", "\n%{http_code} %{http_version}"])
+            .args([version, "--cacert", ca.to_str().unwrap(), &url])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let (body, status) = stdout.rsplit_once('\n').unwrap();
+        let want = if version == "--http2" { "429 2" } else { "429 1.1" };
+        assert_eq!(status, want, "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(body.contains("statusCode"), "{body}");
+    }
+    // The held connection's place given back: served again.
+    drop(held);
+    let start = Instant::now();
+    loop {
+        let served = curl(&["--cacert", ca.to_str().unwrap(), &url]);
+        if served.as_ref().is_ok_and(|(b, _)| b.contains(r#""ok""#)) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{served:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
