@@ -388,32 +388,45 @@ fn read_reply(s: &mut TcpStream) -> String {
 
 #[test]
 fn parked_idle_connections_serve_their_next_request_and_lose_no_byte() {
-    let gw = Gateway::start("", &[("GATEWAY__SERVER__PARK_IDLE_MS", "200")]);
+    let gw = Gateway::start(
+        "",
+        &[
+            ("GATEWAY__SERVER__PARK_IDLE_MS", "200"),
+            ("GATEWAY__LIMITS__HEADER_READ_TIMEOUT_MS", "3000"),
+        ],
+    );
     let req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    // One that makes a request and then says nothing more: parked, then closed when hyper
+    // would have closed an idle keep-alive connection (the header-read timeout).
+    let mut quiet = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let quiet_since = Instant::now();
+    quiet.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    quiet.write_all(req).unwrap();
+    read_reply(&mut quiet);
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let parked = |n| gw.wait_for_n("connection parked", n, Duration::from_secs(10));
 
-    // Parked before its first request.
-    parked(1);
+    // Parked before its first request (the quiet one is parked too).
+    parked(2);
     s.write_all(req).unwrap();
     let reply = read_reply(&mut s);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     // Parked after a request, then the next one.
-    parked(2);
+    parked(3);
     s.write_all(req).unwrap();
     let reply = read_reply(&mut s);
     assert!(!reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
     // A head cut in two by a parking.
-    parked(3);
-    s.write_all(&req[..12]).unwrap();
     parked(4);
+    s.write_all(&req[..12]).unwrap();
+    parked(5);
     s.write_all(&req[12..]).unwrap();
     let reply = read_reply(&mut s);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(!reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
     // Three pipelined requests after a parking: three replies.
-    parked(5);
+    parked(6);
     s.write_all(&req.repeat(3)).unwrap();
     let mut got = String::new();
     while got.matches(r#"{"status":"ok"}"#).count() < 3 {
@@ -422,11 +435,14 @@ fn parked_idle_connections_serve_their_next_request_and_lose_no_byte() {
     assert_eq!(got.matches("HTTP/1.1 200").count(), 3, "{got}");
     assert!(!got.to_ascii_lowercase().contains("connection: close"), "{got}");
 
+    let mut buf = [0u8; 16];
+    assert_eq!(quiet.read(&mut buf).unwrap(), 0, "a parked idle connection got bytes");
+    println!("an idle parked connection was closed {:?} after its request", quiet_since.elapsed());
+
     // Shutdown closes a parked socket at once, and the gateway exits.
-    parked(6);
+    parked(7);
     let started = Instant::now();
     gw.signal(libc::SIGTERM);
-    let mut buf = [0u8; 16];
     assert_eq!(s.read(&mut buf).unwrap(), 0, "a parked socket got bytes at shutdown");
     let mut gw = gw;
     let status = gw.child.wait().unwrap();

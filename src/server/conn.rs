@@ -159,8 +159,12 @@ impl Protocols {
             };
             tracing::debug!(remote = %service.remote, unread = prefix.len(), "connection parked");
             if prefix.is_empty() {
+                // Kept as long as hyper keeps an idle keep-alive connection: the header-read
+                // timeout from its last byte (and never past the idle timeout).
+                let kept = tokio::time::sleep_until(service.activity.last() + self.header_read);
                 tokio::select! {
                     r = socket.readable() => if r.is_err() { return },
+                    () = kept => return,
                     () = self.shutdown.cancelled() => return,
                 }
             }

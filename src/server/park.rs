@@ -78,11 +78,15 @@ impl Activity {
         self.in_flight.load(Ordering::Acquire)
     }
 
+    /// When a byte last moved either way.
+    pub fn last(&self) -> Instant {
+        epoch() + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+
     /// `Ok` when the connection may be parked now: nothing in flight, no write waiting, and
     /// no byte for `delay`; else `Err(when to look again)`.
     pub fn parkable(&self, delay: Duration, now: Instant) -> Result<(), Instant> {
-        let last = epoch() + Duration::from_nanos(self.last.load(Ordering::Relaxed));
-        let due = last + delay;
+        let due = self.last() + delay;
         if self.in_flight() > 0 || self.write_blocked.load(Ordering::Relaxed) {
             return Err(now + delay);
         }
