@@ -1,5 +1,7 @@
 """Opens N keep-alive connections to HOST:PORT, makes one request on each, then holds them
-idle until killed. Prints 'ready N' once all are open and answered."""
+idle until killed. Prints 'ready N' once all are open and answered and have then been idle
+for SETTLE seconds (optional 4th argument, default 3: longer than the gateway's
+`server.park_idle_ms`, so what is measured is the idle state, parked; 0 prints at once)."""
 import asyncio
 import sys
 
@@ -22,6 +24,7 @@ async def one(host, port, held):
 
 async def main():
     host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    settle = float(sys.argv[4]) if len(sys.argv) > 4 else 3.0
     held = []
     sem = asyncio.Semaphore(500)
 
@@ -30,6 +33,7 @@ async def main():
             await one(host, port, held)
 
     await asyncio.gather(*(guarded() for _ in range(n)))
+    await asyncio.sleep(settle)
     print(f"ready {len(held)}", flush=True)
     await asyncio.sleep(3600)
 

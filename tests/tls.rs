@@ -189,7 +189,10 @@ fn h2c_prior_knowledge_is_spoken_only_when_enabled() {
     for enabled in [true, false] {
         let gw = Gateway::start(
             "",
-            &[("GATEWAY__SERVER__H2C", if enabled { "true" } else { "false" })],
+            &[
+                ("GATEWAY__SERVER__H2C", if enabled { "true" } else { "false" }),
+                ("GATEWAY__LIMITS__HEADER_READ_TIMEOUT_MS", "1000"),
+            ],
         );
         let url = format!("http://127.0.0.1:{}/healthz", gw.port);
         let h2 = curl(&["--http2-prior-knowledge", &url]);
@@ -198,6 +201,31 @@ fn h2c_prior_knowledge_is_spoken_only_when_enabled() {
         if enabled {
             let (body, version) = h2.unwrap();
             assert_eq!((body.as_str(), version.as_str()), (r#"{"status":"ok"}"#, "2"));
+            // An HTTP/2 connection that opens no stream gets a GOAWAY and is closed (its
+            // PINGs would otherwise keep it from ever being idle).
+            let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let started = Instant::now();
+            s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+                .unwrap();
+            let (mut got, mut types, mut at) = (Vec::new(), Vec::new(), 0);
+            let mut buf = [0u8; 4096];
+            // Frames: 3 bytes length, 1 byte type; GOAWAY is type 7.
+            while !types.contains(&7) {
+                let n = s.read(&mut buf).unwrap();
+                assert!(n > 0, "closed without a GOAWAY: frames {types:?}");
+                got.extend_from_slice(&buf[..n]);
+                while at + 9 <= got.len() {
+                    let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+                    if at + 9 + len > got.len() {
+                        break;
+                    }
+                    types.push(got[at + 3]);
+                    at += 9 + len;
+                }
+            }
+            println!("idle h2c connection got its GOAWAY after {:?}", started.elapsed());
+            assert!(types.contains(&7), "no GOAWAY in frames {types:?}");
         } else {
             assert!(h2.is_err(), "h2c spoken while off: {h2:?}");
         }

@@ -244,7 +244,7 @@ impl Protocols {
     }
 
     /// One hyper HTTP/2 connection, until it closes; shutdown sends GOAWAY and lets open
-    /// streams finish.
+    /// streams finish, and so does a connection left without streams (see below).
     async fn drive_h2<I>(&self, io: I, service: Serve)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -254,8 +254,24 @@ impl Protocols {
         let conn = self.http2.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut closing = false;
+        // PINGs keep bytes moving, so the idle timeout alone would never close an HTTP/2
+        // connection: one with no stream open and none opened for a whole header-read
+        // timeout is closed (GOAWAY) as an idle keep-alive HTTP/1.1 connection would be.
+        let mut calls = activity.calls();
+        let tick = tokio::time::sleep(self.header_read);
+        tokio::pin!(tick);
         loop {
             tokio::select! {
+                () = &mut tick, if !closing => {
+                    let now = activity.calls();
+                    if activity.in_flight() == 0 && now == calls {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    } else {
+                        calls = now;
+                        tick.as_mut().reset(Instant::now() + self.header_read);
+                    }
+                }
                 r = conn.as_mut() => {
                     if let Err(e) = r {
                         tracing::debug!(%remote, error = %e, "HTTP/2 connection ended with an error");
