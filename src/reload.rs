@@ -55,9 +55,20 @@ pub fn watch(gw: Arc<Gateway>, path: PathBuf, poll: Duration) -> impl Future<Out
 /// file's contents change (checked every `poll`, settled like [`watch`]). New handshakes get
 /// the new pair; open connections keep theirs. A pair that does not load is refused with its
 /// reason in the log, and the running one stays.
-pub fn watch_certs(certs: Arc<crate::server::tls::Certs>, poll: Duration) -> impl Future<Output = ()> {
-    let files = [certs.config.cert_file.clone(), certs.config.key_file.clone()];
-    let read = move || files.iter().map(|f| std::fs::read(f).ok()).collect::<Vec<_>>();
+pub fn watch_certs(
+    certs: Arc<crate::server::tls::Certs>,
+    poll: Duration,
+) -> impl Future<Output = ()> {
+    let files = [
+        certs.config.cert_file.clone(),
+        certs.config.key_file.clone(),
+    ];
+    let read = move || {
+        files
+            .iter()
+            .map(|f| std::fs::read(f).ok())
+            .collect::<Vec<_>>()
+    };
     let mut seen = read();
     let mut hangup = Hangup::new();
     async move {

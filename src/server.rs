@@ -262,9 +262,14 @@ impl Connections {
             Some(per_address) => match per_address.try_acquire(remote.ip()) {
                 Some(permit) => Some(permit),
                 None => {
-                    return self.refuse(stream, remote, listener, overflow, "connections_ip", || {
-                        Error::TooManyConnectionsFromClient
-                    })
+                    return self.refuse(
+                        stream,
+                        remote,
+                        listener,
+                        overflow,
+                        "connections_ip",
+                        || Error::TooManyConnectionsFromClient,
+                    )
                 }
             },
             None => None,

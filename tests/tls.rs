@@ -33,8 +33,8 @@ impl Gateway {
     fn start(extra: &str, envs: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("gateway.toml");
-        let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml"))
-            .unwrap();
+        let base =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml")).unwrap();
         std::fs::write(&config, format!("{base}\n{extra}")).unwrap();
         let port = testkit::free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_webapi-gateway"));
@@ -103,7 +103,10 @@ impl Gateway {
 
     fn signal(&self, signal: libc::c_int) {
         // SAFETY: kill sends a signal to the child we started.
-        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, signal) }, 0);
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as libc::pid_t, signal) },
+            0
+        );
     }
 }
 
@@ -134,7 +137,13 @@ fn curl(args: &[&str]) -> Result<(String, String), String> {
 }
 
 fn post_args<'a>(url: &'a str, body: &'a str) -> Vec<&'a str> {
-    vec!["-H", "Content-Type: application/json", "--data-binary", body, url]
+    vec![
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        body,
+        url,
+    ]
 }
 
 #[test]
@@ -169,7 +178,11 @@ fn curl_runs_a_chat_over_tls_with_http2_and_http1_on_the_same_port() {
     args.extend(post_args(&url, &body));
     let (reply, version) = curl(&args).unwrap();
     assert_eq!(version, "2", "{reply}");
-    assert_eq!(serde_json::from_str::<Value>(&reply).unwrap()["statusCode"], 0, "{reply}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&reply).unwrap()["statusCode"],
+        0,
+        "{reply}"
+    );
 
     // Refresh over HTTP/1.1 on the same port: the message is in the transcript.
     let url = format!("{base}/api/v2/chats/{id}/messages");
@@ -181,7 +194,11 @@ fn curl_runs_a_chat_over_tls_with_http2_and_http1_on_the_same_port() {
     assert!(reply.contains("hello over h2"), "{reply}");
 
     // Plain HTTP on the TLS port is not served.
-    assert!(curl(&["--http1.1", &format!("http://127.0.0.1:{}/healthz", gw.port)]).is_err());
+    assert!(curl(&[
+        "--http1.1",
+        &format!("http://127.0.0.1:{}/healthz", gw.port)
+    ])
+    .is_err());
 }
 
 #[test]
@@ -190,7 +207,10 @@ fn h2c_prior_knowledge_is_spoken_only_when_enabled() {
         let gw = Gateway::start(
             "",
             &[
-                ("GATEWAY__SERVER__H2C", if enabled { "true" } else { "false" }),
+                (
+                    "GATEWAY__SERVER__H2C",
+                    if enabled { "true" } else { "false" },
+                ),
                 ("GATEWAY__LIMITS__HEADER_READ_TIMEOUT_MS", "1000"),
             ],
         );
@@ -200,7 +220,10 @@ fn h2c_prior_knowledge_is_spoken_only_when_enabled() {
         assert_eq!(h1.1, "1.1");
         if enabled {
             let (body, version) = h2.unwrap();
-            assert_eq!((body.as_str(), version.as_str()), (r#"{"status":"ok"}"#, "2"));
+            assert_eq!(
+                (body.as_str(), version.as_str()),
+                (r#"{"status":"ok"}"#, "2")
+            );
             // An HTTP/2 connection that opens no stream gets a GOAWAY and is closed (its
             // PINGs would otherwise keep it from ever being idle).
             let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
@@ -224,7 +247,10 @@ fn h2c_prior_knowledge_is_spoken_only_when_enabled() {
                     at += 9 + len;
                 }
             }
-            println!("idle h2c connection got its GOAWAY after {:?}", started.elapsed());
+            println!(
+                "idle h2c connection got its GOAWAY after {:?}",
+                started.elapsed()
+            );
             assert!(types.contains(&7), "no GOAWAY in frames {types:?}");
         } else {
             assert!(h2.is_err(), "h2c spoken while off: {h2:?}");
@@ -347,7 +373,10 @@ async fn certificates_reload_on_sighup_and_on_change_while_open_connections_keep
     println!("SIGHUP reload logged after {:?}", started.elapsed());
     let fresh = connect(&connector, gw.port).await;
     assert_eq!(served_cert(&fresh), pki.der("b"));
-    assert!(healthz(&mut old).await.contains("200 OK"), "the old connection broke");
+    assert!(
+        healthz(&mut old).await.contains("200 OK"),
+        "the old connection broke"
+    );
     assert_eq!(served_cert(&old), pki.der("a"));
 
     // A file change alone, no signal: c.
@@ -364,11 +393,18 @@ async fn certificates_reload_on_sighup_and_on_change_while_open_connections_keep
     std::fs::rename(pki.path("server.key.tmp"), pki.path("server.key")).unwrap();
     gw.signal(libc::SIGHUP);
     gw.wait_for("new TLS certificate refused", Duration::from_secs(15));
-    assert!(gw.log_text().contains("server.tls.key_file"), "{}", gw.log_text());
+    assert!(
+        gw.log_text().contains("server.tls.key_file"),
+        "{}",
+        gw.log_text()
+    );
     let fresh = connect(&connector, gw.port).await;
     assert_eq!(served_cert(&fresh), pki.der("c"));
     assert!(healthz(&mut old).await.contains("200 OK"));
-    assert!(!gw.log_text().contains("PRIVATE KEY"), "key material in the log");
+    assert!(
+        !gw.log_text().contains("PRIVATE KEY"),
+        "key material in the log"
+    );
 }
 
 #[test]
@@ -428,7 +464,9 @@ fn parked_idle_connections_serve_their_next_request_and_lose_no_byte() {
     // would have closed an idle keep-alive connection (the header-read timeout).
     let mut quiet = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     let quiet_since = Instant::now();
-    quiet.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    quiet
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     quiet.write_all(req).unwrap();
     read_reply(&mut quiet);
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
@@ -444,7 +482,10 @@ fn parked_idle_connections_serve_their_next_request_and_lose_no_byte() {
     parked(3);
     s.write_all(req).unwrap();
     let reply = read_reply(&mut s);
-    assert!(!reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
+    assert!(
+        !reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
     // A head cut in two by a parking.
     parked(4);
     s.write_all(&req[..12]).unwrap();
@@ -452,7 +493,10 @@ fn parked_idle_connections_serve_their_next_request_and_lose_no_byte() {
     s.write_all(&req[12..]).unwrap();
     let reply = read_reply(&mut s);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(!reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
+    assert!(
+        !reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
     // Three pipelined requests after a parking: three replies.
     parked(6);
     s.write_all(&req.repeat(3)).unwrap();
@@ -461,22 +505,43 @@ fn parked_idle_connections_serve_their_next_request_and_lose_no_byte() {
         got.push_str(&read_reply(&mut s));
     }
     assert_eq!(got.matches("HTTP/1.1 200").count(), 3, "{got}");
-    assert!(!got.to_ascii_lowercase().contains("connection: close"), "{got}");
+    assert!(
+        !got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
 
     let mut buf = [0u8; 16];
-    assert_eq!(quiet.read(&mut buf).unwrap(), 0, "a parked idle connection got bytes");
-    println!("an idle parked connection was closed {:?} after its request", quiet_since.elapsed());
+    assert_eq!(
+        quiet.read(&mut buf).unwrap(),
+        0,
+        "a parked idle connection got bytes"
+    );
+    println!(
+        "an idle parked connection was closed {:?} after its request",
+        quiet_since.elapsed()
+    );
 
     // Shutdown closes a parked socket at once, and the gateway exits.
     parked(7);
     let started = Instant::now();
     gw.signal(libc::SIGTERM);
-    assert_eq!(s.read(&mut buf).unwrap(), 0, "a parked socket got bytes at shutdown");
+    assert_eq!(
+        s.read(&mut buf).unwrap(),
+        0,
+        "a parked socket got bytes at shutdown"
+    );
     let mut gw = gw;
     let status = gw.child.wait().unwrap();
-    println!("parked socket closed and gateway exited {:?} after SIGTERM", started.elapsed());
+    println!(
+        "parked socket closed and gateway exited {:?} after SIGTERM",
+        started.elapsed()
+    );
     assert!(status.success(), "{status:?}");
-    assert!(gw.log_text().contains("shut down cleanly"), "{}", gw.log_text());
+    assert!(
+        gw.log_text().contains("shut down cleanly"),
+        "{}",
+        gw.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,14 +560,29 @@ async fn connection_caps_hold_over_tls_for_http1_and_http2() {
     let url = format!("https://localhost:{}/healthz", gw.port);
     for version in ["--http2", "--http1.1"] {
         let out = Command::new("curl")
-            .args(["-sS", "--max-time", "20", "-w", "\n%{http_code} %{http_version}"])
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-w",
+                "\n%{http_code} %{http_version}",
+            ])
             .args([version, "--cacert", ca.to_str().unwrap(), &url])
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let (body, status) = stdout.rsplit_once('\n').unwrap();
-        let want = if version == "--http2" { "429 2" } else { "429 1.1" };
-        assert_eq!(status, want, "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+        let want = if version == "--http2" {
+            "429 2"
+        } else {
+            "429 1.1"
+        };
+        assert_eq!(
+            status,
+            want,
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(body.contains("statusCode"), "{body}");
     }
     // The held connection's place given back: served again.

@@ -86,7 +86,11 @@ impl Certs {
     /// Loads the files again; a pair that loads is used by every handshake from now on (open
     /// connections keep theirs), one that does not is refused and the current one stays.
     pub fn reload(&self) -> Result<(), Invalid> {
-        let key = certified(&self.config.cert_file, &self.config.key_file, &self.provider)?;
+        let key = certified(
+            &self.config.cert_file,
+            &self.config.key_file,
+            &self.provider,
+        )?;
         self.current.store(Arc::new(key));
         Ok(())
     }

@@ -25,10 +25,10 @@ impl Pki {
         let pki = Pki {
             dir: tempfile::tempdir().unwrap(),
         };
-        pki.openssl(&[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=gateway test CA",
-        ]);
+        pki.openssl(
+            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+             -out ca.pem -days 2 -subj /CN=gateway-test-CA",
+        );
         std::fs::write(
             pki.path("leaf.ext"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
@@ -42,9 +42,10 @@ impl Pki {
         self.dir.path().join(name)
     }
 
-    pub fn openssl(&self, args: &[&str]) {
+    /// Runs `openssl` with `args` (split at whitespace) in the directory.
+    pub fn openssl(&self, args: &str) {
         let out = Command::new("openssl")
-            .args(args)
+            .args(args.split_whitespace())
             .current_dir(self.dir.path())
             .output()
             .unwrap();
@@ -58,15 +59,15 @@ impl Pki {
             format!("{name}.csr"),
             format!("{name}.crt"),
         );
-        self.openssl(&[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-            &key, "-out", &csr, "-subj", "/CN=localhost",
-        ]);
-        self.openssl(&[
-            "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial",
-            &format!("0x{:x}", rand::random::<u64>() >> 1), "-days", "2", "-extfile",
-            "leaf.ext", "-out", &crt,
-        ]);
+        self.openssl(&format!(
+            "req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {key} -out {csr} \
+             -subj /CN=localhost"
+        ));
+        let serial = rand::random::<u64>() >> 1;
+        self.openssl(&format!(
+            "x509 -req -in {csr} -CA ca.pem -CAkey ca.key -set_serial 0x{serial:x} -days 2 \
+             -extfile leaf.ext -out {crt}"
+        ));
         let chain = [
             std::fs::read(self.path(&crt)).unwrap(),
             std::fs::read(self.path("ca.pem")).unwrap(),
