@@ -17,6 +17,7 @@ use tokio_rustls::rustls;
 
 use pki::Pki;
 
+#[allow(dead_code)] // Pki::spki is for the Chromium test
 #[path = "tls/pki.rs"]
 mod pki;
 
