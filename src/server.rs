@@ -101,6 +101,7 @@ pub async fn serve_with(
         tracing::info!(cert_file = %certs.config.cert_file.display(), "TLS on, HTTP/2 offered through ALPN");
         tokio::spawn(crate::reload::watch_certs(certs, crate::reload::POLL))
     });
+    let trimming = (!server.park_idle.is_zero()).then(|| tokio::spawn(park::trim_after_parking()));
     let public_listener = Arc::new(Listener {
         tls,
         h2c: server.h2c,
@@ -149,8 +150,8 @@ pub async fn serve_with(
     }
     drop(public);
     drop(admin);
-    if let Some(reloading) = reloading {
-        reloading.abort();
+    for task in [reloading, trimming].into_iter().flatten() {
+        task.abort();
     }
     tracing::info!("shutting down: finishing in-flight requests");
     gw.shutdown.cancel();

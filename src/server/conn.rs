@@ -158,6 +158,7 @@ impl Protocols {
                 (false, false) => Bytes::from([&rest[..], &unread[..]].concat()),
             };
             tracing::debug!(remote = %service.remote, unread = prefix.len(), "connection parked");
+            super::park::parked();
             if prefix.is_empty() {
                 // Kept as long as hyper keeps an idle keep-alive connection: the header-read
                 // timeout from its last byte (and never past the idle timeout).

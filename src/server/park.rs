@@ -4,8 +4,10 @@
 //! body), and [`Rewind`], which hands bytes read before a parking (or while sniffing for
 //! HTTP/2) back to the next HTTP connection first.
 //!
-//! Owns the facts a parking decision rests on ([`Activity::parkable`]); the decision and the
-//! connection loop are `server::conn`'s. It must not know about routes.
+//! Owns the facts a parking decision rests on ([`Activity::parkable`]), and giving the memory
+//! parked connections freed back to the system ([`trim_after_parking`]: glibc keeps freed
+//! buffers in its arenas otherwise). The decision and the connection loop are
+//! `server::conn`'s. It must not know about routes.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -386,5 +388,54 @@ impl hyper::body::Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Connections parked since the last [`trim_after_parking`] round.
+static PARKED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one parking for [`trim_after_parking`].
+pub fn parked() {
+    PARKED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How often [`trim_after_parking`] looks, and how many parkings (each freeing hyper's two
+/// 8 KiB buffers) make a trim worth its walk over the allocator's free lists.
+pub const TRIM_EVERY: Duration = Duration::from_secs(2);
+pub const TRIM_AFTER_PARKED: u64 = 256;
+
+/// Runs until aborted: every [`TRIM_EVERY`], when at least [`TRIM_AFTER_PARKED`] connections
+/// were parked since the last look, asks glibc's allocator to give its free pages back to
+/// the system (`malloc_trim`, on a blocking thread). Without it the buffers parked
+/// connections freed stay resident: glibc returns memory only from the top of a heap, and
+/// parked connections' small state sits between the freed buffers. Elsewhere (other
+/// allocators return memory by themselves) it only counts.
+pub async fn trim_after_parking() {
+    loop {
+        tokio::time::sleep(TRIM_EVERY).await;
+        let parked = PARKED.swap(0, Ordering::Relaxed);
+        if parked < TRIM_AFTER_PARKED {
+            continue;
+        }
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            let took = tokio::task::spawn_blocking(|| {
+                let start = std::time::Instant::now();
+                // SAFETY: malloc_trim only walks and releases the allocator's free memory;
+                // it takes the arenas' locks like any malloc call.
+                unsafe { libc::malloc_trim(0) };
+                start.elapsed()
+            })
+            .await;
+            if let Ok(took) = took {
+                tracing::debug!(
+                    parked,
+                    took_us = took.as_micros() as u64,
+                    "allocator trimmed after parking"
+                );
+            }
+        }
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        let _ = parked;
     }
 }
