@@ -87,30 +87,13 @@ impl Protocols {
 
     /// Serves `stream` until it closes, the idle timeout passes, or shutdown closes it.
     pub async fn serve(&self, stream: TcpStream, listener: &Listener, service: Serve) {
-        let activity = Arc::clone(&service.activity);
-        let io = IdleTimeout::new(stream, self.idle, Arc::clone(&activity));
-        let remote = service.remote;
+        let io = IdleTimeout::new(stream, self.idle, Arc::clone(&service.activity));
+        // The task spawned per connection is as large as the largest state of this future,
+        // and stays so while the connection is parked: the protocols' large states (the TLS
+        // session, hyper's HTTP/1.1 and HTTP/2 connections) are boxed, so that a parked
+        // connection's task holds little more than its socket.
         if let Some((acceptor, within)) = &listener.tls {
-            let handshake = tokio::select! {
-                r = tokio::time::timeout(*within, acceptor.accept(io)) => r,
-                () = self.shutdown.cancelled() => return,
-            };
-            let tls = match handshake {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
-                    return;
-                }
-            };
-            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                self.drive_h2(tls, service).await;
-            } else {
-                let _ = self.drive_h1(tls, service, None, false).await;
-            }
+            Box::pin(self.serve_tls(io, acceptor, *within, service)).await;
             return;
         }
         let mut io = io;
@@ -122,7 +105,7 @@ impl Protocols {
             };
             match sniffed {
                 Ok(Ok((bytes, true))) => {
-                    self.drive_h2(Rewind::new(bytes, io), service).await;
+                    Box::pin(self.drive_h2(Rewind::new(bytes, io), service)).await;
                     return;
                 }
                 Ok(Ok((bytes, false))) => prefix = bytes,
@@ -131,6 +114,38 @@ impl Protocols {
         }
         self.serve_h1_parking(Rewind::new(prefix, io), service, listener.park)
             .await;
+    }
+
+    /// TLS: the handshake (bounded by `within`, and by shutdown), then HTTP/2 when ALPN chose
+    /// it, HTTP/1.1 otherwise (not parked: see docs/tls.md).
+    async fn serve_tls(
+        &self,
+        io: IdleTimeout<TcpStream>,
+        acceptor: &TlsAcceptor,
+        within: Duration,
+        service: Serve,
+    ) {
+        let remote = service.remote;
+        let handshake = tokio::select! {
+            r = tokio::time::timeout(within, acceptor.accept(io)) => r,
+            () = self.shutdown.cancelled() => return,
+        };
+        let tls = match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "TLS handshake timed out");
+                return;
+            }
+        };
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            self.drive_h2(tls, service).await;
+        } else {
+            let _ = self.drive_h1(tls, service, None, false).await;
+        }
     }
 
     /// HTTP/1.1 over cleartext, parked whenever it idles for `park`: hyper's connection
@@ -147,7 +162,8 @@ impl Protocols {
             // parked again before it has served a request: hyper's header-read timeout must
             // not restart for ever on a client trickling a head.
             let resumed = !io.prefix().is_empty();
-            let Some((rewind, unread)) = self.drive_h1(io, service.clone(), park, resumed).await
+            let Some((rewind, unread)) =
+                Box::pin(self.drive_h1(io, service.clone(), park, resumed)).await
             else {
                 return;
             };
@@ -309,5 +325,38 @@ async fn sniff<S: AsyncRead + Unpin>(io: &mut S) -> io::Result<(Bytes, bool)> {
         if len == PREFACE.len() {
             return Ok((Bytes::copy_from_slice(&buf), true));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::park::Route;
+
+    /// What a parked connection costs is mostly its task, whose size is fixed at spawn by
+    /// the largest state of `serve`: the protocols' states must stay boxed.
+    #[tokio::test]
+    async fn a_connection_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, remote) = listener.accept().await.unwrap();
+        let protocols = Protocols::new(&LimitsConfig::default());
+        let conf = Listener {
+            tls: None,
+            h2c: true,
+            park: Some(Duration::from_secs(1)),
+        };
+        let service = Serve {
+            route: Route::App(axum::Router::new()),
+            remote,
+            activity: super::super::park::Activity::new(),
+        };
+        let serving = protocols.serve(stream, &conf, service);
+        let size = std::mem::size_of_val(&serving);
+        println!("connection future: {size} bytes");
+        assert!(size <= 2048, "the connection future grew to {size} bytes");
+        drop((serving, client));
     }
 }
