@@ -168,8 +168,11 @@ impl Protocols {
                 return;
             };
             let (rest, mut socket) = rewind.into_parts();
+            // An empty `Bytes` from hyper can still own its whole 8 KiB read buffer: keep
+            // only bytes, never an empty buffer, across the parking.
             let prefix = match (rest.is_empty(), unread.is_empty()) {
-                (true, _) => unread,
+                (true, true) => Bytes::new(),
+                (true, false) => unread,
                 (false, true) => rest,
                 (false, false) => Bytes::from([&rest[..], &unread[..]].concat()),
             };
