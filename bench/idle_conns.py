@@ -1,7 +1,8 @@
 """Opens N keep-alive connections to HOST:PORT, makes one request on each, then holds them
 idle until killed. Prints 'ready N' once all are open and answered and have then been idle
-for SETTLE seconds (optional 4th argument, default 3: longer than the gateway's
-`server.park_idle_ms`, so what is measured is the idle state, parked; 0 prints at once).
+for SETTLE seconds (optional 4th argument, default 5: longer than the gateway's
+`server.park_idle_ms` plus its 2 s allocator trim round, so what is measured is the idle
+state, parked; 0 prints at once).
 
 With a 5th argument `h2c`, each connection speaks HTTP/2 with prior knowledge (the gateway
 needs `server.h2c = true`): the preface, an empty SETTINGS, one POST on stream 1, then it
@@ -77,7 +78,7 @@ async def one_h2(host, port, held):
 
 async def main():
     host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    settle = float(sys.argv[4]) if len(sys.argv) > 4 else 3.0
+    settle = float(sys.argv[4]) if len(sys.argv) > 4 else 5.0
     connect = one_h2 if len(sys.argv) > 5 and sys.argv[5] == "h2c" else one
     held = []
     sem = asyncio.Semaphore(500)
