@@ -233,6 +233,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix = self.prefix.slice(n..);
+            // And what has arrived since, in the same read: hyper grows its read buffer
+            // (to 16 KiB and more) when a head takes a second read.
+            if self.prefix.is_empty() && buf.remaining() > 0 {
+                let mut rest = buf.take(buf.remaining());
+                if let Poll::Ready(Ok(())) = Pin::new(&mut self.inner).poll_read(cx, &mut rest) {
+                    let more = rest.filled().len();
+                    // SAFETY: `rest` is `buf`'s unfilled part; `more` bytes of it were filled.
+                    unsafe { buf.assume_init(more) };
+                    buf.advance(more);
+                }
+                // Pending or an error: the prefix is this read; an error comes again next.
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
