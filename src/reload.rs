@@ -1,7 +1,8 @@
-//! Reloading the instance list while serving: on SIGHUP, and when the config file changes.
+//! Reloading the instance list while serving: on SIGHUP, and when the config file changes;
+//! and the TLS certificate and key the same way ([`watch_certs`]).
 //!
 //! Owns noticing that a reload is wanted and loading the new file; applying it is
-//! `Gateway::reload`. A file that does not load or validate is refused with its reason
+//! `Gateway::reload` (the certificate: `server::tls::Certs::reload`). A file that does not load or validate is refused with its reason
 //! (naming the key) in the log, and the running configuration stays.
 
 use std::future::Future;
@@ -46,6 +47,58 @@ pub fn watch(gw: Arc<Gateway>, path: PathBuf, poll: Duration) -> impl Future<Out
             seen = now;
             tracing::info!(path = %path.display(), signal = forced, "reloading the configuration");
             let _ = reload_from(&gw, &path).await;
+        }
+    }
+}
+
+/// Runs until aborted: loads the TLS certificate and key again on SIGHUP and whenever either
+/// file's contents change (checked every `poll`, settled like [`watch`]). New handshakes get
+/// the new pair; open connections keep theirs. A pair that does not load is refused with its
+/// reason in the log, and the running one stays.
+pub fn watch_certs(
+    certs: Arc<crate::server::tls::Certs>,
+    poll: Duration,
+) -> impl Future<Output = ()> {
+    let files = [
+        certs.config.cert_file.clone(),
+        certs.config.key_file.clone(),
+    ];
+    let read = move || {
+        files
+            .iter()
+            .map(|f| std::fs::read(f).ok())
+            .collect::<Vec<_>>()
+    };
+    let mut seen = read();
+    let mut hangup = Hangup::new();
+    async move {
+        loop {
+            let forced = tokio::select! {
+                () = hangup.recv() => true,
+                () = tokio::time::sleep(poll) => false,
+            };
+            let now = read();
+            if !forced && now == seen {
+                continue;
+            }
+            if !forced {
+                tokio::time::sleep(SETTLE.min(poll)).await;
+                if read() != now {
+                    continue;
+                }
+            }
+            seen = now;
+            match certs.reload() {
+                Ok(()) => tracing::info!(
+                    cert_file = %certs.config.cert_file.display(),
+                    signal = forced,
+                    "TLS certificate reloaded; new connections get it"
+                ),
+                Err(reason) => tracing::error!(
+                    reason = %reason.within("server"),
+                    "new TLS certificate refused; the running one stays"
+                ),
+            }
         }
     }
 }

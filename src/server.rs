@@ -6,44 +6,39 @@
 //! head (hyper's own), and the idle timeout (no byte either way for
 //! `limits.idle_timeout_ms`); and, for the binary, fitting the cap to the process's
 //! open-files limit ([`fit_open_files`]). Refused connections are counted in
-//! `gateway_refusals_total` and logged at most once a second. Connections are HTTP/1.1. Shutdown stops accepting, asks every
-//! connection to finish its in-flight request and close (idle keep-alive connections close
-//! at once), cancels `Gateway::shutdown` for background work, and gives up waiting after
+//! `gateway_refusals_total` and logged at most once a second. The public listener speaks
+//! HTTP/1.1 and, over TLS (`tls`) or with `server.h2c`, HTTP/2 (`conn`); idle HTTP/1.1
+//! connections are parked without buffers (`park`). Shutdown stops accepting, asks every
+//! connection to finish its in-flight request and close (idle and parked keep-alive
+//! connections close at once), cancels `Gateway::shutdown` for background work, and gives up waiting after
 //! `server.shutdown_deadline_ms`. It must not know about routes or the Web API.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::time::{Instant, Sleep};
-use tower::ServiceExt;
+use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminConfig;
-use crate::edge::Failure;
 use crate::error::Error;
 use crate::telemetry::sample::{sampled, Sample};
 use crate::telemetry::{OPEN_CONNECTIONS, REFUSALS};
 use crate::{app, Gateway};
 
 mod config;
+mod conn;
+mod park;
+pub mod tls;
 pub use config::ServerConfig;
+use conn::{Listener, Protocols};
+use park::{Activity, Route, Serve};
 
 /// Connections past the cap that still get their JSON 503, at most at once; beyond these a
 /// connection is closed without a reply.
@@ -88,17 +83,38 @@ pub async fn serve_with(
     );
     crate::telemetry::handle();
     let limits = &gw.config.limits;
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // The edge refuses heads over max_header_bytes with a JSON 431; this is the hard cap
-        // past which hyper refuses them itself, before they are even parsed.
-        .max_buf_size((limits.max_header_bytes * 2).max(8192))
-        .keep_alive(true);
+    let server = &gw.config.server;
+    let (tls, certs) = match &server.tls {
+        Some(config) => {
+            let invalid = |e: config_types::Invalid| {
+                io::Error::new(io::ErrorKind::InvalidInput, e.within("server").to_string())
+            };
+            let certs = tls::Certs::load(config).map_err(invalid)?;
+            let acceptor = certs
+                .acceptor()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            (Some((acceptor, config.handshake_timeout)), Some(certs))
+        }
+        None => (None, None),
+    };
+    let reloading = certs.map(|certs| {
+        tracing::info!(cert_file = %certs.config.cert_file.display(), "TLS on, HTTP/2 offered through ALPN");
+        tokio::spawn(crate::reload::watch_certs(certs, crate::reload::POLL))
+    });
+    let trimming = (!server.park_idle.is_zero()).then(|| tokio::spawn(park::trim_after_parking()));
+    let public_listener = Arc::new(Listener {
+        tls,
+        h2c: server.h2c,
+        park: (!server.park_idle.is_zero()).then_some(server.park_idle),
+    });
+    let admin_listener = Arc::new(Listener {
+        tls: None,
+        h2c: false,
+        park: None,
+    });
     let conns = Connections {
-        http,
-        graceful: GracefulShutdown::new(),
-        idle: limits.idle_timeout,
+        protocols: Arc::new(Protocols::new(limits)),
+        tracker: TaskTracker::new(),
     };
     let public_app = app(Arc::clone(&gw));
     let admin_app = crate::admin::app(Arc::clone(&gw));
@@ -122,11 +138,11 @@ pub async fn serve_with(
         };
         tokio::select! {
             accepted = public.accept() => match accepted {
-                Ok((stream, remote)) => conns.accept(stream, remote, &public_app, &public_caps, &overflow),
+                Ok((stream, remote)) => conns.accept(stream, remote, &public_listener, &public_app, &public_caps, &overflow),
                 Err(e) => accept_error(e).await,
             },
             accepted = admin_accept => match accepted {
-                Ok((stream, remote)) => conns.accept(stream, remote, &admin_app, &admin_caps, &overflow),
+                Ok((stream, remote)) => conns.accept(stream, remote, &admin_listener, &admin_app, &admin_caps, &overflow),
                 Err(e) => accept_error(e).await,
             },
             () = &mut signal => break,
@@ -134,12 +150,18 @@ pub async fn serve_with(
     }
     drop(public);
     drop(admin);
+    for task in [reloading, trimming].into_iter().flatten() {
+        task.abort();
+    }
     tracing::info!("shutting down: finishing in-flight requests");
     gw.shutdown.cancel();
     gw.tasks.close();
     let deadline = gw.config.server.shutdown_deadline;
     let drained = tokio::time::timeout(deadline, async {
-        conns.graceful.shutdown().await;
+        // Parked connections close at once; the others finish their request and close.
+        conns.protocols.shutdown.cancel();
+        conns.tracker.close();
+        conns.tracker.wait().await;
         gw.tasks.wait().await;
     })
     .await;
@@ -218,61 +240,60 @@ impl Drop for AddressPermit {
     }
 }
 
-/// How connections are served.
+/// How connections are admitted and served.
 struct Connections {
-    http: http1::Builder,
-    graceful: GracefulShutdown,
-    idle: Duration,
+    protocols: Arc<Protocols>,
+    tracker: TaskTracker,
 }
 
 impl Connections {
+    /// Admits `stream` past the caps (or refuses it: one JSON reply, then closed) and
+    /// serves it on its own task.
     fn accept(
         &self,
         stream: TcpStream,
         remote: SocketAddr,
+        listener: &Arc<Listener>,
         app: &Router,
         caps: &Caps,
         overflow: &Arc<Semaphore>,
     ) {
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(IdleTimeout::new(stream, self.idle));
         let address = match &caps.per_address {
             Some(per_address) => match per_address.try_acquire(remote.ip()) {
                 Some(permit) => Some(permit),
                 None => {
-                    return self.refuse(io, overflow, "connections_ip", || {
-                        Error::TooManyConnectionsFromClient
-                    })
+                    return self.refuse(
+                        stream,
+                        remote,
+                        listener,
+                        overflow,
+                        "connections_ip",
+                        || Error::TooManyConnectionsFromClient,
+                    )
                 }
             },
             None => None,
         };
-        match Arc::clone(&caps.permits).try_acquire_owned() {
-            Ok(permit) => {
-                let app = app.clone();
-                let service = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(remote));
-                    app.clone().oneshot(req)
-                });
-                let conn = self
-                    .http
-                    .serve_connection(io, TowerToHyperService::new(service));
-                let conn = self.graceful.watch(conn);
-                tokio::spawn(async move {
-                    metrics::gauge!(OPEN_CONNECTIONS).increment(1.0);
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%remote, error = %e, "connection ended with an error");
-                    }
-                    metrics::gauge!(OPEN_CONNECTIONS).decrement(1.0);
-                    drop(permit);
-                    drop(address);
-                });
-            }
-            Err(_) => {
-                drop(address);
-                self.refuse(io, overflow, "connections", || Error::TooManyConnections);
-            }
-        }
+        let Ok(permit) = Arc::clone(&caps.permits).try_acquire_owned() else {
+            drop(address);
+            return self.refuse(stream, remote, listener, overflow, "connections", || {
+                Error::TooManyConnections
+            });
+        };
+        let service = Serve {
+            route: Route::App(app.clone()),
+            remote,
+            activity: Activity::new(),
+        };
+        let (protocols, listener) = (Arc::clone(&self.protocols), Arc::clone(listener));
+        self.tracker.spawn(async move {
+            metrics::gauge!(OPEN_CONNECTIONS).increment(1.0);
+            protocols.serve(stream, &listener, service).await;
+            metrics::gauge!(OPEN_CONNECTIONS).decrement(1.0);
+            drop(permit);
+            drop(address);
+        });
     }
 
     /// A connection past a cap: counted, then one JSON reply (while fewer than
@@ -280,7 +301,9 @@ impl Connections {
     /// WARN line a second at most says that a cap is being hit.
     fn refuse(
         &self,
-        io: TokioIo<IdleTimeout<TcpStream>>,
+        stream: TcpStream,
+        remote: SocketAddr,
+        listener: &Arc<Listener>,
         overflow: &Arc<Semaphore>,
         reason: &'static str,
         error: fn() -> Error,
@@ -296,99 +319,16 @@ impl Connections {
         let Ok(permit) = Arc::clone(overflow).try_acquire_owned() else {
             return;
         };
-        // One reply, then the connection closes.
-        let service = tower::service_fn(move |_req: hyper::Request<Incoming>| async move {
-            let mut response: Response = Failure::from(error()).into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                hyper::header::CONNECTION,
-                hyper::header::HeaderValue::from_static("close"),
-            );
-            headers.insert(
-                hyper::header::X_CONTENT_TYPE_OPTIONS,
-                hyper::header::HeaderValue::from_static("nosniff"),
-            );
-            Ok::<_, std::convert::Infallible>(response)
-        });
-        let conn = self
-            .http
-            .serve_connection(io, TowerToHyperService::new(service));
-        let conn = self.graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
+        let service = Serve {
+            route: Route::Refuse(error),
+            remote,
+            activity: Activity::new(),
+        };
+        let (protocols, listener) = (Arc::clone(&self.protocols), Arc::clone(listener));
+        self.tracker.spawn(async move {
+            protocols.serve(stream, &listener, service).await;
             drop(permit);
         });
-    }
-}
-
-/// A connection that is closed once no byte has moved either way for `timeout` while the
-/// server waits on it.
-struct IdleTimeout<S> {
-    inner: S,
-    sleep: Pin<Box<Sleep>>,
-    timeout: Duration,
-}
-
-impl<S> IdleTimeout<S> {
-    fn new(inner: S, timeout: Duration) -> Self {
-        IdleTimeout {
-            inner,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
-            timeout,
-        }
-    }
-
-    /// Passes a ready result on (and restarts the clock), or fails a pending one whose
-    /// clock has run out.
-    fn watch<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        polled: Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        match polled {
-            Poll::Ready(r) => {
-                let deadline = Instant::now() + self.timeout;
-                self.sleep.as_mut().reset(deadline);
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                ready!(self.sleep.as_mut().poll(cx));
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle timeout",
-                )))
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.watch(cx, polled)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(cx, polled)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

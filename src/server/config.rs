@@ -10,6 +10,8 @@ use std::time::Duration;
 use config_types::{millis, nonzero, Invalid};
 use serde::Deserialize;
 
+use super::tls::TlsConfig;
+
 /// The public HTTP listener.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -25,6 +27,17 @@ pub struct ServerConfig {
     /// deliverer) get to finish before the process exits anyway.
     #[serde(rename = "shutdown_deadline_ms", deserialize_with = "millis")]
     pub shutdown_deadline: Duration,
+    /// TLS on this listener (`[server.tls]`); plain HTTP when absent. With TLS, HTTP/2 is
+    /// offered through ALPN next to HTTP/1.1.
+    pub tls: Option<TlsConfig>,
+    /// HTTP/2 over cleartext with prior knowledge (`h2c`), for a load balancer that speaks
+    /// HTTP/2 to its backends; HTTP/1.1 is still served. Off by default.
+    pub h2c: bool,
+    /// An HTTP/1.1 keep-alive connection with no request in flight and no byte either way
+    /// for this long is parked: hyper's buffers are freed and the socket waits for its next
+    /// byte holding none (docs/tls.md). 0 turns parking off.
+    #[serde(rename = "park_idle_ms", deserialize_with = "millis")]
+    pub park_idle: Duration,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +47,9 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             shutdown_deadline: Duration::from_secs(10),
+            tls: None,
+            h2c: false,
+            park_idle: Duration::from_secs(1),
         }
     }
 }
@@ -45,6 +61,9 @@ impl ServerConfig {
             return Err(Invalid::new("max_body_bytes", "must be at least 256"));
         }
         nonzero("request_timeout_ms", self.request_timeout)?;
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         nonzero("shutdown_deadline_ms", self.shutdown_deadline)
     }
 }

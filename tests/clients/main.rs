@@ -12,5 +12,6 @@ mod chat_widget;
 mod cometd;
 mod gms_shapes;
 mod push;
+mod tls_h2;
 mod tolerance;
 mod transport;
