@@ -9,12 +9,16 @@
 #
 # Environment: DURATION (wrk duration, default 10s), CONNS (default 64), OPEN_CHATS (chats
 # the SendMessage workload spreads over, default 2000), CHATS_FOR_MEMORY
-# (default 100000), IDLE_CONNS (default 10000), SKIP_MEMORY=1 to skip the memory part.
+# (default 100000), IDLE_CONNS (default 10000), SKIP_MEMORY=1 to skip the memory part,
+# WORKERS (worker threads of every server: bare hyper, the gateways, the chat server, via
+# TOKIO_WORKER_THREADS; default one per core, nginx always has one). WORKERS=1 leaves wrk a
+# core of its own on a 2-core machine (docs/benchmarks.md, "Tail latency").
 # Needs wrk, nginx, curl, jq, python3 (Debian: apt-get install wrk nginx-light curl jq).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 DURATION=${DURATION:-10s}
+if [ -n "${WORKERS:-}" ]; then export TOKIO_WORKER_THREADS=$WORKERS; fi
 CONNS=${CONNS:-64}
 CHATS_FOR_MEMORY=${CHATS_FOR_MEMORY:-100000}
 IDLE_CONNS=${IDLE_CONNS:-10000}
@@ -50,6 +54,7 @@ start_gateway() {
   GATEWAY__LIMITS__CHAT_STARTS_PER_IP_PER_SECOND=0 \
   GATEWAY__LIMITS__MAX_CONNECTIONS_PER_IP=0 \
   GATEWAY__LIMITS__MAX_CONNECTIONS=20000 \
+  GATEWAY__EMAIL__PER_ADDRESS_PER_HOUR=0 \
   GATEWAY__EMAIL__SPOOL_DIR=$work/spool-$port \
   GATEWAY__CREDENTIALS__SECRET=$SECRET \
   GATEWAY__MOCK__SESSION_LIMIT=1000000 \
@@ -141,7 +146,7 @@ if [ -n "$pc" ]; then
 fi
 
 echo
-echo "wrk -t1 -c$CONNS -d$DURATION on $(nproc) cores ($(uname -m)), $(date -u +%F)"
+echo "wrk -t1 -c$CONNS -d$DURATION on $(nproc) cores ($(uname -m)), server worker threads: ${WORKERS:-one per core}, $(date -u +%F)"
 printf '%-24s %12s %10s %10s %8s\n' "server" "req/s" "p50 ms" "p99 ms" "non-2xx"
 for r in "${results[@]}"; do
   # shellcheck disable=SC2086

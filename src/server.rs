@@ -79,6 +79,7 @@ pub async fn serve_with(
         %addr,
         admin = %admin_addr.map_or("off".into(), |a| a.to_string()),
         instances = gw.router().instances().len(),
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
         "webapi-gateway listening"
     );
     crate::telemetry::handle();

@@ -29,6 +29,7 @@ fn check_config_accepts_the_default_and_names_bad_keys() {
         ("[[tenants]]\nname=\"E\"\n[[chat.instances]]\nalias=\"1\"\nkind=\"mock\"\n[mock]\nsesion_limit=3\n", "sesion_limit"),
         ("[[tenants]]\nname=\"E\"\n[[chat.instances]]\nalias=\"1\"\nkind=\"mock\"\n[mock]\nsession_limit=0\n", "mock.session_limit"),
         ("[[tenants]]\nname=\"E\"\n[[chat.instances]]\nalias=\"1\"\nkind=\"mock\"\n[tcp]\nmax_in_flight=0\n", "tcp.max_in_flight"),
+        ("[server]\nworker_threads = 5000\n[[tenants]]\nname=\"E\"\n[[chat.instances]]\nalias=\"1\"\nkind=\"mock\"\n", "server.worker_threads"),
         ("this is not toml", "bad.toml"),
     ];
     for (text, key) in cases {
@@ -121,6 +122,8 @@ struct Started {
     addr: String,
     admin: String,
     before: Vec<String>,
+    /// The listening line itself.
+    listening: String,
     log: std::sync::mpsc::Receiver<String>,
 }
 
@@ -147,10 +150,10 @@ fn start_binary_with(envs: &[(&str, &str)], customize: impl FnOnce(&mut Command)
         )
     };
     let mut before = Vec::new();
-    let (addr, admin) = loop {
+    let (addr, admin, listening) = loop {
         let line = lines.next().expect("the listening line").unwrap();
         if let Some(addr) = field(&line, " addr=") {
-            break (addr, field(&line, " admin=").unwrap_or_default());
+            break (addr, field(&line, " admin=").unwrap_or_default(), line);
         }
         before.push(line);
     };
@@ -165,6 +168,7 @@ fn start_binary_with(envs: &[(&str, &str)], customize: impl FnOnce(&mut Command)
         addr,
         admin,
         before,
+        listening,
         log: rx,
     }
 }
@@ -461,4 +465,30 @@ fn version_names_the_crate_version_and_the_commit_it_was_built_from() {
     assert!(said.starts_with(&expected), "{said}");
     let head = head_commit();
     assert!(said.contains(&head[..7]), "{said} names HEAD {head}");
+}
+
+/// `server.worker_threads` sizes the runtime that serves requests: the listening line names
+/// the runtime's worker count, and the gateway serves with one.
+#[test]
+fn worker_threads_sets_the_threads_that_serve_requests() {
+    for threads in ["1", "3"] {
+        let mut started =
+            start_binary_with(&[("GATEWAY__SERVER__WORKER_THREADS", threads)], |_| {});
+        let reply = http_post(
+            &started.addr,
+            "/api/v2/chats",
+            r#"{"operationName":"RequestChat","nickname":"Ann","tenantName":"Environment"}"#,
+        );
+        started.child.kill().unwrap();
+        started.child.wait().unwrap();
+        assert!(reply.contains("\"statusCode\":0"), "{reply}");
+        assert!(
+            started
+                .listening
+                .split_whitespace()
+                .any(|field| field == format!("workers={threads}")),
+            "the listening line names {threads} workers: {}",
+            started.listening
+        );
+    }
 }

@@ -38,7 +38,15 @@ pub struct ServerConfig {
     /// byte holding none (docs/tls.md). 0 turns parking off.
     #[serde(rename = "park_idle_ms", deserialize_with = "millis")]
     pub park_idle: Duration,
+    /// Threads that serve requests; 0 (the default) is one per core. Set it below the cores
+    /// when other busy processes share the machine (a chat server, a load balancer): a
+    /// worker thread the kernel preempts holds its connections' requests for a whole time
+    /// slice, which is what a request's tail latency then shows (docs/benchmarks.md).
+    pub worker_threads: usize,
 }
+
+/// The most `worker_threads` accepted: far above any core count it would be sized to.
+pub const MAX_WORKER_THREADS: usize = 1024;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -50,6 +58,7 @@ impl Default for ServerConfig {
             tls: None,
             h2c: false,
             park_idle: Duration::from_secs(1),
+            worker_threads: 0,
         }
     }
 }
@@ -61,6 +70,12 @@ impl ServerConfig {
             return Err(Invalid::new("max_body_bytes", "must be at least 256"));
         }
         nonzero("request_timeout_ms", self.request_timeout)?;
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(Invalid::new(
+                "worker_threads",
+                format!("must be at most {MAX_WORKER_THREADS} (0: one per core)"),
+            ));
+        }
         if let Some(tls) = &self.tls {
             tls.validate()?;
         }
