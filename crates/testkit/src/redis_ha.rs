@@ -139,15 +139,28 @@ fn start_replicated(dir: &Path, replicas: usize) -> Vec<Node> {
         );
         nodes.push(Node::start(port, dir, &config, &[]));
     }
+    wait_in_sync(nodes[0].port, replicas);
+    nodes
+}
+
+/// Waits until `replicas` replicas of the master on `port` are online and have applied
+/// everything the master has written (their offset is the master's).
+fn wait_in_sync(port: u16, replicas: usize) {
     eventually_blocking("the replicas in sync", READY_WITHIN, || {
-        let info = redis_cli(nodes[0].port, &["INFO", "replication"])?;
-        let online = info
+        let info = redis_cli(port, &["INFO", "replication"])?;
+        let master: u64 = info_field(&info, "master_repl_offset")?.parse().ok()?;
+        let caught_up = info
             .lines()
             .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+            .filter(|l| {
+                l.split(',')
+                    .find_map(|f| f.strip_prefix("offset="))
+                    .and_then(|o| o.parse::<u64>().ok())
+                    == Some(master)
+            })
             .count();
-        (online == replicas).then_some(())
+        (caught_up == replicas).then_some(())
     });
-    nodes
 }
 
 /// A master and its replicas, without Sentinels (the replicas stay replicas).
@@ -163,6 +176,12 @@ impl ReplicatedRedis {
         let dir = scratch_dir("redis-replicated");
         let nodes = start_replicated(&dir, replicas);
         ReplicatedRedis { nodes, dir }
+    }
+
+    /// Returns once every replica has applied everything the master has written (a burst of
+    /// saves can leave a replica behind, or make the master drop and resync it).
+    pub fn wait_in_sync(&self) {
+        wait_in_sync(self.nodes[0].port, self.nodes.len() - 1);
     }
 
     /// `redis://127.0.0.1:PORT` of the master.
