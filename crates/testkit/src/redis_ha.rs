@@ -163,6 +163,26 @@ fn wait_in_sync(port: u16, replicas: usize) {
     });
 }
 
+/// Starts the killed node at `port` among `nodes` again (as a supervisor would) and waits
+/// until it is back as a replica with its link to the master up.
+fn restart_as_replica(nodes: &mut [Node], port: u16) {
+    nodes
+        .iter_mut()
+        .find(|n| n.port == port)
+        .expect("one of the fixture's data nodes")
+        .spawn();
+    eventually_blocking(
+        "the old master back as a replica in sync",
+        READY_WITHIN,
+        || {
+            let info = redis_cli(port, &["INFO", "replication"])?;
+            (info_field(&info, "role") == Some("slave")
+                && info_field(&info, "master_link_status") == Some("up"))
+            .then_some(())
+        },
+    );
+}
+
 /// A master and its replicas, without Sentinels (the replicas stay replicas).
 pub struct ReplicatedRedis {
     nodes: Vec<Node>,
@@ -285,22 +305,7 @@ impl RedisSentinel {
     /// Starts the killed node at `port` again (as a supervisor would) and waits until the
     /// Sentinels have made it a replica of the new master, in sync.
     pub fn restart(&mut self, port: u16) {
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.port == port)
-            .expect("a data node");
-        node.spawn();
-        eventually_blocking(
-            "the old master back as a replica in sync",
-            READY_WITHIN,
-            || {
-                let info = redis_cli(port, &["INFO", "replication"])?;
-                (info_field(&info, "role") == Some("slave")
-                    && info_field(&info, "master_link_status") == Some("up"))
-                .then_some(())
-            },
-        );
+        restart_as_replica(&mut self.nodes, port);
     }
 
     /// Waits until the Sentinels name a master other than `old` and it says it is one;
@@ -458,22 +463,7 @@ impl RedisCluster {
     /// Starts the killed node at `port` again (as a supervisor would; it keeps its cluster
     /// config file) and waits until it is a replica in sync.
     pub fn restart(&mut self, port: u16) {
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|n| n.port == port)
-            .expect("a node of the cluster");
-        node.spawn();
-        eventually_blocking(
-            "the old master back as a replica in sync",
-            READY_WITHIN,
-            || {
-                let info = redis_cli(port, &["INFO", "replication"])?;
-                (info_field(&info, "role") == Some("slave")
-                    && info_field(&info, "master_link_status") == Some("up"))
-                .then_some(())
-            },
-        );
+        restart_as_replica(&mut self.nodes, port);
         self.wait_ok(None);
     }
 
