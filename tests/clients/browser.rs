@@ -23,6 +23,33 @@ pub(crate) fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
 }
 
+/// Runs a driver script (`tests/clients/*.mjs`) with `args` under node, in a blocking task,
+/// with the Chromium binary to drive; the handle gives its whole output.
+pub(crate) fn run_node(
+    script: &str,
+    args: Vec<String>,
+) -> tokio::task::JoinHandle<std::process::Output> {
+    let script = here().join(script);
+    tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .args(args)
+            .env("CHROMIUM", chromium())
+            .output()
+            .expect("node runs")
+    })
+}
+
+/// What a driver script saw: its last line of output, as JSON. Fails the test with the
+/// driver's own account when the run failed or printed no result.
+pub(crate) fn page_result(output: &std::process::Output) -> Value {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the browser run failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"))
+}
+
 /// Node, the Chromium binary and playwright-core: each missing one fails the test by name.
 pub(crate) fn require_parts() {
     let mut node = Command::new("node");
@@ -76,23 +103,13 @@ async fn chromium_widget_from_another_origin_runs_a_whole_gms_conversation_with_
         ))
         .start()
         .await;
-    let script = here().join("browser.mjs");
-    let (page_url, base) = (format!("{page}/"), gw.base.clone());
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .args([&page_url, &base, "widget", API_KEY])
-            .env("CHROMIUM", chromium())
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the browser run failed: {stderr}");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    let args = vec![
+        format!("{page}/"),
+        gw.base.clone(),
+        "widget".into(),
+        API_KEY.into(),
+    ];
+    let seen = page_result(&run_node("browser.mjs", args).await.unwrap());
 
     assert_eq!(
         seen["origin"],

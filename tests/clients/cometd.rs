@@ -6,7 +6,6 @@
 //! through the client's held `/meta/connect`. Every transcript index is counted.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +17,7 @@ use axum::routing::get;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-use super::browser::{chromium, here, page, require_parts, serve_origin};
+use super::browser::{here, page, page_result, require_parts, run_node, serve_origin};
 use crate::common::cluster::{all_accepting, Cluster, FAST};
 use crate::common::gateway;
 
@@ -159,19 +158,15 @@ async fn chromium_cometd_client_chats_across_alternating_replicas_and_a_kill_9()
     });
     let base = serve_proxy(Arc::clone(&proxy)).await;
 
-    let script = here().join("cometd.mjs");
-    let page_url = format!("{page}/");
-    let mut browser = {
-        let base = base.clone();
-        tokio::task::spawn_blocking(move || {
-            Command::new("node")
-                .arg(script)
-                .args([&page_url, &base, SERVICE, &MESSAGES.to_string()])
-                .env("CHROMIUM", chromium())
-                .output()
-                .expect("node runs")
-        })
-    };
+    let mut browser = run_node(
+        "cometd.mjs",
+        vec![
+            format!("{page}/"),
+            base.clone(),
+            SERVICE.into(),
+            MESSAGES.to_string(),
+        ],
+    );
     // Once the page's first message went through, the chat server holding the chat dies.
     let early = tokio::select! {
         _ = proxy.first_message.notified() => None,
@@ -192,11 +187,7 @@ async fn chromium_cometd_client_chats_across_alternating_replicas_and_a_kill_9()
 
     let output = browser.await.unwrap();
     println!("the page finished {:?} after the kill", killed.elapsed());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the browser run failed: {stderr}");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    let seen = page_result(&output);
 
     assert_eq!(seen["transport"], "long-polling", "{seen:#}");
     assert_eq!(seen["chatEnded"], true, "{seen:#}");

@@ -6,11 +6,9 @@
 //! (`tls_h2.mjs` drives it). A missing part (node, chromium, playwright-core, openssl) fails
 //! the test by name.
 
-use std::process::Command;
-
 use serde_json::Value;
 
-use super::browser::{chromium, here, require_parts};
+use super::browser::{page_result, require_parts, run_node};
 use crate::common::gateway;
 
 #[allow(dead_code)]
@@ -30,22 +28,8 @@ async fn chromium_loads_the_widget_page_over_tls_with_http2_and_pushes_beside_ma
     let port = gw.base.rsplit(':').next().unwrap().to_string();
     let page_url = format!("https://localhost:{port}/");
     let spki = pki.spki("a");
-    let script = here().join("tls_h2.mjs");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .args([&page_url, &spki, &CONCURRENT.to_string()])
-            .env("CHROMIUM", chromium())
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the browser run failed: {stderr}");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    let args = vec![page_url, spki, CONCURRENT.to_string()];
+    let seen = page_result(&run_node("tls_h2.mjs", args).await.unwrap());
     println!("{seen:#}");
 
     assert_eq!(seen["pageStatus"], 200, "{seen:#}");
